@@ -1,0 +1,6 @@
+//! Admin integration tests: one binary, one module per area.
+#![allow(unreachable_pub)] // test helpers are `pub` for the modules of this one binary
+
+mod db;
+mod helpers;
+mod ping;

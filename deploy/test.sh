@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The project's test command (README and CI call this): starts the real
+# backends the tests talk to, then runs the whole workspace's tests.
+#
+#   deploy/test.sh [extra cargo test args...]   e.g. deploy/test.sh -- --nocapture
+#
+# Servers are left running afterwards so re-runs start instantly; stop them
+# with `deploy/cql-server.sh stop` and `deploy/pg-server.sh stop`.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+started=$SECONDS
+
+# Cassandra takes the longest to come up: start it in the background first,
+# bring PostgreSQL up meanwhile, then wait for Cassandra.
+cql_log="$(mktemp)"
+trap 'rm -f "$cql_log"' EXIT
+deploy/cql-server.sh start >"$cql_log" 2>&1 &
+cql_job=$!
+deploy/pg-server.sh start >/dev/null
+if ! wait "$cql_job"; then
+	cat "$cql_log" >&2
+	echo "deploy/test.sh: the CQL server did not start" >&2
+	exit 1
+fi
+cat "$cql_log" >&2
+echo "deploy/test.sh: backends up after $((SECONDS - started))s" >&2
+
+eval "$(deploy/pg-server.sh env)"
+eval "$(deploy/cql-server.sh env)"
+export QYZAR_TEST_PG_URL QYZAR_TEST_CQL_NODE
+# Tests must fail, not skip, when a backend they need is unreachable.
+export QYZAR_TEST_REQUIRE_BACKENDS=1
+
+status=0
+cargo test --workspace --all-targets "$@" || status=$?
+
+echo "deploy/test.sh: cargo test exited $status; total $((SECONDS - started))s" >&2
+exit "$status"

@@ -1,0 +1,170 @@
+//! Engine configuration: defaults, overridden by `QYZAR_ENGINE_*` variables,
+//! and the start-up sequence (store, state, snapshot, listeners).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use qyzar_shared::store::{DataStore, EmbeddedStore, ScyllaConfig, ScyllaStore};
+
+use crate::state::{Engine, StateOptions};
+use crate::ServerLimits;
+
+/// Where the engine keeps data-plane data.
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    /// One durable local file (`qyzar dev`, single-node installs).
+    Embedded(PathBuf),
+    /// A ScyllaDB (or any CQL) cluster.
+    Scylla(ScyllaConfig),
+}
+
+/// Everything the engine binary needs to start.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The public listener customers call (`QYZAR_ENGINE_ADDR`, default
+    /// `127.0.0.1:8080`).
+    pub public_addr: SocketAddr,
+    /// The internal listener for config push and metrics
+    /// (`QYZAR_ENGINE_INTERNAL_ADDR`, default `127.0.0.1:8090`; never public).
+    pub internal_addr: SocketAddr,
+    /// Shared key admin authenticates pushes with (`QYZAR_ENGINE_PUSH_KEY`).
+    pub push_key: Option<String>,
+    /// A snapshot file loaded at start (`QYZAR_ENGINE_SNAPSHOT_FILE`).
+    pub snapshot_file: Option<PathBuf>,
+    /// The data store: `QYZAR_ENGINE_CQL_NODES` (comma-separated) and
+    /// `QYZAR_ENGINE_CQL_KEYSPACE` select ScyllaDB; otherwise the embedded
+    /// store at `QYZAR_ENGINE_DATA` (default `.qyzar/engine.redb`).
+    pub store: StoreChoice,
+    /// Connection and timeout limits.
+    pub limits: ServerLimits,
+    /// In-memory state tunables.
+    pub state: StateOptions,
+}
+
+/// A configuration value that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{var} is not valid: {reason}")]
+pub struct ConfigError {
+    /// The variable at fault.
+    pub var: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+impl EngineConfig {
+    /// Defaults overridden by the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let public_addr = env_addr("QYZAR_ENGINE_ADDR", "127.0.0.1:8080")?;
+        let internal_addr = env_addr("QYZAR_ENGINE_INTERNAL_ADDR", "127.0.0.1:8090")?;
+        let mut limits = ServerLimits::default();
+        if let Ok(v) = std::env::var("QYZAR_ENGINE_MAX_CONNECTIONS") {
+            limits.max_connections =
+                v.parse()
+                    .map_err(|e: std::num::ParseIntError| ConfigError {
+                        var: "QYZAR_ENGINE_MAX_CONNECTIONS",
+                        reason: e.to_string(),
+                    })?;
+        }
+        let store = match std::env::var("QYZAR_ENGINE_CQL_NODES") {
+            Ok(nodes) if !nodes.trim().is_empty() => {
+                let keyspace =
+                    std::env::var("QYZAR_ENGINE_CQL_KEYSPACE").unwrap_or_else(|_| "qyzar".into());
+                let mut cfg = ScyllaConfig::new(
+                    nodes.split(',').map(|n| n.trim().to_owned()).collect(),
+                    keyspace,
+                );
+                if let Ok(rf) = std::env::var("QYZAR_ENGINE_CQL_RF") {
+                    cfg.replication_factor =
+                        rf.parse()
+                            .map_err(|e: std::num::ParseIntError| ConfigError {
+                                var: "QYZAR_ENGINE_CQL_RF",
+                                reason: e.to_string(),
+                            })?;
+                }
+                StoreChoice::Scylla(cfg)
+            }
+            _ => StoreChoice::Embedded(
+                std::env::var("QYZAR_ENGINE_DATA")
+                    .unwrap_or_else(|_| ".qyzar/engine.redb".into())
+                    .into(),
+            ),
+        };
+        let mut state = StateOptions::default();
+        if let Ok(h) = std::env::var("QYZAR_ENGINE_REGION_HEADER") {
+            state.region_header = if h.is_empty() {
+                None
+            } else {
+                Some(
+                    http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(
+                        |e| ConfigError {
+                            var: "QYZAR_ENGINE_REGION_HEADER",
+                            reason: e.to_string(),
+                        },
+                    )?,
+                )
+            };
+        }
+        Ok(Self {
+            public_addr,
+            internal_addr,
+            push_key: std::env::var("QYZAR_ENGINE_PUSH_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+            snapshot_file: std::env::var("QYZAR_ENGINE_SNAPSHOT_FILE")
+                .ok()
+                .map(PathBuf::from),
+            store,
+            limits,
+            state,
+        })
+    }
+}
+
+fn env_addr(var: &'static str, default: &str) -> Result<SocketAddr, ConfigError> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.to_owned())
+        .parse()
+        .map_err(|e: std::net::AddrParseError| ConfigError {
+            var,
+            reason: e.to_string(),
+        })
+}
+
+/// Any start-up failure.
+pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Opens the configured store.
+pub async fn open_store(choice: &StoreChoice) -> Result<Arc<dyn DataStore>, StartError> {
+    Ok(match choice {
+        StoreChoice::Embedded(path) => Arc::new(EmbeddedStore::open(path)?),
+        StoreChoice::Scylla(cfg) => Arc::new(ScyllaStore::connect(cfg.clone()).await?),
+    })
+}
+
+/// Loads a snapshot file into the engine, if one is configured.
+pub fn load_snapshot_file(engine: &Engine, path: &std::path::Path) -> Result<u64, StartError> {
+    let bytes = std::fs::read(path)?;
+    let snapshot = qyzar_shared::snapshot::decode_snapshot(&bytes)?;
+    Ok(engine
+        .config
+        .swap_full(snapshot, qyzar_shared::time::now_ms())?)
+}
+
+/// Opens the store, builds the state, loads the snapshot, binds the
+/// listener and serves until `shutdown` resolves.
+pub async fn start(
+    config: EngineConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    let store = open_store(&config.store).await?;
+    let engine = Engine::new(store, config.state.clone());
+    if let Some(path) = &config.snapshot_file {
+        let v = load_snapshot_file(&engine, path)?;
+        tracing::info!(version = v, path = %path.display(), "snapshot loaded");
+    }
+    let listener = tokio::net::TcpListener::bind(config.public_addr).await?;
+    tracing::info!(addr = %config.public_addr, "engine listening");
+    crate::run(listener, engine, config.limits, shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! Tests of the anti-ATO weights, reasons and action boundaries.
+
+use super::*;
+
+const NOW: i64 = 1_717_000_000_000;
+const DEFAULTS: Thresholds = Thresholds {
+    challenge: 60,
+    block: 85,
+};
+
+fn dev(n: u8) -> DeviceId {
+    DeviceId::from_digest(&[n; 32])
+}
+
+fn prior(device: &DeviceId, region: &str, ago_ms: i64) -> PriorSnapshot {
+    PriorSnapshot {
+        device_id: Some(device.clone()),
+        ip: Some("203.0.113.7".parse().unwrap()),
+        region: Some(region.into()),
+        platform: Some("desktop".into()),
+        browser: Some("Chrome".into()),
+        at: NOW - ago_ms,
+    }
+}
+
+fn attempt<'a>(device: Option<&'a DeviceId>, region: Option<&'a str>) -> Attempt<'a> {
+    Attempt {
+        ip: Some("203.0.113.7".parse().unwrap()),
+        region,
+        device_id: device,
+        platform: Some("desktop"),
+        browser: Some("Chrome"),
+        bot: false,
+        now: NOW,
+    }
+}
+
+fn judge(a: &Attempt<'_>, h: &History<'_>) -> AtoDecision {
+    score_login(a, h, DEFAULTS)
+}
+
+const DAY: i64 = 24 * 3_600_000;
+
+#[test]
+fn first_sight_is_allowed_with_no_reasons() {
+    let d = dev(1);
+    let r = judge(&attempt(Some(&d), Some("FR")), &History::default());
+    assert_eq!(
+        r,
+        AtoDecision {
+            action: Action::Allow,
+            score: 0,
+            reasons: vec![],
+            changes: vec![],
+            trusted_device: false
+        }
+    );
+    let r = judge(&attempt(None, None), &History::default());
+    assert_eq!(
+        (r.action, r.score),
+        (Action::Allow, 0),
+        "no device on first sight is still first sight"
+    );
+}
+
+#[test]
+fn first_sight_still_sees_bots_and_velocity() {
+    let d = dev(1);
+    let mut a = attempt(Some(&d), Some("FR"));
+    a.bot = true;
+    let r = judge(&a, &History::default());
+    assert_eq!(
+        (r.action, r.score, r.reasons),
+        (Action::Challenge, 60, vec!["bot"])
+    );
+    let h = History {
+        recent_failures: 8,
+        ..History::default()
+    };
+    let r = judge(&attempt(Some(&d), Some("FR")), &h);
+    assert_eq!(
+        (r.action, r.score, r.reasons),
+        (Action::Challenge, 60, vec!["failed_attempt_velocity"])
+    );
+}
+
+#[test]
+fn same_device_same_place_is_only_untrusted() {
+    let d = dev(1);
+    let p = prior(&d, "FR", DAY);
+    let h = History {
+        prior: Some(&p),
+        ..History::default()
+    };
+    let r = judge(&attempt(Some(&d), Some("FR")), &h);
+    assert_eq!(
+        (r.action, r.score, r.reasons),
+        (Action::Allow, 15, vec!["untrusted_identifier"])
+    );
+    assert!(r.changes.is_empty());
+    let h = History { trusted: true, ..h };
+    let r = judge(&attempt(Some(&d), Some("FR")), &h);
+    assert_eq!((r.score, r.reasons.len(), r.trusted_device), (0, 0, true));
+}
+
+#[test]
+fn new_device_fires_for_an_unknown_or_missing_device() {
+    let (old, new) = (dev(1), dev(2));
+    let p = prior(&old, "FR", DAY);
+    let h = History {
+        prior: Some(&p),
+        ..History::default()
+    };
+    let r = judge(&attempt(Some(&new), Some("FR")), &h);
+    assert_eq!(r.reasons, ["new_device", "untrusted_identifier"]);
+    assert_eq!((r.score, r.action), (45, Action::Allow));
+    assert_eq!(r.changes, ["device"]);
+    // Omitting the device must not lower the risk.
+    let r = judge(&attempt(None, Some("FR")), &h);
+    assert_eq!(r.reasons, ["new_device", "untrusted_identifier"]);
+    assert!(r.changes.is_empty(), "an unknown side is not a change");
+    // A second device the user already logs in from is known.
+    let h = History {
+        known_device: true,
+        ..h
+    };
+    let r = judge(&attempt(Some(&new), Some("FR")), &h);
+    assert_eq!(r.reasons, ["untrusted_identifier"]);
+    assert_eq!(r.changes, ["device"]);
+}
+
+#[test]
+fn new_region_and_impossible_travel() {
+    let d = dev(1);
+    let far = prior(&d, "FR", 2 * 3_600_000);
+    let h = History {
+        prior: Some(&far),
+        ..History::default()
+    };
+    let r = judge(&attempt(Some(&d), Some("DE")), &h);
+    assert_eq!(r.reasons, ["new_region", "untrusted_identifier"]);
+    assert_eq!(r.changes, ["region"]);
+    assert_eq!(r.score, 40);
+
+    let near = prior(&d, "FR", 30 * 60_000);
+    let h = History {
+        prior: Some(&near),
+        ..History::default()
+    };
+    let r = judge(&attempt(Some(&d), Some("DE")), &h);
+    assert_eq!(
+        r.reasons,
+        ["new_region", "untrusted_identifier", "impossible_travel"]
+    );
+    assert_eq!((r.score, r.action), (80, Action::Challenge));
+
+    // Unknown region on either side proves nothing.
+    let r = judge(&attempt(Some(&d), None), &h);
+    assert_eq!(r.reasons, ["untrusted_identifier"]);
+}
+
+#[test]
+fn travel_window_edge_is_exclusive() {
+    let d = dev(1);
+    let at_edge = prior(&d, "FR", TRAVEL_WINDOW_MS);
+    let h = History {
+        prior: Some(&at_edge),
+        trusted: true,
+        ..History::default()
+    };
+    assert_eq!(
+        judge(&attempt(Some(&d), Some("DE")), &h).reasons,
+        ["new_region"]
+    );
+    let inside = prior(&d, "FR", TRAVEL_WINDOW_MS - 1);
+    let h = History {
+        prior: Some(&inside),
+        ..h
+    };
+    assert_eq!(
+        judge(&attempt(Some(&d), Some("DE")), &h).reasons,
+        ["new_region", "impossible_travel"]
+    );
+    // A prior "in the future" (clock skew) counts as recent.
+    let skewed = prior(&d, "FR", -5_000);
+    let h = History {
+        prior: Some(&skewed),
+        ..h
+    };
+    assert!(judge(&attempt(Some(&d), Some("DE")), &h)
+        .reasons
+        .contains(&"impossible_travel"));
+}
+
+#[test]
+fn velocity_scales_with_failures_and_is_capped() {
+    let expect = [
+        (0, 0),
+        (1, 0),
+        (2, 0),
+        (3, 10),
+        (4, 20),
+        (7, 50),
+        (8, 60),
+        (9, 60),
+        (u32::MAX, 60),
+    ];
+    for (failures, weight) in expect {
+        assert_eq!(velocity_weight(failures), weight, "{failures}");
+        let h = History {
+            recent_failures: failures,
+            ..History::default()
+        };
+        let r = judge(&attempt(None, None), &h);
+        assert_eq!(r.score, u8::try_from(weight).unwrap());
+        assert_eq!(r.reasons.contains(&"failed_attempt_velocity"), weight > 0);
+    }
+}
+
+#[test]
+fn trust_forgives_travel_but_not_bots_or_guessing() {
+    let d = dev(1);
+    let near = prior(&d, "FR", 60_000);
+    let h = History {
+        prior: Some(&near),
+        trusted: true,
+        ..History::default()
+    };
+    let r = judge(&attempt(Some(&d), Some("DE")), &h);
+    assert_eq!(
+        (r.score, r.action, r.trusted_device),
+        (45, Action::Allow, true)
+    ); // 65 - 20
+    let mut a = attempt(Some(&d), Some("FR"));
+    a.bot = true;
+    assert_eq!(judge(&a, &h).score, 60, "bot keeps its full weight");
+    let h = History {
+        recent_failures: 5,
+        ..h
+    };
+    assert_eq!(judge(&a, &h).score, 90, "bot + velocity keep theirs");
+}
+
+#[test]
+fn everything_at_once_is_capped_and_blocked() {
+    let (old, new) = (dev(1), dev(2));
+    let near = prior(&old, "FR", 60_000);
+    let h = History {
+        prior: Some(&near),
+        recent_failures: 20,
+        ..History::default()
+    };
+    let mut a = attempt(Some(&new), Some("DE"));
+    a.bot = true;
+    a.browser = Some("Firefox");
+    a.ip = Some("198.51.100.9".parse().unwrap());
+    let r = judge(&a, &h);
+    assert_eq!((r.score, r.action), (100, Action::Block));
+    assert_eq!(
+        r.reasons,
+        [
+            "new_device",
+            "new_region",
+            "untrusted_identifier",
+            "failed_attempt_velocity",
+            "impossible_travel",
+            "bot"
+        ]
+    );
+    assert_eq!(r.changes, ["device", "ip", "region", "browser"]);
+}
+
+#[test]
+fn action_boundaries_are_inclusive() {
+    // A fixed scenario scoring exactly 45 (new_device + untrusted).
+    let (old, new) = (dev(1), dev(2));
+    let p = prior(&old, "FR", DAY);
+    let h = History {
+        prior: Some(&p),
+        ..History::default()
+    };
+    let a = attempt(Some(&new), Some("FR"));
+    let act = |challenge, block| score_login(&a, &h, Thresholds { challenge, block }).action;
+    assert_eq!(score_login(&a, &h, DEFAULTS).score, 45);
+    assert_eq!(act(45, 85), Action::Challenge, "score == challengeScore");
+    assert_eq!(act(46, 85), Action::Allow, "one below challengeScore");
+    assert_eq!(act(30, 45), Action::Block, "score == blockScore");
+    assert_eq!(act(30, 46), Action::Challenge, "one below blockScore");
+    assert_eq!(act(50, 40), Action::Block, "a misordered pair blocks");
+    assert_eq!(act(0, 100), Action::Challenge);
+}
+
+#[test]
+fn ip_changes_compare_canonical_addresses() {
+    let d = dev(1);
+    let p = prior(&d, "FR", DAY);
+    let h = History {
+        prior: Some(&p),
+        trusted: true,
+        ..History::default()
+    };
+    let mut a = attempt(Some(&d), Some("FR"));
+    a.ip = Some("::ffff:203.0.113.7".parse().unwrap());
+    assert!(judge(&a, &h).changes.is_empty());
+    a.ip = Some("2001:db8::1".parse().unwrap());
+    assert_eq!(judge(&a, &h).changes, ["ip"]);
+    a.ip = None;
+    assert!(judge(&a, &h).changes.is_empty());
+}
+
+#[test]
+fn decision_serialises_as_the_answer_expects() {
+    let d = dev(1);
+    let p = prior(&d, "FR", DAY);
+    let h = History {
+        prior: Some(&p),
+        ..History::default()
+    };
+    let v = serde_json::to_value(judge(&attempt(Some(&dev(2)), Some("FR")), &h)).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"action": "allow", "score": 45,
+            "reasons": ["new_device", "untrusted_identifier"], "changes": ["device"], "trustedDevice": false})
+    );
+    for a in [Action::Allow, Action::Challenge, Action::Block] {
+        assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+    }
+}
+
+#[test]
+fn prior_snapshot_from_a_stored_attempt() {
+    let stored = LoginAttempt {
+        project_id: qyzar_shared::ids::ProjectId::generate(),
+        identifier: "ann@example.com".into(),
+        at: NOW,
+        attempt_id: LoginAttempt::new_id(),
+        success: true,
+        ip: Some("not an ip".into()),
+        device_id: Some(dev(3)),
+        session_id: None,
+        region: Some("FR".into()),
+        platform: Some("mobile".into()),
+        browser: Some("Safari".into()),
+    };
+    let p = PriorSnapshot::from_attempt(&stored);
+    assert_eq!((p.ip, p.at, p.device_id), (None, NOW, Some(dev(3))));
+    assert_eq!(p.region.as_deref(), Some("FR"));
+    let p = PriorSnapshot::from_attempt(&LoginAttempt {
+        ip: Some("203.0.113.7".into()),
+        ..stored
+    });
+    assert_eq!(p.ip, Some("203.0.113.7".parse().unwrap()));
+}

@@ -1,0 +1,195 @@
+//! Bucket keys: a keyed 128-bit hash of (project id, bucket name, key).
+//!
+//! Why a hash and not the key bytes: entries stay 16 bytes, fixed-size and
+//! `Copy`, so the map never allocates per key and a lookup compares two words
+//! whatever the length of the email or IP. Why *keyed* (SipHash-1-3, the
+//! function std uses against HashDoS, with a random key drawn per process):
+//! keys are user input, and two keys that hash alike share a counter. Without
+//! the secret an attacker can neither compute nor observe the hash, so a
+//! chosen collision (draining a victim's bucket, or escaping one's own) needs
+//! about 2⁶⁴ blind tries; accidental collisions at 10⁹ live keys have a
+//! probability near 10⁻²¹. The per-process key is also why state cannot be
+//! shared between engines by hash: each engine limits on its own (see
+//! ARCHITECTURE.md, "Caches and stores").
+
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+/// Longest key (email, IP, user id…) accepted, in bytes.
+///
+/// Keys come from request bodies; the route answers 422 for a longer one
+/// (naming the field) instead of hashing arbitrary amounts of attacker data
+/// on the hot path. 256 bytes holds any email address (RFC 5321 caps a path
+/// at 256 octets) and any textual IP address.
+pub const MAX_KEY_LEN: usize = 256;
+
+/// Identifies one bucket of one subject: the keyed hash of
+/// (project id, bucket name, key). Made by [`KeyHasher::bucket_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketKey {
+    /// Low half: feeds the map's own hashing (see [`KeyIdentityHasher`]).
+    lo: u64,
+    /// High half: picks the shard, so shard choice and in-shard position use
+    /// independent bits.
+    hi: u64,
+}
+
+impl BucketKey {
+    /// The bits that choose this key's shard.
+    pub(super) fn shard_bits(self) -> u64 {
+        self.hi
+    }
+}
+
+impl Hash for BucketKey {
+    /// The key is already a uniform keyed hash: feed one half through as is
+    /// instead of hashing it a second time.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.lo);
+    }
+}
+
+/// The key was longer than [`MAX_KEY_LEN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyTooLong;
+
+impl fmt::Display for KeyTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("rate-limit key is longer than 256 bytes")
+    }
+}
+
+impl std::error::Error for KeyTooLong {}
+
+/// Makes [`BucketKey`]s under a secret SipHash key drawn once per instance.
+#[derive(Clone)]
+pub struct KeyHasher {
+    k0: u64,
+    k1: u64,
+}
+
+impl fmt::Debug for KeyHasher {
+    /// Never prints the key: it is what keeps collisions out of reach.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyHasher { .. }")
+    }
+}
+
+impl KeyHasher {
+    /// A hasher with a fresh random key.
+    ///
+    /// The key comes from std's `RandomState`, which is seeded from the OS
+    /// random source: its SipHash of two constants is as unpredictable as its
+    /// own key, and it avoids a dependency on a random-number crate.
+    pub fn random() -> Self {
+        let seed = RandomState::new();
+        Self {
+            k0: seed.hash_one(0x7179_7a61_725f_6b30_u64),
+            k1: seed.hash_one(0x7179_7a61_725f_6b31_u64),
+        }
+    }
+
+    /// The bucket key of `key` in `bucket` (e.g. `"ip"`, `"metadata:email"`)
+    /// of `project_id`.
+    ///
+    /// Project id and bucket name are length-prefixed, so `("ab", "c")` and
+    /// `("a", "bc")` never meet; the key goes last and needs no prefix because
+    /// SipHash mixes in the total length. Normalising the key (lower-casing
+    /// emails, canonical IPv6) is the caller's business: bytes are hashed as given.
+    pub fn bucket_key(
+        &self,
+        project_id: &str,
+        bucket: &str,
+        key: &[u8],
+    ) -> Result<BucketKey, KeyTooLong> {
+        if key.len() > MAX_KEY_LEN {
+            return Err(KeyTooLong);
+        }
+        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
+        h.write_usize(project_id.len());
+        h.write(project_id.as_bytes());
+        h.write_usize(bucket.len());
+        h.write(bucket.as_bytes());
+        h.write(key);
+        let (lo, hi) = h.finish128().as_u64();
+        Ok(BucketKey { lo, hi })
+    }
+}
+
+/// Passes a [`BucketKey`]'s low half through as the map hash: the key is
+/// already a keyed hash, so hashing it again would only cost time.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct KeyIdentityHasher(u64);
+
+impl Hasher for KeyIdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    /// Only reached if something other than a `BucketKey` is hashed; folds
+    /// the bytes in so the result stays a function of the input.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_input_same_key_different_input_different_key() {
+        let h = KeyHasher::random();
+        let a = h.bucket_key("prj_1", "ip", b"203.0.113.7").unwrap();
+        assert_eq!(a, h.bucket_key("prj_1", "ip", b"203.0.113.7").unwrap());
+        assert_ne!(a, h.bucket_key("prj_2", "ip", b"203.0.113.7").unwrap());
+        assert_ne!(
+            a,
+            h.bucket_key("prj_1", "metadata:ip", b"203.0.113.7")
+                .unwrap()
+        );
+        assert_ne!(a, h.bucket_key("prj_1", "ip", b"203.0.113.8").unwrap());
+    }
+
+    #[test]
+    fn fields_cannot_bleed_into_each_other() {
+        let h = KeyHasher::random();
+        assert_ne!(
+            h.bucket_key("ab", "c", b"").unwrap(),
+            h.bucket_key("a", "bc", b"").unwrap()
+        );
+        assert_ne!(
+            h.bucket_key("a", "b", b"c").unwrap(),
+            h.bucket_key("a", "bc", b"").unwrap()
+        );
+    }
+
+    #[test]
+    fn each_hasher_has_its_own_secret() {
+        let (h1, h2) = (KeyHasher::random(), KeyHasher::random());
+        assert_ne!(
+            h1.bucket_key("p", "ip", b"k").unwrap(),
+            h2.bucket_key("p", "ip", b"k").unwrap()
+        );
+        assert_eq!(format!("{h1:?}"), "KeyHasher { .. }");
+    }
+
+    #[test]
+    fn key_length_is_bounded() {
+        let h = KeyHasher::random();
+        assert!(h.bucket_key("p", "ip", &[b'a'; MAX_KEY_LEN]).is_ok());
+        assert_eq!(
+            h.bucket_key("p", "ip", &[b'a'; MAX_KEY_LEN + 1]),
+            Err(KeyTooLong)
+        );
+        assert!(KeyTooLong.to_string().contains(&MAX_KEY_LEN.to_string()));
+    }
+}

@@ -1,0 +1,244 @@
+//! Reading requests: the body cap, JSON and query parsing, and where the
+//! project secret, client token and session cookies come from.
+//!
+//! Every failure here is a small [`ApiError`] with a static message: a bad
+//! request is normal traffic on a verify API and must cost no formatting.
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
+use http::HeaderMap;
+use http_body_util::{BodyExt, Limited};
+use qyzar_shared::{ApiError, ErrorCode};
+use serde::de::DeserializeOwned;
+
+/// Largest request body any engine route accepts (64 KiB): entropy documents
+/// are a few KiB, so anything bigger is a mistake or an attack.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Reads the whole body, refusing more than [`MAX_BODY`] bytes with `413`
+/// before buffering them (a declared `Content-Length` is checked first).
+pub async fn read_body<B>(headers: &HeaderMap, body: B) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    if let Some(len) = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > MAX_BODY as u64 {
+            return Err(ApiError::new(ErrorCode::PayloadTooLarge));
+        }
+    }
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::new(ErrorCode::PayloadTooLarge))
+        }
+        Err(_) => Err(ApiError::with_message(
+            ErrorCode::MalformedJson,
+            "the request body could not be read",
+        )),
+    }
+}
+
+/// Parses a JSON body after checking it is declared as JSON. An empty body
+/// is treated as `{}` so routes whose fields can all come from elsewhere
+/// (query, cookies) accept a bodiless POST.
+pub fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return serde_json::from_slice(b"{}").map_err(|e| json_error(&e));
+    }
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let mime = v.split(';').next().unwrap_or("").trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(ApiError::new(ErrorCode::UnsupportedMediaType));
+    }
+    serde_json::from_slice(body).map_err(|e| json_error(&e))
+}
+
+/// Maps a serde error to our shape: syntax errors are `400 malformed_json`,
+/// well-formed JSON with a wrong field is `422 invalid_field` / `400
+/// missing_field`. The message names what serde saw but never echoes input
+/// values (they may be secrets).
+fn json_error(e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => ApiError::new(ErrorCode::MalformedJson),
+        Category::Data => {
+            let msg = e.to_string();
+            if let Some(field) = missing_field(&msg) {
+                ApiError::with_message(ErrorCode::MissingField, "a required field is missing")
+                    .field(field)
+            } else {
+                ApiError::with_message(
+                    ErrorCode::InvalidField,
+                    "a field has the wrong type or value",
+                )
+            }
+        }
+    }
+}
+
+fn missing_field(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("missing field `")?;
+    let end = rest.find('`')?;
+    Some(rest[..end].to_owned())
+}
+
+/// Parses `application/x-www-form-urlencoded`-style query strings into a
+/// struct. Unknown keys are ignored; a value that does not fit is `400`.
+pub fn query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, ApiError> {
+    let pairs: serde_json::Map<String, serde_json::Value> = form_pairs(query.unwrap_or(""))
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    serde_json::from_value(serde_json::Value::Object(pairs)).map_err(|e| {
+        let msg = e.to_string();
+        match missing_field(&msg) {
+            Some(f) => ApiError::new(ErrorCode::MissingField).field(f),
+            None => ApiError::new(ErrorCode::MalformedQuery),
+        }
+    })
+}
+
+/// Percent-decoded `key=value` pairs of a query string (later keys win).
+fn form_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    q.split('&').filter(|p| !p.is_empty()).map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (percent_decode(k), percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The project secret: `X-Qyzar-Project-Secret`, else `Authorization: Bearer`
+/// when the bearer value looks like a secret (`qz_sk_…`).
+pub fn project_secret(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers
+        .get("x-qyzar-project-secret")
+        .and_then(|v| v.to_str().ok())
+    {
+        return Some(v.trim());
+    }
+    bearer(headers).filter(|b| b.starts_with("qz_sk_"))
+}
+
+/// The `Authorization: Bearer …` value, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// The value of cookie `name` from the `Cookie` header(s).
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().trim_matches('"'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_handles_plus_escapes_and_broken_escapes() {
+        assert_eq!(percent_decode("a+b%20c%2Bd"), "a b c+d");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%4"), "%4");
+    }
+
+    #[test]
+    fn secret_comes_from_header_or_bearer() {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, "Bearer qz_sk_abc".parse().unwrap());
+        assert_eq!(project_secret(&h), Some("qz_sk_abc"));
+        h.insert(AUTHORIZATION, "Bearer eyJhbGciOi".parse().unwrap());
+        assert_eq!(project_secret(&h), None, "a bearer JWT is not a secret");
+        h.insert("x-qyzar-project-secret", "qz_sk_xyz".parse().unwrap());
+        assert_eq!(project_secret(&h), Some("qz_sk_xyz"));
+    }
+
+    #[test]
+    fn cookies_are_found_across_headers() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, "a=1; qyzar_session_id=ses_1".parse().unwrap());
+        h.append(COOKIE, "qyzar_session_token=tok".parse().unwrap());
+        assert_eq!(cookie(&h, "qyzar_session_id"), Some("ses_1"));
+        assert_eq!(cookie(&h, "qyzar_session_token"), Some("tok"));
+        assert_eq!(cookie(&h, "missing"), None);
+    }
+
+    #[test]
+    fn json_errors_are_classified() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_TYPE,
+            "application/json; charset=utf-8".parse().unwrap(),
+        );
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct B {
+            a: u32,
+        }
+        assert_eq!(
+            json_body::<B>(&h, b"{").unwrap_err().code,
+            ErrorCode::MalformedJson
+        );
+        let e = json_body::<B>(&h, b"{}").unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::MissingField, Some("a"))
+        );
+        assert_eq!(
+            json_body::<B>(&h, br#"{"a":"x"}"#).unwrap_err().code,
+            ErrorCode::InvalidField
+        );
+        let mut t = HeaderMap::new();
+        t.insert(CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert_eq!(
+            json_body::<B>(&t, br#"{"a":1}"#).unwrap_err().code,
+            ErrorCode::UnsupportedMediaType
+        );
+        assert_eq!(json_body::<B>(&h, br#"{"a":1}"#).unwrap().a, 1);
+    }
+}

@@ -1,0 +1,188 @@
+//! Routing on `(method, path)`: a plain match, no framework, so the cost of
+//! finding a route is a few string comparisons. The router also does what
+//! every route needs: the body cap, `405` with `Allow`, `Idempotency-Key`
+//! replay for mutating routes, metrics and the total in `Server-Timing`.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use qyzar_shared::{ApiError, ErrorCode};
+
+use crate::response::{self, Body};
+use crate::routes;
+use crate::state::{Engine, StoredAnswer};
+
+/// Routes one request.
+pub async fn route<B>(engine: &Engine, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let (name, res) = dispatch(engine, req).await;
+    let micros = started.elapsed().as_micros() as u64;
+    engine.metrics.record(name, res.status().as_u16(), micros);
+    response::timing(res, &format!("total;dur={:.3}", micros as f64 / 1000.0))
+}
+
+async fn dispatch<B>(engine: &Engine, req: Request<B>) -> (&'static str, Response<Body>)
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (parts, body) = req.into_parts();
+    let m = &parts.method;
+    let q = parts.uri.query();
+    let h = &parts.headers;
+    macro_rules! body {
+        () => {
+            match crate::request::read_body(h, body).await {
+                Ok(b) => b,
+                Err(e) => return ("other", response::error(&e)),
+            }
+        };
+    }
+    match parts.uri.path() {
+        "/ping" => match *m {
+            Method::GET | Method::HEAD => ("ping", routes::ping::handle()),
+            _ => ("ping", response::method_not_allowed("GET, HEAD")),
+        },
+        "/projects/client/session-verify" => match *m {
+            Method::GET => (
+                "session_verify",
+                routes::session_verify::handle(engine, m, q, h, Bytes::new()).await,
+            ),
+            Method::POST => {
+                let b = body!();
+                (
+                    "session_verify",
+                    routes::session_verify::handle(engine, m, q, h, b).await,
+                )
+            }
+            _ => ("session_verify", response::method_not_allowed("GET, POST")),
+        },
+        "/projects/client/token" => match *m {
+            Method::POST => {
+                let b = body!();
+                (
+                    "token",
+                    idempotent(engine, "token", h, &b, || {
+                        routes::token::handle(engine, h, &b)
+                    })
+                    .await,
+                )
+            }
+            _ => ("token", response::method_not_allowed("POST")),
+        },
+        "/projects/client/token-verify" => match *m {
+            Method::GET => (
+                "token_verify",
+                routes::token_verify::handle(engine, m, q, h, &[]).await,
+            ),
+            Method::POST => {
+                let b = body!();
+                (
+                    "token_verify",
+                    routes::token_verify::handle(engine, m, q, h, &b).await,
+                )
+            }
+            _ => ("token_verify", response::method_not_allowed("GET, POST")),
+        },
+        "/projects/client/jwks" => match *m {
+            Method::GET => ("jwks", routes::jwks::handle(engine, q)),
+            _ => ("jwks", response::method_not_allowed("GET")),
+        },
+        _ => ("other", response::error_code(ErrorCode::RouteNotFound)),
+    }
+}
+
+/// Longest accepted `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Runs `f` once per (project, route, `Idempotency-Key`): a retry gets the
+/// first answer back (status, body and cookies) and writes nothing twice; the
+/// same key with a different body is `409`. Concurrent retries wait for the
+/// first. Only successful answers are remembered, so a retry after a
+/// transient failure (503) is tried again. Without the header, `f` just runs.
+pub async fn idempotent<F, Fut>(
+    engine: &Engine,
+    route: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    f: F,
+) -> Response<Body>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Response<Body>>,
+{
+    let Some(key) = headers.get("idempotency-key") else {
+        return f().await;
+    };
+    let Ok(key) = key.to_str() else {
+        return response::error(&ApiError::new(ErrorCode::InvalidField).field("Idempotency-Key"));
+    };
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return response::error(
+            &ApiError::with_message(
+                ErrorCode::InvalidField,
+                "Idempotency-Key must be 1 to 255 characters",
+            )
+            .field("Idempotency-Key"),
+        );
+    }
+    // The project is part of the slot so two customers' keys never collide;
+    // read it leniently here, the route validates it properly.
+    let project = serde_json::from_slice::<ProjectOnly>(body)
+        .ok()
+        .and_then(|p| p.project_id)
+        .unwrap_or_default();
+    let slot_key: Box<str> = format!("{project}\u{0}{route}\u{0}{key}").into();
+    let slot = engine.idempotency.get_with(slot_key, Default::default);
+    let mut guard = slot.lock().await;
+    let fingerprint = crate::routes::common::sha256(body);
+    if let Some(stored) = guard.as_ref() {
+        if stored.fingerprint != fingerprint {
+            return response::error(&ApiError::new(ErrorCode::IdempotencyKeyReused));
+        }
+        let mut res = response::json(
+            StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+            stored.body.clone(),
+        );
+        for c in &stored.cookies {
+            res.headers_mut()
+                .append(http::header::SET_COOKIE, c.clone());
+        }
+        res.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return res;
+    }
+    let res = f().await;
+    if res.status().is_success() {
+        let (parts, body) = res.into_parts();
+        let bytes = http_body_util::BodyExt::collect(body)
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        *guard = Some(StoredAnswer {
+            fingerprint,
+            status: parts.status.as_u16(),
+            body: bytes.clone(),
+            cookies: parts
+                .headers
+                .get_all(http::header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect(),
+        });
+        return Response::from_parts(parts, http_body_util::Full::new(bytes));
+    }
+    res
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProjectOnly {
+    project_id: Option<String>,
+}

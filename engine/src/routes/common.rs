@@ -1,0 +1,129 @@
+//! Steps every secret-authenticated route shares: the served config, the
+//! project, the secret, the session from body or cookies.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use qyzar_shared::crypto::ct_eq;
+use qyzar_shared::ids::{ProjectId, SessionId};
+use qyzar_shared::snapshot::ProjectConfig;
+use qyzar_shared::store::Session;
+use qyzar_shared::{ApiError, ErrorCode};
+
+use crate::config_view::{LiveConfig, ProjectKeys};
+use crate::request;
+use crate::sessions::CacheStatus;
+use crate::state::Engine;
+
+/// The served configuration, or `503 not_configured`: no snapshot, no guess.
+pub fn live(engine: &Engine, now_ms: i64) -> Result<Arc<LiveConfig>, ApiError> {
+    engine
+        .config
+        .current(now_ms)
+        .ok_or(ApiError::new(ErrorCode::NotConfigured))
+}
+
+/// Parses a project id from input; absent is `400`, malformed `422`.
+pub fn project_id(raw: Option<&str>) -> Result<ProjectId, ApiError> {
+    let raw = raw.ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("projectId"))?;
+    ProjectId::parse(raw).map_err(|_| {
+        ApiError::with_message(ErrorCode::InvalidField, "projectId is not a project id")
+            .field("projectId")
+    })
+}
+
+/// The project, authenticated by its secret (constant-time on the hash).
+/// Order: credentials present (401), project known (404), secret right (401).
+pub fn authorise<'a>(
+    live: &'a LiveConfig,
+    project: &ProjectId,
+    headers: &HeaderMap,
+    now_ms: i64,
+) -> Result<(&'a ProjectConfig, &'a ProjectKeys), ApiError> {
+    let secret =
+        request::project_secret(headers).ok_or(ApiError::new(ErrorCode::MissingCredentials))?;
+    let (cfg, keys) = live
+        .project(project.as_str())
+        .ok_or(ApiError::new(ErrorCode::ProjectNotFound))?;
+    let hash = sha256(secret.as_bytes());
+    if !cfg.secret_matches(&hash, now_ms) {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidCredentials,
+            "the project secret is not valid",
+        ));
+    }
+    Ok((cfg, keys))
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Session id and token from the body, else from the project's cookies.
+pub fn session_credentials<'a>(
+    cfg: &ProjectConfig,
+    headers: &'a HeaderMap,
+    body_id: Option<&'a str>,
+    body_token: Option<&'a str>,
+) -> (Option<&'a str>, Option<&'a str>) {
+    let id = body_id.or_else(|| request::cookie(headers, &cfg.settings.cookie_names.session_id));
+    let token =
+        body_token.or_else(|| request::cookie(headers, &cfg.settings.cookie_names.session_token));
+    (id, token)
+}
+
+/// The outcome of checking a session presented by a customer backend.
+pub enum SessionCheck {
+    /// The session is live and the token matches.
+    Valid(Arc<Session>),
+    /// Not valid, with the reason code of PRODUCT.md.
+    Invalid(&'static str),
+}
+
+/// Checks `id` + `token` for `project`, reading through the cache.
+/// Reasons in the order that leaks least: a caller without the right token
+/// learns only `not_found`, `project_mismatch` or `token_mismatch`.
+pub async fn check_session(
+    engine: &Engine,
+    cfg: &ProjectConfig,
+    project: &ProjectId,
+    id: &str,
+    token: Option<&str>,
+    now_ms: i64,
+) -> Result<(SessionCheck, CacheStatus), ApiError> {
+    let Ok(sid) = SessionId::parse(id) else {
+        return Ok((SessionCheck::Invalid("not_found"), CacheStatus::Hit));
+    };
+    let (found, status) = engine.sessions.get(project, &sid).await.map_err(|e| {
+        engine
+            .metrics
+            .store_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(error = %e, "session read failed");
+        ApiError::new(ErrorCode::StoreUnavailable)
+    })?;
+    let Some(s) = found else {
+        return Ok((SessionCheck::Invalid("not_found"), status));
+    };
+    if s.project_id != *project {
+        return Ok((SessionCheck::Invalid("project_mismatch"), status));
+    }
+    let presented = sha256(token.unwrap_or("").as_bytes());
+    if token.is_none() || !ct_eq(&presented, &s.token_hash) {
+        return Ok((SessionCheck::Invalid("token_mismatch"), status));
+    }
+    if s.revoked {
+        return Ok((SessionCheck::Invalid("revoked"), status));
+    }
+    if cfg.is_device_opted_out(s.device_id.as_str()) {
+        return Ok((SessionCheck::Invalid("opted_out"), status));
+    }
+    if s.expires_at <= now_ms {
+        return Ok((SessionCheck::Invalid("expired"), status));
+    }
+    Ok((SessionCheck::Valid(s), status))
+}

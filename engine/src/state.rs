@@ -1,0 +1,129 @@
+//! Everything a request can reach, built once at start and shared by `Arc`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use qyzar_shared::crypto::Claims;
+use qyzar_shared::store::DataStore;
+
+use crate::background::Background;
+use crate::config_view::ConfigView;
+use crate::limiter::{Limiter, LimiterConfig};
+use crate::metrics::Metrics;
+use crate::sessions::SessionCache;
+
+/// Tunables of the engine's in-memory state.
+#[derive(Debug, Clone)]
+pub struct StateOptions {
+    /// Most sessions kept in memory.
+    pub session_cache_capacity: u64,
+    /// Most verified client tokens kept in memory.
+    pub token_cache_capacity: u64,
+    /// How long an `Idempotency-Key` answer is remembered.
+    pub idempotency_ttl: Duration,
+    /// The request header a trusted proxy puts the client's country in
+    /// (e.g. `cf-ipcountry`); `None` to ignore regions.
+    pub region_header: Option<http::HeaderName>,
+}
+
+impl Default for StateOptions {
+    fn default() -> Self {
+        Self {
+            session_cache_capacity: 2_000_000,
+            token_cache_capacity: 1_000_000,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            region_header: Some(http::HeaderName::from_static("cf-ipcountry")),
+        }
+    }
+}
+
+/// A verified client token, remembered until it expires so a repeated
+/// verify skips the signature check.
+pub struct VerifiedToken {
+    /// The verified claims.
+    pub claims: Claims,
+    /// The project it was verified for.
+    pub project: Box<str>,
+}
+
+/// A remembered answer to a request carrying an `Idempotency-Key`.
+#[derive(Clone)]
+pub struct StoredAnswer {
+    /// SHA-256 of the request body: the same key with another body is a 409.
+    pub fingerprint: [u8; 32],
+    /// The status answered.
+    pub status: u16,
+    /// The body answered.
+    pub body: Bytes,
+    /// `Set-Cookie` values answered, replayed as they were.
+    pub cookies: Vec<http::HeaderValue>,
+}
+
+/// One idempotency slot: a lock so that concurrent retries with the same key
+/// wait for the first to finish instead of running twice.
+pub type IdempotencySlot = Arc<tokio::sync::Mutex<Option<StoredAnswer>>>;
+
+/// The engine's shared state.
+pub struct Engine {
+    /// The served configuration.
+    pub config: ConfigView,
+    /// Sessions in memory over the store.
+    pub sessions: SessionCache,
+    /// The data-plane store.
+    pub store: Arc<dyn DataStore>,
+    /// Rate limiter state.
+    pub limiter: Limiter,
+    /// Verified client tokens by their full text.
+    pub tokens: moka::sync::Cache<Box<str>, Arc<VerifiedToken>>,
+    /// Idempotency slots by (project, route, key).
+    pub idempotency: moka::sync::Cache<Box<str>, IdempotencySlot>,
+    /// Writes off the hot path.
+    pub background: Background,
+    /// Counters and histograms.
+    pub metrics: Metrics,
+    /// Tunables.
+    pub options: StateOptions,
+}
+
+impl Engine {
+    /// Builds the state over `store`. Spawns the background writer, so it
+    /// must be called inside a tokio runtime.
+    pub fn new(store: Arc<dyn DataStore>, options: StateOptions) -> Arc<Self> {
+        Arc::new(Self {
+            config: ConfigView::default(),
+            sessions: SessionCache::new(Arc::clone(&store), options.session_cache_capacity),
+            limiter: Limiter::new(LimiterConfig::default()),
+            tokens: moka::sync::Cache::builder()
+                .max_capacity(options.token_cache_capacity)
+                .expire_after(TokenExpiry)
+                .build(),
+            idempotency: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(options.idempotency_ttl)
+                .build(),
+            background: Background::spawn(Arc::clone(&store)),
+            metrics: Metrics::default(),
+            store,
+            options,
+        })
+    }
+}
+
+struct TokenExpiry;
+
+impl moka::Expiry<Box<str>, Arc<VerifiedToken>> for TokenExpiry {
+    fn expire_after_create(
+        &self,
+        _k: &Box<str>,
+        v: &Arc<VerifiedToken>,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        let left = v
+            .claims
+            .exp
+            .saturating_sub(crate::sessions::now_ms() / 1000)
+            .max(0) as u64;
+        Some(Duration::from_secs(left))
+    }
+}

@@ -1,0 +1,5 @@
+//! Engine integration tests: one binary, one module per area.
+#![allow(unreachable_pub)] // test helpers are `pub` for the modules of this one binary
+
+mod helpers;
+mod server;

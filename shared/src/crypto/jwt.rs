@@ -1,0 +1,336 @@
+//! Client tokens: compact JWS (RFC 7515) JWTs signed HS256 or EdDSA.
+//!
+//! Hand-written rather than a general JWT library because `token-verify` sits
+//! on customers' hot paths: the verify path checks syntax, looks the key up by
+//! `kid`, checks the signature over the token's own bytes, and only then
+//! decodes the claims. The only allocations are the payload buffer and the
+//! returned [`Claims`].
+//!
+//! The algorithm is a property of the key, never of the token: the header's
+//! `alg` must name the algorithm of the key its `kid` selects, so `alg: none`
+//! and HS256/EdDSA confusion cannot work.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ring::hmac;
+use ring::signature::{UnparsedPublicKey, ED25519};
+use serde::{Deserialize, Serialize};
+
+use super::signing_keys::{Ed25519Signer, Hs256Key, KeyRef, VerifyKeys};
+
+/// Longest token accepted (8 KiB): our tokens are a few hundred bytes even
+/// with metadata, and the cap bounds the work an attacker can ask for.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Longest base64url header accepted; ours is about 70 characters.
+const MAX_HEADER_B64: usize = 512;
+/// Base64url length of a 32-byte HS256 tag.
+const HS256_SIG_B64: usize = 43;
+/// Base64url length of a 64-byte Ed25519 signature.
+const ED25519_SIG_B64: usize = 86;
+
+/// Why a client token is not valid. Copy and allocation-free because
+/// refusals are ordinary traffic on `token-verify`; [`JwtError::reason`] is
+/// the `reason` code of the verify answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    /// Not a compact JWS with a JSON header and the expected claims, or
+    /// larger than [`MAX_TOKEN_LEN`].
+    #[error("malformed")]
+    Malformed,
+    /// Unknown `kid`, an `alg` that is not the key's, or a signature that
+    /// does not verify.
+    #[error("bad_signature")]
+    BadSignature,
+    /// `exp` is at or before now; no leeway (see [`verify`]).
+    #[error("expired")]
+    Expired,
+    /// The signature verifies but `aud` names another project.
+    #[error("wrong_project")]
+    WrongProject,
+}
+
+impl JwtError {
+    /// The reason code `token-verify` answers with.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            JwtError::Malformed => "malformed",
+            JwtError::BadSignature => "bad_signature",
+            JwtError::Expired => "expired",
+            JwtError::WrongProject => "wrong_project",
+        }
+    }
+}
+
+/// The claims of a client token (PRODUCT.md, "Client token").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer: the engine's public base URL.
+    pub iss: String,
+    /// Audience: the project id, so a token cannot be replayed elsewhere.
+    pub aud: String,
+    /// Subject: the identifier the customer minted the token for.
+    pub sub: String,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Expiry, Unix seconds; bound tokens never outlive their session.
+    pub exp: i64,
+    /// Unique token id, for audit and revocation lists.
+    pub jti: String,
+    /// The verify session the token is bound to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Customer metadata carried through verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md: Option<serde_json::Value>,
+}
+
+/// Signs `claims` as an HS256 token under `key`.
+pub fn sign_hs256(claims: &Claims, key: &Hs256Key) -> String {
+    let mut token = signing_input(&key.header_b64, claims, HS256_SIG_B64);
+    let tag = hmac::sign(&key.key, token.as_bytes());
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut token);
+    token
+}
+
+/// Signs `claims` as an EdDSA (Ed25519) token under `signer`.
+pub fn sign_eddsa(claims: &Claims, signer: &Ed25519Signer) -> String {
+    let mut token = signing_input(signer.header_b64(), claims, ED25519_SIG_B64);
+    let sig = signer.pair.sign(token.as_bytes());
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut token);
+    token
+}
+
+/// The JOSE header fields we read. Borrowed: values that would need JSON
+/// escapes are refused as malformed, and no real `alg` or `kid` needs one.
+#[derive(Deserialize)]
+struct Header<'a> {
+    alg: &'a str,
+    #[serde(borrow, default)]
+    kid: Option<&'a str>,
+    /// RFC 7515 §4.1.11: extensions the verifier must understand. We
+    /// understand none, so any `crit` makes the token unusable.
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+/// Verifies a client token and returns its claims.
+///
+/// Order: size and syntax (`malformed`), key by `kid` and signature
+/// (`bad_signature`), then the claims are decoded (`malformed`), `aud` must
+/// equal `expected_aud` (`wrong_project`) and `exp` must be after `now_unix`
+/// (`expired`). Nothing from the payload is looked at before the signature
+/// holds. A header byte-identical to one we mint is matched against the
+/// keys' precomputed headers and never parsed; any other header is decoded.
+///
+/// No leeway on `exp`: the engines that mint tokens are the ones that verify
+/// them, on synchronised clocks, and any leeway would silently lengthen every
+/// token's life. A token is expired from the second `exp` names on
+/// (RFC 7519 §4.1.4: valid only while now is before `exp`).
+pub fn verify(
+    token: &str,
+    keys: &VerifyKeys,
+    now_unix: i64,
+    expected_aud: &str,
+) -> Result<Claims, JwtError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(JwtError::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(sig_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed);
+    };
+    if !is_b64url_segment(header_b64)
+        || !is_b64url_segment(payload_b64)
+        || !is_b64url_segment(sig_b64)
+        || header_b64.len() > MAX_HEADER_B64
+    {
+        return Err(JwtError::Malformed);
+    }
+
+    let key = match keys.find_by_header(header_b64) {
+        Some(key) => key,
+        None => key_from_header(keys, header_b64)?,
+    };
+    let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+    check_signature(key, signing_input, sig_b64)?;
+
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload_b64)
+        .map_err(|_| JwtError::Malformed)?;
+    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| JwtError::Malformed)?;
+    if claims.aud != expected_aud {
+        return Err(JwtError::WrongProject);
+    }
+    if now_unix >= claims.exp {
+        return Err(JwtError::Expired);
+    }
+    Ok(claims)
+}
+
+/// `header_b64 . payload_b64`, with room for the signature that follows.
+fn signing_input(header_b64: &str, claims: &Claims, sig_b64_len: usize) -> String {
+    let payload =
+        serde_json::to_vec(claims).expect("claims always serialize: string keys, finite numbers");
+    let payload_b64_len = (payload.len() * 4).div_ceil(3);
+    let mut s = String::with_capacity(header_b64.len() + payload_b64_len + sig_b64_len + 2);
+    s.push_str(header_b64);
+    s.push('.');
+    URL_SAFE_NO_PAD.encode_string(&payload, &mut s);
+    s
+}
+
+/// Decodes a header we did not mint byte for byte (another JWT library's
+/// field order, extra fields) and finds its key. The key found by `kid`, not
+/// the header, decides the algorithm; the header's `alg` must merely agree.
+fn key_from_header<'k>(keys: &'k VerifyKeys, header_b64: &str) -> Result<KeyRef<'k>, JwtError> {
+    let mut buf = [0u8; MAX_HEADER_B64 / 4 * 3];
+    let len = URL_SAFE_NO_PAD
+        .decode_slice(header_b64, &mut buf)
+        .map_err(|_| JwtError::Malformed)?;
+    let header: Header<'_> =
+        serde_json::from_slice(&buf[..len]).map_err(|_| JwtError::Malformed)?;
+    if header.crit.is_some() {
+        return Err(JwtError::Malformed);
+    }
+    let kid = header.kid.ok_or(JwtError::BadSignature)?;
+    match (keys.find(kid), header.alg) {
+        (Some(key @ KeyRef::Hs256(_)), "HS256") | (Some(key @ KeyRef::Ed25519(_)), "EdDSA") => {
+            Ok(key)
+        }
+        _ => Err(JwtError::BadSignature),
+    }
+}
+
+/// Checks the signature of `input` with `key`, by the key's algorithm.
+fn check_signature(key: KeyRef<'_>, input: &[u8], sig_b64: &str) -> Result<(), JwtError> {
+    match key {
+        KeyRef::Hs256(key) => {
+            let mut sig = [0u8; 32];
+            if !decode_exact(sig_b64, HS256_SIG_B64, &mut sig) {
+                return Err(JwtError::BadSignature);
+            }
+            hmac::verify(&key.key, input, &sig).map_err(|_| JwtError::BadSignature)
+        }
+        KeyRef::Ed25519(key) => {
+            let mut sig = [0u8; 64];
+            if !decode_exact(sig_b64, ED25519_SIG_B64, &mut sig) {
+                return Err(JwtError::BadSignature);
+            }
+            UnparsedPublicKey::new(&ED25519, &key.public)
+                .verify(input, &sig)
+                .map_err(|_| JwtError::BadSignature)
+        }
+    }
+}
+
+/// Non-empty, base64url alphabet only, and a length unpadded base64 can have.
+fn is_b64url_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() % 4 != 1
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Decodes `s` into all of `out`, requiring the exact encoded length and
+/// canonical trailing bits (one spelling per signature).
+fn decode_exact(s: &str, encoded_len: usize, out: &mut [u8]) -> bool {
+    s.len() == encoded_len && URL_SAFE_NO_PAD.decode_slice(s, out).ok() == Some(out.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: i64) -> Claims {
+        Claims {
+            iss: "https://engine.test".into(),
+            aud: "prj_a".into(),
+            sub: "user-1".into(),
+            iat: 1_000,
+            exp,
+            jti: "tok_1".into(),
+            sid: None,
+            md: None,
+        }
+    }
+
+    #[test]
+    fn header_and_kid_have_the_documented_shape() {
+        let key = Hs256Key::from_raw([7u8; 32]);
+        assert!(key.kid().starts_with("hs1-"));
+        assert_eq!(key.kid().len(), 12);
+        let token = sign_hs256(&claims(2_000), &key);
+        let header = URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(header).unwrap(),
+            format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{}"}}"#, key.kid())
+        );
+        let signer = Ed25519Signer::from_pkcs8(&Ed25519Signer::generate_pkcs8()).unwrap();
+        assert!(signer.kid().starts_with("ed1-"));
+        assert_eq!(signer.kid().len(), 12);
+    }
+
+    #[test]
+    fn none_fields_are_omitted() {
+        let token = sign_hs256(&claims(2_000), &Hs256Key::from_raw([7u8; 32]));
+        let payload = URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert!(json.get("sid").is_none() && json.get("md").is_none());
+    }
+
+    #[test]
+    fn expiry_has_zero_leeway() {
+        let key = Hs256Key::from_raw([7u8; 32]);
+        let keys = VerifyKeys::new().with_hs256(key.clone());
+        let token = sign_hs256(&claims(2_000), &key);
+        assert!(verify(&token, &keys, 1_999, "prj_a").is_ok());
+        assert_eq!(
+            verify(&token, &keys, 2_000, "prj_a"),
+            Err(JwtError::Expired)
+        );
+        assert_eq!(
+            verify(&token, &keys, 2_001, "prj_a"),
+            Err(JwtError::Expired)
+        );
+    }
+
+    #[test]
+    fn reasons_match_the_product_contract() {
+        for (e, r) in [
+            (JwtError::Malformed, "malformed"),
+            (JwtError::BadSignature, "bad_signature"),
+            (JwtError::Expired, "expired"),
+            (JwtError::WrongProject, "wrong_project"),
+        ] {
+            assert_eq!(e.reason(), r);
+            assert_eq!(e.to_string(), r);
+        }
+    }
+
+    #[test]
+    fn crit_header_is_refused() {
+        let key = Hs256Key::from_raw([7u8; 32]);
+        let keys = VerifyKeys::new().with_hs256(key.clone());
+        let header = URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"alg":"HS256","kid":"{}","crit":["exp"]}}"#,
+            key.kid()
+        ));
+        let token = sign_hs256(&claims(2_000), &key);
+        let payload = token.split('.').nth(1).unwrap();
+        let input = format!("{header}.{payload}");
+        let tag = hmac::sign(&key.key, input.as_bytes());
+        let forged = format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
+        assert_eq!(
+            verify(&forged, &keys, 1_500, "prj_a"),
+            Err(JwtError::Malformed)
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! What the engine and the admin must agree on.
+//!
+//! - [`ids`]: ids and newtypes that parse once;
+//! - [`error`]: the one error-code table and the JSON error shape;
+//! - [`crypto`]: secrets, secrets at rest, HMAC/HKDF and client-token JWTs on `ring`;
+//! - [`settings`] and [`snapshot`]: the project settings document and the
+//!   versioned config snapshot admin pushes to engines;
+//! - [`store`]: the `DataStore` trait for the data-plane tables, with a
+//!   ScyllaDB and an embedded implementation.
+
+pub mod crypto;
+pub mod error;
+pub mod ids;
+pub mod settings;
+pub mod snapshot;
+pub mod store;
+pub mod telemetry;
+pub mod testing;
+pub mod time;
+
+pub use error::{ApiError, ErrorCode};

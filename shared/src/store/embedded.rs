@@ -1,0 +1,515 @@
+//! The embedded [`DataStore`]: one redb file, for `qyzar dev` and single-box
+//! installs with no database server.
+//!
+//! - **Writes** go through one writer thread that groups everything queued
+//!   into one durable transaction (see [`writer`]): concurrent requests share
+//!   an fsync instead of queueing for one each.
+//! - **Reads** open their own read transaction on a blocking-pool thread;
+//!   redb readers never wait for the writer and see the last commit.
+//! - **Expiry**: reads filter on `expires_at`, and an expiry index lets the
+//!   writer delete due rows every [`PURGE_INTERVAL`](writer::PURGE_INTERVAL)
+//!   without scanning live data ([`EmbeddedStore::purge_expired`] runs the
+//!   same pass on demand). Retained lists (attempts, snapshots, denies) may
+//!   show a row up to one purge interval past its retention.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+
+use async_trait::async_trait;
+use redb::{Database, ReadTransaction, ReadableTable};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{oneshot, Semaphore};
+
+use self::keys::Key;
+use self::writer::{Msg, Op, Outcome, Writer};
+use super::model::check_identifier;
+use super::{
+    check_expiry, clamp_limit, now_ms, DataStore, DenyEvent, EntropySnapshot, LoginAttempt,
+    Session, StoreError, MAX_LIST_LIMIT, MAX_SESSION_LIFETIME_MS,
+};
+use crate::ids::{DeviceId, ProjectId, SessionId};
+
+mod keys;
+mod writer;
+
+/// Most writes waiting for the writer at once. Callers beyond it wait
+/// (asynchronously) for a slot, so a burst cannot grow the queue without
+/// bound; 8192 is several full batches.
+const MAX_QUEUED_WRITES: usize = 8192;
+
+/// The embedded store. Cheap to clone; all clones share one writer.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    /// `None` only while dropping.
+    tx: Option<mpsc::Sender<Msg>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    commits: Arc<AtomicU64>,
+    queue: Semaphore,
+    /// Set by [`EmbeddedStore::close`], so `health` stops answering ok.
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("commits", &self.commit_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store file at `path`, creating its folder.
+    /// Fails with `Unavailable` when another process holds the file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create the store folder: {e}"))
+            })?;
+        }
+        let db = Arc::new(Database::create(path).map_err(db_err)?);
+        // Create every table once, so readers never meet a missing one.
+        let txn = db.begin_write().map_err(db_err)?;
+        for t in [
+            keys::SESSIONS,
+            keys::TRUSTED,
+            keys::SNAPSHOTS,
+            keys::ATTEMPTS,
+            keys::REVOKED,
+            keys::DENIES,
+        ] {
+            txn.open_table(t).map_err(db_err)?;
+        }
+        txn.open_table(keys::EXPIRY).map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+
+        let commits = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            db: Arc::clone(&db),
+            commits: Arc::clone(&commits),
+            next_seq: random_u64(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("qyzar-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                tx: Some(tx),
+                writer: Some(handle),
+                commits,
+                queue: Semaphore::new(MAX_QUEUED_WRITES),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Number of write transactions committed since open. Each is one
+    /// fsync; tests compare it with the number of writes to prove grouping.
+    pub fn commit_count(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
+    }
+
+    /// Deletes every row due at or before `now` (expired sessions and
+    /// revocations, attempts/snapshots/denies past retention) and returns
+    /// how many rows went. The writer runs this by itself every minute.
+    pub async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+        match self.write(Op::Purge { now }).await? {
+            Outcome::Purged(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Commits every write queued so far, then stops the writer; later
+    /// writes fail with `Unavailable`. The file is released when the last
+    /// clone is dropped. Dropping without `close` also flushes the queue.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.inner.closed.store(true, Ordering::Relaxed);
+        let (ack, done) = oneshot::channel();
+        let Some(tx) = &self.inner.tx else {
+            return Ok(());
+        };
+        if tx.send(Msg::Close(ack)).is_err() {
+            return Ok(());
+        }
+        let _ = done.await;
+        Ok(())
+    }
+
+    /// Queues one write and waits until the commit that holds it is durable.
+    async fn write(&self, op: Op) -> Result<Outcome, StoreError> {
+        let _slot = self.inner.queue.acquire().await.map_err(|_| closed())?;
+        let (ack, answer) = oneshot::channel();
+        let tx = self.inner.tx.as_ref().ok_or_else(closed)?;
+        tx.send(Msg::Write(op, ack)).map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// Runs `f` in a fresh read transaction on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.inner.db);
+        tokio::task::spawn_blocking(move || f(&db.begin_read().map_err(db_err)?))
+            .await
+            .map_err(|e| {
+                if e.is_cancelled() {
+                    StoreError::Unavailable("the runtime is shutting down".into())
+                } else {
+                    StoreError::Corrupt("a store read panicked".into())
+                }
+            })?
+    }
+
+    async fn found(&self, op: Op) -> Result<bool, StoreError> {
+        match self.write(op).await? {
+            Outcome::Found(b) => Ok(b),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn done(&self, op: Op) -> Result<(), StoreError> {
+        match self.write(op).await? {
+            Outcome::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// Lets the writer commit what is queued and release the file before
+    /// the handle is gone, so the same path can be opened again at once.
+    /// Waits at most for one commit.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[async_trait]
+impl DataStore for EmbeddedStore {
+    async fn put_session(&self, session: &Session) -> Result<(), StoreError> {
+        session.validate()?;
+        check_expiry(session.expires_at, now_ms())?;
+        self.done(Op::PutSession(session.clone())).await
+    }
+
+    async fn get_session(
+        &self,
+        project: &ProjectId,
+        session: &SessionId,
+    ) -> Result<Option<Session>, StoreError> {
+        let key = Key::new()
+            .str(project.as_str())
+            .str(session.as_str())
+            .into_bytes();
+        self.read(move |txn| {
+            let t = txn.open_table(keys::SESSIONS).map_err(db_err)?;
+            let Some(v) = t.get(key.as_slice()).map_err(db_err)? else {
+                return Ok(None);
+            };
+            let s: Session = decode(v.value())?;
+            Ok((s.expires_at > now_ms()).then_some(s))
+        })
+        .await
+    }
+
+    async fn touch_session(
+        &self,
+        project: &ProjectId,
+        session: &SessionId,
+        last_seen_at: i64,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        check_touch(last_seen_at, expires_at)?;
+        let op = Op::TouchSession {
+            project: project.clone(),
+            session: session.clone(),
+            last_seen_at,
+            expires_at,
+        };
+        self.found(op).await
+    }
+
+    async fn revoke_session(
+        &self,
+        project: &ProjectId,
+        session: &SessionId,
+    ) -> Result<bool, StoreError> {
+        self.found(Op::RevokeSession {
+            project: project.clone(),
+            session: session.clone(),
+        })
+        .await
+    }
+
+    async fn add_trusted_identifier(
+        &self,
+        project: &ProjectId,
+        device: &DeviceId,
+        identifier: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        check_identifier("identifier", identifier)?;
+        let op = Op::AddTrusted {
+            project: project.clone(),
+            device: device.clone(),
+            identifier: identifier.into(),
+        };
+        match self.write(op).await? {
+            Outcome::Identifiers(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn trusted_identifiers(
+        &self,
+        project: &ProjectId,
+        device: &DeviceId,
+    ) -> Result<Vec<String>, StoreError> {
+        let prefix = Key::new()
+            .str(project.as_str())
+            .str(device.as_str())
+            .into_bytes();
+        self.read(move |txn| {
+            let t = txn.open_table(keys::TRUSTED).map_err(db_err)?;
+            trusted_set(&t, &prefix).map_err(db_err)
+        })
+        .await
+    }
+
+    async fn put_entropy_snapshot(&self, snapshot: &EntropySnapshot) -> Result<(), StoreError> {
+        snapshot.validate()?;
+        self.done(Op::PutSnapshot(snapshot.clone())).await
+    }
+
+    async fn latest_entropy_snapshot(
+        &self,
+        project: &ProjectId,
+        device: &DeviceId,
+    ) -> Result<Option<EntropySnapshot>, StoreError> {
+        Ok(self.list_entropy_snapshots(project, device, 1).await?.pop())
+    }
+
+    async fn list_entropy_snapshots(
+        &self,
+        project: &ProjectId,
+        device: &DeviceId,
+        limit: usize,
+    ) -> Result<Vec<EntropySnapshot>, StoreError> {
+        let prefix = Key::new()
+            .str(project.as_str())
+            .str(device.as_str())
+            .into_bytes();
+        self.read(move |txn| scan_newest(txn, keys::SNAPSHOTS, &prefix, 0, limit))
+            .await
+    }
+
+    async fn record_login_attempt(&self, attempt: &LoginAttempt) -> Result<(), StoreError> {
+        attempt.validate()?;
+        self.done(Op::RecordAttempt(attempt.clone())).await
+    }
+
+    async fn recent_login_attempts(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<LoginAttempt>, StoreError> {
+        check_identifier("identifier", identifier)?;
+        let prefix = Key::new()
+            .str(project.as_str())
+            .str(identifier)
+            .into_bytes();
+        self.read(move |txn| scan_newest(txn, keys::ATTEMPTS, &prefix, since_ms, limit))
+            .await
+    }
+
+    async fn revoke_token(
+        &self,
+        project: &ProjectId,
+        jti: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        check_identifier("jti", jti)?;
+        self.done(Op::RevokeToken {
+            project: project.clone(),
+            jti: jti.into(),
+            expires_at,
+        })
+        .await
+    }
+
+    async fn is_token_revoked(&self, project: &ProjectId, jti: &str) -> Result<bool, StoreError> {
+        check_identifier("jti", jti)?;
+        let key = Key::new().str(project.as_str()).str(jti).into_bytes();
+        self.read(move |txn| {
+            let t = txn.open_table(keys::REVOKED).map_err(db_err)?;
+            let until = t
+                .get(key.as_slice())
+                .map_err(db_err)?
+                .and_then(|v| keys::read_time_value(v.value()));
+            Ok(until.is_some_and(|u| u > now_ms()))
+        })
+        .await
+    }
+
+    async fn record_deny_events(&self, events: &[DenyEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        events.iter().try_for_each(DenyEvent::validate)?;
+        self.done(Op::RecordDenies(events.to_vec())).await
+    }
+
+    async fn list_deny_events(
+        &self,
+        project: &ProjectId,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DenyEvent>, StoreError> {
+        let prefix = Key::new().str(project.as_str()).into_bytes();
+        self.read(move |txn| scan_newest(txn, keys::DENIES, &prefix, since_ms, limit))
+            .await
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(closed());
+        }
+        self.read(|txn| txn.open_table(keys::SESSIONS).map(drop).map_err(db_err))
+            .await
+    }
+}
+
+/// A touch may not push a session past the lifetime cap; an `expires_at`
+/// already past is allowed (it simply extends nothing).
+fn check_touch(last_seen_at: i64, expires_at: i64) -> Result<(), StoreError> {
+    if last_seen_at < 0 || expires_at < 0 {
+        return Err(StoreError::Invalid("touch times are before 1970".into()));
+    }
+    if expires_at.saturating_sub(now_ms()) > MAX_SESSION_LIFETIME_MS {
+        return Err(StoreError::Invalid(
+            "expires_at is beyond the longest session lifetime".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Rows of the partition `prefix` in a table keyed `prefix, !at, …`,
+/// newest first, stopping at the first row older than `since`.
+fn scan_newest<T: DeserializeOwned>(
+    txn: &ReadTransaction,
+    def: redb::TableDefinition<&[u8], &[u8]>,
+    prefix: &[u8],
+    since: i64,
+    limit: usize,
+) -> Result<Vec<T>, StoreError> {
+    let limit = clamp_limit(limit);
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let t = txn.open_table(def).map_err(db_err)?;
+    for row in t.range(prefix..).map_err(db_err)? {
+        let (k, v) = row.map_err(db_err)?;
+        let Some(rest) = k.value().strip_prefix(prefix) else {
+            break;
+        };
+        let at = keys::read_newest_first(rest)
+            .ok_or_else(|| StoreError::Corrupt("short row key".into()))?;
+        if at < since {
+            break;
+        }
+        out.push(decode(v.value())?);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The identifiers under `prefix` (project, device), in byte order, which is
+/// also `String` order and CQL's clustering order for `text`.
+fn trusted_set<T>(t: &T, prefix: &[u8]) -> Result<Vec<String>, redb::StorageError>
+where
+    T: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    let mut out = Vec::new();
+    for row in t.range(prefix..)? {
+        let (k, _) = row?;
+        let Some(ident) = k.value().strip_prefix(prefix) else {
+            break;
+        };
+        out.push(String::from_utf8_lossy(ident).into_owned());
+        if out.len() >= MAX_LIST_LIMIT {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Plain structs of strings and numbers: serialisation cannot fail.
+    serde_json::to_vec(v).expect("store rows always serialise")
+}
+
+/// Decodes a stored row. The message names where it broke, never the
+/// content, which may hold a token hash.
+fn decode<T: DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "undecodable stored row ({:?} error at column {})",
+            e.classify(),
+            e.column()
+        ))
+    })
+}
+
+/// Maps redb's errors: I/O and a file held elsewhere are transient (503 and
+/// retry), everything else means the file or our schema is wrong.
+fn db_err(e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        redb::Error::Io(e) => StoreError::Unavailable(format!("embedded store i/o: {e}")),
+        redb::Error::PreviousIo => {
+            StoreError::Unavailable("an earlier i/o error stopped the embedded store".into())
+        }
+        redb::Error::DatabaseAlreadyOpen => {
+            StoreError::Unavailable("the store file is open in another process".into())
+        }
+        redb::Error::Corrupted(m) => StoreError::Corrupt(m),
+        other => StoreError::Corrupt(other.to_string()),
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("the embedded store is closed".into())
+}
+
+fn unexpected(o: &Outcome) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the store writer answered {o:?} to another request"
+    ))
+}
+
+fn random_u64() -> u64 {
+    use ring::rand::SecureRandom as _;
+    let mut b = [0u8; 8];
+    // A fixed seed only risks merging two deny events of one project in
+    // one millisecond across a restart; not worth failing open for.
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    u64::from_be_bytes(b)
+}

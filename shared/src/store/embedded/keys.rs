@@ -1,0 +1,161 @@
+//! Byte keys of the embedded store's tables.
+//!
+//! A key is a sequence of components: strings as a big-endian `u16` length
+//! then the bytes, numbers as 8 big-endian bytes. The length prefix makes the
+//! encoding prefix-free, so "every row of (project, identifier)" is exactly
+//! the keys starting with those two encoded components, whatever characters
+//! an identifier holds. Times inside a partition are stored inverted
+//! (`!at`), so a forward range scan returns the newest row first.
+
+use redb::TableDefinition;
+
+/// `project, session` → JSON [`Session`](crate::store::Session).
+pub(super) const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
+/// `project, device` then the identifier's raw bytes (last, so the scan
+/// order is the identifier's byte order) → nothing.
+pub(super) const TRUSTED: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("trusted_identifiers");
+/// `project, device, !at, session` → JSON [`EntropySnapshot`](crate::store::EntropySnapshot).
+pub(super) const SNAPSHOTS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("entropy_snapshots");
+/// `project, identifier, !at, attempt_id` → JSON [`LoginAttempt`](crate::store::LoginAttempt).
+pub(super) const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("login_attempts");
+/// `project, jti` → `expires_at` (8 bytes BE).
+pub(super) const REVOKED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("token_revocations");
+/// `project, !at, seq` → JSON [`DenyEvent`](crate::store::DenyEvent).
+pub(super) const DENIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deny_events");
+/// `deadline, table tag, key in that table` → nothing: what to delete when.
+/// Scanning it from the start finds everything due without touching live rows.
+pub(super) const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry_index");
+
+/// Which table an [`EXPIRY`] entry points into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum Tag {
+    Session = 1,
+    Snapshot = 2,
+    Attempt = 3,
+    Revocation = 4,
+    Deny = 5,
+}
+
+impl Tag {
+    pub(super) fn from_byte(b: u8) -> Option<Tag> {
+        Some(match b {
+            1 => Tag::Session,
+            2 => Tag::Snapshot,
+            3 => Tag::Attempt,
+            4 => Tag::Revocation,
+            5 => Tag::Deny,
+            _ => return None,
+        })
+    }
+}
+
+/// Builds one key, component by component.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Key(Vec<u8>);
+
+impl Key {
+    pub(super) fn new() -> Self {
+        Key(Vec::with_capacity(96))
+    }
+
+    /// Appends a string. Inputs are validated to a few hundred bytes before
+    /// they get here; longer ones are cut at `u16::MAX`, which would only
+    /// merge two absurd keys, never split a real one.
+    pub(super) fn str(mut self, s: &str) -> Self {
+        let b = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
+        let n = u16::try_from(b.len()).unwrap_or(u16::MAX);
+        self.0.extend_from_slice(&n.to_be_bytes());
+        self.0.extend_from_slice(b);
+        self
+    }
+
+    pub(super) fn u64(mut self, v: u64) -> Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+
+    /// Appends a time so that later times sort first.
+    pub(super) fn newest_first(self, at: i64) -> Self {
+        self.u64(!time_bits(at))
+    }
+
+    pub(super) fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// A non-negative time as an unsigned number (inputs are validated `>= 0`).
+pub(super) fn time_bits(at: i64) -> u64 {
+    u64::try_from(at).unwrap_or(0)
+}
+
+/// The [`EXPIRY`] key for `key` in `tag`'s table, due at `deadline`.
+pub(super) fn expiry_key(deadline: i64, tag: Tag, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + key.len());
+    k.extend_from_slice(&time_bits(deadline).to_be_bytes());
+    k.push(tag as u8);
+    k.extend_from_slice(key);
+    k
+}
+
+/// Splits an [`EXPIRY`] key into deadline, tag and the data key.
+pub(super) fn split_expiry_key(k: &[u8]) -> Option<(i64, Tag, &[u8])> {
+    let (deadline, rest) = k.split_first_chunk::<8>()?;
+    let (tag, key) = rest.split_first()?;
+    let deadline = i64::try_from(u64::from_be_bytes(*deadline)).unwrap_or(i64::MAX);
+    Some((deadline, Tag::from_byte(*tag)?, key))
+}
+
+/// Reads the inverted time that starts `rest` (the part after a partition
+/// prefix), giving back the original time.
+pub(super) fn read_newest_first(rest: &[u8]) -> Option<i64> {
+    let (t, _) = rest.split_first_chunk::<8>()?;
+    i64::try_from(!u64::from_be_bytes(*t)).ok()
+}
+
+/// An 8-byte big-endian time value (the value of [`REVOKED`]).
+pub(super) fn time_value(at: i64) -> [u8; 8] {
+    at.to_be_bytes()
+}
+
+pub(super) fn read_time_value(v: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(*v.first_chunk::<8>()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_do_not_bleed_into_longer_strings() {
+        let a = Key::new().str("prj").str("ann").into_bytes();
+        let b = Key::new()
+            .str("prj")
+            .str("anna")
+            .newest_first(5)
+            .into_bytes();
+        assert!(
+            !b.starts_with(&a),
+            "ann's partition must not contain anna's rows"
+        );
+    }
+
+    #[test]
+    fn newer_times_sort_first_and_read_back() {
+        let p = Key::new().str("p").into_bytes();
+        let old = Key::new().str("p").newest_first(1_000).into_bytes();
+        let new = Key::new().str("p").newest_first(2_000).into_bytes();
+        assert!(new < old);
+        assert_eq!(read_newest_first(&new[p.len()..]), Some(2_000));
+    }
+
+    #[test]
+    fn expiry_keys_round_trip_and_sort_by_deadline() {
+        let k = expiry_key(42, Tag::Attempt, b"abc");
+        assert_eq!(split_expiry_key(&k), Some((42, Tag::Attempt, &b"abc"[..])));
+        assert!(expiry_key(41, Tag::Deny, b"z") < k);
+    }
+}

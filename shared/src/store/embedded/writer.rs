@@ -1,0 +1,440 @@
+//! The group-commit writer: the one thread that owns redb write transactions.
+//!
+//! redb allows one write transaction at a time and a durable commit costs an
+//! fsync. Instead of N callers queueing on the write lock for N fsyncs, each
+//! caller sends its write here and waits on a oneshot ack. The thread takes
+//! everything queued (up to [`MAX_BATCH`]), applies it in one transaction,
+//! commits once and acks every caller with its own outcome: N concurrent
+//! writes cost about one fsync, and a caller is never acked before the commit
+//! that holds its write is durable.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadableTable, Table};
+use tokio::sync::oneshot;
+
+use super::keys::{self, expiry_key, split_expiry_key, Key, Tag};
+use super::{db_err, decode, encode, trusted_set};
+use crate::ids::{DeviceId, ProjectId, SessionId};
+use crate::store::{
+    now_ms, DenyEvent, EntropySnapshot, LoginAttempt, Session, StoreError, DENY_EVENT_RETENTION_MS,
+    ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS,
+};
+
+/// Most writes folded into one transaction: bounds the latency the first
+/// caller of a large burst pays for everyone queued behind it.
+const MAX_BATCH: usize = 1024;
+/// How often the writer purges expired rows on its own.
+pub(super) const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// Most expiry-index entries one purge handles; the rest waits for the next
+/// pass, so a store that was off for months does not stall writers at start.
+const MAX_PURGE: usize = 100_000;
+
+/// One write a caller asks for.
+#[derive(Debug)]
+pub(super) enum Op {
+    PutSession(Session),
+    TouchSession {
+        project: ProjectId,
+        session: SessionId,
+        last_seen_at: i64,
+        expires_at: i64,
+    },
+    RevokeSession {
+        project: ProjectId,
+        session: SessionId,
+    },
+    AddTrusted {
+        project: ProjectId,
+        device: DeviceId,
+        identifier: String,
+    },
+    PutSnapshot(EntropySnapshot),
+    RecordAttempt(LoginAttempt),
+    RevokeToken {
+        project: ProjectId,
+        jti: String,
+        expires_at: i64,
+    },
+    RecordDenies(Vec<DenyEvent>),
+    Purge {
+        now: i64,
+    },
+}
+
+/// What a write answers.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    Done,
+    Found(bool),
+    Identifiers(Vec<String>),
+    Purged(u64),
+}
+
+pub(super) type Ack = oneshot::Sender<Result<Outcome, StoreError>>;
+
+/// A message to the writer thread.
+pub(super) enum Msg {
+    Write(Op, Ack),
+    /// Commit what is queued before this, then stop and release the file.
+    Close(oneshot::Sender<()>),
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    pub(super) db: Arc<Database>,
+    pub(super) commits: Arc<AtomicU64>,
+    /// Tie-breaker for deny events of one project in one millisecond;
+    /// seeded randomly at open so a restart does not reuse values.
+    pub(super) next_seq: u64,
+}
+
+impl Writer {
+    /// Runs until every sender is gone or a [`Msg::Close`] arrives.
+    pub(super) fn run(mut self, rx: Receiver<Msg>) {
+        let mut next_purge = Instant::now() + PURGE_INTERVAL;
+        loop {
+            let first = match rx.recv_timeout(next_purge.saturating_duration_since(Instant::now()))
+            {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.periodic_purge();
+                    next_purge = Instant::now() + PURGE_INTERVAL;
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch = Vec::new();
+            let mut close = None;
+            match first {
+                Msg::Write(op, ack) => batch.push((op, ack)),
+                Msg::Close(ack) => close = Some(ack),
+            }
+            while close.is_none() && batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(Msg::Write(op, ack)) => batch.push((op, ack)),
+                    Ok(Msg::Close(ack)) => close = Some(ack),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit_batch(batch);
+            }
+            if let Some(ack) = close {
+                tracing::debug!("embedded store writer closing");
+                // Release the file and refuse later writes before acking, so
+                // a caller that saw `close` return can reopen the path.
+                drop(self);
+                drop(rx);
+                let _ = ack.send(());
+                return;
+            }
+            if Instant::now() >= next_purge {
+                self.periodic_purge();
+                next_purge = Instant::now() + PURGE_INTERVAL;
+            }
+        }
+    }
+
+    fn periodic_purge(&mut self) {
+        let (tx, _rx) = oneshot::channel();
+        self.commit_batch(vec![(Op::Purge { now: now_ms() }, tx)]);
+    }
+
+    /// Applies the batch in one transaction, commits once, acks everyone.
+    fn commit_batch(&mut self, batch: Vec<(Op, Ack)>) {
+        let now = now_ms();
+        let (ops, acks): (Vec<Op>, Vec<Ack>) = batch.into_iter().unzip();
+        match self.apply_all(ops, now) {
+            Ok(outcomes) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                for (ack, out) in acks.into_iter().zip(outcomes) {
+                    let _ = ack.send(out);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = acks.len(), "embedded store commit failed");
+                for ack in acks {
+                    let _ = ack.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// The outer error aborts the whole transaction (nothing was written);
+    /// an inner error belongs to one write and leaves the others intact.
+    fn apply_all(
+        &mut self,
+        ops: Vec<Op>,
+        now: i64,
+    ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let mut out = Vec::with_capacity(ops.len());
+        {
+            let mut t = Tables {
+                sessions: txn.open_table(keys::SESSIONS).map_err(db_err)?,
+                trusted: txn.open_table(keys::TRUSTED).map_err(db_err)?,
+                snapshots: txn.open_table(keys::SNAPSHOTS).map_err(db_err)?,
+                attempts: txn.open_table(keys::ATTEMPTS).map_err(db_err)?,
+                revoked: txn.open_table(keys::REVOKED).map_err(db_err)?,
+                denies: txn.open_table(keys::DENIES).map_err(db_err)?,
+                expiry: txn.open_table(keys::EXPIRY).map_err(db_err)?,
+            };
+            for op in ops {
+                out.push(t.apply(op, now, &mut self.next_seq).map_err(db_err)?);
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(out)
+    }
+}
+
+/// The open tables of one write transaction.
+struct Tables<'txn> {
+    sessions: Table<'txn, &'static [u8], &'static [u8]>,
+    trusted: Table<'txn, &'static [u8], &'static [u8]>,
+    snapshots: Table<'txn, &'static [u8], &'static [u8]>,
+    attempts: Table<'txn, &'static [u8], &'static [u8]>,
+    revoked: Table<'txn, &'static [u8], &'static [u8]>,
+    denies: Table<'txn, &'static [u8], &'static [u8]>,
+    expiry: Table<'txn, &'static [u8], ()>,
+}
+
+type Applied = Result<Result<Outcome, StoreError>, redb::Error>;
+
+fn session_key(project: &ProjectId, session: &SessionId) -> Vec<u8> {
+    Key::new()
+        .str(project.as_str())
+        .str(session.as_str())
+        .into_bytes()
+}
+
+impl<'txn> Tables<'txn> {
+    fn apply(&mut self, op: Op, now: i64, seq: &mut u64) -> Applied {
+        match op {
+            Op::PutSession(s) => self.put_session(&s),
+            Op::TouchSession {
+                project,
+                session,
+                last_seen_at,
+                expires_at,
+            } => self.touch_session(
+                &session_key(&project, &session),
+                last_seen_at,
+                expires_at,
+                now,
+            ),
+            Op::RevokeSession { project, session } => {
+                self.revoke_session(&session_key(&project, &session), now)
+            }
+            Op::AddTrusted {
+                project,
+                device,
+                identifier,
+            } => {
+                let prefix = Key::new()
+                    .str(project.as_str())
+                    .str(device.as_str())
+                    .into_bytes();
+                let mut key = prefix.clone();
+                key.extend_from_slice(identifier.as_bytes());
+                if self.trusted.get(key.as_slice())?.is_none() {
+                    self.trusted.insert(key.as_slice(), [].as_slice())?;
+                }
+                Ok(Ok(Outcome::Identifiers(trusted_set(
+                    &self.trusted,
+                    &prefix,
+                )?)))
+            }
+            Op::PutSnapshot(s) => {
+                let key = Key::new()
+                    .str(s.project_id.as_str())
+                    .str(s.device_id.as_str())
+                    .newest_first(s.at)
+                    .str(s.session_id.as_str())
+                    .into_bytes();
+                self.put_row(
+                    Tag::Snapshot,
+                    &key,
+                    &encode(&s),
+                    s.at.saturating_add(ENTROPY_SNAPSHOT_RETENTION_MS),
+                )?;
+                Ok(Ok(Outcome::Done))
+            }
+            Op::RecordAttempt(a) => {
+                let key = Key::new()
+                    .str(a.project_id.as_str())
+                    .str(&a.identifier)
+                    .newest_first(a.at)
+                    .str(&a.attempt_id)
+                    .into_bytes();
+                self.put_row(
+                    Tag::Attempt,
+                    &key,
+                    &encode(&a),
+                    a.at.saturating_add(LOGIN_ATTEMPT_RETENTION_MS),
+                )?;
+                Ok(Ok(Outcome::Done))
+            }
+            Op::RevokeToken {
+                project,
+                jti,
+                expires_at,
+            } => {
+                if expires_at <= now {
+                    return Ok(Ok(Outcome::Done));
+                }
+                // Last write wins, as in CQL; a token's `exp` never changes.
+                let key = Key::new().str(project.as_str()).str(&jti).into_bytes();
+                self.put_row(
+                    Tag::Revocation,
+                    &key,
+                    &keys::time_value(expires_at),
+                    expires_at,
+                )?;
+                Ok(Ok(Outcome::Done))
+            }
+            Op::RecordDenies(events) => {
+                for e in events {
+                    *seq = seq.wrapping_add(1);
+                    let key = Key::new()
+                        .str(e.project_id.as_str())
+                        .newest_first(e.at)
+                        .u64(*seq)
+                        .into_bytes();
+                    self.put_row(
+                        Tag::Deny,
+                        &key,
+                        &encode(&e),
+                        e.at.saturating_add(DENY_EVENT_RETENTION_MS),
+                    )?;
+                }
+                Ok(Ok(Outcome::Done))
+            }
+            Op::Purge { now } => self.purge(now),
+        }
+    }
+
+    /// Writes `value` at `key` in `tag`'s table and schedules its deletion.
+    fn put_row(
+        &mut self,
+        tag: Tag,
+        key: &[u8],
+        value: &[u8],
+        deadline: i64,
+    ) -> Result<(), redb::Error> {
+        self.data(tag).insert(key, value)?;
+        self.expiry
+            .insert(expiry_key(deadline, tag, key).as_slice(), ())?;
+        Ok(())
+    }
+
+    fn data(&mut self, tag: Tag) -> &mut Table<'txn, &'static [u8], &'static [u8]> {
+        match tag {
+            Tag::Session => &mut self.sessions,
+            Tag::Snapshot => &mut self.snapshots,
+            Tag::Attempt => &mut self.attempts,
+            Tag::Revocation => &mut self.revoked,
+            Tag::Deny => &mut self.denies,
+        }
+    }
+
+    fn read_session(&self, key: &[u8]) -> Result<Option<Result<Session, StoreError>>, redb::Error> {
+        Ok(self
+            .sessions
+            .get(key)?
+            .map(|v| decode::<Session>(v.value())))
+    }
+
+    fn put_session(&mut self, s: &Session) -> Applied {
+        let key = session_key(&s.project_id, &s.session_id);
+        // A re-put moves the deadline: drop the old index entry so it does
+        // not linger until its own time.
+        if let Some(Ok(old)) = self.read_session(&key)? {
+            self.expiry
+                .remove(expiry_key(old.expires_at, Tag::Session, &key).as_slice())?;
+        }
+        self.put_row(Tag::Session, &key, &encode(s), s.expires_at)?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    fn touch_session(
+        &mut self,
+        key: &[u8],
+        last_seen_at: i64,
+        expires_at: i64,
+        now: i64,
+    ) -> Applied {
+        let mut s = match self.read_session(key)? {
+            None => return Ok(Ok(Outcome::Found(false))),
+            Some(Err(e)) => return Ok(Err(e)),
+            Some(Ok(s)) => s,
+        };
+        if s.expires_at <= now || s.revoked {
+            return Ok(Ok(Outcome::Found(false)));
+        }
+        let old_expiry = s.expires_at;
+        s.last_seen_at = s.last_seen_at.max(last_seen_at);
+        s.expires_at = s.expires_at.max(expires_at);
+        if s.expires_at != old_expiry {
+            self.expiry
+                .remove(expiry_key(old_expiry, Tag::Session, key).as_slice())?;
+        }
+        self.put_row(Tag::Session, key, &encode(&s), s.expires_at)?;
+        Ok(Ok(Outcome::Found(true)))
+    }
+
+    fn revoke_session(&mut self, key: &[u8], now: i64) -> Applied {
+        let mut s = match self.read_session(key)? {
+            None => return Ok(Ok(Outcome::Found(false))),
+            Some(Err(e)) => return Ok(Err(e)),
+            Some(Ok(s)) => s,
+        };
+        if s.expires_at <= now {
+            return Ok(Ok(Outcome::Found(false)));
+        }
+        if !s.revoked {
+            s.revoked = true;
+            self.sessions.insert(key, encode(&s).as_slice())?;
+        }
+        Ok(Ok(Outcome::Found(true)))
+    }
+
+    /// Deletes every row whose deadline is at or before `now`. Rows that
+    /// can be extended (sessions, revocations) are checked against their
+    /// stored expiry first, so a stale index entry never deletes live data.
+    fn purge(&mut self, now: i64) -> Applied {
+        let end = keys::time_bits(now).saturating_add(1).to_be_bytes();
+        let due: Vec<Vec<u8>> = self
+            .expiry
+            .range(..end.as_slice())?
+            .take(MAX_PURGE)
+            .map(|r| r.map(|(k, _)| k.value().to_vec()))
+            .collect::<Result<_, _>>()?;
+        let mut removed = 0u64;
+        for ek in due {
+            self.expiry.remove(ek.as_slice())?;
+            let Some((_, tag, key)) = split_expiry_key(&ek) else {
+                continue;
+            };
+            let still_live = match tag {
+                Tag::Session => {
+                    matches!(self.read_session(key)?, Some(Ok(s)) if s.expires_at > now)
+                }
+                Tag::Revocation => self
+                    .revoked
+                    .get(key)?
+                    .and_then(|v| keys::read_time_value(v.value()))
+                    .is_some_and(|t| t > now),
+                Tag::Snapshot | Tag::Attempt | Tag::Deny => false,
+            };
+            if !still_live && self.data(tag).remove(key)?.is_some() {
+                removed += 1;
+            }
+        }
+        Ok(Ok(Outcome::Purged(removed)))
+    }
+}

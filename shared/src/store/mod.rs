@@ -1,0 +1,239 @@
+//! The data-plane store: sessions, trusted identifiers, entropy snapshots,
+//! login attempts, token revocations and deny events.
+//!
+//! The engine owns this data (see `ARCHITECTURE.md`, Data ownership); the
+//! admin reads it for dashboards through the same [`DataStore`] trait. Two
+//! implementations pass one conformance suite (`shared/tests/it/store.rs`):
+//!
+//! - [`ScyllaStore`]: production, on ScyllaDB (or Apache Cassandra 5, which
+//!   the tests run against), prepared statements, token-aware routing, TTLs;
+//! - [`EmbeddedStore`]: `qyzar dev`, one redb file, group commit.
+//!
+//! Contract shared by both:
+//! - every write returns only once it is durable (committed and fsynced, or
+//!   acknowledged at the configured CQL consistency);
+//! - times are unix milliseconds; "expired" means `expires_at <= now`;
+//! - every list is newest first and takes a caller limit clamped to
+//!   [`MAX_LIST_LIMIT`]; `since_ms` bounds are inclusive;
+//! - data that expires is gone after its retention even if never read
+//!   (CQL `USING TTL`; embedded [`EmbeddedStore::purge_expired`]);
+//! - errors are a [`StoreError`]: `Unavailable` means "retry later, answer
+//!   503", never "not found".
+
+use async_trait::async_trait;
+
+use crate::error::ErrorCode;
+use crate::ids::{DeviceId, ProjectId, SessionId};
+
+mod embedded;
+mod model;
+mod scylla;
+
+pub use self::embedded::EmbeddedStore;
+pub use self::model::{
+    DenyEvent, DeviceInfo, EntropySnapshot, LoginAttempt, Risk, Session, MAX_ENTROPY_BYTES,
+    MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_SIGNALS,
+};
+pub use self::scylla::{Consistency, ScyllaConfig, ScyllaStore};
+
+/// Largest number of rows any list returns. Bigger caller limits are clamped:
+/// one hot-path read must stay one bounded partition slice.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// Longest a session may be valid from now (at put and at each touch).
+/// It bounds how long a revocation mark must outlive a session in CQL
+/// (see `ScyllaStore::revoke_session`) and is above any sensible
+/// `sessionTtlSeconds`.
+pub const MAX_SESSION_LIFETIME_MS: i64 = 366 * DAY_MS;
+
+/// How long login attempts are kept: the anti-ATO look-back (velocity,
+/// impossible travel, "last login") never needs more than a quarter.
+pub const LOGIN_ATTEMPT_RETENTION_MS: i64 = 90 * DAY_MS;
+/// How long entropy snapshots are kept: enough to see drift across months
+/// without keeping fingerprints forever.
+pub const ENTROPY_SNAPSHOT_RETENTION_MS: i64 = 90 * DAY_MS;
+/// How long deny events are kept: they feed a 30-day analytics view.
+pub const DENY_EVENT_RETENTION_MS: i64 = 30 * DAY_MS;
+
+/// One day in milliseconds.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// Why a store call failed. Messages name the operation and the cause, never
+/// a token, a hash or a bound value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or did not answer in time (connection
+    /// refused, timeout, not enough replicas, closed). Transient: the engine
+    /// answers 503 and the caller retries.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with data or an error that contradicts the schema
+    /// (undecodable row, rejected statement). A bug or a damaged store.
+    #[error("store data is corrupt or does not match the schema: {0}")]
+    Corrupt(String),
+    /// The caller passed a value the store refuses (too long, negative time,
+    /// empty key). Nothing was written.
+    #[error("invalid store input: {0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    /// Whether this is the transient kind the engine answers with 503.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+
+    /// The public error code for this failure: unavailability is the
+    /// caller's to retry; anything else is ours and stays opaque.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::Unavailable(_) => ErrorCode::StoreUnavailable,
+            StoreError::Corrupt(_) => ErrorCode::Internal,
+            StoreError::Invalid(_) => ErrorCode::InvalidField,
+        }
+    }
+}
+
+/// The data-plane tables the engine writes on its hot path and the admin
+/// reads for dashboards.
+///
+/// Implementations are cheap to share (`Arc<dyn DataStore>`); every method
+/// is safe to call concurrently, including many writers on one key.
+#[async_trait]
+pub trait DataStore: Send + Sync + 'static {
+    /// Stores a new session; durable before it returns. Refused with
+    /// `Invalid` when `expires_at` is not in the future or further than
+    /// [`MAX_SESSION_LIFETIME_MS`] away.
+    async fn put_session(&self, session: &Session) -> Result<(), StoreError>;
+
+    /// The session, revoked or not, unless it is unknown or expired (an
+    /// expired session is indistinguishable from an unknown one).
+    async fn get_session(
+        &self,
+        project: &ProjectId,
+        session: &SessionId,
+    ) -> Result<Option<Session>, StoreError>;
+
+    /// Moves `last_seen_at` and `expires_at` forward (each only ever grows, so
+    /// batched touches may arrive out of order). Returns `false`, writing
+    /// nothing, when the session is unknown, expired or revoked.
+    async fn touch_session(
+        &self,
+        project: &ProjectId,
+        session: &SessionId,
+        last_seen_at: i64,
+        expires_at: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Marks the session revoked; idempotent. Returns `false` when it is
+    /// unknown or expired.
+    async fn revoke_session(
+        &self,
+        project: &ProjectId,
+        session: &SessionId,
+    ) -> Result<bool, StoreError>;
+
+    /// Adds `identifier` to the device's trusted set (idempotent, durable)
+    /// and returns the whole set, sorted, at most [`MAX_LIST_LIMIT`] entries.
+    async fn add_trusted_identifier(
+        &self,
+        project: &ProjectId,
+        device: &DeviceId,
+        identifier: &str,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// The device's trusted identifiers, sorted, at most [`MAX_LIST_LIMIT`].
+    async fn trusted_identifiers(
+        &self,
+        project: &ProjectId,
+        device: &DeviceId,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Stores an entropy snapshot, kept [`ENTROPY_SNAPSHOT_RETENTION_MS`].
+    async fn put_entropy_snapshot(&self, snapshot: &EntropySnapshot) -> Result<(), StoreError>;
+
+    /// The device's newest snapshot.
+    async fn latest_entropy_snapshot(
+        &self,
+        project: &ProjectId,
+        device: &DeviceId,
+    ) -> Result<Option<EntropySnapshot>, StoreError>;
+
+    /// The device's snapshots, newest first.
+    async fn list_entropy_snapshots(
+        &self,
+        project: &ProjectId,
+        device: &DeviceId,
+        limit: usize,
+    ) -> Result<Vec<EntropySnapshot>, StoreError>;
+
+    /// Stores a login attempt, durable before it returns, kept
+    /// [`LOGIN_ATTEMPT_RETENTION_MS`]. Same `attempt_id` and `at` = same row.
+    async fn record_login_attempt(&self, attempt: &LoginAttempt) -> Result<(), StoreError>;
+
+    /// Attempts on `identifier` at or after `since_ms`, newest first.
+    async fn recent_login_attempts(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<LoginAttempt>, StoreError>;
+
+    /// Revokes a client token (by `jti`) until `expires_at`, the token's own
+    /// `exp`; after that the token is dead anyway and the mark vanishes. A
+    /// token already expired is accepted and writes nothing.
+    async fn revoke_token(
+        &self,
+        project: &ProjectId,
+        jti: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Whether a live revocation exists for `jti`.
+    async fn is_token_revoked(&self, project: &ProjectId, jti: &str) -> Result<bool, StoreError>;
+
+    /// Stores rate-limit denies, batched by the caller off the hot path;
+    /// kept [`DENY_EVENT_RETENTION_MS`]. Not idempotent: analytics tolerate
+    /// a duplicate after a retried batch better than a lost one.
+    async fn record_deny_events(&self, events: &[DenyEvent]) -> Result<(), StoreError>;
+
+    /// The project's denies at or after `since_ms`, newest first.
+    async fn list_deny_events(
+        &self,
+        project: &ProjectId,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DenyEvent>, StoreError>;
+
+    /// Whether the store answers a trivial read; for readiness probes.
+    async fn health(&self) -> Result<(), StoreError>;
+}
+
+/// Current unix time in milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The caller's limit, clamped to [`MAX_LIST_LIMIT`].
+pub(crate) fn clamp_limit(limit: usize) -> usize {
+    limit.min(MAX_LIST_LIMIT)
+}
+
+/// Checks a session expiry against now: in the future, within the lifetime cap.
+pub(crate) fn check_expiry(expires_at: i64, now: i64) -> Result<(), StoreError> {
+    if expires_at <= now {
+        return Err(StoreError::Invalid(
+            "expires_at is not in the future".into(),
+        ));
+    }
+    if expires_at - now > MAX_SESSION_LIFETIME_MS {
+        return Err(StoreError::Invalid(
+            "expires_at is beyond the longest session lifetime".into(),
+        ));
+    }
+    Ok(())
+}

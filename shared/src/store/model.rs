@@ -1,0 +1,271 @@
+//! The rows of the data-plane tables, as both stores read and write them.
+//!
+//! Times are `i64` unix milliseconds everywhere: one integer is cheap to
+//! compare on the hot path, and both stores keep millisecond precision
+//! (CQL `timestamp`, big-endian keys in the embedded store).
+//!
+//! The serde form (camelCase) is what the embedded store writes to disk and
+//! what the admin may answer with, so renaming a field is a storage change.
+
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::ids::{DeviceId, ProjectId, SessionId};
+
+/// Longest free-text key (login identifier, rate-limit key, JWT id) a store
+/// accepts. Identifiers are emails, usernames or phone numbers: 512 bytes is
+/// generous, and a cap keeps partition and index keys small.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Longest short label (browser, os, platform, region, ip, risk signal,
+/// rate-limit bucket, attempt id).
+pub const MAX_LABEL_BYTES: usize = 256;
+/// Most risk signals one session carries; the engine emits a handful.
+pub const MAX_SIGNALS: usize = 64;
+/// Largest entropy document a snapshot keeps. The engine caps the `/connect`
+/// body far below this; the store refuses anything larger rather than
+/// storing a row that would hurt every later read of the device.
+pub const MAX_ENTROPY_BYTES: usize = 256 * 1024;
+
+/// A verify session opened by `/connect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    /// The project the session belongs to; part of every key, so the same
+    /// session id in another project is another row.
+    pub project_id: ProjectId,
+    /// The public session id.
+    pub session_id: SessionId,
+    /// SHA-256 of the session token: the token itself is never stored, so a
+    /// leaked table does not hand out live sessions.
+    #[serde(with = "hash32")]
+    pub token_hash: [u8; 32],
+    /// The device the session was opened from.
+    pub device_id: DeviceId,
+    /// When `/connect` created it.
+    pub created_at: i64,
+    /// When it stops being valid; stores never return it afterwards.
+    pub expires_at: i64,
+    /// Last verify or reverify seen; moved forward by batched touches.
+    pub last_seen_at: i64,
+    /// Set by an explicit revoke; a revoked session is still returned so the
+    /// engine can answer `revoked` rather than `not_found`.
+    pub revoked: bool,
+    /// Client IP at connect, when known.
+    pub ip: Option<String>,
+    /// The bot/risk score computed at connect.
+    pub risk: Risk,
+    /// What the user agent said about the device.
+    pub device: DeviceInfo,
+}
+
+/// The risk verdict attached to a session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Risk {
+    /// 0 (clean) to 100 (certainly a bot).
+    pub score: u8,
+    /// Whether the engine concluded this is automation.
+    pub bot: bool,
+    /// Names of the signals that fired (`webdriver`, `headless_ua`, …).
+    pub signals: Vec<String>,
+}
+
+/// Device facts parsed from the entropy, shown in verify answers and dashboards.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceInfo {
+    /// Browser family (`Chrome`, `Firefox`, …).
+    pub browser: String,
+    /// Operating system family.
+    pub os: String,
+    /// `desktop`, `mobile`, `tablet`, … as the engine classifies it.
+    pub platform: String,
+    /// Coarse region (country or country-subdivision) when the engine knows it.
+    pub region: Option<String>,
+}
+
+/// One capture of a device's entropy, kept so drift and bot farms can be seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntropySnapshot {
+    /// Owning project.
+    pub project_id: ProjectId,
+    /// The device the entropy describes.
+    pub device_id: DeviceId,
+    /// The session that sent it (also disambiguates two captures in one ms).
+    pub session_id: SessionId,
+    /// Capture time.
+    pub at: i64,
+    /// The entropy document as received (already size-capped by the engine);
+    /// kept as text so unknown keys survive.
+    pub entropy_json: String,
+}
+
+/// One login attempt reported by a customer backend (anti-ATO).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginAttempt {
+    /// Owning project.
+    pub project_id: ProjectId,
+    /// The account identifier (email, username, …) the attempt was for.
+    pub identifier: String,
+    /// When the attempt happened.
+    pub at: i64,
+    /// Unique per attempt so concurrent attempts in the same millisecond are
+    /// distinct rows; reusing an id on retry makes the write idempotent.
+    /// [`LoginAttempt::new_id`] makes one.
+    pub attempt_id: String,
+    /// Whether the login succeeded.
+    pub success: bool,
+    /// Client IP, when reported.
+    pub ip: Option<String>,
+    /// Device, when the attempt came with a session or device id.
+    pub device_id: Option<DeviceId>,
+    /// Session, when the attempt came with one.
+    pub session_id: Option<SessionId>,
+    /// Coarse region of the IP, when known.
+    pub region: Option<String>,
+    /// Platform of the device, when known.
+    pub platform: Option<String>,
+    /// Browser of the device, when known.
+    pub browser: Option<String>,
+}
+
+impl LoginAttempt {
+    /// A fresh attempt id: 128 random bits, base64url.
+    pub fn new_id() -> String {
+        use base64::Engine as _;
+        use ring::rand::SecureRandom as _;
+        let mut b = [0u8; 16];
+        ring::rand::SystemRandom::new()
+            .fill(&mut b)
+            .expect("the system random source failed; no unique id can be made");
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    }
+}
+
+/// A rate-limit deny, recorded for analytics when the project asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DenyEvent {
+    /// Owning project.
+    pub project_id: ProjectId,
+    /// When the call was denied.
+    pub at: i64,
+    /// The bucket that denied (`ip`, `metadata:email`, …).
+    pub bucket: String,
+    /// The bucket key that was over its limit (the IP, the email, …).
+    pub key: String,
+    /// Caller IP of the denied call.
+    pub ip: Option<String>,
+}
+
+fn check_len(what: &'static str, s: &str, max: usize) -> Result<(), StoreError> {
+    if s.len() > max {
+        return Err(StoreError::Invalid(format!(
+            "{what} is longer than {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn check_key(what: &'static str, s: &str) -> Result<(), StoreError> {
+    if s.is_empty() {
+        return Err(StoreError::Invalid(format!("{what} is empty")));
+    }
+    check_len(what, s, MAX_KEY_BYTES)
+}
+
+fn check_opt(what: &'static str, s: &Option<String>) -> Result<(), StoreError> {
+    s.as_deref()
+        .map_or(Ok(()), |s| check_len(what, s, MAX_LABEL_BYTES))
+}
+
+fn check_time(what: &'static str, t: i64) -> Result<(), StoreError> {
+    if t < 0 {
+        return Err(StoreError::Invalid(format!("{what} is before 1970")));
+    }
+    Ok(())
+}
+
+/// Checks a login identifier or JWT id used as a key.
+pub(crate) fn check_identifier(what: &'static str, s: &str) -> Result<(), StoreError> {
+    check_key(what, s)
+}
+
+impl Session {
+    /// Refuses values a store cannot key or that would bloat a row. Both
+    /// stores call this before writing, so they refuse the same things.
+    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+        check_time("created_at", self.created_at)?;
+        check_time("last_seen_at", self.last_seen_at)?;
+        check_time("expires_at", self.expires_at)?;
+        check_opt("ip", &self.ip)?;
+        if self.risk.score > 100 {
+            return Err(StoreError::Invalid("risk score is above 100".into()));
+        }
+        if self.risk.signals.len() > MAX_SIGNALS {
+            return Err(StoreError::Invalid(format!(
+                "more than {MAX_SIGNALS} risk signals"
+            )));
+        }
+        for s in &self.risk.signals {
+            check_len("risk signal", s, MAX_LABEL_BYTES)?;
+        }
+        check_len("browser", &self.device.browser, MAX_LABEL_BYTES)?;
+        check_len("os", &self.device.os, MAX_LABEL_BYTES)?;
+        check_len("platform", &self.device.platform, MAX_LABEL_BYTES)?;
+        check_opt("region", &self.device.region)
+    }
+}
+
+impl EntropySnapshot {
+    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+        check_time("at", self.at)?;
+        check_len("entropy", &self.entropy_json, MAX_ENTROPY_BYTES)
+    }
+}
+
+impl LoginAttempt {
+    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+        check_key("identifier", &self.identifier)?;
+        check_time("at", self.at)?;
+        if self.attempt_id.is_empty() {
+            return Err(StoreError::Invalid("attempt_id is empty".into()));
+        }
+        check_len("attempt_id", &self.attempt_id, MAX_LABEL_BYTES)?;
+        check_opt("ip", &self.ip)?;
+        check_opt("region", &self.region)?;
+        check_opt("platform", &self.platform)?;
+        check_opt("browser", &self.browser)
+    }
+}
+
+impl DenyEvent {
+    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+        check_time("at", self.at)?;
+        check_len("bucket", &self.bucket, MAX_LABEL_BYTES)?;
+        check_key("key", &self.key)?;
+        check_opt("ip", &self.ip)
+    }
+}
+
+/// The token hash as 43 base64url characters instead of serde's 32-number
+/// array: a third of the bytes in every stored session.
+mod hash32 {
+    use base64::Engine as _;
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    pub(super) fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(h))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let v = B64.decode(s.as_bytes()).map_err(D::Error::custom)?;
+        v.try_into()
+            .map_err(|_| D::Error::custom("token hash is not 32 bytes"))
+    }
+}

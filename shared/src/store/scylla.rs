@@ -1,0 +1,827 @@
+//! The production [`DataStore`] on ScyllaDB through the `scylla` driver
+//! (also runs on Apache Cassandra 5.0, which the tests use).
+//!
+//! - At connect: create the keyspace and tables if missing (idempotent, see
+//!   [`schema`]), wait for schema agreement, prepare every statement once.
+//! - Routing: the driver's default policy is token-aware (and shard-aware on
+//!   ScyllaDB), so each prepared read or write goes straight to a replica.
+//! - Consistency: `LOCAL_QUORUM` for writes and reads by default. With
+//!   RF=3 that survives one replica down per DC and, since W + R > RF, a
+//!   read sees every acknowledged write (a session written by one engine is
+//!   found by the next). With RF=1 (a single test node) it is simply ONE.
+//!   Both levels are configurable in [`ScyllaConfig`].
+//! - Expiry: `USING TTL` on every table but trusted identifiers; reads
+//!   also filter on `expires_at`, since TTLs have one-second granularity.
+//!
+//! Schema creation at start is safe for one engine at a time; when many
+//! engines start at once against a fresh cluster, create the schema first
+//! (one engine, or a deploy job) to avoid concurrent `CREATE TABLE`s.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use ::scylla::client::execution_profile::ExecutionProfile;
+use ::scylla::client::session::Session as CqlSession;
+use ::scylla::client::session_builder::SessionBuilder;
+use ::scylla::errors::{DbError, ExecutionError, PrepareError, RequestAttemptError};
+use ::scylla::response::query_result::QueryResult;
+use ::scylla::statement::prepared::PreparedStatement;
+use ::scylla::value::{CqlTimestamp, MaybeUnset};
+use ::scylla::{DeserializeRow, SerializeRow};
+use async_trait::async_trait;
+
+use self::schema::Statements;
+use super::model::check_identifier;
+use super::{
+    check_expiry, clamp_limit, now_ms, DataStore, DenyEvent, DeviceInfo, EntropySnapshot,
+    LoginAttempt, Risk, Session, StoreError, DAY_MS, DENY_EVENT_RETENTION_MS,
+    ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS, MAX_LIST_LIMIT,
+    MAX_SESSION_LIFETIME_MS,
+};
+use crate::ids::{DeviceId, ProjectId, SessionId};
+
+mod schema;
+
+/// CQL consistency levels, re-exported so callers need not name the driver.
+pub use ::scylla::statement::Consistency;
+
+/// How long a session's revocation mark lives: longer than any session can
+/// (the lifetime cap plus a day of clock skew), so no touch racing the
+/// revoke can outlive the mark and bring the session back.
+const REVOKE_MARK_TTL_S: i32 = ((MAX_SESSION_LIFETIME_MS + DAY_MS) / 1000) as i32;
+/// CQL's largest TTL (20 years).
+const MAX_TTL_S: i64 = 630_720_000;
+/// Concurrent inserts per `record_deny_events` call: enough to hide the
+/// round trip, few enough not to flood one coordinator with a big batch.
+const DENY_WRITE_CONCURRENCY: usize = 32;
+
+/// How to reach the cluster.
+#[derive(Debug, Clone)]
+pub struct ScyllaConfig {
+    /// Contact points, `host:port`; the driver discovers the other nodes.
+    pub nodes: Vec<String>,
+    /// Keyspace for the data-plane tables: `[a-z][a-z0-9_]*`, at most 48
+    /// characters (it is spliced into DDL, so it is checked, not escaped).
+    pub keyspace: String,
+    /// Replication factor used if the keyspace has to be created (3 in
+    /// production, 1 for a single test node).
+    pub replication_factor: u8,
+    /// Per-request client-side timeout; a timeout is `Unavailable`.
+    pub request_timeout: Duration,
+    /// How long to try the contact points at connect.
+    pub connect_timeout: Duration,
+    /// Consistency for writes (default `LOCAL_QUORUM`).
+    pub write_consistency: Consistency,
+    /// Consistency for reads (default `LOCAL_QUORUM`).
+    pub read_consistency: Consistency,
+}
+
+impl ScyllaConfig {
+    /// Production defaults: RF 3, `LOCAL_QUORUM` both ways, 2 s requests.
+    pub fn new(nodes: Vec<String>, keyspace: impl Into<String>) -> Self {
+        ScyllaConfig {
+            nodes,
+            keyspace: keyspace.into(),
+            replication_factor: 3,
+            request_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(5),
+            write_consistency: Consistency::LocalQuorum,
+            read_consistency: Consistency::LocalQuorum,
+        }
+    }
+}
+
+/// The ScyllaDB store. One driver session (connection pools to every
+/// node) and the prepared statements; share it behind an `Arc`.
+pub struct ScyllaStore {
+    session: CqlSession,
+    st: Statements,
+    /// Deny-event tie-breaker, seeded randomly so engines do not collide.
+    next_event_id: AtomicI64,
+}
+
+impl std::fmt::Debug for ScyllaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScyllaStore").finish_non_exhaustive()
+    }
+}
+
+impl ScyllaStore {
+    /// Connects, creates the schema if missing and prepares the statements.
+    /// An unreachable cluster is `Unavailable`; a bad keyspace name `Invalid`.
+    pub async fn connect(config: ScyllaConfig) -> Result<Self, StoreError> {
+        check_keyspace(&config.keyspace)?;
+        if config.replication_factor == 0 {
+            return Err(StoreError::Invalid(
+                "replication_factor must be at least 1".into(),
+            ));
+        }
+        let profile = ExecutionProfile::builder()
+            .request_timeout(Some(config.request_timeout))
+            .consistency(config.read_consistency)
+            .build();
+        let session = SessionBuilder::new()
+            .known_nodes(&config.nodes)
+            .connection_timeout(config.connect_timeout)
+            .default_execution_profile_handle(profile.into_handle())
+            .build()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cql connect: {e}")))?;
+        schema::migrate(&session, &config.keyspace, config.replication_factor).await?;
+        let st = Statements::prepare(
+            &session,
+            &config.keyspace,
+            config.write_consistency,
+            config.read_consistency,
+        )
+        .await?;
+        Ok(ScyllaStore {
+            session,
+            st,
+            next_event_id: AtomicI64::new(random_i64()),
+        })
+    }
+
+    async fn exec(
+        &self,
+        what: &'static str,
+        st: &PreparedStatement,
+        values: impl ::scylla::serialize::row::SerializeRow,
+    ) -> Result<QueryResult, StoreError> {
+        self.session
+            .execute_unpaged(st, values)
+            .await
+            .map_err(|e| exec_err(what, e))
+    }
+
+    /// Runs a select and decodes every row as `R`.
+    async fn rows<R>(
+        &self,
+        what: &'static str,
+        st: &PreparedStatement,
+        values: impl ::scylla::serialize::row::SerializeRow,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f, 'm> ::scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        let res = self.exec(what, st, values).await?;
+        let rows = res.into_rows_result().map_err(|e| corrupt(what, e))?;
+        rows.rows::<R>()
+            .map_err(|e| corrupt(what, e))?
+            .map(|r| r.map_err(|e| corrupt(what, e)))
+            .collect()
+    }
+
+    async fn read_session(
+        &self,
+        project: &ProjectId,
+        session: &SessionId,
+    ) -> Result<Option<Session>, StoreError> {
+        let rows: Vec<SessionRow> = self
+            .rows(
+                "read session",
+                &self.st.select_session,
+                (project.as_str(), session.as_str()),
+            )
+            .await?;
+        let now = now_ms();
+        match rows.into_iter().next() {
+            None => Ok(None),
+            Some(r) => Ok(r.into_session()?.filter(|s| s.expires_at > now)),
+        }
+    }
+
+    /// Writes every session column; `revoked: None` leaves that cell alone.
+    async fn write_session(
+        &self,
+        s: &Session,
+        revoked: Option<bool>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let Some(ttl) = ttl_until(s.expires_at, now) else {
+            return Ok(());
+        };
+        let values = SessionValues {
+            project_id: s.project_id.as_str(),
+            session_id: s.session_id.as_str(),
+            token_hash: &s.token_hash,
+            device_id: s.device_id.as_str(),
+            created_at: CqlTimestamp(s.created_at),
+            expires_at: CqlTimestamp(s.expires_at),
+            last_seen_at: CqlTimestamp(s.last_seen_at),
+            revoked: revoked.map_or(MaybeUnset::Unset, MaybeUnset::Set),
+            ip: unset_if_none(s.ip.as_deref()),
+            risk_score: i32::from(s.risk.score),
+            risk_bot: s.risk.bot,
+            risk_signals: &s.risk.signals,
+            browser: &s.device.browser,
+            os: &s.device.os,
+            platform: &s.device.platform,
+            region: unset_if_none(s.device.region.as_deref()),
+            ttl,
+        };
+        self.exec("write session", &self.st.insert_session, values)
+            .await
+            .map(drop)
+    }
+
+    async fn trusted(
+        &self,
+        project: &ProjectId,
+        device: &DeviceId,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = self
+            .rows(
+                "read trusted identifiers",
+                &self.st.select_trusted,
+                (project.as_str(), device.as_str(), cql_limit(MAX_LIST_LIMIT)),
+            )
+            .await?;
+        Ok(rows.into_iter().map(|(i,)| i).collect())
+    }
+}
+
+#[async_trait]
+impl DataStore for ScyllaStore {
+    async fn put_session(&self, session: &Session) -> Result<(), StoreError> {
+        session.validate()?;
+        let now = now_ms();
+        check_expiry(session.expires_at, now)?;
+        self.write_session(session, Some(session.revoked), now)
+            .await
+    }
+
+    async fn get_session(
+        &self,
+        project: &ProjectId,
+        session: &SessionId,
+    ) -> Result<Option<Session>, StoreError> {
+        self.read_session(project, session).await
+    }
+
+    /// CQL TTLs are per cell, so extending a session rewrites the whole row
+    /// with the new TTL (an `UPDATE` of two columns would leave the others
+    /// to expire at the old time). The `revoked` cell is never rewritten.
+    async fn touch_session(
+        &self,
+        project: &ProjectId,
+        session: &SessionId,
+        last_seen_at: i64,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        if last_seen_at < 0 || expires_at < 0 {
+            return Err(StoreError::Invalid("touch times are before 1970".into()));
+        }
+        if expires_at.saturating_sub(now) > MAX_SESSION_LIFETIME_MS {
+            return Err(StoreError::Invalid(
+                "expires_at is beyond the longest session lifetime".into(),
+            ));
+        }
+        let Some(mut s) = self.read_session(project, session).await? else {
+            return Ok(false);
+        };
+        if s.revoked {
+            return Ok(false);
+        }
+        let unchanged = s.last_seen_at >= last_seen_at && s.expires_at >= expires_at;
+        s.last_seen_at = s.last_seen_at.max(last_seen_at);
+        s.expires_at = s.expires_at.max(expires_at);
+        if !unchanged {
+            self.write_session(&s, None, now).await?;
+        }
+        Ok(true)
+    }
+
+    /// Writes only the `revoked` cell, with a TTL longer than any session
+    /// can live: a read-modify-write would race touches and could clear it.
+    async fn revoke_session(
+        &self,
+        project: &ProjectId,
+        session: &SessionId,
+    ) -> Result<bool, StoreError> {
+        if self.read_session(project, session).await?.is_none() {
+            return Ok(false);
+        }
+        self.exec(
+            "revoke session",
+            &self.st.revoke_session,
+            (REVOKE_MARK_TTL_S, project.as_str(), session.as_str()),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    async fn add_trusted_identifier(
+        &self,
+        project: &ProjectId,
+        device: &DeviceId,
+        identifier: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        check_identifier("identifier", identifier)?;
+        self.exec(
+            "add trusted identifier",
+            &self.st.insert_trusted,
+            (project.as_str(), device.as_str(), identifier),
+        )
+        .await?;
+        self.trusted(project, device).await
+    }
+
+    async fn trusted_identifiers(
+        &self,
+        project: &ProjectId,
+        device: &DeviceId,
+    ) -> Result<Vec<String>, StoreError> {
+        self.trusted(project, device).await
+    }
+
+    async fn put_entropy_snapshot(&self, s: &EntropySnapshot) -> Result<(), StoreError> {
+        s.validate()?;
+        let Some(ttl) = ttl_until(s.at.saturating_add(ENTROPY_SNAPSHOT_RETENTION_MS), now_ms())
+        else {
+            return Ok(());
+        };
+        let values = (
+            s.project_id.as_str(),
+            s.device_id.as_str(),
+            CqlTimestamp(s.at),
+            s.session_id.as_str(),
+            s.entropy_json.as_str(),
+            ttl,
+        );
+        self.exec("write entropy snapshot", &self.st.insert_snapshot, values)
+            .await
+            .map(drop)
+    }
+
+    async fn latest_entropy_snapshot(
+        &self,
+        project: &ProjectId,
+        device: &DeviceId,
+    ) -> Result<Option<EntropySnapshot>, StoreError> {
+        Ok(self
+            .list_entropy_snapshots(project, device, 1)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn list_entropy_snapshots(
+        &self,
+        project: &ProjectId,
+        device: &DeviceId,
+        limit: usize,
+    ) -> Result<Vec<EntropySnapshot>, StoreError> {
+        let limit = clamp_limit(limit);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<SnapshotRow> = self
+            .rows(
+                "read entropy snapshots",
+                &self.st.select_snapshots,
+                (project.as_str(), device.as_str(), cql_limit(limit)),
+            )
+            .await?;
+        rows.into_iter().map(SnapshotRow::into_snapshot).collect()
+    }
+
+    async fn record_login_attempt(&self, a: &LoginAttempt) -> Result<(), StoreError> {
+        a.validate()?;
+        let Some(ttl) = ttl_until(a.at.saturating_add(LOGIN_ATTEMPT_RETENTION_MS), now_ms()) else {
+            return Ok(());
+        };
+        let values = AttemptValues {
+            project_id: a.project_id.as_str(),
+            identifier: &a.identifier,
+            at: CqlTimestamp(a.at),
+            attempt_id: &a.attempt_id,
+            success: a.success,
+            ip: unset_if_none(a.ip.as_deref()),
+            device_id: unset_if_none(a.device_id.as_ref().map(DeviceId::as_str)),
+            session_id: unset_if_none(a.session_id.as_ref().map(SessionId::as_str)),
+            region: unset_if_none(a.region.as_deref()),
+            platform: unset_if_none(a.platform.as_deref()),
+            browser: unset_if_none(a.browser.as_deref()),
+            ttl,
+        };
+        self.exec("write login attempt", &self.st.insert_attempt, values)
+            .await
+            .map(drop)
+    }
+
+    async fn recent_login_attempts(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<LoginAttempt>, StoreError> {
+        check_identifier("identifier", identifier)?;
+        let limit = clamp_limit(limit);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let values = (
+            project.as_str(),
+            identifier,
+            CqlTimestamp(since_ms),
+            cql_limit(limit),
+        );
+        let rows: Vec<AttemptRow> = self
+            .rows("read login attempts", &self.st.select_attempts, values)
+            .await?;
+        rows.into_iter().map(AttemptRow::into_attempt).collect()
+    }
+
+    async fn revoke_token(
+        &self,
+        project: &ProjectId,
+        jti: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        check_identifier("jti", jti)?;
+        let Some(ttl) = ttl_until(expires_at, now_ms()) else {
+            return Ok(());
+        };
+        let values = (project.as_str(), jti, CqlTimestamp(expires_at), ttl);
+        self.exec("revoke token", &self.st.insert_revocation, values)
+            .await
+            .map(drop)
+    }
+
+    async fn is_token_revoked(&self, project: &ProjectId, jti: &str) -> Result<bool, StoreError> {
+        check_identifier("jti", jti)?;
+        let rows: Vec<(Option<CqlTimestamp>,)> = self
+            .rows(
+                "read token revocation",
+                &self.st.select_revocation,
+                (project.as_str(), jti),
+            )
+            .await?;
+        let now = now_ms();
+        Ok(rows
+            .into_iter()
+            .any(|(exp,)| exp.is_some_and(|CqlTimestamp(t)| t > now)))
+    }
+
+    async fn record_deny_events(&self, events: &[DenyEvent]) -> Result<(), StoreError> {
+        events.iter().try_for_each(DenyEvent::validate)?;
+        let now = now_ms();
+        for chunk in events.chunks(DENY_WRITE_CONCURRENCY) {
+            let writes = chunk.iter().filter_map(|e| {
+                let ttl = ttl_until(e.at.saturating_add(DENY_EVENT_RETENTION_MS), now)?;
+                let id = self.next_event_id.fetch_add(1, Ordering::Relaxed);
+                let values = (
+                    e.project_id.as_str(),
+                    utc_day(e.at),
+                    CqlTimestamp(e.at),
+                    id,
+                    e.bucket.as_str(),
+                    e.key.as_str(),
+                    unset_if_none(e.ip.as_deref()),
+                    ttl,
+                );
+                Some(self.exec("write deny event", &self.st.insert_deny, values))
+            });
+            futures::future::try_join_all(writes).await?;
+        }
+        Ok(())
+    }
+
+    /// Walks the day partitions from today back to `since_ms` (at most the
+    /// 30-day retention), newest first, until `limit` rows are found.
+    async fn list_deny_events(
+        &self,
+        project: &ProjectId,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DenyEvent>, StoreError> {
+        let limit = clamp_limit(limit);
+        let now = now_ms();
+        let since = since_ms.max(now - DENY_EVENT_RETENTION_MS);
+        let mut out = Vec::new();
+        // Tomorrow too: an engine's clock may run a little ahead of ours.
+        let mut day = utc_day(now) + 1;
+        while out.len() < limit && day >= utc_day(since) {
+            let values = (
+                project.as_str(),
+                day,
+                CqlTimestamp(since),
+                cql_limit(limit - out.len()),
+            );
+            let rows: Vec<DenyRow> = self
+                .rows("read deny events", &self.st.select_denies, values)
+                .await?;
+            for r in rows {
+                out.push(r.into_event()?);
+            }
+            day -= 1;
+        }
+        Ok(out)
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        self.exec("health", &self.st.health, ()).await.map(drop)
+    }
+}
+
+/// Session insert values, in statement order; the TTL is the last marker.
+#[derive(SerializeRow)]
+#[scylla(flavor = "enforce_order", skip_name_checks)]
+struct SessionValues<'a> {
+    project_id: &'a str,
+    session_id: &'a str,
+    token_hash: &'a [u8; 32],
+    device_id: &'a str,
+    created_at: CqlTimestamp,
+    expires_at: CqlTimestamp,
+    last_seen_at: CqlTimestamp,
+    revoked: MaybeUnset<bool>,
+    ip: MaybeUnset<&'a str>,
+    risk_score: i32,
+    risk_bot: bool,
+    risk_signals: &'a [String],
+    browser: &'a str,
+    os: &'a str,
+    platform: &'a str,
+    region: MaybeUnset<&'a str>,
+    ttl: i32,
+}
+
+#[derive(SerializeRow)]
+#[scylla(flavor = "enforce_order", skip_name_checks)]
+struct AttemptValues<'a> {
+    project_id: &'a str,
+    identifier: &'a str,
+    at: CqlTimestamp,
+    attempt_id: &'a str,
+    success: bool,
+    ip: MaybeUnset<&'a str>,
+    device_id: MaybeUnset<&'a str>,
+    session_id: MaybeUnset<&'a str>,
+    region: MaybeUnset<&'a str>,
+    platform: MaybeUnset<&'a str>,
+    browser: MaybeUnset<&'a str>,
+    ttl: i32,
+}
+
+/// A session row. Every column is optional because a revocation mark can
+/// outlive the data cells, leaving a row with only `revoked`.
+#[derive(DeserializeRow)]
+struct SessionRow {
+    project_id: String,
+    session_id: String,
+    token_hash: Option<Vec<u8>>,
+    device_id: Option<String>,
+    created_at: Option<CqlTimestamp>,
+    expires_at: Option<CqlTimestamp>,
+    last_seen_at: Option<CqlTimestamp>,
+    revoked: Option<bool>,
+    ip: Option<String>,
+    risk_score: Option<i32>,
+    risk_bot: Option<bool>,
+    risk_signals: Option<Vec<String>>,
+    browser: Option<String>,
+    os: Option<String>,
+    platform: Option<String>,
+    region: Option<String>,
+}
+
+impl SessionRow {
+    /// `None` for a bare revocation mark.
+    fn into_session(self) -> Result<Option<Session>, StoreError> {
+        let (Some(hash), Some(device_id), Some(expires_at)) =
+            (self.token_hash, self.device_id, self.expires_at)
+        else {
+            return Ok(None);
+        };
+        let token_hash = <[u8; 32]>::try_from(hash.as_slice())
+            .map_err(|_| StoreError::Corrupt("session token hash is not 32 bytes".into()))?;
+        Ok(Some(Session {
+            project_id: parse(&self.project_id, ProjectId::parse)?,
+            session_id: parse(&self.session_id, SessionId::parse)?,
+            token_hash,
+            device_id: parse(&device_id, DeviceId::parse)?,
+            created_at: self.created_at.map_or(0, |t| t.0),
+            expires_at: expires_at.0,
+            last_seen_at: self.last_seen_at.map_or(0, |t| t.0),
+            revoked: self.revoked.unwrap_or(false),
+            ip: self.ip,
+            risk: Risk {
+                score: self
+                    .risk_score
+                    .and_then(|s| u8::try_from(s).ok())
+                    .unwrap_or(0),
+                bot: self.risk_bot.unwrap_or(false),
+                signals: self.risk_signals.unwrap_or_default(),
+            },
+            device: DeviceInfo {
+                browser: self.browser.unwrap_or_default(),
+                os: self.os.unwrap_or_default(),
+                platform: self.platform.unwrap_or_default(),
+                region: self.region,
+            },
+        }))
+    }
+}
+
+#[derive(DeserializeRow)]
+struct SnapshotRow {
+    project_id: String,
+    device_id: String,
+    at: CqlTimestamp,
+    session_id: String,
+    entropy: Option<String>,
+}
+
+impl SnapshotRow {
+    fn into_snapshot(self) -> Result<EntropySnapshot, StoreError> {
+        Ok(EntropySnapshot {
+            project_id: parse(&self.project_id, ProjectId::parse)?,
+            device_id: parse(&self.device_id, DeviceId::parse)?,
+            session_id: parse(&self.session_id, SessionId::parse)?,
+            at: self.at.0,
+            entropy_json: self.entropy.unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(DeserializeRow)]
+struct AttemptRow {
+    project_id: String,
+    identifier: String,
+    at: CqlTimestamp,
+    attempt_id: String,
+    success: Option<bool>,
+    ip: Option<String>,
+    device_id: Option<String>,
+    session_id: Option<String>,
+    region: Option<String>,
+    platform: Option<String>,
+    browser: Option<String>,
+}
+
+impl AttemptRow {
+    fn into_attempt(self) -> Result<LoginAttempt, StoreError> {
+        Ok(LoginAttempt {
+            project_id: parse(&self.project_id, ProjectId::parse)?,
+            identifier: self.identifier,
+            at: self.at.0,
+            attempt_id: self.attempt_id,
+            success: self.success.unwrap_or(false),
+            ip: self.ip,
+            device_id: self
+                .device_id
+                .as_deref()
+                .map(|d| parse(d, DeviceId::parse))
+                .transpose()?,
+            session_id: self
+                .session_id
+                .as_deref()
+                .map(|s| parse(s, SessionId::parse))
+                .transpose()?,
+            region: self.region,
+            platform: self.platform,
+            browser: self.browser,
+        })
+    }
+}
+
+#[derive(DeserializeRow)]
+struct DenyRow {
+    project_id: String,
+    at: CqlTimestamp,
+    bucket: Option<String>,
+    deny_key: Option<String>,
+    ip: Option<String>,
+}
+
+impl DenyRow {
+    fn into_event(self) -> Result<DenyEvent, StoreError> {
+        Ok(DenyEvent {
+            project_id: parse(&self.project_id, ProjectId::parse)?,
+            at: self.at.0,
+            bucket: self.bucket.unwrap_or_default(),
+            key: self.deny_key.unwrap_or_default(),
+            ip: self.ip,
+        })
+    }
+}
+
+/// An id read back from the store; a bad one means the table holds
+/// something this code never wrote.
+fn parse<T, E>(s: &str, f: impl FnOnce(&str) -> Result<T, E>) -> Result<T, StoreError> {
+    f(s).map_err(|_| StoreError::Corrupt("a stored id does not parse".into()))
+}
+
+/// Seconds from `now` until `deadline_ms`, rounded up so a row never dies
+/// before its time; `None` when already past (nothing worth writing).
+fn ttl_until(deadline_ms: i64, now: i64) -> Option<i32> {
+    let ms = deadline_ms.checked_sub(now).filter(|ms| *ms > 0)?;
+    i32::try_from(((ms + 999) / 1000).min(MAX_TTL_S)).ok()
+}
+
+fn utc_day(at: i64) -> i32 {
+    i32::try_from(at.div_euclid(DAY_MS)).unwrap_or(i32::MAX)
+}
+
+fn cql_limit(limit: usize) -> i32 {
+    i32::try_from(limit).unwrap_or(i32::MAX)
+}
+
+/// `None` as "unset" rather than null: an explicit null is a tombstone.
+fn unset_if_none(v: Option<&str>) -> MaybeUnset<&str> {
+    v.map_or(MaybeUnset::Unset, MaybeUnset::Set)
+}
+
+fn check_keyspace(ks: &str) -> Result<(), StoreError> {
+    let ok = ks.len() <= 48
+        && ks.starts_with(|c: char| c.is_ascii_lowercase())
+        && ks
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(
+            "keyspace must be [a-z][a-z0-9_]*, at most 48 characters".into(),
+        ))
+    }
+}
+
+fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("cql {what}: unexpected result: {e}"))
+}
+
+/// Driver errors: anything about reaching nodes or replicas in time is
+/// `Unavailable` (503, retry); a rejected statement is `Corrupt` (the schema
+/// and the code disagree). Messages carry the driver's text, which names
+/// nodes and server errors but never bound values.
+pub(super) fn exec_err(what: &'static str, e: ExecutionError) -> StoreError {
+    let transient = match &e {
+        ExecutionError::ConnectionPoolError(_)
+        | ExecutionError::RequestTimeout(_)
+        | ExecutionError::EmptyPlan
+        | ExecutionError::SchemaAgreementError(_)
+        | ExecutionError::MetadataError(_)
+        | ExecutionError::UseKeyspaceError(_) => true,
+        ExecutionError::LastAttemptError(a) => attempt_is_transient(a),
+        ExecutionError::PrepareError(p) => prepare_is_transient(p),
+        _ => false,
+    };
+    let msg = format!("cql {what}: {e}");
+    if transient {
+        StoreError::Unavailable(msg)
+    } else {
+        StoreError::Corrupt(msg)
+    }
+}
+
+pub(super) fn prepare_err(e: PrepareError) -> StoreError {
+    let msg = format!("cql prepare: {e}");
+    if prepare_is_transient(&e) {
+        StoreError::Unavailable(msg)
+    } else {
+        StoreError::Corrupt(msg)
+    }
+}
+
+fn prepare_is_transient(e: &PrepareError) -> bool {
+    match e {
+        PrepareError::ConnectionPoolError(_) => true,
+        PrepareError::AllAttemptsFailed { first_attempt } => attempt_is_transient(first_attempt),
+        _ => false,
+    }
+}
+
+fn attempt_is_transient(e: &RequestAttemptError) -> bool {
+    match e {
+        RequestAttemptError::BrokenConnectionError(_)
+        | RequestAttemptError::UnableToAllocStreamId => true,
+        RequestAttemptError::DbError(db, _) => matches!(
+            db,
+            DbError::Unavailable { .. }
+                | DbError::Overloaded
+                | DbError::IsBootstrapping
+                | DbError::ReadTimeout { .. }
+                | DbError::WriteTimeout { .. }
+                | DbError::ReadFailure { .. }
+                | DbError::WriteFailure { .. }
+                | DbError::RateLimitReached { .. }
+                | DbError::ServerError
+                | DbError::TruncateError
+        ),
+        _ => false,
+    }
+}
+
+fn random_i64() -> i64 {
+    use ring::rand::SecureRandom as _;
+    let mut b = [0u8; 8];
+    // A fixed start only risks two engines sharing an event id for the same
+    // project and millisecond; not worth refusing to start for.
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    i64::from_be_bytes(b)
+}

@@ -1,0 +1,56 @@
+//! `qyzar`: one binary for every way of running Qyzar.
+//!
+//! - `qyzar dev` — engine (127.0.0.1:8080) and admin (127.0.0.1:8081) in one
+//!   process on embedded defaults: no external server needed;
+//! - `qyzar engine` — the engine alone (configured by `QYZAR_ENGINE_*`);
+//! - `qyzar admin` — the admin alone (configured by `QYZAR_ADMIN_*`,
+//!   `QYZAR_DATABASE_URL`).
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: qyzar <dev|engine|admin>\n\n  dev     engine and admin in one process on embedded defaults\n  engine  the engine alone (QYZAR_ENGINE_ADDR, ...)\n  admin   the admin alone (QYZAR_ADMIN_ADDR, QYZAR_DATABASE_URL, ...)\n";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cmd = match args.as_slice() {
+        [c] => c.as_str(),
+        [] => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if matches!(cmd, "-h" | "--help" | "help") {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    qyzar_shared::telemetry::init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("qyzar: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cmd {
+            "dev" => qyzar::dev().await,
+            "engine" => qyzar::engine().await,
+            "admin" => qyzar::admin().await,
+            other => Err(format!("unknown command `{other}`\n{USAGE}").into()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qyzar: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
