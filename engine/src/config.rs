@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use qyzar_shared::store::{DataStore, EmbeddedStore, ScyllaConfig, ScyllaStore};
 
@@ -30,6 +31,14 @@ pub struct EngineConfig {
     pub internal_addr: SocketAddr,
     /// Shared key admin authenticates pushes with (`QYZAR_ENGINE_PUSH_KEY`).
     pub push_key: Option<String>,
+    /// Admin's internal base url (`QYZAR_ENGINE_ADMIN_URL`, e.g.
+    /// `http://admin.internal:8091`); the engine pulls the newest snapshot
+    /// from `{admin_url}/internal/snapshot` at start and every `pull_every`,
+    /// so a missed push heals itself. `None`: pushes only.
+    pub admin_url: Option<String>,
+    /// How often to pull (`QYZAR_ENGINE_PULL_SECONDS`, default 30): the
+    /// longest an engine that missed a push serves an old snapshot.
+    pub pull_every: Duration,
     /// A snapshot file loaded at start (`QYZAR_ENGINE_SNAPSHOT_FILE`).
     pub snapshot_file: Option<PathBuf>,
     /// The data store: `QYZAR_ENGINE_CQL_NODES` (comma-separated) and
@@ -105,9 +114,34 @@ impl EngineConfig {
                 )
             };
         }
+        let admin_url = match std::env::var("QYZAR_ENGINE_ADMIN_URL") {
+            Ok(url) if !url.trim().is_empty() => {
+                let url = url.trim().to_owned();
+                crate::internal::admin_snapshot_uri(&url).map_err(|reason| ConfigError {
+                    var: "QYZAR_ENGINE_ADMIN_URL",
+                    reason,
+                })?;
+                Some(url)
+            }
+            _ => None,
+        };
+        let pull_every = match std::env::var("QYZAR_ENGINE_PULL_SECONDS") {
+            Ok(v) => match v.parse::<u64>() {
+                Ok(n) if n > 0 => Duration::from_secs(n),
+                _ => {
+                    return Err(ConfigError {
+                        var: "QYZAR_ENGINE_PULL_SECONDS",
+                        reason: format!("{v:?} is not a positive number of seconds"),
+                    })
+                }
+            },
+            Err(_) => Duration::from_secs(30),
+        };
         Ok(Self {
             public_addr,
             internal_addr,
+            admin_url,
+            pull_every,
             push_key: std::env::var("QYZAR_ENGINE_PUSH_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),
@@ -151,8 +185,13 @@ pub fn load_snapshot_file(engine: &Engine, path: &std::path::Path) -> Result<u64
         .swap_full(snapshot, qyzar_shared::time::now_ms())?)
 }
 
-/// Opens the store, builds the state, loads the snapshot, binds the
-/// listener and serves until `shutdown` resolves.
+/// Opens the store, builds the state, loads the snapshot, binds the public
+/// and internal listeners, starts pulling from admin (when configured) and
+/// serves until `shutdown` resolves.
+///
+/// One shutdown stops everything: it is fanned out through a `watch`
+/// channel to the internal listener and the pull loop, which are awaited
+/// after the public listener has drained.
 pub async fn start(
     config: EngineConfig,
     shutdown: impl std::future::Future<Output = ()>,
@@ -164,7 +203,41 @@ pub async fn start(
         tracing::info!(version = v, path = %path.display(), "snapshot loaded");
     }
     let listener = tokio::net::TcpListener::bind(config.public_addr).await?;
-    tracing::info!(addr = %config.public_addr, "engine listening");
+    let internal = tokio::net::TcpListener::bind(config.internal_addr).await?;
+    tracing::info!(addr = %config.public_addr, internal = %config.internal_addr, "engine listening");
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Resolves once shutdown is asked for, or once `stop` is dropped.
+    let stopped = move || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = vec![tokio::spawn(crate::internal::run_internal(
+        internal,
+        Arc::clone(&engine),
+        config.push_key.clone(),
+        stopped(),
+    ))];
+    if let Some(admin_url) = config.admin_url.clone() {
+        tasks.push(tokio::spawn(crate::internal::pull_loop(
+            Arc::clone(&engine),
+            admin_url,
+            config.push_key.clone(),
+            config.pull_every,
+            stopped(),
+        )));
+    }
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
     crate::run(listener, engine, config.limits, shutdown).await;
+    for task in tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "an internal task ended abnormally");
+        }
+    }
     Ok(())
 }

@@ -23,12 +23,30 @@ pub struct ProjectKeys {
     pub ed25519: Option<Ed25519Signer>,
     /// `GET /projects/client/jwks` body, pre-serialised.
     pub jwks: Bytes,
+    /// Key the `sessionJwt` of `/connect` is signed with. Derived from the
+    /// HS256 client-token key with its own HKDF salt, so a session JWT can
+    /// never pass as a client token or the other way round.
+    pub session_sign: Option<Hs256Key>,
+    /// Keys a `sessionJwt` may verify under.
+    pub session_verify: VerifyKeys,
+}
+
+/// HKDF salt separating session-JWT keys from client-token keys.
+pub const SESSION_JWT_SALT: &[u8] = b"qyzar/session-jwt/v1";
+
+fn session_key(client_key: &[u8; 32], project: &str) -> Option<Hs256Key> {
+    let raw = qyzar_shared::crypto::hkdf_sha256(client_key, SESSION_JWT_SALT, project.as_bytes(), 32).ok()?;
+    let raw: [u8; 32] = raw.try_into().ok()?;
+    Some(Hs256Key::from_raw(raw))
 }
 
 /// One snapshot, indexed by project id, with keys ready.
 pub struct LiveConfig {
     snapshot: Snapshot,
     by_id: HashMap<Box<str>, (usize, ProjectKeys)>,
+    /// Every origin some project allows: a CORS preflight carries no
+    /// project id, so it is answered against this set.
+    origins: std::collections::HashSet<Box<str>>,
     /// The earliest moment an in-grace key stops being valid: past it the
     /// keys are rebuilt from the same snapshot so an expired key can no
     /// longer verify.
@@ -40,7 +58,9 @@ impl LiveConfig {
     pub fn build(snapshot: Snapshot, now_ms: i64) -> Self {
         let mut by_id = HashMap::with_capacity(snapshot.projects().len());
         let mut rebuild_at_ms = i64::MAX;
+        let mut origins = std::collections::HashSet::new();
         for (i, p) in snapshot.projects().iter().enumerate() {
+            origins.extend(p.settings.allowed_origins.iter().map(|o| o.as_str().into()));
             let (keys, next) = project_keys(p, now_ms);
             rebuild_at_ms = rebuild_at_ms.min(next);
             by_id.insert(p.project_id.as_str().into(), (i, keys));
@@ -48,6 +68,7 @@ impl LiveConfig {
         Self {
             snapshot,
             by_id,
+            origins,
             rebuild_at_ms,
         }
     }
@@ -56,6 +77,11 @@ impl LiveConfig {
     pub fn project(&self, id: &str) -> Option<(&ProjectConfig, &ProjectKeys)> {
         let (i, keys) = self.by_id.get(id)?;
         Some((&self.snapshot.projects()[*i], keys))
+    }
+
+    /// Whether any project allows `origin` (for preflights).
+    pub fn any_project_allows(&self, origin: &str) -> bool {
+        self.origins.contains(origin)
     }
 
     /// The snapshot version.
@@ -71,6 +97,8 @@ impl LiveConfig {
 
 fn project_keys(p: &ProjectConfig, now_ms: i64) -> (ProjectKeys, i64) {
     let mut verify = VerifyKeys::new();
+    let mut session_verify = VerifyKeys::new();
+    let mut session_sign = None;
     let mut next = i64::MAX;
     let mut hs256 = None;
     for e in &p.hs256_keys {
@@ -83,6 +111,10 @@ fn project_keys(p: &ProjectConfig, now_ms: i64) -> (ProjectKeys, i64) {
         let key = Hs256Key::from_raw(e.key);
         if e.valid_until_ms.is_none() && hs256.is_none() {
             hs256 = Some(Hs256Key::from_raw(e.key));
+            session_sign = session_key(&e.key, &p.project_id);
+        }
+        if let Some(k) = session_key(&e.key, &p.project_id) {
+            session_verify = session_verify.with_hs256(k);
         }
         verify = verify.with_hs256(key);
     }
@@ -113,6 +145,8 @@ fn project_keys(p: &ProjectConfig, now_ms: i64) -> (ProjectKeys, i64) {
             hs256,
             ed25519,
             jwks: Bytes::from(jwks),
+            session_sign,
+            session_verify,
         },
         next,
     )

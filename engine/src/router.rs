@@ -94,6 +94,49 @@ where
             Method::GET => ("jwks", routes::jwks::handle(engine, q)),
             _ => ("jwks", response::method_not_allowed("GET")),
         },
+        "/connect" => match *m {
+            Method::POST => {
+                let b = body!();
+                ("connect", idempotent(engine, "connect", h, &b, || routes::connect::handle(engine, h, &b)).await)
+            }
+            Method::OPTIONS => ("preflight", routes::cors::preflight(engine, h)),
+            _ => ("connect", response::method_not_allowed("POST, OPTIONS")),
+        },
+        "/connect/reverify" => match *m {
+            Method::POST => {
+                let b = body!();
+                ("connect_reverify", routes::reverify::handle(engine, h, &b).await)
+            }
+            Method::OPTIONS => ("preflight", routes::cors::preflight(engine, h)),
+            _ => ("connect_reverify", response::method_not_allowed("POST, OPTIONS")),
+        },
+        "/connect.js" => match *m {
+            Method::GET | Method::HEAD => ("connect_js", routes::connect_js::handle()),
+            _ => ("connect_js", response::method_not_allowed("GET, HEAD")),
+        },
+        "/projects/client/rate-limit-check" => match *m {
+            Method::POST => {
+                let b = body!();
+                ("rate_limit_check", routes::rate_limit_check::handle(engine, h, &b).await)
+            }
+            _ => ("rate_limit_check", response::method_not_allowed("POST")),
+        },
+        "/projects/client/ato-login-attempt" => match *m {
+            Method::POST => {
+                let b = body!();
+                let f = || routes::ato_login_attempt::handle(engine, h, &b);
+                ("ato_login_attempt", idempotent(engine, "ato_login_attempt", h, &b, f).await)
+            }
+            _ => ("ato_login_attempt", response::method_not_allowed("POST")),
+        },
+        "/projects/client/ato-add-identifier" => match *m {
+            Method::POST => {
+                let b = body!();
+                let f = || routes::ato_add_identifier::handle(engine, h, &b);
+                ("ato_add_identifier", idempotent(engine, "ato_add_identifier", h, &b, f).await)
+            }
+            _ => ("ato_add_identifier", response::method_not_allowed("POST")),
+        },
         _ => ("other", response::error_code(ErrorCode::RouteNotFound)),
     }
 }

@@ -1,1 +1,47 @@
-fn main() {}
+//! `qyzar-loadtest`: parse the arguments, pin the process if asked, build the
+//! runtime, run the command. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use qyzar_loadtest::args::{self, Command};
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let command = match args::parse(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("qyzar-loadtest: {e}\n\n{}", args::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Help = command {
+        print!("{}", args::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    let common = command.common();
+    // Before the runtime exists: threads started later inherit the affinity.
+    if let Some(cpus) = &common.pin_client {
+        if let Err(e) = qyzar_loadtest::pin::pin_self(cpus) {
+            eprintln!("qyzar-loadtest: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = common.threads {
+        rt.worker_threads(n);
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("qyzar-loadtest: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(qyzar_loadtest::execute(command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qyzar-loadtest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -8,6 +8,7 @@
 //! - [`store`]: the `DataStore` trait for the data-plane tables, with a
 //!   ScyllaDB and an embedded implementation.
 
+pub mod captcha;
 pub mod crypto;
 pub mod error;
 pub mod ids;

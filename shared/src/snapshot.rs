@@ -23,6 +23,7 @@
 mod delta;
 mod index;
 mod project;
+pub mod provision;
 pub mod wire;
 
 pub use delta::SnapshotDelta;

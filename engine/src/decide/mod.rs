@@ -5,7 +5,7 @@
 //! testable and the answers deterministic for the same input.
 //!
 //! - [`entropy`]: the browser entropy `/connect` receives, and its caps;
-//! - [`device_id`]: the stable `dev_…` id and the drift between two entropies;
+//! - [`device_id`](mod@device_id): the stable `dev_…` id and the drift between two entropies;
 //! - [`ua`]: what a user-agent string says (browser, OS, desktop or mobile);
 //! - [`bot`]: the bot score of one connect;
 //! - [`ato`]: the anti-account-takeover judgement of one login attempt.

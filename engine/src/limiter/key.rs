@@ -5,10 +5,10 @@
 //! whatever the length of the email or IP. Why *keyed* (SipHash-1-3, the
 //! function std uses against HashDoS, with a random key drawn per process):
 //! keys are user input, and two keys that hash alike share a counter. Without
-//! the secret an attacker can neither compute nor observe the hash, so a
-//! chosen collision (draining a victim's bucket, or escaping one's own) needs
-//! about 2⁶⁴ blind tries; accidental collisions at 10⁹ live keys have a
-//! probability near 10⁻²¹. The per-process key is also why state cannot be
+//! the secret an attacker can neither compute nor observe the hash, so aiming
+//! a collision at a given key (to drain a victim's bucket, or to share a
+//! fresh one) takes about 2¹²⁸ blind tries; an accidental collision among 10⁹
+//! live keys has a probability near 10⁻²¹. The per-process key is also why state cannot be
 //! shared between engines by hash: each engine limits on its own (see
 //! ARCHITECTURE.md, "Caches and stores").
 

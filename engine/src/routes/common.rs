@@ -95,6 +95,29 @@ pub async fn check_session(
     token: Option<&str>,
     now_ms: i64,
 ) -> Result<(SessionCheck, CacheStatus), ApiError> {
+    check(engine, cfg, project, id, Some(token), now_ms).await
+}
+
+/// The state of a session without proof of its token: for a client token
+/// bound to it, whose signature already proves the token was shown at mint.
+pub async fn session_state(
+    engine: &Engine,
+    cfg: &ProjectConfig,
+    project: &ProjectId,
+    id: &str,
+    now_ms: i64,
+) -> Result<(SessionCheck, CacheStatus), ApiError> {
+    check(engine, cfg, project, id, None, now_ms).await
+}
+
+async fn check(
+    engine: &Engine,
+    cfg: &ProjectConfig,
+    project: &ProjectId,
+    id: &str,
+    token: Option<Option<&str>>,
+    now_ms: i64,
+) -> Result<(SessionCheck, CacheStatus), ApiError> {
     let Ok(sid) = SessionId::parse(id) else {
         return Ok((SessionCheck::Invalid("not_found"), CacheStatus::Hit));
     };
@@ -112,9 +135,11 @@ pub async fn check_session(
     if s.project_id != *project {
         return Ok((SessionCheck::Invalid("project_mismatch"), status));
     }
-    let presented = sha256(token.unwrap_or("").as_bytes());
-    if token.is_none() || !ct_eq(&presented, &s.token_hash) {
-        return Ok((SessionCheck::Invalid("token_mismatch"), status));
+    if let Some(token) = token {
+        let presented = sha256(token.unwrap_or("").as_bytes());
+        if token.is_none() || !ct_eq(&presented, &s.token_hash) {
+            return Ok((SessionCheck::Invalid("token_mismatch"), status));
+        }
     }
     if s.revoked {
         return Ok((SessionCheck::Invalid("revoked"), status));

@@ -129,16 +129,13 @@ async fn run(
         return Ok(invalid("expired"));
     }
     if let Some(sid) = &claims.sid {
-        match common::check_session(engine, cfg, &project, sid, None, now).await {
+        match common::session_state(engine, cfg, &project, sid, now).await {
             Ok((SessionCheck::Invalid("revoked" | "opted_out"), _)) => {
                 return Ok(invalid("session_revoked"))
             }
             Ok((SessionCheck::Invalid("not_found" | "expired" | "project_mismatch"), _)) => {
                 return Ok(invalid("session_expired"))
             }
-            // The token proves the holder had the session token at mint time;
-            // here only the session's state matters, so a token mismatch
-            // (we pass none) means the session is live.
             Ok(_) => {}
             Err(e) => return Err(e),
         }

@@ -2,4 +2,6 @@
 #![allow(unreachable_pub)] // test helpers are `pub` for the modules of this one binary
 
 mod helpers;
+mod internal;
+mod routes;
 mod server;

@@ -17,21 +17,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use async_trait::async_trait;
-use redb::{Database, ReadTransaction, ReadableTable};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use redb::{Database, ReadTransaction};
 use tokio::sync::{oneshot, Semaphore};
 
 use self::keys::Key;
+use self::rows::{db_err, decode, scan_newest, trusted_set};
 use self::writer::{Msg, Op, Outcome, Writer};
 use super::model::check_identifier;
 use super::{
-    check_expiry, clamp_limit, now_ms, DataStore, DenyEvent, EntropySnapshot, LoginAttempt,
-    Session, StoreError, MAX_LIST_LIMIT, MAX_SESSION_LIFETIME_MS,
+    check_expiry, check_touch, now_ms, DataStore, DenyEvent, EntropySnapshot, LoginAttempt,
+    Session, StoreError,
 };
 use crate::ids::{DeviceId, ProjectId, SessionId};
 
 mod keys;
+mod rows;
 mod writer;
 
 /// Most writes waiting for the writer at once. Callers beyond it wait
@@ -150,7 +150,8 @@ impl EmbeddedStore {
         let _slot = self.inner.queue.acquire().await.map_err(|_| closed())?;
         let (ack, answer) = oneshot::channel();
         let tx = self.inner.tx.as_ref().ok_or_else(closed)?;
-        tx.send(Msg::Write(op, ack)).map_err(|_| closed())?;
+        tx.send(Msg::Write(Box::new(op), ack))
+            .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
 
@@ -234,7 +235,7 @@ impl DataStore for EmbeddedStore {
         last_seen_at: i64,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
-        check_touch(last_seen_at, expires_at)?;
+        check_touch(last_seen_at, expires_at, now_ms())?;
         let op = Op::TouchSession {
             project: project.clone(),
             session: session.clone(),
@@ -392,106 +393,6 @@ impl DataStore for EmbeddedStore {
         }
         self.read(|txn| txn.open_table(keys::SESSIONS).map(drop).map_err(db_err))
             .await
-    }
-}
-
-/// A touch may not push a session past the lifetime cap; an `expires_at`
-/// already past is allowed (it simply extends nothing).
-fn check_touch(last_seen_at: i64, expires_at: i64) -> Result<(), StoreError> {
-    if last_seen_at < 0 || expires_at < 0 {
-        return Err(StoreError::Invalid("touch times are before 1970".into()));
-    }
-    if expires_at.saturating_sub(now_ms()) > MAX_SESSION_LIFETIME_MS {
-        return Err(StoreError::Invalid(
-            "expires_at is beyond the longest session lifetime".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Rows of the partition `prefix` in a table keyed `prefix, !at, …`,
-/// newest first, stopping at the first row older than `since`.
-fn scan_newest<T: DeserializeOwned>(
-    txn: &ReadTransaction,
-    def: redb::TableDefinition<&[u8], &[u8]>,
-    prefix: &[u8],
-    since: i64,
-    limit: usize,
-) -> Result<Vec<T>, StoreError> {
-    let limit = clamp_limit(limit);
-    let mut out = Vec::new();
-    if limit == 0 {
-        return Ok(out);
-    }
-    let t = txn.open_table(def).map_err(db_err)?;
-    for row in t.range(prefix..).map_err(db_err)? {
-        let (k, v) = row.map_err(db_err)?;
-        let Some(rest) = k.value().strip_prefix(prefix) else {
-            break;
-        };
-        let at = keys::read_newest_first(rest)
-            .ok_or_else(|| StoreError::Corrupt("short row key".into()))?;
-        if at < since {
-            break;
-        }
-        out.push(decode(v.value())?);
-        if out.len() >= limit {
-            break;
-        }
-    }
-    Ok(out)
-}
-
-/// The identifiers under `prefix` (project, device), in byte order, which is
-/// also `String` order and CQL's clustering order for `text`.
-fn trusted_set<T>(t: &T, prefix: &[u8]) -> Result<Vec<String>, redb::StorageError>
-where
-    T: ReadableTable<&'static [u8], &'static [u8]>,
-{
-    let mut out = Vec::new();
-    for row in t.range(prefix..)? {
-        let (k, _) = row?;
-        let Some(ident) = k.value().strip_prefix(prefix) else {
-            break;
-        };
-        out.push(String::from_utf8_lossy(ident).into_owned());
-        if out.len() >= MAX_LIST_LIMIT {
-            break;
-        }
-    }
-    Ok(out)
-}
-
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    // Plain structs of strings and numbers: serialisation cannot fail.
-    serde_json::to_vec(v).expect("store rows always serialise")
-}
-
-/// Decodes a stored row. The message names where it broke, never the
-/// content, which may hold a token hash.
-fn decode<T: DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(v).map_err(|e| {
-        StoreError::Corrupt(format!(
-            "undecodable stored row ({:?} error at column {})",
-            e.classify(),
-            e.column()
-        ))
-    })
-}
-
-/// Maps redb's errors: I/O and a file held elsewhere are transient (503 and
-/// retry), everything else means the file or our schema is wrong.
-fn db_err(e: impl Into<redb::Error>) -> StoreError {
-    match e.into() {
-        redb::Error::Io(e) => StoreError::Unavailable(format!("embedded store i/o: {e}")),
-        redb::Error::PreviousIo => {
-            StoreError::Unavailable("an earlier i/o error stopped the embedded store".into())
-        }
-        redb::Error::DatabaseAlreadyOpen => {
-            StoreError::Unavailable("the store file is open in another process".into())
-        }
-        redb::Error::Corrupted(m) => StoreError::Corrupt(m),
-        other => StoreError::Corrupt(other.to_string()),
     }
 }
 

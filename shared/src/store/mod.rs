@@ -237,3 +237,17 @@ pub(crate) fn check_expiry(expires_at: i64, now: i64) -> Result<(), StoreError> 
     }
     Ok(())
 }
+
+/// A touch may not push a session past the lifetime cap; an `expires_at`
+/// already past is allowed (it simply extends nothing).
+pub(crate) fn check_touch(last_seen_at: i64, expires_at: i64, now: i64) -> Result<(), StoreError> {
+    if last_seen_at < 0 || expires_at < 0 {
+        return Err(StoreError::Invalid("touch times are before 1970".into()));
+    }
+    if expires_at.saturating_sub(now) > MAX_SESSION_LIFETIME_MS {
+        return Err(StoreError::Invalid(
+            "expires_at is beyond the longest session lifetime".into(),
+        ));
+    }
+    Ok(())
+}

@@ -23,23 +23,25 @@ use std::time::Duration;
 use ::scylla::client::execution_profile::ExecutionProfile;
 use ::scylla::client::session::Session as CqlSession;
 use ::scylla::client::session_builder::SessionBuilder;
-use ::scylla::errors::{DbError, ExecutionError, PrepareError, RequestAttemptError};
 use ::scylla::response::query_result::QueryResult;
 use ::scylla::statement::prepared::PreparedStatement;
 use ::scylla::value::{CqlTimestamp, MaybeUnset};
-use ::scylla::{DeserializeRow, SerializeRow};
 use async_trait::async_trait;
 
+use self::errors::{corrupt, exec_err};
+use self::rows::{AttemptRow, AttemptValues, DenyRow, SessionRow, SessionValues, SnapshotRow};
 use self::schema::Statements;
 use super::model::check_identifier;
 use super::{
-    check_expiry, clamp_limit, now_ms, DataStore, DenyEvent, DeviceInfo, EntropySnapshot,
-    LoginAttempt, Risk, Session, StoreError, DAY_MS, DENY_EVENT_RETENTION_MS,
+    check_expiry, check_touch, clamp_limit, now_ms, DataStore, DenyEvent, EntropySnapshot,
+    LoginAttempt, Session, StoreError, DAY_MS, DENY_EVENT_RETENTION_MS,
     ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS, MAX_LIST_LIMIT,
     MAX_SESSION_LIFETIME_MS,
 };
 use crate::ids::{DeviceId, ProjectId, SessionId};
 
+mod errors;
+mod rows;
 mod schema;
 
 /// CQL consistency levels, re-exported so callers need not name the driver.
@@ -270,14 +272,7 @@ impl DataStore for ScyllaStore {
         expires_at: i64,
     ) -> Result<bool, StoreError> {
         let now = now_ms();
-        if last_seen_at < 0 || expires_at < 0 {
-            return Err(StoreError::Invalid("touch times are before 1970".into()));
-        }
-        if expires_at.saturating_sub(now) > MAX_SESSION_LIFETIME_MS {
-            return Err(StoreError::Invalid(
-                "expires_at is beyond the longest session lifetime".into(),
-            ));
-        }
+        check_touch(last_seen_at, expires_at, now)?;
         let Some(mut s) = self.read_session(project, session).await? else {
             return Ok(false);
         };
@@ -527,195 +522,6 @@ impl DataStore for ScyllaStore {
     }
 }
 
-/// Session insert values, in statement order; the TTL is the last marker.
-#[derive(SerializeRow)]
-#[scylla(flavor = "enforce_order", skip_name_checks)]
-struct SessionValues<'a> {
-    project_id: &'a str,
-    session_id: &'a str,
-    token_hash: &'a [u8; 32],
-    device_id: &'a str,
-    created_at: CqlTimestamp,
-    expires_at: CqlTimestamp,
-    last_seen_at: CqlTimestamp,
-    revoked: MaybeUnset<bool>,
-    ip: MaybeUnset<&'a str>,
-    risk_score: i32,
-    risk_bot: bool,
-    risk_signals: &'a [String],
-    browser: &'a str,
-    os: &'a str,
-    platform: &'a str,
-    region: MaybeUnset<&'a str>,
-    ttl: i32,
-}
-
-#[derive(SerializeRow)]
-#[scylla(flavor = "enforce_order", skip_name_checks)]
-struct AttemptValues<'a> {
-    project_id: &'a str,
-    identifier: &'a str,
-    at: CqlTimestamp,
-    attempt_id: &'a str,
-    success: bool,
-    ip: MaybeUnset<&'a str>,
-    device_id: MaybeUnset<&'a str>,
-    session_id: MaybeUnset<&'a str>,
-    region: MaybeUnset<&'a str>,
-    platform: MaybeUnset<&'a str>,
-    browser: MaybeUnset<&'a str>,
-    ttl: i32,
-}
-
-/// A session row. Every column is optional because a revocation mark can
-/// outlive the data cells, leaving a row with only `revoked`.
-#[derive(DeserializeRow)]
-struct SessionRow {
-    project_id: String,
-    session_id: String,
-    token_hash: Option<Vec<u8>>,
-    device_id: Option<String>,
-    created_at: Option<CqlTimestamp>,
-    expires_at: Option<CqlTimestamp>,
-    last_seen_at: Option<CqlTimestamp>,
-    revoked: Option<bool>,
-    ip: Option<String>,
-    risk_score: Option<i32>,
-    risk_bot: Option<bool>,
-    risk_signals: Option<Vec<String>>,
-    browser: Option<String>,
-    os: Option<String>,
-    platform: Option<String>,
-    region: Option<String>,
-}
-
-impl SessionRow {
-    /// `None` for a bare revocation mark.
-    fn into_session(self) -> Result<Option<Session>, StoreError> {
-        let (Some(hash), Some(device_id), Some(expires_at)) =
-            (self.token_hash, self.device_id, self.expires_at)
-        else {
-            return Ok(None);
-        };
-        let token_hash = <[u8; 32]>::try_from(hash.as_slice())
-            .map_err(|_| StoreError::Corrupt("session token hash is not 32 bytes".into()))?;
-        Ok(Some(Session {
-            project_id: parse(&self.project_id, ProjectId::parse)?,
-            session_id: parse(&self.session_id, SessionId::parse)?,
-            token_hash,
-            device_id: parse(&device_id, DeviceId::parse)?,
-            created_at: self.created_at.map_or(0, |t| t.0),
-            expires_at: expires_at.0,
-            last_seen_at: self.last_seen_at.map_or(0, |t| t.0),
-            revoked: self.revoked.unwrap_or(false),
-            ip: self.ip,
-            risk: Risk {
-                score: self
-                    .risk_score
-                    .and_then(|s| u8::try_from(s).ok())
-                    .unwrap_or(0),
-                bot: self.risk_bot.unwrap_or(false),
-                signals: self.risk_signals.unwrap_or_default(),
-            },
-            device: DeviceInfo {
-                browser: self.browser.unwrap_or_default(),
-                os: self.os.unwrap_or_default(),
-                platform: self.platform.unwrap_or_default(),
-                region: self.region,
-            },
-        }))
-    }
-}
-
-#[derive(DeserializeRow)]
-struct SnapshotRow {
-    project_id: String,
-    device_id: String,
-    at: CqlTimestamp,
-    session_id: String,
-    entropy: Option<String>,
-}
-
-impl SnapshotRow {
-    fn into_snapshot(self) -> Result<EntropySnapshot, StoreError> {
-        Ok(EntropySnapshot {
-            project_id: parse(&self.project_id, ProjectId::parse)?,
-            device_id: parse(&self.device_id, DeviceId::parse)?,
-            session_id: parse(&self.session_id, SessionId::parse)?,
-            at: self.at.0,
-            entropy_json: self.entropy.unwrap_or_default(),
-        })
-    }
-}
-
-#[derive(DeserializeRow)]
-struct AttemptRow {
-    project_id: String,
-    identifier: String,
-    at: CqlTimestamp,
-    attempt_id: String,
-    success: Option<bool>,
-    ip: Option<String>,
-    device_id: Option<String>,
-    session_id: Option<String>,
-    region: Option<String>,
-    platform: Option<String>,
-    browser: Option<String>,
-}
-
-impl AttemptRow {
-    fn into_attempt(self) -> Result<LoginAttempt, StoreError> {
-        Ok(LoginAttempt {
-            project_id: parse(&self.project_id, ProjectId::parse)?,
-            identifier: self.identifier,
-            at: self.at.0,
-            attempt_id: self.attempt_id,
-            success: self.success.unwrap_or(false),
-            ip: self.ip,
-            device_id: self
-                .device_id
-                .as_deref()
-                .map(|d| parse(d, DeviceId::parse))
-                .transpose()?,
-            session_id: self
-                .session_id
-                .as_deref()
-                .map(|s| parse(s, SessionId::parse))
-                .transpose()?,
-            region: self.region,
-            platform: self.platform,
-            browser: self.browser,
-        })
-    }
-}
-
-#[derive(DeserializeRow)]
-struct DenyRow {
-    project_id: String,
-    at: CqlTimestamp,
-    bucket: Option<String>,
-    deny_key: Option<String>,
-    ip: Option<String>,
-}
-
-impl DenyRow {
-    fn into_event(self) -> Result<DenyEvent, StoreError> {
-        Ok(DenyEvent {
-            project_id: parse(&self.project_id, ProjectId::parse)?,
-            at: self.at.0,
-            bucket: self.bucket.unwrap_or_default(),
-            key: self.deny_key.unwrap_or_default(),
-            ip: self.ip,
-        })
-    }
-}
-
-/// An id read back from the store; a bad one means the table holds
-/// something this code never wrote.
-fn parse<T, E>(s: &str, f: impl FnOnce(&str) -> Result<T, E>) -> Result<T, StoreError> {
-    f(s).map_err(|_| StoreError::Corrupt("a stored id does not parse".into()))
-}
-
 /// Seconds from `now` until `deadline_ms`, rounded up so a row never dies
 /// before its time; `None` when already past (nothing worth writing).
 fn ttl_until(deadline_ms: i64, now: i64) -> Option<i32> {
@@ -748,72 +554,6 @@ fn check_keyspace(ks: &str) -> Result<(), StoreError> {
         Err(StoreError::Invalid(
             "keyspace must be [a-z][a-z0-9_]*, at most 48 characters".into(),
         ))
-    }
-}
-
-fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("cql {what}: unexpected result: {e}"))
-}
-
-/// Driver errors: anything about reaching nodes or replicas in time is
-/// `Unavailable` (503, retry); a rejected statement is `Corrupt` (the schema
-/// and the code disagree). Messages carry the driver's text, which names
-/// nodes and server errors but never bound values.
-pub(super) fn exec_err(what: &'static str, e: ExecutionError) -> StoreError {
-    let transient = match &e {
-        ExecutionError::ConnectionPoolError(_)
-        | ExecutionError::RequestTimeout(_)
-        | ExecutionError::EmptyPlan
-        | ExecutionError::SchemaAgreementError(_)
-        | ExecutionError::MetadataError(_)
-        | ExecutionError::UseKeyspaceError(_) => true,
-        ExecutionError::LastAttemptError(a) => attempt_is_transient(a),
-        ExecutionError::PrepareError(p) => prepare_is_transient(p),
-        _ => false,
-    };
-    let msg = format!("cql {what}: {e}");
-    if transient {
-        StoreError::Unavailable(msg)
-    } else {
-        StoreError::Corrupt(msg)
-    }
-}
-
-pub(super) fn prepare_err(e: PrepareError) -> StoreError {
-    let msg = format!("cql prepare: {e}");
-    if prepare_is_transient(&e) {
-        StoreError::Unavailable(msg)
-    } else {
-        StoreError::Corrupt(msg)
-    }
-}
-
-fn prepare_is_transient(e: &PrepareError) -> bool {
-    match e {
-        PrepareError::ConnectionPoolError(_) => true,
-        PrepareError::AllAttemptsFailed { first_attempt } => attempt_is_transient(first_attempt),
-        _ => false,
-    }
-}
-
-fn attempt_is_transient(e: &RequestAttemptError) -> bool {
-    match e {
-        RequestAttemptError::BrokenConnectionError(_)
-        | RequestAttemptError::UnableToAllocStreamId => true,
-        RequestAttemptError::DbError(db, _) => matches!(
-            db,
-            DbError::Unavailable { .. }
-                | DbError::Overloaded
-                | DbError::IsBootstrapping
-                | DbError::ReadTimeout { .. }
-                | DbError::WriteTimeout { .. }
-                | DbError::ReadFailure { .. }
-                | DbError::WriteFailure { .. }
-                | DbError::RateLimitReached { .. }
-                | DbError::ServerError
-                | DbError::TruncateError
-        ),
-        _ => false,
     }
 }
 

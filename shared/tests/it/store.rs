@@ -52,6 +52,7 @@ conformance!(
     token_revocation,
     deny_events_newest_first_across_days,
     projects_are_isolated,
+    lists_are_clamped_to_the_max_limit,
     invalid_input_is_refused,
     health_answers,
 );
@@ -523,7 +524,6 @@ mod suite {
             .await
             .expect("none")
             .is_empty());
-        assert!(MAX_LIST_LIMIT >= 100);
     }
 
     pub(super) async fn login_attempts_survive_concurrent_writers(store: &dyn DataStore) {
@@ -699,6 +699,34 @@ mod suite {
             .await
             .expect("p2 denies")
             .is_empty());
+    }
+
+    pub(super) async fn lists_are_clamped_to_the_max_limit(store: &dyn DataStore) {
+        let p = ProjectId::generate();
+        let t = now() - 60_000;
+        let events: Vec<_> = (0..MAX_LIST_LIMIT as i64 + 5)
+            .map(|i| DenyEvent {
+                project_id: p.clone(),
+                at: t + i,
+                bucket: "ip".into(),
+                key: "192.0.2.1".into(),
+                ip: None,
+            })
+            .collect();
+        store
+            .record_deny_events(&events)
+            .await
+            .expect("record a big batch");
+        let listed = store
+            .list_deny_events(&p, 0, usize::MAX)
+            .await
+            .expect("list");
+        assert_eq!(listed.len(), MAX_LIST_LIMIT);
+        assert_eq!(
+            listed[0].at,
+            t + MAX_LIST_LIMIT as i64 + 4,
+            "the newest are kept"
+        );
     }
 
     pub(super) async fn invalid_input_is_refused(store: &dyn DataStore) {

@@ -17,7 +17,7 @@ use redb::{Database, ReadableTable, Table};
 use tokio::sync::oneshot;
 
 use super::keys::{self, expiry_key, split_expiry_key, Key, Tag};
-use super::{db_err, decode, encode, trusted_set};
+use super::rows::{db_err, decode, encode, trusted_set};
 use crate::ids::{DeviceId, ProjectId, SessionId};
 use crate::store::{
     now_ms, DenyEvent, EntropySnapshot, LoginAttempt, Session, StoreError, DENY_EVENT_RETENTION_MS,
@@ -78,7 +78,8 @@ pub(super) type Ack = oneshot::Sender<Result<Outcome, StoreError>>;
 
 /// A message to the writer thread.
 pub(super) enum Msg {
-    Write(Op, Ack),
+    /// Boxed: a session is a few hundred bytes, `Close` is one pointer.
+    Write(Box<Op>, Ack),
     /// Commit what is queued before this, then stop and release the file.
     Close(oneshot::Sender<()>),
 }
@@ -141,13 +142,14 @@ impl Writer {
 
     fn periodic_purge(&mut self) {
         let (tx, _rx) = oneshot::channel();
-        self.commit_batch(vec![(Op::Purge { now: now_ms() }, tx)]);
+        self.commit_batch(vec![(Box::new(Op::Purge { now: now_ms() }), tx)]);
     }
 
     /// Applies the batch in one transaction, commits once, acks everyone.
-    fn commit_batch(&mut self, batch: Vec<(Op, Ack)>) {
+    fn commit_batch(&mut self, batch: Vec<(Box<Op>, Ack)>) {
         let now = now_ms();
-        let (ops, acks): (Vec<Op>, Vec<Ack>) = batch.into_iter().unzip();
+        let (ops, acks): (Vec<Op>, Vec<Ack>) =
+            batch.into_iter().map(|(op, ack)| (*op, ack)).unzip();
         match self.apply_all(ops, now) {
             Ok(outcomes) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
@@ -184,7 +186,7 @@ impl Writer {
                 expiry: txn.open_table(keys::EXPIRY).map_err(db_err)?,
             };
             for op in ops {
-                out.push(t.apply(op, now, &mut self.next_seq).map_err(db_err)?);
+                out.push(t.apply(op, now, &mut self.next_seq).map_err(|Fatal(e)| e)?);
             }
         }
         txn.commit().map_err(db_err)?;
@@ -203,7 +205,18 @@ struct Tables<'txn> {
     expiry: Table<'txn, &'static [u8], ()>,
 }
 
-type Applied = Result<Result<Outcome, StoreError>, redb::Error>;
+/// The outer error is fatal to the transaction (a redb failure); the inner
+/// one answers a single write.
+type Applied = Result<Result<Outcome, StoreError>, Fatal>;
+
+/// A redb failure inside a write transaction, already mapped.
+struct Fatal(StoreError);
+
+impl From<redb::StorageError> for Fatal {
+    fn from(e: redb::StorageError) -> Self {
+        Fatal(db_err(e))
+    }
+}
 
 fn session_key(project: &ProjectId, session: &SessionId) -> Vec<u8> {
     Key::new()
@@ -319,13 +332,7 @@ impl<'txn> Tables<'txn> {
     }
 
     /// Writes `value` at `key` in `tag`'s table and schedules its deletion.
-    fn put_row(
-        &mut self,
-        tag: Tag,
-        key: &[u8],
-        value: &[u8],
-        deadline: i64,
-    ) -> Result<(), redb::Error> {
+    fn put_row(&mut self, tag: Tag, key: &[u8], value: &[u8], deadline: i64) -> Result<(), Fatal> {
         self.data(tag).insert(key, value)?;
         self.expiry
             .insert(expiry_key(deadline, tag, key).as_slice(), ())?;
@@ -342,7 +349,7 @@ impl<'txn> Tables<'txn> {
         }
     }
 
-    fn read_session(&self, key: &[u8]) -> Result<Option<Result<Session, StoreError>>, redb::Error> {
+    fn read_session(&self, key: &[u8]) -> Result<Option<Result<Session, StoreError>>, Fatal> {
         Ok(self
             .sessions
             .get(key)?

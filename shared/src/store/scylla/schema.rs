@@ -16,7 +16,7 @@ use ::scylla::statement::prepared::PreparedStatement;
 use ::scylla::statement::unprepared::Statement;
 use ::scylla::statement::Consistency;
 
-use super::{exec_err, prepare_err};
+use super::errors::{exec_err, prepare_err};
 use crate::store::StoreError;
 
 /// DDL can take seconds on a loaded cluster; the data-path timeout would

@@ -1,0 +1,176 @@
+//! The session cache's map behind one trait: `Mutex<HashMap>` (the naive
+//! baseline), `dashmap` (sharded locks) and `moka::sync::Cache` (what the
+//! engine's `SessionCache` uses: bounded, LRU-ish eviction, per-entry expiry).
+//!
+//! The engine needs moka for what the others lack (a capacity bound and
+//! expiry per session); the bench says what that costs per lookup compared
+//! with the plain maps, single-threaded and with every core reading.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use moka::sync::Cache;
+use moka::Expiry;
+
+/// A concurrent map from session id to a shared session.
+pub trait SessionMap<V>: Send + Sync {
+    /// The label in bench output.
+    fn name(&self) -> &'static str;
+    /// The value under `key`, cloned out as an `Arc` (one atomic increment).
+    fn get(&self, key: &str) -> Option<Arc<V>>;
+    /// Stores `value` under `key`, replacing any previous value.
+    fn insert(&self, key: Box<str>, value: Arc<V>);
+}
+
+/// One lock around a std `HashMap`: the simplest thing that is correct.
+pub struct MutexMap<V>(Mutex<HashMap<Box<str>, Arc<V>>>);
+
+impl<V> MutexMap<V> {
+    /// An empty map with room for `capacity` entries.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self(Mutex::new(HashMap::with_capacity(capacity)))
+    }
+}
+
+impl<V: Send + Sync> SessionMap<V> for MutexMap<V> {
+    fn name(&self) -> &'static str {
+        "mutex_hashmap"
+    }
+    fn get(&self, key: &str) -> Option<Arc<V>> {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(key).cloned()
+    }
+    fn insert(&self, key: Box<str>, value: Arc<V>) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.insert(key, value);
+    }
+}
+
+/// `dashmap`: a read-write lock per shard.
+pub struct Dash<V>(DashMap<Box<str>, Arc<V>>);
+
+impl<V> Dash<V> {
+    /// An empty map with room for `capacity` entries.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self(DashMap::with_capacity(capacity))
+    }
+}
+
+impl<V: Send + Sync> SessionMap<V> for Dash<V> {
+    fn name(&self) -> &'static str {
+        "dashmap"
+    }
+    fn get(&self, key: &str) -> Option<Arc<V>> {
+        self.0.get(key).map(|r| Arc::clone(r.value()))
+    }
+    fn insert(&self, key: Box<str>, value: Arc<V>) {
+        self.0.insert(key, value);
+    }
+}
+
+/// `moka::sync::Cache` built as the engine builds it: bounded at a capacity
+/// and with a per-entry expiry (the engine's follows each session's
+/// `expires_at`; a fixed hour here, which costs moka the same timer work).
+pub struct Moka<V>(Cache<Box<str>, Arc<V>>);
+
+/// Every entry lives an hour: longer than any bench, so nothing expires
+/// while measured, but moka still keeps its per-entry timers.
+struct AnHour;
+
+impl<V> Expiry<Box<str>, Arc<V>> for AnHour {
+    fn expire_after_create(&self, _: &Box<str>, _: &Arc<V>, _: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(3600))
+    }
+}
+
+impl<V: Send + Sync + 'static> Moka<V> {
+    /// An empty cache that evicts beyond `capacity` entries.
+    pub fn with_capacity(capacity: u64) -> Self {
+        Self(
+            Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(AnHour)
+                .build(),
+        )
+    }
+}
+
+impl<V: Send + Sync + 'static> SessionMap<V> for Moka<V> {
+    fn name(&self) -> &'static str {
+        "moka"
+    }
+    fn get(&self, key: &str) -> Option<Arc<V>> {
+        self.0.get(key)
+    }
+    fn insert(&self, key: Box<str>, value: Arc<V>) {
+        self.0.insert(key, value);
+    }
+}
+
+/// The three implementations, each sized for `n` entries (moka with room to
+/// spare, so the bench measures lookups and not evictions).
+pub fn all<V: Send + Sync + 'static>(n: usize) -> Vec<Box<dyn SessionMap<V>>> {
+    vec![
+        Box::new(MutexMap::with_capacity(n)),
+        Box::new(Dash::with_capacity(n)),
+        Box::new(Moka::with_capacity(2 * n as u64)),
+    ]
+}
+
+/// `n` distinct ids shaped like the engine's session ids (`ses_` and 22
+/// base64url characters), from a deterministic sequence so every run looks
+/// up the same keys.
+pub fn session_ids(n: usize, seed: u64) -> Vec<Box<str>> {
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = crate::fixtures::SplitMix::new(seed);
+    (0..n)
+        .map(|_| {
+            let mut id = String::with_capacity(26);
+            id.push_str("ses_");
+            let (mut a, mut b) = (rng.next_u64(), rng.next_u64());
+            for i in 0..22 {
+                let bits = if i < 11 { &mut a } else { &mut b };
+                id.push(char::from(ALPHABET[(*bits & 63) as usize]));
+                *bits >>= 6;
+            }
+            id.into_boxed_str()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_map_finds_what_was_inserted_and_nothing_else() {
+        let ids = session_ids(1000, 1);
+        let absent = session_ids(100, 2);
+        for map in all::<u64>(ids.len()) {
+            for (i, id) in ids.iter().enumerate() {
+                map.insert(id.clone(), Arc::new(i as u64));
+            }
+            for (i, id) in ids.iter().enumerate() {
+                assert_eq!(map.get(id).as_deref(), Some(&(i as u64)), "{}", map.name());
+            }
+            for id in &absent {
+                assert!(map.get(id).is_none(), "{}", map.name());
+            }
+            map.insert(ids[0].clone(), Arc::new(u64::MAX));
+            assert_eq!(map.get(&ids[0]).as_deref(), Some(&u64::MAX), "{}", map.name());
+        }
+    }
+
+    #[test]
+    fn session_ids_are_distinct_and_id_shaped() {
+        let ids = session_ids(10_000, 3);
+        let set: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(set.len(), ids.len());
+        assert!(ids
+            .iter()
+            .all(|id| qyzar_shared::ids::SessionId::parse(id).is_ok()));
+    }
+}

@@ -1,0 +1,425 @@
+//! The engine's internal listener: configuration push from admin, the
+//! served version, Prometheus metrics and a ping.
+//!
+//! It listens on its own address (`QYZAR_ENGINE_INTERNAL_ADDR`, default
+//! `127.0.0.1:8090`), never the public port: the public port faces customer
+//! backends, this one faces admin and the metrics scraper. It is a small
+//! hand-written hyper server like [`crate::server`], with a low connection
+//! cap because its only callers are a handful of internal services.
+//!
+//! Routes:
+//! - `PUT /internal/snapshot`: an encoded full snapshot or delta (told apart
+//!   by its header), authenticated with `Authorization: Bearer <push key>`;
+//!   answers `{"version": n}`.
+//! - `GET /internal/snapshot/version`: `{"version": n}`, 0 before the first.
+//! - `GET /metrics`: the Prometheus text exposition.
+//! - `GET /ping`.
+//!
+//! The pull side (the engine asking admin for the newest snapshot) lives in
+//! [`pull`]; both apply bytes through the same function, so a pushed and a
+//! pulled snapshot are checked identically.
+
+mod pull;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use qyzar_shared::crypto::ct_eq;
+use qyzar_shared::snapshot::{decode_delta, decode_snapshot, SnapshotError, SnapshotKind};
+use qyzar_shared::{ApiError, ErrorCode};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config_view::SwapError;
+use crate::response::{self, Body};
+use crate::state::Engine;
+
+pub use pull::{admin_snapshot_uri, pull_loop, PULL_TIMEOUT};
+
+/// Largest snapshot or delta accepted, pushed or pulled (64 MiB). A snapshot
+/// carries every project, so it is far bigger than any public request body;
+/// the cap still bounds what one caller can make the engine buffer.
+pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most connections served at once: the callers are admin instances and a
+/// metrics scraper, so a few dozen is plenty and bounds the memory a burst
+/// of large pushes can take.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Time a client has to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time given to in-flight requests (a large push being applied) after
+/// shutdown is asked for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The push key, kept only as its SHA-256: comparing two digests of equal
+/// length keeps the comparison constant-time without revealing the key's
+/// length, which [`ct_eq`] would on raw strings of different lengths.
+type KeyDigest = [u8; 32];
+
+/// Serves the internal routes on `listener` until `shutdown` resolves, then
+/// stops accepting and drains open connections.
+///
+/// With `push_key` `None` every push is refused with `401`: an
+/// unauthenticated configuration port would let anyone who can reach it
+/// rewrite every project's secrets and keys. Metrics, the version and ping
+/// stay open, since they reveal nothing secret and scrapers rarely carry keys.
+pub async fn run_internal(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    push_key: Option<String>,
+    shutdown: impl Future<Output = ()>,
+) {
+    if push_key.is_none() {
+        tracing::warn!(
+            "no push key configured (QYZAR_ENGINE_PUSH_KEY): configuration pushes will be refused"
+        );
+    }
+    let key: Option<Arc<KeyDigest>> = push_key.map(|k| Arc::new(sha256(k.as_bytes())));
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, _peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "internal accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let engine = Arc::clone(&engine);
+        let key = key.clone();
+        let conn = builder.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| {
+                let engine = Arc::clone(&engine);
+                let key = key.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(route(engine, key.as_deref(), req).await)
+                }
+            }),
+        );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "internal connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("internal listener drained"),
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("internal listener drain timed out"),
+    }
+}
+
+/// Routes one internal request on `(method, path)`.
+async fn route<B>(engine: Arc<Engine>, key: Option<&KeyDigest>, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (parts, body) = req.into_parts();
+    let m = &parts.method;
+    match parts.uri.path() {
+        "/internal/snapshot" => match *m {
+            Method::PUT => push(engine, key, &parts.headers, body).await,
+            _ => response::method_not_allowed("PUT"),
+        },
+        "/internal/snapshot/version" => match *m {
+            Method::GET | Method::HEAD => version_answer(engine.config.version()),
+            _ => response::method_not_allowed("GET, HEAD"),
+        },
+        "/metrics" => match *m {
+            Method::GET | Method::HEAD => metrics(&engine),
+            _ => response::method_not_allowed("GET, HEAD"),
+        },
+        "/ping" => match *m {
+            Method::GET | Method::HEAD => response::pong(),
+            _ => response::method_not_allowed("GET, HEAD"),
+        },
+        _ => response::error_code(ErrorCode::RouteNotFound),
+    }
+}
+
+/// `PUT /internal/snapshot`: authorise → read → apply → answer the version.
+/// The key is checked before the body is read, so an unauthenticated caller
+/// cannot make the engine buffer 64 MiB.
+async fn push<B>(
+    engine: Arc<Engine>,
+    key: Option<&KeyDigest>,
+    headers: &HeaderMap,
+    body: B,
+) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    if let Err(e) = authorise(key, headers) {
+        return response::error(&e);
+    }
+    let bytes = match read_snapshot_body(headers, body).await {
+        Ok(b) => b,
+        Err(e) => return response::error(&e),
+    };
+    let len = bytes.len();
+    match apply_encoded(engine, bytes).await {
+        Ok((kind, version)) => {
+            tracing::info!(version, %kind, bytes = len, "configuration pushed");
+            version_answer(version)
+        }
+        Err(e) => {
+            if e.is_stale() {
+                tracing::debug!(error = %e, "stale configuration push ignored");
+            } else {
+                tracing::warn!(error = %e, "configuration push refused");
+            }
+            response::error(&e.to_api_error())
+        }
+    }
+}
+
+/// Checks `Authorization: Bearer <push key>` in constant time.
+fn authorise(key: Option<&KeyDigest>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(key) = key else {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidCredentials,
+            "this engine has no push key configured, so it accepts no pushes",
+        ));
+    };
+    let header = headers
+        .get(AUTHORIZATION)
+        .ok_or(ApiError::new(ErrorCode::MissingCredentials))?;
+    let presented = header
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or(ApiError::with_message(
+            ErrorCode::InvalidCredentials,
+            "the Authorization header must be `Bearer <push key>`",
+        ))?;
+    if !ct_eq(&sha256(presented.as_bytes()), key) {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidCredentials,
+            "the push key is not valid",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a snapshot body, refusing more than [`MAX_SNAPSHOT_BYTES`] with
+/// `413` (a declared `Content-Length` is checked before reading).
+async fn read_snapshot_body<B>(headers: &HeaderMap, body: B) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_SNAPSHOT_BYTES as u64) {
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge));
+    }
+    match Limited::new(body, MAX_SNAPSHOT_BYTES).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::new(ErrorCode::PayloadTooLarge))
+        }
+        Err(_) => Err(ApiError::with_message(
+            ErrorCode::InvalidField,
+            "the snapshot body could not be read",
+        )),
+    }
+}
+
+/// Why encoded bytes were not applied, pushed or pulled.
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    /// Refused by the snapshot checks or the version rule.
+    #[error(transparent)]
+    Refused(#[from] SwapError),
+    /// Decoding panicked on the blocking pool: a bug, never the sender's
+    /// fault, so it is a 500 and the served snapshot stays.
+    #[error("applying the snapshot failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl ApplyError {
+    /// Not newer than what is served: routine when a push and a pull race,
+    /// so it is logged quietly.
+    fn is_stale(&self) -> bool {
+        matches!(
+            self,
+            ApplyError::Refused(SwapError::Stale { .. })
+                | ApplyError::Refused(SwapError::Snapshot(SnapshotError::StaleVersion { .. }))
+        )
+    }
+
+    /// The answer admin gets. Conflicts say what admin should do next: a
+    /// stale version carries the served one, a delta on the wrong base asks
+    /// for a full snapshot.
+    fn to_api_error(&self) -> ApiError {
+        match self {
+            ApplyError::Refused(SwapError::Stale { current, offered })
+            | ApplyError::Refused(SwapError::Snapshot(SnapshotError::StaleVersion {
+                current,
+                offered,
+            })) => ApiError::with_message(
+                ErrorCode::Conflict,
+                format!("version {offered} is not newer than the served version {current}"),
+            )
+            .field("version"),
+            ApplyError::Refused(SwapError::NoBase) => ApiError::with_message(
+                ErrorCode::Conflict,
+                "this engine holds no snapshot to apply a delta to; send a full snapshot",
+            )
+            .field("baseVersion"),
+            ApplyError::Refused(SwapError::Snapshot(SnapshotError::BaseMismatch {
+                current,
+                base,
+            })) => ApiError::with_message(
+                ErrorCode::Conflict,
+                format!(
+                    "the delta applies to version {base} but this engine holds version \
+                     {current}; send a full snapshot"
+                ),
+            )
+            .field("baseVersion"),
+            ApplyError::Refused(SwapError::Snapshot(e)) => ApiError::with_message(
+                ErrorCode::InvalidField,
+                format!("the snapshot was refused: {e}"),
+            ),
+            ApplyError::Task(e) => {
+                tracing::error!(error = %e, "applying a snapshot panicked");
+                ApiError::new(ErrorCode::Internal)
+            }
+        }
+    }
+}
+
+/// Decodes a full snapshot or a delta (told apart by the header) and swaps it
+/// in. Runs on the blocking pool: decoding and indexing a large snapshot
+/// (digest, bytecheck, key parsing per project) would otherwise stall a
+/// runtime worker and the public requests queued on it.
+async fn apply_encoded(
+    engine: Arc<Engine>,
+    bytes: Bytes,
+) -> Result<(SnapshotKind, u64), ApplyError> {
+    let applied = tokio::task::spawn_blocking(move || {
+        let now = qyzar_shared::time::now_ms();
+        let kind = SnapshotKind::of(&bytes).map_err(SwapError::from)?;
+        let version = match kind {
+            SnapshotKind::Full => engine.config.swap_full(decode_snapshot(&bytes)?, now)?,
+            SnapshotKind::Delta => engine.config.apply_delta(&decode_delta(&bytes)?, now)?,
+        };
+        Ok::<_, SwapError>((kind, version))
+    })
+    .await?;
+    Ok(applied?)
+}
+
+/// `{"version": n}`.
+fn version_answer(version: u64) -> Response<Body> {
+    response::json(StatusCode::OK, format!("{{\"version\":{version}}}"))
+}
+
+/// `GET /metrics`: the request counters and latency histogram, plus gauges
+/// read from the state at scrape time. Counts since start (cache hits and
+/// misses, dropped writes) are exposed as gauges by [`crate::metrics`], so
+/// they are named without `_total`.
+fn metrics(engine: &Engine) -> Response<Body> {
+    static TEXT: HeaderValue = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    let now = qyzar_shared::time::now_ms();
+    let (hits, misses) = engine.sessions.stats();
+    let limiter = engine.limiter.stats();
+    let live = engine.config.current(now);
+    let mut extra: Vec<(&str, &str, f64)> = vec![
+        (
+            "qyzar_config_version",
+            "Version of the served configuration snapshot; 0 before the first.",
+            live.as_ref().map_or(0, |l| l.version()) as f64,
+        ),
+        (
+            "qyzar_session_cache_entries",
+            "Sessions held in memory (approximate).",
+            engine.sessions.len() as f64,
+        ),
+        (
+            "qyzar_session_cache_hits",
+            "Session lookups answered from memory since start.",
+            hits as f64,
+        ),
+        (
+            "qyzar_session_cache_misses",
+            "Session lookups that went to the store since start.",
+            misses as f64,
+        ),
+        (
+            "qyzar_background_dropped_writes",
+            "Off-hot-path writes dropped since start because their queue was full.",
+            engine.background.dropped() as f64,
+        ),
+        (
+            "qyzar_limiter_entries",
+            "Rate-limit keys held, expired ones included until the next sweep.",
+            limiter.entries as f64,
+        ),
+        (
+            "qyzar_limiter_untracked",
+            "New rate-limit keys not tracked since start because their shard was full (fail open).",
+            limiter.untracked as f64,
+        ),
+    ];
+    if let Some(live) = &live {
+        extra.push((
+            "qyzar_config_age_seconds",
+            "Seconds since admin built the served snapshot: a growing value means pushes and pulls are failing.",
+            (now - live.snapshot().issued_at_ms()) as f64 / 1000.0,
+        ));
+    }
+    let mut res = Response::new(Full::new(Bytes::from(engine.metrics.render(&extra))));
+    res.headers_mut().insert(CONTENT_TYPE, TEXT.clone());
+    res
+}
+
+/// SHA-256 of `data`.
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}

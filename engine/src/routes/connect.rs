@@ -1,0 +1,189 @@
+//! `POST /connect`: the browser script opens a verify session.
+//!
+//! parse (projectId, originToken, captchaToken?, entropy; `Origin` header)
+//! → authorise (the origin is allowed and the origin token is live and
+//! bound to it; test captcha tokens only in `testMode`) → decide (device id
+//! from the stable entropy, bot score, session + token hash stored durably,
+//! entropy snapshot unless opted out) → answer `201` with both session
+//! cookies and `{sessionId, sessionToken, sessionJwt, deviceId, expiresAt,
+//! risk}`, CORS-reflected for the allowed origin.
+
+use http::header::{HeaderValue, SET_COOKIE, USER_AGENT};
+use http::{HeaderMap, Response, StatusCode};
+use qyzar_shared::captcha;
+use qyzar_shared::crypto::{random_token, sign_hs256, Claims};
+use qyzar_shared::ids::SessionId;
+use qyzar_shared::store::{EntropySnapshot, Session};
+use qyzar_shared::time::rfc3339;
+use qyzar_shared::{ApiError, ErrorCode};
+use serde::{Deserialize, Serialize};
+
+use super::{common, cors};
+use crate::decide::{self, Entropy, UaInfo};
+use crate::request;
+use crate::response::{self, Body};
+use crate::state::Engine;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Input {
+    project_id: Option<String>,
+    origin_token: Option<String>,
+    captcha_token: Option<String>,
+    entropy: Option<Entropy>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Output<'a> {
+    session_id: &'a str,
+    session_token: &'a str,
+    session_jwt: String,
+    device_id: &'a str,
+    expires_at: String,
+    risk: &'a decide::Risk,
+}
+
+/// The `iss` of session JWTs.
+pub const SESSION_ISSUER: &str = "qyzar-session";
+
+/// Handles one call; the body has been read by the router.
+pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Response<Body> {
+    let origin = cors::origin(headers).map(str::to_owned);
+    let res = match run(engine, headers, body).await {
+        Ok(r) => r,
+        Err(e) => response::error(&e),
+    };
+    // Errors are CORS-readable too, so the script can report them; the
+    // origin is reflected only when the project allows it (checked in run).
+    match (origin, res.status().is_success()) {
+        (Some(o), true) => cors::allow(res, &o),
+        _ => res,
+    }
+}
+
+async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let now = qyzar_shared::time::now_ms();
+    // parse
+    let input: Input = request::json_body(headers, body)?;
+    let project = common::project_id(input.project_id.as_deref())?;
+    let origin_token = input.origin_token.ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("originToken"))?;
+    let entropy = input.entropy.ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("entropy"))?;
+    let raw_len = serde_json::to_vec(&entropy).map_or(usize::MAX, |v| v.len());
+    entropy.validate(raw_len)?;
+    // authorise
+    let live = common::live(engine, now)?;
+    let (cfg, keys) = live.project(project.as_str()).ok_or(ApiError::new(ErrorCode::ProjectNotFound))?;
+    let origin = cors::origin(headers).ok_or(ApiError::new(ErrorCode::OriginNotAllowed))?;
+    if !cfg.settings.allowed_origins.iter().any(|o| o == origin) {
+        return Err(ApiError::new(ErrorCode::OriginNotAllowed));
+    }
+    let bound = cfg.origin_token(&common::sha256(origin_token.as_bytes()), now);
+    if !bound.is_some_and(|t| t.origin == origin) {
+        return Err(ApiError::with_message(ErrorCode::InvalidCredentials, "the origin token is not valid for this origin").field("originToken"));
+    }
+    if let Some(t) = &input.captcha_token {
+        if !cfg.settings.test_mode {
+            return Err(ApiError::with_message(ErrorCode::Forbidden, "test captcha tokens are accepted only in test mode").field("captchaToken"));
+        }
+        match captcha::verify(&cfg.opt_out_key, project.as_str(), t, now / 1000) {
+            Some(captcha::Outcome::Pass) => {}
+            Some(captcha::Outcome::Fail) => return Err(ApiError::with_message(ErrorCode::Forbidden, "the captcha was not solved").field("captchaToken")),
+            None => return Err(ApiError::with_message(ErrorCode::InvalidField, "the captcha token is not valid").field("captchaToken")),
+        }
+    }
+    // decide
+    let ua_text = entropy.user_agent.as_deref().or_else(|| headers.get(USER_AGENT).and_then(|v| v.to_str().ok())).unwrap_or("");
+    let ua = UaInfo::parse(ua_text);
+    let risk = decide::score_bot(&entropy, &ua);
+    let device_id = decide::device_id(&entropy);
+    let region = region(engine, headers);
+    let session_id = SessionId::generate();
+    let session_token = random_token("qz_st_", 32);
+    let ttl_ms = i64::from(cfg.settings.session_ttl_seconds) * 1000;
+    let session = Session {
+        project_id: project.clone(),
+        session_id: session_id.clone(),
+        token_hash: common::sha256(session_token.as_bytes()),
+        device_id: device_id.clone(),
+        created_at: now,
+        expires_at: now + ttl_ms,
+        last_seen_at: now,
+        revoked: false,
+        ip: client_ip(headers),
+        risk: (&risk).into(),
+        device: ua.device_info(region),
+    };
+    let snapshot = (!cfg.is_device_opted_out(device_id.as_str())).then(|| EntropySnapshot {
+        project_id: project.clone(),
+        device_id: device_id.clone(),
+        session_id: session_id.clone(),
+        at: now,
+        entropy_json: serde_json::to_string(&entropy).unwrap_or_default(),
+    });
+    // Both writes are durable before the answer; they go out together.
+    let (put, snap) = tokio::join!(engine.sessions.put(session), async {
+        match &snapshot {
+            Some(s) => engine.store.put_entropy_snapshot(s).await,
+            None => Ok(()),
+        }
+    });
+    put.and(snap).map_err(|e| {
+        tracing::warn!(error = %e, "connect write failed");
+        ApiError::new(ErrorCode::StoreUnavailable)
+    })?;
+    let session_jwt = keys
+        .session_sign
+        .as_ref()
+        .map(|k| {
+            sign_hs256(
+                &Claims {
+                    iss: SESSION_ISSUER.to_owned(),
+                    aud: project.to_string(),
+                    sub: device_id.to_string(),
+                    iat: now / 1000,
+                    exp: (now + ttl_ms) / 1000,
+                    jti: random_token("sj_", 12),
+                    sid: Some(session_id.to_string()),
+                    md: None,
+                },
+                k,
+            )
+        })
+        .ok_or(ApiError::new(ErrorCode::NotConfigured))?;
+    // answer
+    let mut res = response::json_of(
+        StatusCode::CREATED,
+        &Output {
+            session_id: session_id.as_str(),
+            session_token: &session_token,
+            session_jwt,
+            device_id: device_id.as_str(),
+            expires_at: rfc3339(now + ttl_ms),
+            risk: &risk,
+        },
+    );
+    let names = &cfg.settings.cookie_names;
+    for (name, value) in [(&names.session_id, session_id.as_str()), (&names.session_token, session_token.as_str())] {
+        let c = format!("{name}={value}; Max-Age={}; Path=/; HttpOnly; Secure; SameSite=Lax", cfg.settings.session_ttl_seconds);
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            res.headers_mut().append(SET_COOKIE, v);
+        }
+    }
+    Ok(res)
+}
+
+/// The region from the configured trusted header (e.g. `CF-IPCountry`),
+/// upper-cased, letters and dashes only, at most 8 characters.
+pub fn region(engine: &Engine, headers: &HeaderMap) -> Option<String> {
+    let name = engine.options.region_header.as_ref()?;
+    let v = headers.get(name)?.to_str().ok()?.trim();
+    (!v.is_empty() && v.len() <= 8 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')).then(|| v.to_ascii_uppercase())
+}
+
+/// The client IP from `X-Forwarded-For` (first hop) when it parses.
+pub fn client_ip(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("x-forwarded-for")?.to_str().ok()?;
+    let first = v.split(',').next()?.trim();
+    first.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+}

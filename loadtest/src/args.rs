@@ -1,0 +1,502 @@
+//! The command line, parsed by hand: a few flags do not justify clap's
+//! compile time on a two-core build machine.
+//!
+//! Flags take their value as the next argument or after `=`
+//! (`--duration 10s`, `--duration=10s`); `--header` repeats.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Printed by `help` and after an argument error.
+pub const USAGE: &str = "\
+usage:
+  qyzar-loadtest run      --url URL [request] [load] [--json FILE]
+  qyzar-loadtest compare  --url URL [request] [load] [--rounds 5] [--baseline-url URL]
+                          [--pin-server CPUS] [--json FILE]
+  qyzar-loadtest baseline [--host 127.0.0.1] [--port 0]
+
+request:
+  --url URL            http://host:port/path (the path is used unless --scenario or --mix)
+  --method M           GET (default), POST, ...
+  --body FILE          request body read from FILE
+  --header 'K: V'      extra header, repeatable
+  --scenario NAME      built-in request set instead of the URL's path: ping
+  --mix FILE           weighted request mix, lines of `weight method path [body-file]`
+
+load:
+  --connections N      concurrent connections (default 32)
+  --duration D         measured time, e.g. 10s, 500ms, 1m (default 10s)
+  --warmup D           unmeasured time before it (default 2s)
+  --rate N             open loop at N requests/s, latency from the intended send time;
+                       without it, closed loop at maximum throughput
+  --closed             with --rate: paced closed loop, latency corrected with the
+                       expected interval (HdrHistogram's record_correct)
+
+process:
+  --pin-client CPUS    pin this process with taskset (e.g. 1 or 2-3)
+  --pin-server CPUS    compare: pin the spawned baseline server with taskset
+  --threads N          client runtime worker threads (default: all cores)
+  --quiet              no progress line on stderr
+";
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Load one target and report.
+    Run(RunArgs),
+    /// Serve the hello-world baseline until interrupted.
+    Baseline(BaselineArgs),
+    /// Interleave the baseline and the route and report the ratio.
+    Compare(CompareArgs),
+    /// Print the usage.
+    Help,
+}
+
+impl Command {
+    /// The process options every command has.
+    pub fn common(&self) -> Common {
+        match self {
+            Command::Run(a) => a.common.clone(),
+            Command::Baseline(a) => a.common.clone(),
+            Command::Compare(a) => a.common.clone(),
+            Command::Help => Common::default(),
+        }
+    }
+}
+
+/// Process options shared by all commands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Common {
+    /// CPU list for `taskset` to pin this process to.
+    pub pin_client: Option<String>,
+    /// Tokio worker threads; `None` is one per core.
+    pub threads: Option<usize>,
+    /// Suppresses the per-second progress line.
+    pub quiet: bool,
+}
+
+/// What to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestArgs {
+    /// Target URL; its path is the request unless a scenario or mix is given.
+    pub url: String,
+    /// Method for the URL's request.
+    pub method: Option<String>,
+    /// File holding the body for the URL's request.
+    pub body: Option<PathBuf>,
+    /// Extra headers for every request, in order.
+    pub headers: Vec<(String, String)>,
+    /// A built-in scenario name.
+    pub scenario: Option<String>,
+    /// A mix file.
+    pub mix: Option<PathBuf>,
+}
+
+/// How hard and how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadArgs {
+    /// Concurrent connections.
+    pub connections: usize,
+    /// Measured time.
+    pub duration: Duration,
+    /// Unmeasured time before it, to fill caches, pools and TCP windows.
+    pub warmup: Duration,
+    /// Requests per second for a paced run; `None` is as fast as possible.
+    pub rate: Option<f64>,
+    /// With a rate: closed loop with correction instead of open loop.
+    pub closed: bool,
+}
+
+impl Default for LoadArgs {
+    fn default() -> Self {
+        Self {
+            connections: 32,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(2),
+            rate: None,
+            closed: false,
+        }
+    }
+}
+
+/// `run`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunArgs {
+    /// What to send.
+    pub request: RequestArgs,
+    /// How hard.
+    pub load: LoadArgs,
+    /// Where to write the JSON report.
+    pub json: Option<PathBuf>,
+    /// Process options.
+    pub common: Common,
+}
+
+/// `baseline`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaselineArgs {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one (printed on stdout).
+    pub port: u16,
+    /// Process options.
+    pub common: Common,
+}
+
+/// `compare`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareArgs {
+    /// What to send to the route (and, re-targeted, to the baseline).
+    pub request: RequestArgs,
+    /// Connections, duration and warm-up of every round; a rate is refused
+    /// because compare picks its own (half the baseline's maximum).
+    pub load: LoadArgs,
+    /// Rounds of each side, at least 1; 5 or more for a stable median.
+    pub rounds: usize,
+    /// An already running baseline; `None` spawns one.
+    pub baseline_url: Option<String>,
+    /// CPU list for the spawned baseline.
+    pub pin_server: Option<String>,
+    /// Where to write the JSON report.
+    pub json: Option<PathBuf>,
+    /// Process options.
+    pub common: Common,
+}
+
+/// A command line that cannot be run; the message names the culprit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgError(pub String);
+
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ArgError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ArgError> {
+    Err(ArgError(msg.into()))
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
+    let Some((cmd, rest)) = argv.split_first() else {
+        return Ok(Command::Help);
+    };
+    if matches!(cmd.as_str(), "help" | "-h" | "--help") {
+        return Ok(Command::Help);
+    }
+    let mut flags = Flags::split(rest)?;
+    let command = match cmd.as_str() {
+        "run" => Command::Run(RunArgs {
+            request: request_args(&mut flags)?,
+            load: load_args(&mut flags)?,
+            json: flags.take("json").map(PathBuf::from),
+            common: common(&mut flags)?,
+        }),
+        "baseline" => Command::Baseline(BaselineArgs {
+            host: flags.take("host").unwrap_or_else(|| "127.0.0.1".into()),
+            port: flags.parsed("port")?.unwrap_or(0),
+            common: common(&mut flags)?,
+        }),
+        "compare" => {
+            let load = load_args(&mut flags)?;
+            if load.rate.is_some() || load.closed {
+                return err("compare picks its own rate (half the baseline's maximum); drop --rate/--closed");
+            }
+            let rounds = flags.parsed("rounds")?.unwrap_or(5);
+            if rounds == 0 {
+                return err("--rounds must be at least 1");
+            }
+            Command::Compare(CompareArgs {
+                request: request_args(&mut flags)?,
+                load,
+                rounds,
+                baseline_url: flags.take("baseline-url"),
+                pin_server: flags.take("pin-server").map(cpu_list).transpose()?,
+                json: flags.take("json").map(PathBuf::from),
+                common: common(&mut flags)?,
+            })
+        }
+        other => return err(format!("unknown command `{other}`")),
+    };
+    flags.finish()?;
+    Ok(command)
+}
+
+/// Parses `10s`, `250ms`, `2m`, `1.5s`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, ArgError> {
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+        .ok_or_else(|| ArgError(format!("`{s}` is not a duration (e.g. 10s, 500ms, 1m)")))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return err(format!("`{s}`: unknown unit `{unit}` (ms, s, m)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `Name: value`, split at the first colon, both sides trimmed.
+pub fn parse_header(s: &str) -> Result<(String, String), ArgError> {
+    match s.split_once(':') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => err(format!("`{s}` is not a header (expected `Name: value`)")),
+    }
+}
+
+fn cpu_list(s: String) -> Result<String, ArgError> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b',' || b == b'-') {
+        Ok(s)
+    } else {
+        err(format!("`{s}` is not a CPU list (e.g. 0, 1-3, 0,2)"))
+    }
+}
+
+fn request_args(flags: &mut Flags) -> Result<RequestArgs, ArgError> {
+    let Some(url) = flags.take("url") else {
+        return err("--url is required");
+    };
+    let request = RequestArgs {
+        url,
+        method: flags.take("method"),
+        body: flags.take("body").map(PathBuf::from),
+        headers: flags
+            .take_all("header")
+            .iter()
+            .map(|h| parse_header(h))
+            .collect::<Result<_, _>>()?,
+        scenario: flags.take("scenario"),
+        mix: flags.take("mix").map(PathBuf::from),
+    };
+    if request.scenario.is_some() && request.mix.is_some() {
+        return err("--scenario and --mix are alternatives; give one");
+    }
+    Ok(request)
+}
+
+fn load_args(flags: &mut Flags) -> Result<LoadArgs, ArgError> {
+    let d = LoadArgs::default();
+    let load = LoadArgs {
+        connections: flags.parsed("connections")?.unwrap_or(d.connections),
+        duration: flags.duration("duration")?.unwrap_or(d.duration),
+        warmup: flags.duration("warmup")?.unwrap_or(d.warmup),
+        rate: flags.parsed("rate")?,
+        closed: flags.switch("closed"),
+    };
+    if load.connections == 0 {
+        return err("--connections must be at least 1");
+    }
+    if load.duration.is_zero() {
+        return err("--duration must be above zero");
+    }
+    if load.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return err("--rate must be a positive number of requests per second");
+    }
+    if load.closed && load.rate.is_none() {
+        return err("--closed needs --rate (without a rate the run is closed loop already)");
+    }
+    Ok(load)
+}
+
+fn common(flags: &mut Flags) -> Result<Common, ArgError> {
+    let threads = flags.parsed("threads")?;
+    if threads == Some(0) {
+        return err("--threads must be at least 1");
+    }
+    Ok(Common {
+        pin_client: flags.take("pin-client").map(cpu_list).transpose()?,
+        threads,
+        quiet: flags.switch("quiet"),
+    })
+}
+
+/// The flags of one command line, consumed as the parser asks for them so
+/// that whatever is left over is reported as unknown.
+struct Flags(Vec<(String, Option<String>)>);
+
+/// Flags that take no value.
+const SWITCHES: &[&str] = &["closed", "quiet"];
+
+impl Flags {
+    fn split(args: &[String]) -> Result<Self, ArgError> {
+        let mut out = Vec::new();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let Some(flag) = arg.strip_prefix("--") else {
+                return err(format!("unexpected argument `{arg}`"));
+            };
+            if let Some((name, value)) = flag.split_once('=') {
+                out.push((name.to_owned(), Some(value.to_owned())));
+            } else if SWITCHES.contains(&flag) {
+                out.push((flag.to_owned(), None));
+            } else {
+                match it.next() {
+                    Some(v) => out.push((flag.to_owned(), Some(v.clone()))),
+                    None => return err(format!("--{flag} needs a value")),
+                }
+            }
+        }
+        Ok(Self(out))
+    }
+
+    fn take_all(&mut self, name: &str) -> Vec<String> {
+        let (mine, rest) = std::mem::take(&mut self.0)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(n, _)| n == name);
+        self.0 = rest;
+        mine.into_iter().filter_map(|(_, v)| v).collect()
+    }
+
+    /// The last value given for `name` (a repeated flag overrides).
+    fn take(&mut self, name: &str) -> Option<String> {
+        self.take_all(name).pop()
+    }
+
+    fn switch(&mut self, name: &str) -> bool {
+        let before = self.0.len();
+        self.0.retain(|(n, _)| n != name);
+        self.0.len() != before
+    }
+
+    fn parsed<T: std::str::FromStr>(&mut self, name: &str) -> Result<Option<T>, ArgError> {
+        self.take(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| ArgError(format!("--{name}: `{v}` is not a valid value")))
+            })
+            .transpose()
+    }
+
+    fn duration(&mut self, name: &str) -> Result<Option<Duration>, ArgError> {
+        self.take(name)
+            .map(|v| parse_duration(&v).map_err(|e| ArgError(format!("--{name}: {e}"))))
+            .transpose()
+    }
+
+    fn finish(self) -> Result<(), ArgError> {
+        match self.0.first() {
+            None => Ok(()),
+            Some((name, _)) => err(format!("unknown or misplaced flag --{name}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn run_with_defaults() {
+        let Command::Run(a) = parse(&argv("run --url http://127.0.0.1:8080/ping")).unwrap() else {
+            panic!("not a run")
+        };
+        assert_eq!(a.request.url, "http://127.0.0.1:8080/ping");
+        assert_eq!(a.load, LoadArgs::default());
+        assert_eq!(a.json, None);
+        assert_eq!(a.common, Common::default());
+    }
+
+    #[test]
+    fn run_with_everything() {
+        let mut v = argv(
+            "run --url=http://h:1/x --method POST --body b.json --connections 8 \
+             --duration 1.5s --warmup 500ms --rate 2000 --closed --json r.json \
+             --pin-client 1 --threads 1 --quiet --header",
+        );
+        v.push("Authorization: Bearer a:b".into());
+        v.extend(argv("--header X-Trace:1"));
+        let Command::Run(a) = parse(&v).unwrap() else {
+            panic!("not a run")
+        };
+        assert_eq!(a.request.method.as_deref(), Some("POST"));
+        assert_eq!(a.request.body, Some(PathBuf::from("b.json")));
+        assert_eq!(
+            a.request.headers,
+            vec![
+                ("Authorization".into(), "Bearer a:b".into()),
+                ("X-Trace".into(), "1".into())
+            ]
+        );
+        assert_eq!(a.load.connections, 8);
+        assert_eq!(a.load.duration, Duration::from_millis(1500));
+        assert_eq!(a.load.warmup, Duration::from_millis(500));
+        assert_eq!(a.load.rate, Some(2000.0));
+        assert!(a.load.closed);
+        assert_eq!(a.json, Some(PathBuf::from("r.json")));
+        assert_eq!(a.common.pin_client.as_deref(), Some("1"));
+        assert_eq!(a.common.threads, Some(1));
+        assert!(a.common.quiet);
+    }
+
+    #[test]
+    fn compare_and_baseline() {
+        let Command::Compare(c) = parse(&argv(
+            "compare --url http://h:1/ping --rounds 7 --baseline-url http://h:2 --pin-server 0",
+        ))
+        .unwrap() else {
+            panic!("not a compare")
+        };
+        assert_eq!((c.rounds, c.pin_server.as_deref()), (7, Some("0")));
+        assert_eq!(c.baseline_url.as_deref(), Some("http://h:2"));
+        assert_eq!(
+            parse(&argv("baseline --port 9000")).unwrap(),
+            Command::Baseline(BaselineArgs {
+                host: "127.0.0.1".into(),
+                port: 9000,
+                common: Common::default()
+            })
+        );
+        assert_eq!(parse(&[]).unwrap(), Command::Help);
+        assert_eq!(parse(&argv("--help")).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        for (line, needle) in [
+            ("run", "--url is required"),
+            ("run --url u --bogus 1", "--bogus"),
+            ("run --url u --connections", "needs a value"),
+            ("run --url u --connections 0", "at least 1"),
+            ("run --url u --connections many", "--connections"),
+            ("run --url u --duration 10h", "unknown unit"),
+            ("run --url u --rate -5", "positive"),
+            ("run --url u --closed", "needs --rate"),
+            ("run --url u --scenario ping --mix m", "alternatives"),
+            ("run --url u --header nocolon", "not a header"),
+            ("run --url u stray", "unexpected argument"),
+            ("compare --url u --rate 10", "picks its own rate"),
+            ("compare --url u --rounds 0", "at least 1"),
+            ("compare --url u --pin-server x", "CPU list"),
+            ("explode", "unknown command"),
+        ] {
+            let e = parse(&argv(line)).unwrap_err();
+            assert!(e.0.contains(needle), "`{line}` gave `{e}`");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("0.5s").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

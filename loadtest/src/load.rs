@@ -1,0 +1,346 @@
+//! The load loop: `connections` tasks, each owning one HTTP/1.1 connection,
+//! sending the plan's requests paced as asked, and recording into its own
+//! histograms (no shared lock on the hot path; merged at the end).
+//!
+//! Pacing and coordinated omission:
+//! - closed loop: send, wait for the answer, send again; latency from the
+//!   actual send. This finds the maximum throughput, but its latencies hide
+//!   stalls (a stalled server also stalls the generator).
+//! - open loop: requests are due on a global schedule (`rate`/s); each free
+//!   connection takes the next due slot, waits for it, and latency runs from
+//!   the **intended** send time, so time a request spent waiting for a free
+//!   connection behind a stall counts. With too few connections for the
+//!   rate × latency product, the queue shows up as latency, which is true.
+//! - closed-paced: each connection aims for `rate / connections` per second;
+//!   latency from the actual send, recorded with `record_correct` and the
+//!   connection's expected interval, HdrHistogram's after-the-fact fix.
+//!
+//! Warm-up: requests due (open) or sent (closed) before the warm-up ends are
+//! answered but not recorded. A request whose transport fails counts as an
+//! `io` error and its connection is re-opened; a failed (re)connect counts as
+//! a `connect` error.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt as _;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, Instant};
+
+use crate::plan::Plan;
+use crate::report::{Pacing, RunReport, Tally, MAX_LATENCY_US};
+
+/// How one run is driven.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Label in the progress line and the report.
+    pub label: String,
+    /// Concurrent connections.
+    pub connections: usize,
+    /// Measured time.
+    pub duration: Duration,
+    /// Unmeasured time before it.
+    pub warmup: Duration,
+    /// How requests are paced.
+    pub pacing: Pacing,
+    /// Whether to print a progress line every second on stderr.
+    pub progress: bool,
+}
+
+/// Counters the progress line reads; updated with relaxed atomics, one
+/// increment per answer.
+#[derive(Default)]
+struct Live {
+    done: AtomicU64,
+    errors: AtomicU64,
+    latency_us_sum: AtomicU64,
+    open_connections: AtomicU64,
+}
+
+/// The time slot of request `k` on a schedule of `rate` per second.
+pub fn slot(start: Instant, rate: f64, k: u64) -> Instant {
+    start + Duration::from_secs_f64(k as f64 / rate)
+}
+
+/// Runs the plan with this spec and reports.
+pub async fn run(plan: Arc<Plan>, spec: &LoadSpec) -> Result<RunReport, String> {
+    let addr = tokio::net::lookup_host(&plan.target.authority)
+        .await
+        .map_err(|e| format!("cannot resolve {}: {e}", plan.target.authority))?
+        .next()
+        .ok_or_else(|| format!("{} resolves to no address", plan.target.authority))?;
+    let start = Instant::now();
+    let clock = Clock {
+        start,
+        measure_from: start + spec.warmup,
+        end: start + spec.warmup + spec.duration,
+    };
+    let live = Arc::new(Live::default());
+    let slots = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..spec.connections)
+        .map(|i| {
+            let conn = Connection {
+                plan: Arc::clone(&plan),
+                live: Arc::clone(&live),
+                slots: Arc::clone(&slots),
+                addr,
+                clock,
+                pacing: spec.pacing,
+                index: i,
+                connections: spec.connections,
+            };
+            tokio::spawn(conn.drive())
+        })
+        .collect();
+    let progress = spec
+        .progress
+        .then(|| tokio::spawn(progress(spec.label.clone(), Arc::clone(&live), clock)));
+
+    let mut total = Tally::default();
+    let mut entries = vec![Tally::default(); plan.entries.len()];
+    for t in tasks {
+        let per_entry = t.await.map_err(|e| format!("a connection task failed: {e}"))?;
+        for (sum, t) in entries.iter_mut().zip(&per_entry) {
+            sum.merge(t);
+            total.merge(t);
+        }
+    }
+    if let Some(p) = progress {
+        p.abort();
+    }
+    Ok(RunReport {
+        label: spec.label.clone(),
+        target: plan.target.url(),
+        pacing: spec.pacing,
+        connections: spec.connections,
+        duration: spec.duration,
+        warmup: spec.warmup,
+        total,
+        entries: if plan.entries.len() > 1 {
+            plan.entries
+                .iter()
+                .map(|e| e.name.clone())
+                .zip(entries)
+                .collect()
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+/// The run's three instants.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+}
+
+struct Connection {
+    plan: Arc<Plan>,
+    live: Arc<Live>,
+    slots: Arc<AtomicU64>,
+    addr: std::net::SocketAddr,
+    clock: Clock,
+    pacing: Pacing,
+    index: usize,
+    connections: usize,
+}
+
+type Sender = http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+impl Connection {
+    /// Sends until the run ends; returns one tally per plan entry.
+    async fn drive(self) -> Vec<Tally> {
+        let mut tallies = vec![Tally::default(); self.plan.entries.len()];
+        let mut sender: Option<Sender> = None;
+        let mut sent: u64 = 0;
+        // Closed-paced: this connection's own schedule, staggered so the
+        // connections do not fire in bursts.
+        let per_conn = match self.pacing {
+            Pacing::ClosedPaced { rate } => Some(self.connections as f64 / rate),
+            _ => None,
+        };
+        let mut next_paced = per_conn.map(|iv| {
+            self.clock.start + Duration::from_secs_f64(iv * self.index as f64 / self.connections as f64)
+        });
+        loop {
+            let due = match self.pacing {
+                Pacing::Closed => None,
+                Pacing::ClosedPaced { .. } => next_paced,
+                Pacing::Open { rate } => Some(slot(
+                    self.clock.start,
+                    rate,
+                    self.slots.fetch_add(1, Ordering::Relaxed),
+                )),
+            };
+            if let Some(due) = due {
+                if due >= self.clock.end {
+                    break;
+                }
+                sleep_until(due).await;
+            }
+            if Instant::now() >= self.clock.end {
+                break;
+            }
+            let mut s = match sender.take() {
+                Some(s) => s,
+                None => match self.connect().await {
+                    Some(s) => s,
+                    None => {
+                        if Instant::now() >= self.clock.measure_from {
+                            let t = &mut tallies[self.plan.pick(sent)];
+                            *t.status.entry("connect".to_owned()).or_default() += 1;
+                        }
+                        continue;
+                    }
+                },
+            };
+            let entry = self.plan.pick(sent);
+            sent += 1;
+            let sent_at = Instant::now();
+            let outcome = send(&mut s, self.plan.request(entry)).await;
+            let done = Instant::now();
+            let from = match self.pacing {
+                Pacing::Open { .. } => due.unwrap_or(sent_at),
+                _ => sent_at,
+            };
+            if let (Some(iv), Some(n)) = (per_conn, next_paced.as_mut()) {
+                *n += Duration::from_secs_f64(iv);
+            }
+            let measured = from >= self.clock.measure_from;
+            let key = match &outcome {
+                Ok(status) => status.to_string(),
+                Err(_) => "io".to_owned(),
+            };
+            let failed = !key.starts_with('2') && !key.starts_with('3');
+            let us = (done - from).as_micros().clamp(1, u128::from(MAX_LATENCY_US)) as u64;
+            self.live.done.fetch_add(1, Ordering::Relaxed);
+            self.live.latency_us_sum.fetch_add(us, Ordering::Relaxed);
+            if failed {
+                self.live.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if measured {
+                let t = &mut tallies[entry];
+                *t.status.entry(key).or_default() += 1;
+                if outcome.is_ok() {
+                    let interval = per_conn.map_or(0, |iv| (iv * 1e6) as u64);
+                    // Within bounds by the clamp above, so neither can fail.
+                    let _ = if interval > 0 {
+                        t.latency.record_correct(us, interval)
+                    } else {
+                        t.latency.record(us)
+                    };
+                }
+            }
+            if outcome.is_ok() {
+                sender = Some(s);
+            } else {
+                self.live.open_connections.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if sender.is_some() {
+            self.live.open_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+        tallies
+    }
+
+    /// Opens the connection; on failure counts an error and backs off a
+    /// little so a refused port does not turn into a busy loop.
+    async fn connect(&self) -> Option<Sender> {
+        let opened = async {
+            let stream = TcpStream::connect(self.addr).await?;
+            stream.set_nodelay(true)?;
+            let (sender, conn) = http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(async move {
+                // Ends when the sender is dropped or the server closes.
+                let _ = conn.await;
+            });
+            Ok::<_, std::io::Error>(sender)
+        }
+        .await;
+        match opened {
+            Ok(s) => {
+                self.live.open_connections.fetch_add(1, Ordering::Relaxed);
+                Some(s)
+            }
+            Err(_) => {
+                self.live.errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                None
+            }
+        }
+    }
+}
+
+/// Sends the plan's first request once on a fresh connection: a refused
+/// port or a wrong path is reported before a whole run is spent on it.
+pub async fn probe(plan: &Plan) -> Result<u16, String> {
+    let stream = TcpStream::connect(&plan.target.authority)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", plan.target.authority))?;
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("{}: {e}", plan.target.authority))?;
+    let driver = tokio::spawn(conn);
+    let status = send(&mut sender, plan.request(plan.pick(0)))
+        .await
+        .map_err(|e| format!("{}: {e}", plan.target.url()));
+    drop(sender);
+    let _ = driver.await;
+    status
+}
+
+/// One request on an open connection: the status once the whole body is in.
+async fn send(
+    sender: &mut Sender,
+    req: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Result<u16, hyper::Error> {
+    sender.ready().await?;
+    let res = sender.send_request(req).await?;
+    let status = res.status().as_u16();
+    res.into_body().collect().await?;
+    Ok(status)
+}
+
+/// Prints a line a second: phase, requests/s and mean latency over the last
+/// second, errors so far (transport and non-2xx/3xx, warm-up included), open
+/// connections.
+async fn progress(label: String, live: Arc<Live>, clock: Clock) {
+    let mut tick = tokio::time::interval_at(clock.start + Duration::from_secs(1), Duration::from_secs(1));
+    let (mut last_done, mut last_sum) = (0u64, 0u64);
+    // Aborted by `run` once every connection has finished.
+    loop {
+        let now = tick.tick().await;
+        let done = live.done.load(Ordering::Relaxed);
+        let sum = live.latency_us_sum.load(Ordering::Relaxed);
+        let (n, s) = (done - last_done, sum - last_sum);
+        (last_done, last_sum) = (done, sum);
+        let phase = if now < clock.measure_from { "warm-up" } else { "measure" };
+        let mean_ms = if n == 0 { 0.0 } else { s as f64 / n as f64 / 1000.0 };
+        eprintln!(
+            "[{label} {:>5.1}s {phase}] {n:>7} req/s  mean {mean_ms:>7.3} ms  errors {:>5}  connections {}",
+            (now - clock.start).as_secs_f64(),
+            live.errors.load(Ordering::Relaxed),
+            live.open_connections.load(Ordering::Relaxed),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_the_rate() {
+        let t0 = Instant::now();
+        assert_eq!(slot(t0, 1000.0, 0), t0);
+        assert_eq!(slot(t0, 1000.0, 1500), t0 + Duration::from_millis(1500));
+        assert_eq!(slot(t0, 4.0, 2), t0 + Duration::from_millis(500));
+    }
+}

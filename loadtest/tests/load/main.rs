@@ -1,0 +1,94 @@
+//! The load loop end to end against the in-process baseline server on a
+//! random port: the same code paths `run` and `compare` use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use qyzar_loadtest::args::RequestArgs;
+use qyzar_loadtest::load::{self, LoadSpec};
+use qyzar_loadtest::plan::Plan;
+use qyzar_loadtest::report::Pacing;
+use tokio::sync::oneshot;
+
+/// Starts the baseline on 127.0.0.1:0 and returns its URL and a stop switch.
+async fn spawn_baseline() -> (String, oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(qyzar_loadtest::baseline::serve(listener, async {
+        let _ = rx.await;
+    }));
+    (url, tx)
+}
+
+fn plan(url: &str) -> Arc<Plan> {
+    Arc::new(
+        Plan::from_args(&RequestArgs {
+            url: url.to_owned(),
+            scenario: Some("ping".into()),
+            ..RequestArgs::default()
+        })
+        .unwrap(),
+    )
+}
+
+fn spec(pacing: Pacing) -> LoadSpec {
+    LoadSpec {
+        label: "test".into(),
+        connections: 4,
+        duration: Duration::from_millis(800),
+        warmup: Duration::from_millis(200),
+        pacing,
+        progress: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_answers_every_request() {
+    let (url, _stop) = spawn_baseline().await;
+    let plan = plan(&url);
+    assert_eq!(load::probe(&plan).await.unwrap(), 200);
+    let r = load::run(plan, &spec(Pacing::Closed)).await.unwrap();
+    assert!(r.total.requests() > 100, "{}", r.table());
+    assert_eq!(r.total.errors(), 0, "{}", r.table());
+    assert_eq!(r.total.status.get("200"), Some(&r.total.requests()));
+    assert_eq!(r.total.latency.len(), r.total.requests());
+    assert!(r.latency().p50 > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_holds_the_rate() {
+    let (url, _stop) = spawn_baseline().await;
+    let r = load::run(plan(&url), &spec(Pacing::Open { rate: 500.0 }))
+        .await
+        .unwrap();
+    // 500/s for 0.8 s is 400 requests; allow for timer slack at the edges.
+    let n = r.total.requests();
+    assert!((360..=420).contains(&n), "{n} requests\n{}", r.table());
+    assert_eq!(r.total.errors(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_closed_loop_is_corrected() {
+    let (url, _stop) = spawn_baseline().await;
+    let r = load::run(plan(&url), &spec(Pacing::ClosedPaced { rate: 500.0 }))
+        .await
+        .unwrap();
+    let n = r.total.requests();
+    assert!((360..=420).contains(&n), "{n} requests\n{}", r.table());
+    // Correction only ever adds samples.
+    assert!(r.total.latency.len() >= n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_is_counted_not_hung() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    assert!(load::probe(&plan(&url)).await.is_err());
+    let mut s = spec(Pacing::Closed);
+    s.connections = 1;
+    let r = load::run(plan(&url), &s).await.unwrap();
+    assert_eq!(r.total.requests(), r.total.errors());
+    assert!(r.total.status.contains_key("connect"), "{}", r.table());
+}
