@@ -3,14 +3,28 @@
 
 use tokio::sync::watch;
 
+pub mod dev;
+
 /// Any startup error, with its message for the terminal.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Engine and admin in one process on embedded defaults. Ctrl-C (or SIGTERM)
 /// stops both: each drains its connections, then the process exits.
 pub async fn dev() -> Result<(), Error> {
-    let engine_cfg = qyzar_engine::config::EngineConfig::from_env()?;
+    let mut engine_cfg = qyzar_engine::config::EngineConfig::from_env()?;
     let admin_cfg = qyzar_admin::config::AdminConfig::from_env()?;
+    let (project, snapshot) = dev::prepare(
+        std::path::Path::new(".qyzar"),
+        &format!("http://{}", engine_cfg.public_addr),
+        &format!("http://{}", admin_cfg.addr),
+    )?;
+    if engine_cfg.snapshot_file.is_none() {
+        engine_cfg.snapshot_file = Some(snapshot);
+    }
+    eprintln!(
+        "qyzar dev: engine {} · admin {}\n  projectId     {}\n  projectSecret {}\n  originToken   {} (origin {})\n  (all in .qyzar/dev.json)",
+        project.engine_url, project.admin_url, project.project_id, project.project_secret, project.origin_token, project.origin
+    );
     let (tx, rx) = watch::channel(false);
     let mut engine = tokio::spawn(qyzar_engine::config::start(engine_cfg, wait(rx.clone())));
     let mut admin = tokio::spawn(qyzar_admin::config::start(admin_cfg, wait(rx)));

@@ -4,10 +4,10 @@ use qyzar_engine::decide::{Entropy, Screen};
 use qyzar_shared::crypto::Claims;
 use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
 use qyzar_shared::settings::ProjectSettings;
-use qyzar_shared::store::{DeviceInfo, Risk, Session};
 use qyzar_shared::snapshot::{
     Ed25519KeyEntry, Hs256KeyEntry, OriginTokenEntry, ProjectConfig, Snapshot, SnapshotBuilder,
 };
+use qyzar_shared::store::{DeviceInfo, Risk, Session};
 
 /// Unix seconds now. Token fixtures are minted from the real clock because
 /// the `jsonwebtoken` baseline checks `exp` against the system clock and
@@ -65,7 +65,10 @@ pub fn entropy_json() -> String {
 /// [`entropy_json`] decoded, for benches that start after parsing.
 pub fn entropy() -> Entropy {
     let e: Entropy = serde_json::from_str(&entropy_json()).expect("the fixture is valid entropy");
-    debug_assert!(e.screen.as_ref().is_some_and(|s: &Screen| s.width == Some(1920)));
+    debug_assert!(e
+        .screen
+        .as_ref()
+        .is_some_and(|s: &Screen| s.width == Some(1920)));
     e
 }
 
@@ -80,7 +83,13 @@ pub fn project(i: u32) -> ProjectConfig {
         key: [b; 32],
         valid_until_ms: None,
     };
-    let mut p = ProjectConfig::new(&id, [b ^ 1; 32], hs, [b ^ 2; 32], ProjectSettings::default());
+    let mut p = ProjectConfig::new(
+        &id,
+        [b ^ 1; 32],
+        hs,
+        [b ^ 2; 32],
+        ProjectSettings::default(),
+    );
     p.hs256_keys.push(Hs256KeyEntry {
         kid: format!("hs1-{:08x}", i ^ 0xffff),
         key: [b ^ 3; 32],

@@ -98,7 +98,8 @@ pub fn bucket_keys(limiter: &Limiter, n: usize, buckets: &[&str]) -> Vec<Vec<Buc
             buckets
                 .iter()
                 .map(|b| {
-                    let subject = format!("198.51.{}.{}|user{i}@example.com", i / 256 % 256, i % 256);
+                    let subject =
+                        format!("198.51.{}.{}|user{i}@example.com", i / 256 % 256, i % 256);
                     limiter
                         .bucket_key(crate::fixtures::AUDIENCE, b, subject.as_bytes())
                         .expect("the subject is shorter than the key cap")
@@ -118,8 +119,10 @@ mod tests {
     fn both_allow_the_burst_then_deny() {
         let limiter = engine_limiter();
         let keys = bucket_keys(&limiter, 2, &["ip"]);
-        let impls: [Box<dyn KeyedLimiter>; 2] =
-            [Box::new(Engine::new(limiter, 5)), Box::new(Governor::new(5))];
+        let impls: [Box<dyn KeyedLimiter>; 2] = [
+            Box::new(Engine::new(limiter, 5)),
+            Box::new(Governor::new(5)),
+        ];
         for l in impls {
             for _ in 0..5 {
                 assert!(l.allow(&keys[0]), "{}", l.name());

@@ -123,8 +123,7 @@ pub fn all<V: Send + Sync + 'static>(n: usize) -> Vec<Box<dyn SessionMap<V>>> {
 /// base64url characters), from a deterministic sequence so every run looks
 /// up the same keys.
 pub fn session_ids(n: usize, seed: u64) -> Vec<Box<str>> {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut rng = crate::fixtures::SplitMix::new(seed);
     (0..n)
         .map(|_| {
@@ -160,7 +159,12 @@ mod tests {
                 assert!(map.get(id).is_none(), "{}", map.name());
             }
             map.insert(ids[0].clone(), Arc::new(u64::MAX));
-            assert_eq!(map.get(&ids[0]).as_deref(), Some(&u64::MAX), "{}", map.name());
+            assert_eq!(
+                map.get(&ids[0]).as_deref(),
+                Some(&u64::MAX),
+                "{}",
+                map.name()
+            );
         }
     }
 

@@ -192,7 +192,7 @@ mod tests {
             assert_eq!(ours.verify(&token), None);
             assert_eq!(theirs.verify(&token), None);
         }
-        let mut other = c.clone();
+        let mut other = c;
         other.aud = "prj_someone_else".into();
         let (ours, theirs) = (QyzarHs256::new([7; 32], now), JwtCrate::hs256([7; 32]));
         assert_eq!(ours.verify(&ours.sign(&other)), None);

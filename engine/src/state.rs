@@ -13,6 +13,9 @@ use crate::limiter::{Limiter, LimiterConfig};
 use crate::metrics::Metrics;
 use crate::sessions::SessionCache;
 
+/// How often expired rate-limit entries are removed.
+pub const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(10);
+
 /// Tunables of the engine's in-memory state.
 #[derive(Debug, Clone)]
 pub struct StateOptions {
@@ -90,7 +93,7 @@ impl Engine {
     /// Builds the state over `store`. Spawns the background writer, so it
     /// must be called inside a tokio runtime.
     pub fn new(store: Arc<dyn DataStore>, options: StateOptions) -> Arc<Self> {
-        Arc::new(Self {
+        let engine = Arc::new(Self {
             config: ConfigView::default(),
             sessions: SessionCache::new(Arc::clone(&store), options.session_cache_capacity),
             limiter: Limiter::new(LimiterConfig::default()),
@@ -106,7 +109,23 @@ impl Engine {
             metrics: Metrics::default(),
             store,
             options,
-        })
+        });
+        // Expired limiter entries are equivalent to absent ones; sweeping
+        // them bounds memory. It visits every entry, so it runs off the
+        // async workers, and stops when the engine is dropped.
+        let weak = Arc::downgrade(&engine);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LIMITER_SWEEP_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(engine) = weak.upgrade() else { return };
+                let limiter = engine.limiter.clone();
+                drop(engine);
+                let _ = tokio::task::spawn_blocking(move || limiter.sweep(limiter.now_nanos())).await;
+            }
+        });
+        engine
     }
 }
 

@@ -210,7 +210,7 @@ pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
             if rounds == 0 {
                 return err("--rounds must be at least 1");
             }
-            Command::Compare(CompareArgs {
+            let c = CompareArgs {
                 request: request_args(&mut flags)?,
                 load,
                 rounds,
@@ -218,7 +218,13 @@ pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
                 pin_server: flags.take("pin-server").map(cpu_list).transpose()?,
                 json: flags.take("json").map(PathBuf::from),
                 common: common(&mut flags)?,
-            })
+            };
+            // The spawned baseline would inherit the generator's pinning and
+            // share its cores: an unfair comparison nobody asked for.
+            if c.common.pin_client.is_some() && c.pin_server.is_none() && c.baseline_url.is_none() {
+                return err("with --pin-client, give --pin-server too (the spawned baseline would share the client's CPUs)");
+            }
+            Command::Compare(c)
         }
         other => return err(format!("unknown command `{other}`")),
     };
@@ -256,7 +262,10 @@ pub fn parse_header(s: &str) -> Result<(String, String), ArgError> {
 }
 
 fn cpu_list(s: String) -> Result<String, ArgError> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b',' || b == b'-') {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || b == b',' || b == b'-')
+    {
         Ok(s)
     } else {
         err(format!("`{s}` is not a CPU list (e.g. 0, 1-3, 0,2)"))
@@ -482,6 +491,7 @@ mod tests {
             ("compare --url u --rate 10", "picks its own rate"),
             ("compare --url u --rounds 0", "at least 1"),
             ("compare --url u --pin-server x", "CPU list"),
+            ("compare --url u --pin-client 1", "--pin-server too"),
             ("explode", "unknown command"),
         ] {
             let e = parse(&argv(line)).unwrap_err();

@@ -136,7 +136,9 @@ pub async fn compare(a: CompareArgs) -> Result<(), String> {
         "p99 µs at {rate:>6.0}/s  {p99_base:>9.0} {p99_route:>12.0} {:>8.3}",
         p99_route / p99_base
     );
-    println!("(achieved at the fixed rate: baseline {tput_base:.0} req/s, route {tput_route:.0} req/s)");
+    println!(
+        "(achieved at the fixed rate: baseline {tput_base:.0} req/s, route {tput_route:.0} req/s)"
+    );
 
     if let Some(path) = &a.json {
         let v = json!({
@@ -174,7 +176,12 @@ async fn phase(
             let r = load::run(Arc::clone(plan), &mk(side)).await?;
             println!(
                 "  {:<24} {}",
-                format!("{round} {:<8} {:>8.0}/s e{}", side, r.throughput(), r.total.errors()),
+                format!(
+                    "{round} {:<8} {:>8.0}/s e{}",
+                    side,
+                    r.throughput(),
+                    r.total.errors()
+                ),
                 report::latency_row(r.pacing.name(), &r.latency())
             );
             if side == "baseline" {

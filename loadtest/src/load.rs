@@ -102,7 +102,9 @@ pub async fn run(plan: Arc<Plan>, spec: &LoadSpec) -> Result<RunReport, String> 
     let mut total = Tally::default();
     let mut entries = vec![Tally::default(); plan.entries.len()];
     for t in tasks {
-        let per_entry = t.await.map_err(|e| format!("a connection task failed: {e}"))?;
+        let per_entry = t
+            .await
+            .map_err(|e| format!("a connection task failed: {e}"))?;
         for (sum, t) in entries.iter_mut().zip(&per_entry) {
             sum.merge(t);
             total.merge(t);
@@ -165,7 +167,8 @@ impl Connection {
             _ => None,
         };
         let mut next_paced = per_conn.map(|iv| {
-            self.clock.start + Duration::from_secs_f64(iv * self.index as f64 / self.connections as f64)
+            self.clock.start
+                + Duration::from_secs_f64(iv * self.index as f64 / self.connections as f64)
         });
         loop {
             let due = match self.pacing {
@@ -217,7 +220,9 @@ impl Connection {
                 Err(_) => "io".to_owned(),
             };
             let failed = !key.starts_with('2') && !key.starts_with('3');
-            let us = (done - from).as_micros().clamp(1, u128::from(MAX_LATENCY_US)) as u64;
+            let us = (done - from)
+                .as_micros()
+                .clamp(1, u128::from(MAX_LATENCY_US)) as u64;
             self.live.done.fetch_add(1, Ordering::Relaxed);
             self.live.latency_us_sum.fetch_add(us, Ordering::Relaxed);
             if failed {
@@ -312,7 +317,8 @@ async fn send(
 /// second, errors so far (transport and non-2xx/3xx, warm-up included), open
 /// connections.
 async fn progress(label: String, live: Arc<Live>, clock: Clock) {
-    let mut tick = tokio::time::interval_at(clock.start + Duration::from_secs(1), Duration::from_secs(1));
+    let mut tick =
+        tokio::time::interval_at(clock.start + Duration::from_secs(1), Duration::from_secs(1));
     let (mut last_done, mut last_sum) = (0u64, 0u64);
     // Aborted by `run` once every connection has finished.
     loop {
@@ -321,8 +327,16 @@ async fn progress(label: String, live: Arc<Live>, clock: Clock) {
         let sum = live.latency_us_sum.load(Ordering::Relaxed);
         let (n, s) = (done - last_done, sum - last_sum);
         (last_done, last_sum) = (done, sum);
-        let phase = if now < clock.measure_from { "warm-up" } else { "measure" };
-        let mean_ms = if n == 0 { 0.0 } else { s as f64 / n as f64 / 1000.0 };
+        let phase = if now < clock.measure_from {
+            "warm-up"
+        } else {
+            "measure"
+        };
+        let mean_ms = if n == 0 {
+            0.0
+        } else {
+            s as f64 / n as f64 / 1000.0
+        };
         eprintln!(
             "[{label} {:>5.1}s {phase}] {n:>7} req/s  mean {mean_ms:>7.3} ms  errors {:>5}  connections {}",
             (now - clock.start).as_secs_f64(),

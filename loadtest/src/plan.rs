@@ -68,13 +68,17 @@ impl Target {
     /// is measured behind its own listener, and a TLS client would measure
     /// the generator's handshakes as much as the server.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
         match uri.scheme_str() {
             Some("http") => {}
             Some(other) => return Err(format!("`{url}`: only http:// is supported, not {other}")),
             None => return Err(format!("`{url}`: give the scheme, e.g. http://{url}")),
         }
-        let auth = uri.authority().ok_or_else(|| format!("`{url}` has no host"))?;
+        let auth = uri
+            .authority()
+            .ok_or_else(|| format!("`{url}` has no host"))?;
         let port = auth.port_u16().unwrap_or(80);
         Ok(Self {
             authority: format!("{}:{port}", auth.host()),
@@ -122,24 +126,34 @@ impl Plan {
             vec![Entry::new(1, method, &target.path, body)?]
         };
         if (a.scenario.is_some() || a.mix.is_some()) && (a.method.is_some() || a.body.is_some()) {
-            return Err("--method and --body describe the URL's request; a scenario or mix brings its own".into());
+            return Err(
+                "--method and --body describe the URL's request; a scenario or mix brings its own"
+                    .into(),
+            );
         }
         let mut headers = HeaderMap::new();
         for (k, v) in &a.headers {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("`{k}` is not a header name"))?;
-            let value = HeaderValue::from_str(v).map_err(|_| format!("header `{k}` has an invalid value"))?;
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("`{k}` is not a header name"))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| format!("header `{k}` has an invalid value"))?;
             headers.append(name, value);
         }
         Self::new(target, entries, headers)
     }
 
     /// A plan over `entries`; `Host` is added from the target unless present.
-    pub fn new(target: Target, entries: Vec<Entry>, mut headers: HeaderMap) -> Result<Self, String> {
+    pub fn new(
+        target: Target,
+        entries: Vec<Entry>,
+        mut headers: HeaderMap,
+    ) -> Result<Self, String> {
         if entries.is_empty() {
             return Err("the plan has no requests".into());
         }
         if !headers.contains_key(HOST) {
-            let host = HeaderValue::from_str(&target.authority).map_err(|_| "the host is not a valid header value")?;
+            let host = HeaderValue::from_str(&target.authority)
+                .map_err(|_| "the host is not a valid header value")?;
             headers.insert(HOST, host);
         }
         let schedule = smooth_round_robin(&entries.iter().map(|e| e.weight).collect::<Vec<_>>());
@@ -181,7 +195,9 @@ impl Plan {
 pub fn builtin(name: &str) -> Result<Vec<Entry>, String> {
     match name {
         "ping" => Ok(vec![Entry::new(1, Method::GET, "/ping", Bytes::new())?]),
-        other => Err(format!("unknown scenario `{other}` (known: ping; or use --mix FILE)")),
+        other => Err(format!(
+            "unknown scenario `{other}` (known: ping; or use --mix FILE)"
+        )),
     }
 }
 
@@ -209,7 +225,8 @@ pub fn parse_mix(text: &str, dir: &Path) -> Result<Vec<Entry>, String> {
             Some(b) => read_body(&dir.join(b)).map_err(at)?,
             None => Bytes::new(),
         };
-        entries.push(Entry::new(weight, parse_method(method).map_err(at)?, path, body).map_err(at)?);
+        entries
+            .push(Entry::new(weight, parse_method(method).map_err(at)?, path, body).map_err(at)?);
     }
     if entries.is_empty() {
         return Err("the mix has no requests".into());
@@ -218,7 +235,8 @@ pub fn parse_mix(text: &str, dir: &Path) -> Result<Vec<Entry>, String> {
 }
 
 fn parse_method(m: &str) -> Result<Method, String> {
-    Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| format!("`{m}` is not a method"))
+    Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("`{m}` is not a method"))
 }
 
 fn read_body(path: &PathBuf) -> Result<Bytes, String> {
@@ -237,7 +255,9 @@ fn smooth_round_robin(weights: &[u32]) -> Vec<usize> {
             for (c, &w) in current.iter_mut().zip(weights) {
                 *c += i64::from(w);
             }
-            let best = (0..weights.len()).max_by_key(|&i| (current[i], -(i as i64))).unwrap_or(0);
+            let best = (0..weights.len())
+                .max_by_key(|&i| (current[i], -(i as i64)))
+                .unwrap_or(0);
             current[best] -= total;
             best
         })
@@ -254,8 +274,13 @@ mod tests {
         assert_eq!(t.authority, "127.0.0.1:8080");
         assert_eq!(t.path, "/ping?x=1");
         let t = Target::parse("http://localhost").unwrap();
-        assert_eq!((t.authority.as_str(), t.path.as_str()), ("localhost:80", "/"));
-        assert!(Target::parse("https://x").unwrap_err().contains("only http://"));
+        assert_eq!(
+            (t.authority.as_str(), t.path.as_str()),
+            ("localhost:80", "/")
+        );
+        assert!(Target::parse("https://x")
+            .unwrap_err()
+            .contains("only http://"));
         assert!(Target::parse("127.0.0.1:8080").is_err());
     }
 
@@ -267,7 +292,10 @@ mod tests {
         let mix = "# hot routes\n3 GET /ping\n\n1 post /projects/client/token login.json  # mint\n";
         let e = parse_mix(mix, &dir).unwrap();
         assert_eq!(e.len(), 2);
-        assert_eq!((e[0].weight, &e[0].method, e[0].name.as_str()), (3, &Method::GET, "GET /ping"));
+        assert_eq!(
+            (e[0].weight, &e[0].method, e[0].name.as_str()),
+            (3, &Method::GET, "GET /ping")
+        );
         assert_eq!(e[1].method, Method::POST);
         assert_eq!(&e[1].body[..], br#"{"a":1}"#);
         for (bad, needle) in [
@@ -306,7 +334,9 @@ mod tests {
         assert_eq!(req.uri(), "/x");
         assert_eq!(req.headers()[HOST], "127.0.0.1:9");
         assert_eq!(req.headers()["x-api-key"], "k");
-        let moved = plan.retarget(Target::parse("http://127.0.0.1:10").unwrap()).unwrap();
+        let moved = plan
+            .retarget(Target::parse("http://127.0.0.1:10").unwrap())
+            .unwrap();
         assert_eq!(moved.request(0).headers()[HOST], "127.0.0.1:10");
         assert_eq!(moved.request(0).uri(), "/x");
 

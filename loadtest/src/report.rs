@@ -302,7 +302,10 @@ mod tests {
         }
         let l = Latency::of(&h);
         // Below 2048 three significant digits are exact.
-        assert_eq!((l.p50, l.p90, l.p99, l.p99_9, l.max), (500, 900, 990, 999, 1000));
+        assert_eq!(
+            (l.p50, l.p90, l.p99, l.p99_9, l.max),
+            (500, 900, 990, 999, 1000)
+        );
         assert!((l.mean - 500.5).abs() < 0.01);
     }
 

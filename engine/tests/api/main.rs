@@ -1,7 +1,9 @@
 //! Engine integration tests: one binary, one module per area.
 #![allow(unreachable_pub)] // test helpers are `pub` for the modules of this one binary
 
+mod browser;
 mod helpers;
 mod internal;
+mod openapi;
 mod routes;
 mod server;
