@@ -16,8 +16,8 @@
 //! - `GET /ping`.
 //!
 //! The pull side (the engine asking admin for the newest snapshot) lives in
-//! [`pull`]; both apply bytes through the same function, so a pushed and a
-//! pulled snapshot are checked identically.
+//! `internal/pull.rs`; both apply bytes through the same function, so a
+//! pushed and a pulled snapshot are checked identically.
 
 mod pull;
 

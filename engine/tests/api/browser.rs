@@ -49,7 +49,7 @@ async fn connect_js_in_headless_chromium_opens_a_verifiable_session() {
     // hosts, as in production (engine and shop on different domains), so the
     // engine's own HttpOnly cookies cannot stand in for the ones connect.js
     // writes on the shop's origin (cookies are per host, not per port).
-    let engine_base = format!("http://localhost:{}", engine.addr.port());
+    let engine_base = format!("http://127.0.0.1:{}", engine.addr.port());
     let page = page_html(&engine_base, &p.id, &origin_token);
     let server = tokio::spawn(serve_pages(pages, page));
 

@@ -5,5 +5,6 @@ mod browser;
 mod helpers;
 mod internal;
 mod openapi;
+mod outage;
 mod routes;
 mod server;
