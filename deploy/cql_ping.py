@@ -159,13 +159,69 @@ def release_version(host, port, timeout):
         return value.decode("utf-8", "replace")
 
 
+def simple_query(sock, stream, cql):
+    """Runs one unprepared statement at consistency ONE; returns the payload."""
+    q = cql.encode("utf-8")
+    body = struct.pack(">i", len(q)) + q + struct.pack(">HB", CONSISTENCY_ONE, 0)
+    return request(sock, stream, OP_QUERY, body)
+
+
+def drop_test_keyspaces(host, port, timeout, prefix):
+    """Drops keyspaces whose names start with `prefix` (per-test keyspaces
+    left behind by a crashed or killed test run), so the node's schema does
+    not grow run after run. Returns how many were dropped."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(max(timeout, 60.0))
+        op, _ = request(sock, 1, OP_STARTUP, string_map({"CQL_VERSION": "3.0.0"}))
+        if op != OP_READY:
+            raise ProbeError("STARTUP answered with opcode 0x%02x, not READY" % op)
+        op, payload = simple_query(sock, 2, "SELECT keyspace_name FROM system_schema.keyspaces")
+        r = Reader(payload)
+        if r.int() != RESULT_ROWS:
+            raise ProbeError("keyspace listing did not return rows")
+        flags = r.int()
+        columns = r.int()
+        if flags & 0x0002:
+            r.bytes()
+        if not flags & 0x0004:
+            global_spec = flags & 0x0001
+            if global_spec:
+                r.string()
+                r.string()
+            for _ in range(columns):
+                if not global_spec:
+                    r.string()
+                    r.string()
+                r.string()
+                r.option()
+        names = []
+        for _ in range(r.int()):
+            v = r.bytes()
+            if v is not None:
+                names.append(v.decode("utf-8", "replace"))
+        dropped = 0
+        for i, name in enumerate(n for n in names if n.startswith(prefix)):
+            if all(c.isalnum() or c == "_" for c in name):
+                simple_query(sock, 3 + i % 1000, "DROP KEYSPACE IF EXISTS %s" % name)
+                dropped += 1
+        return dropped
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description="Ask a CQL server for its release_version.")
     parser.add_argument("host", nargs="?", default="127.0.0.1")
     parser.add_argument("port", nargs="?", type=int, default=9042)
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per socket operation")
+    parser.add_argument("--drop-keyspaces-with-prefix", metavar="PREFIX",
+                        help="drop every keyspace whose name starts with PREFIX (test leftovers)")
     args = parser.parse_args(argv)
     try:
+        if args.drop_keyspaces_with_prefix:
+            if len(args.drop_keyspaces_with_prefix) < 3:
+                raise ProbeError("refusing a prefix shorter than 3 characters")
+            n = drop_test_keyspaces(args.host, args.port, args.timeout, args.drop_keyspaces_with_prefix)
+            print("dropped %d keyspace(s) starting with %s" % (n, args.drop_keyspaces_with_prefix))
+            return 0
         print(release_version(args.host, args.port, args.timeout))
         return 0
     except ProbeError as e:

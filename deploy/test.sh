@@ -32,6 +32,14 @@ export QYZAR_TEST_PG_URL QYZAR_TEST_CQL_NODE
 # Tests must fail, not skip, when a backend they need is unreachable.
 export QYZAR_TEST_REQUIRE_BACKENDS=1
 
+# Per-test keyspaces (qz_test_*, qz_eng_*) are dropped by the tests that
+# finish; a crashed or killed run can leave some behind. Sweep them so the
+# node's schema does not grow from run to run.
+cql_host=${QYZAR_TEST_CQL_NODE%:*}
+cql_port=${QYZAR_TEST_CQL_NODE##*:}
+python3 deploy/cql_ping.py "$cql_host" "$cql_port" --drop-keyspaces-with-prefix qz_eng_ >&2 || true
+python3 deploy/cql_ping.py "$cql_host" "$cql_port" --drop-keyspaces-with-prefix qz_test_ >&2 || true
+
 status=0
 cargo test --workspace --all-targets "$@" || status=$?
 

@@ -29,35 +29,9 @@ async fn connect_js_in_headless_chromium_opens_a_verifiable_session() {
         return;
     };
     let started = Instant::now();
-
-    // The shop's page server, on its own port: its origin is what the
-    // project allows and what the origin token is bound to.
-    let pages = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let shop = format!("http://{}", pages.local_addr().unwrap());
-
-    let engine = TestEngine::spawn().await;
-    let settings = SETTINGS.replace(r#""allowedOrigins":["https://shop.example"]"#, &format!(r#""allowedOrigins":["{shop}"]"#));
-    assert_ne!(settings, SETTINGS, "SETTINGS changed shape; update the origin replacement");
-    let (p, mut cfg) = project(&settings, false);
-    let origin_token = qyzar_shared::crypto::random_token("qz_ot_", 24);
-    cfg.origin_tokens
-        .push(qyzar_shared::snapshot::provision::origin_token(&origin_token, &shop, qyzar_shared::time::now_ms() + 3_600_000));
-    cfg.normalise();
-    install(&engine.engine, 1, vec![cfg]);
-
-    // The engine is addressed as `localhost`, the shop as `127.0.0.1`: two
-    // hosts, as in production (engine and shop on different domains), so the
-    // engine's own HttpOnly cookies cannot stand in for the ones connect.js
-    // writes on the shop's origin (cookies are per host, not per port).
-    let engine_base = format!("http://127.0.0.1:{}", engine.addr.port());
-    let page = page_html(&engine_base, &p.id, &origin_token);
-    let server = tokio::spawn(serve_pages(pages, page));
-
-    let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &format!("{shop}/checkout")))
-        .await
-        .unwrap();
-    server.abort();
-    let out = outcome(&dom);
+    let mut shop = Shop::open().await;
+    let token = shop.origin_token.clone();
+    let out = shop.load(chromium, &token).await;
     assert!(out["error"].is_null(), "connect.js failed in the browser: {out}");
 
     // The page got a session and the event fired with the same one.
@@ -71,19 +45,14 @@ async fn connect_js_in_headless_chromium_opens_a_verifiable_session() {
     // connect.js wrote both cookies on the shop's origin (no `Secure` on an
     // http page, or the browser would drop them), with the engine's values.
     let jar = out["cookie"].as_str().unwrap_or_else(|| panic!("no cookie in {out}"));
-    let cookie = |name: &str| {
-        jar.split(';')
-            .filter_map(|kv| kv.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_owned())
-    };
-    assert_eq!(cookie("qyzar_session_id").as_deref(), Some(sid), "document.cookie = {jar:?}");
-    assert_eq!(cookie("qyzar_session_token").as_deref(), Some(tok), "document.cookie = {jar:?}");
+    assert_eq!(cookie(jar, "qyzar_session_id").as_deref(), Some(sid), "document.cookie = {jar:?}");
+    assert_eq!(cookie(jar, "qyzar_session_token").as_deref(), Some(tok), "document.cookie = {jar:?}");
 
     // The shop's backend forwards the browser's cookies as they are.
+    let p = &shop.p;
     let v = request(
         "GET",
-        &engine.url(&format!("/projects/client/session-verify?projectId={}", p.id)),
+        &shop.engine.url(&format!("/projects/client/session-verify?projectId={}", p.id)),
         &[("authorization", &format!("Bearer {}", p.secret)), ("cookie", jar)],
         None,
     )
@@ -95,7 +64,79 @@ async fn connect_js_in_headless_chromium_opens_a_verifiable_session() {
     assert_eq!(v.body["device"]["browser"], "Chrome", "{:?}", v.body);
 
     println!("browser test: {:.1}s; page outcome: {out}", started.elapsed().as_secs_f64());
-    engine.stop().await;
+    shop.engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_js_in_headless_chromium_rejects_ready_on_a_refused_connect() {
+    let Some(chromium) = qyzar_shared::testing::backend("QYZAR_TEST_CHROMIUM", "connect.js in headless Chromium") else {
+        return;
+    };
+    let mut shop = Shop::open().await;
+    // A live token of this project, but bound to another origin.
+    let foreign = shop.p.origin_token.clone();
+    let out = shop.load(chromium, &foreign).await;
+    let error = out["error"].as_str().unwrap_or_else(|| panic!("Qyzar.ready resolved for a refused connect: {out}"));
+    assert!(!error.is_empty() && error != "connect.js did not load", "{out}");
+    assert!(out["sessionId"].is_null(), "{out}");
+    println!("refused connect, as the page saw it: {out}");
+    shop.engine.stop().await;
+}
+
+/// A value from a `document.cookie` string.
+fn cookie(jar: &str, name: &str) -> Option<String> {
+    jar.split(';').filter_map(|kv| kv.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.to_owned())
+}
+
+/// An engine with one project that allows the shop's origin, and the
+/// shop's page server (not yet serving).
+struct Shop {
+    engine: TestEngine,
+    p: TestProject,
+    /// `http://127.0.0.1:<port>`.
+    origin: String,
+    /// An origin token bound to `origin`.
+    origin_token: String,
+    pages: Option<tokio::net::TcpListener>,
+}
+
+impl Shop {
+    async fn open() -> Self {
+        // The shop's page server, on its own port: its origin is what the
+        // project allows and what the origin token is bound to.
+        let pages = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", pages.local_addr().unwrap());
+        let engine = TestEngine::spawn().await;
+        let settings = SETTINGS.replace(r#""allowedOrigins":["https://shop.example"]"#, &format!(r#""allowedOrigins":["{origin}"]"#));
+        assert_ne!(settings, SETTINGS, "SETTINGS changed shape; update the origin replacement");
+        let (p, mut cfg) = project(&settings, false);
+        let origin_token = qyzar_shared::crypto::random_token("qz_ot_", 24);
+        cfg.origin_tokens.push(qyzar_shared::snapshot::provision::origin_token(
+            &origin_token,
+            &origin,
+            qyzar_shared::time::now_ms() + 3_600_000,
+        ));
+        cfg.normalise();
+        install(&engine.engine, 1, vec![cfg]);
+        Self { engine, p, origin, origin_token, pages: Some(pages) }
+    }
+
+    /// Serves the checkout page (with `origin_token` on the script tag),
+    /// loads it in Chromium and returns what the page wrote into `#out`.
+    async fn load(&mut self, chromium: String, origin_token: &str) -> Value {
+        // The engine is addressed as `localhost`, the shop as `127.0.0.1`:
+        // two hosts, as in production (engine and shop on different
+        // domains). Cookies are per host, not per port: on one host the
+        // engine's own HttpOnly cookies would be stored for the shop too,
+        // and connect.js could not (and need not) overwrite them.
+        let engine_base = format!("http://localhost:{}", self.engine.addr.port());
+        let page = page_html(&engine_base, &self.p.id, origin_token);
+        let server = tokio::spawn(serve_pages(self.pages.take().expect("one page load per shop"), page));
+        let url = format!("{}/checkout", self.origin);
+        let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &url)).await;
+        server.abort();
+        outcome(&dom.unwrap())
+    }
 }
 
 /// The shop's checkout page: loads connect.js from the engine, then writes
