@@ -1,8 +1,9 @@
-//! Admin configuration: defaults, overridden by `QYZAR_ADMIN_*` variables.
+//! Admin configuration: defaults, overridden by `QYZAR_*` variables.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-/// Everything the admin binary needs to start.
+/// Everything the admin needs to start.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     /// Listener for the API and dashboard (`QYZAR_ADMIN_ADDR`, default
@@ -13,6 +14,26 @@ pub struct AdminConfig {
     pub database_url: String,
     /// Pool size for PostgreSQL (`QYZAR_DATABASE_MAX_CONNECTIONS`).
     pub max_connections: u32,
+    /// Where the 32-byte master key for secrets at rest lives
+    /// (`QYZAR_MASTER_KEY_FILE`, default `.qyzar/master.key`, created 0600
+    /// when missing). `QYZAR_MASTER_KEY` (base64) takes precedence.
+    pub master_key_file: PathBuf,
+    /// The public base URL of this admin, used in links sent by mail
+    /// (`QYZAR_PUBLIC_URL`, default `http://<addr>`).
+    pub public_url: String,
+    /// SMTP server for outgoing mail (`QYZAR_SMTP_URL`, e.g.
+    /// `smtp://127.0.0.1:2525`); when unset, mail is written to the outbox.
+    pub smtp_url: Option<String>,
+    /// Folder each outgoing mail is written to when no SMTP server is set
+    /// (`QYZAR_OUTBOX_DIR`, default `.qyzar/outbox`).
+    pub outbox_dir: PathBuf,
+    /// The sender address (`QYZAR_MAIL_FROM`).
+    pub mail_from: String,
+    /// Engines' internal base URLs config is pushed to
+    /// (`QYZAR_ENGINE_INTERNAL_URLS`, comma-separated).
+    pub engine_urls: Vec<String>,
+    /// Shared key authenticating pushes and pulls (`QYZAR_ENGINE_PUSH_KEY`).
+    pub push_key: Option<String>,
 }
 
 /// A configuration value that does not parse.
@@ -25,53 +46,99 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 impl AdminConfig {
     /// Defaults overridden by the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let addr = std::env::var("QYZAR_ADMIN_ADDR")
-            .unwrap_or_else(|_| "127.0.0.1:8081".into())
+        let addr: SocketAddr = var("QYZAR_ADMIN_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:8081".into())
             .parse()
-            .map_err(|e: std::net::AddrParseError| ConfigError {
-                var: "QYZAR_ADMIN_ADDR",
-                reason: e.to_string(),
-            })?;
-        let database_url = std::env::var("QYZAR_DATABASE_URL")
-            .unwrap_or_else(|_| "sqlite:.qyzar/admin.sqlite?mode=rwc".into());
-        let max_connections = match std::env::var("QYZAR_DATABASE_MAX_CONNECTIONS") {
-            Ok(v) => v
+            .map_err(|e: std::net::AddrParseError| ConfigError { var: "QYZAR_ADMIN_ADDR", reason: e.to_string() })?;
+        let max_connections = match var("QYZAR_DATABASE_MAX_CONNECTIONS") {
+            Some(v) => v
                 .parse()
-                .map_err(|e: std::num::ParseIntError| ConfigError {
-                    var: "QYZAR_DATABASE_MAX_CONNECTIONS",
-                    reason: e.to_string(),
-                })?,
-            Err(_) => 16,
+                .map_err(|e: std::num::ParseIntError| ConfigError { var: "QYZAR_DATABASE_MAX_CONNECTIONS", reason: e.to_string() })?,
+            None => 16,
         };
         Ok(Self {
             addr,
-            database_url,
+            database_url: var("QYZAR_DATABASE_URL").unwrap_or_else(|| "sqlite:.qyzar/admin.sqlite?mode=rwc".into()),
             max_connections,
+            master_key_file: var("QYZAR_MASTER_KEY_FILE").unwrap_or_else(|| ".qyzar/master.key".into()).into(),
+            public_url: var("QYZAR_PUBLIC_URL").unwrap_or_else(|| format!("http://{addr}")),
+            smtp_url: var("QYZAR_SMTP_URL"),
+            outbox_dir: var("QYZAR_OUTBOX_DIR").unwrap_or_else(|| ".qyzar/outbox".into()).into(),
+            mail_from: var("QYZAR_MAIL_FROM").unwrap_or_else(|| "Qyzar <no-reply@qyzar.local>".into()),
+            engine_urls: var("QYZAR_ENGINE_INTERNAL_URLS")
+                .map(|v| v.split(',').map(|s| s.trim().trim_end_matches('/').to_owned()).filter(|s| !s.is_empty()).collect())
+                .unwrap_or_default(),
+            push_key: var("QYZAR_ENGINE_PUSH_KEY"),
         })
+    }
+
+    /// A configuration for tests and embedding: everything local, under `dir`.
+    pub fn local(dir: &std::path::Path, database_url: String) -> Self {
+        Self {
+            addr: "127.0.0.1:0".parse().expect("literal address"),
+            database_url,
+            max_connections: 4,
+            master_key_file: dir.join("master.key"),
+            public_url: "http://127.0.0.1".into(),
+            smtp_url: None,
+            outbox_dir: dir.join("outbox"),
+            mail_from: "Qyzar <no-reply@qyzar.local>".into(),
+            engine_urls: Vec::new(),
+            push_key: None,
+        }
     }
 }
 
-/// Opens the database (creating the SQLite folder when needed), binds the
-/// listener and serves until `shutdown` resolves.
+/// Reads the master key, creating a fresh one (mode 0600) when the file does
+/// not exist. `QYZAR_MASTER_KEY` (base64 of 32 bytes) overrides the file.
+pub fn master_key(config: &AdminConfig) -> Result<[u8; 32], Box<dyn std::error::Error + Send + Sync>> {
+    use base64::Engine as _;
+    if let Some(b64) = var("QYZAR_MASTER_KEY") {
+        let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim())?;
+        return raw.try_into().map_err(|_| "QYZAR_MASTER_KEY must be 32 bytes (base64)".into());
+    }
+    let path = &config.master_key_file;
+    match std::fs::read(path) {
+        Ok(raw) => raw.try_into().map_err(|_| format!("{} must hold exactly 32 bytes", path.display()).into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let key = qyzar_shared::crypto::SecretBox::generate_key();
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                opts.mode(0o600);
+            }
+            use std::io::Write as _;
+            let mut f = opts.open(path)?;
+            f.write_all(&key)?;
+            f.sync_all()?;
+            tracing::info!(path = %path.display(), "created a new master key");
+            Ok(key)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens the database (creating the SQLite folder when needed), builds the
+/// state, binds the listener and serves until `shutdown` resolves.
 pub async fn start(
     config: AdminConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    if let Some(path) = config.database_url.strip_prefix("sqlite:") {
-        let file = path.split('?').next().unwrap_or(path);
-        if let Some(dir) = std::path::Path::new(file)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir)?;
-        }
-    }
-    let db = crate::db::Db::connect(&config.database_url, config.max_connections).await?;
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
-    tracing::info!(addr = %config.addr, backend = ?db.backend(), "admin listening");
-    crate::run(listener, crate::AppState { db }, shutdown).await?;
+    let state = crate::AppState::open(config).await?;
+    tracing::info!(addr = %listener.local_addr()?, backend = ?state.db.backend(), "admin listening");
+    crate::run(listener, state, shutdown).await?;
     Ok(())
 }

@@ -75,17 +75,91 @@ impl TestDb {
     }
 }
 
-/// `GET url` → (status, JSON body).
-pub async fn get(url: &str) -> (u16, serde_json::Value) {
-    use http_body_util::{BodyExt, Empty};
+
+/// A running admin on a fresh database, on a random port.
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub state: qyzar_admin::AppState,
+    pub dir: tempfile::TempDir,
+    db: Option<TestDb>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    /// An admin on `backend`, or `None` when that backend is not configured
+    /// (the skip line is printed).
+    pub async fn spawn(backend: Backend) -> Option<Self> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestApp::spawn`], adjusting the configuration first.
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut qyzar_admin::config::AdminConfig)) -> Option<Self> {
+        let t = TestDb::new(backend).await?;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = qyzar_admin::config::AdminConfig::local(dir.path(), String::new());
+        adjust(&mut config);
+        let key = qyzar_admin::config::master_key(&config).unwrap();
+        let state = qyzar_admin::AppState {
+            db: t.db.clone(),
+            secrets: std::sync::Arc::new(qyzar_shared::crypto::SecretBox::new(&key)),
+            config: std::sync::Arc::new(config),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(qyzar_admin::run(listener, state.clone(), async {
+            let _ = stopped.await;
+        }));
+        Some(Self { addr, state, dir, db: Some(t), stop: Some(stop), task: Some(task) })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the server and drops the test database.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        if let Some(db) = self.db.take() {
+            db.cleanup().await;
+        }
+    }
+}
+
+/// The answer to a test request.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+/// Sends a request with headers and an optional raw body (JSON content
+/// type unless a header says otherwise).
+pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> TestResponse {
+    use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let res = client.get(url.parse().unwrap()).await.expect("request");
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder().method(method).uri(url);
+    let mut has_ct = false;
+    for (k, v) in headers {
+        has_ct |= k.eq_ignore_ascii_case("content-type");
+        req = req.header(*k, *v);
+    }
+    if body.is_some() && !has_ct {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Full::new(bytes::Bytes::from(body.unwrap_or("").to_owned()))).unwrap();
+    let res = client.request(req).await.expect("request");
     let status = res.status().as_u16();
-    let body = res.into_body().collect().await.expect("body").to_bytes();
-    (
-        status,
-        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-    )
+    let headers = res.headers().clone();
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    TestResponse { status, headers, body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null) }
 }

@@ -1,5 +1,5 @@
 //! Admin integration tests: one binary, one module per area.
-#![allow(unreachable_pub)] // test helpers are `pub` for the modules of this one binary
+#![allow(unreachable_pub, dead_code)] // test helpers are `pub` for the modules of this one binary; not every test uses each
 
 mod db;
 mod helpers;
