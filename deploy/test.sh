@@ -18,6 +18,7 @@ trap 'rm -f "$cql_log"' EXIT
 deploy/cql-server.sh start >"$cql_log" 2>&1 &
 cql_job=$!
 deploy/pg-server.sh start >/dev/null
+QYZAR_TEST_CHROMIUM="$(deploy/chromium.sh)"; export QYZAR_TEST_CHROMIUM # connect.js browser test
 if ! wait "$cql_job"; then
 	cat "$cql_log" >&2
 	echo "deploy/test.sh: the CQL server did not start" >&2

@@ -10,7 +10,9 @@
  *   data-endpoint       engine base URL (default: where this script came from)
  *   data-reverify-seconds  re-verify interval (default 300; 0 = never)
  *   data-write-cookies  "true" (default) writes the two session cookies on
- *                       this site when the engine runs on another domain
+ *                       this site (needed when the engine runs on another
+ *                       domain; harmless under your own domain, where the
+ *                       engine's HttpOnly Set-Cookie already did it)
  * Result: window.Qyzar.ready (a Promise of the /connect answer) and a
  * "qyzar:session" event on document.
  */
@@ -101,13 +103,23 @@
       (location.protocol === "https:" ? "; Secure" : "");
   }
   var state = {};
+  function sessionTtl(jwt) {
+    // The session's lifetime from the session JWT itself (exp - iat, both
+    // the engine's clock), so a wrong client clock cannot zero the cookies.
+    try {
+      var p = JSON.parse(atob(jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+      return Math.max(0, (p.exp || 0) - (p.iat || 0));
+    } catch (e) { return 0; }
+  }
+  function writeSessionCookies() {
+    if (!writeCookies || !state.sessionId) return;
+    var maxAge = sessionTtl(state.sessionJwt);
+    setCookie(opt("cookie-session-id", "qyzar_session_id"), state.sessionId, maxAge);
+    setCookie(opt("cookie-session-token", "qyzar_session_token"), state.sessionToken, maxAge);
+  }
   function onSession(answer) {
     state = answer;
-    if (writeCookies && answer.sessionId) {
-      var maxAge = Math.max(0, Math.floor((Date.parse(answer.expiresAt) - Date.now()) / 1000));
-      setCookie(opt("cookie-session-id", "qyzar_session_id"), answer.sessionId, maxAge);
-      setCookie(opt("cookie-session-token", "qyzar_session_token"), answer.sessionToken, maxAge);
-    }
+    writeSessionCookies();
     try { document.dispatchEvent(new CustomEvent("qyzar:session", { detail: answer })); } catch (e) { /* old browsers */ }
     return answer;
   }
@@ -115,7 +127,9 @@
     if (!state.sessionJwt) return Promise.resolve(null);
     return post("/connect/reverify", { sessionJwt: state.sessionJwt, entropy: entropy() }).then(function (r) {
       if (!r.valid) return connect();
+      // The engine extended the session by a full TTL from now.
       state.expiresAt = r.expiresAt;
+      writeSessionCookies();
       return r;
     });
   }

@@ -97,7 +97,8 @@ where
         "/connect" => match *m {
             Method::POST => {
                 let b = body!();
-                ("connect", idempotent(engine, "connect", h, &b, || routes::connect::handle(engine, h, &b)).await)
+                let res = idempotent(engine, "connect", h, &b, || routes::connect::handle(engine, h, &b)).await;
+                ("connect", routes::cors::reflect_if_allowed(engine, h, res))
             }
             Method::OPTIONS => ("preflight", routes::cors::preflight(engine, h)),
             _ => ("connect", response::method_not_allowed("POST, OPTIONS")),
@@ -105,7 +106,8 @@ where
         "/connect/reverify" => match *m {
             Method::POST => {
                 let b = body!();
-                ("connect_reverify", routes::reverify::handle(engine, h, &b).await)
+                let res = routes::reverify::handle(engine, h, &b).await;
+                ("connect_reverify", routes::cors::reflect_if_allowed(engine, h, res))
             }
             Method::OPTIONS => ("preflight", routes::cors::preflight(engine, h)),
             _ => ("connect_reverify", response::method_not_allowed("POST, OPTIONS")),

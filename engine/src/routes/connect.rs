@@ -47,18 +47,12 @@ struct Output<'a> {
 /// The `iss` of session JWTs.
 pub const SESSION_ISSUER: &str = "qyzar-session";
 
-/// Handles one call; the body has been read by the router.
+/// Handles one call; the body has been read by the router. CORS headers
+/// are added by the router (so idempotent replays carry them too).
 pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Response<Body> {
-    let origin = cors::origin(headers).map(str::to_owned);
-    let res = match run(engine, headers, body).await {
+    match run(engine, headers, body).await {
         Ok(r) => r,
         Err(e) => response::error(&e),
-    };
-    // Errors are CORS-readable too, so the script can report them; the
-    // origin is reflected only when the project allows it (checked in run).
-    match (origin, res.status().is_success()) {
-        (Some(o), true) => cors::allow(res, &o),
-        _ => res,
     }
 }
 

@@ -48,3 +48,15 @@ pub fn preflight(engine: &Engine, headers: &HeaderMap) -> Response<Body> {
     h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     allow(res, o)
 }
+
+/// Reflects the request's `Origin` on an answer when some project allows it:
+/// used for every answer of the browser routes, errors and idempotent
+/// replays included, so the script can read why a call failed. Origins no
+/// project allows get no CORS headers at all.
+pub fn reflect_if_allowed(engine: &Engine, headers: &HeaderMap, res: Response<Body>) -> Response<Body> {
+    let Some(o) = origin(headers) else { return res };
+    match engine.config.current(qyzar_shared::time::now_ms()) {
+        Some(live) if live.any_project_allows(o) => allow(res, o),
+        _ => res,
+    }
+}

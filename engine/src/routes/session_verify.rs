@@ -26,6 +26,12 @@ struct Input {
     session_token: Option<String>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Query {
+    project_id: Option<String>,
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Valid<'a> {
@@ -73,7 +79,7 @@ async fn run(
     now: i64,
 ) -> Result<Response<Body>, qyzar_shared::ApiError> {
     // parse
-    let q: Input = request::query(query)?;
+    let q: Query = request::query(query)?;
     let b: Input = if *method == Method::POST {
         request::json_body(headers, body)?
     } else {
@@ -83,12 +89,9 @@ async fn run(
     // authorise
     let live = common::live(engine, now)?;
     let (cfg, _) = common::authorise(&live, &project, headers, now)?;
-    let (id, token) = common::session_credentials(
-        cfg,
-        headers,
-        b.session_id.as_deref().or(q.session_id.as_deref()),
-        b.session_token.as_deref().or(q.session_token.as_deref()),
-    );
+    // Session credentials come from the body or the forwarded cookies,
+    // never the query string: a token in a URL ends up in access logs.
+    let (id, token) = common::session_credentials(cfg, headers, b.session_id.as_deref(), b.session_token.as_deref());
     let id = id.ok_or_else(|| {
         qyzar_shared::ApiError::new(qyzar_shared::ErrorCode::MissingField).field("sessionId")
     })?;

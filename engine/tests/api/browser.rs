@@ -25,18 +25,27 @@ const BROWSER_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_js_in_headless_chromium_opens_a_verifiable_session() {
-    let Some(chromium) = qyzar_shared::testing::backend("QYZAR_TEST_CHROMIUM", "connect.js in headless Chromium") else {
+    let Some(chromium) =
+        qyzar_shared::testing::backend("QYZAR_TEST_CHROMIUM", "connect.js in headless Chromium")
+    else {
         return;
     };
     let started = Instant::now();
     let mut shop = Shop::open().await;
     let token = shop.origin_token.clone();
     let out = shop.load(chromium, &token).await;
-    assert!(out["error"].is_null(), "connect.js failed in the browser: {out}");
+    assert!(
+        out["error"].is_null(),
+        "connect.js failed in the browser: {out}"
+    );
 
     // The page got a session and the event fired with the same one.
-    let sid = out["sessionId"].as_str().unwrap_or_else(|| panic!("no sessionId in {out}"));
-    let tok = out["sessionToken"].as_str().unwrap_or_else(|| panic!("no sessionToken in {out}"));
+    let sid = out["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no sessionId in {out}"));
+    let tok = out["sessionToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no sessionToken in {out}"));
     assert!(sid.starts_with("ses_"), "{out}");
     assert!(tok.starts_with("qz_st_"), "{out}");
     assert_eq!(out["event"], sid, "qyzar:session event detail: {out}");
@@ -44,16 +53,32 @@ async fn connect_js_in_headless_chromium_opens_a_verifiable_session() {
 
     // connect.js wrote both cookies on the shop's origin (no `Secure` on an
     // http page, or the browser would drop them), with the engine's values.
-    let jar = out["cookie"].as_str().unwrap_or_else(|| panic!("no cookie in {out}"));
-    assert_eq!(cookie(jar, "qyzar_session_id").as_deref(), Some(sid), "document.cookie = {jar:?}");
-    assert_eq!(cookie(jar, "qyzar_session_token").as_deref(), Some(tok), "document.cookie = {jar:?}");
+    let jar = out["cookie"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no cookie in {out}"));
+    assert_eq!(
+        cookie(jar, "qyzar_session_id").as_deref(),
+        Some(sid),
+        "document.cookie = {jar:?}"
+    );
+    assert_eq!(
+        cookie(jar, "qyzar_session_token").as_deref(),
+        Some(tok),
+        "document.cookie = {jar:?}"
+    );
 
     // The shop's backend forwards the browser's cookies as they are.
     let p = &shop.p;
     let v = request(
         "GET",
-        &shop.engine.url(&format!("/projects/client/session-verify?projectId={}", p.id)),
-        &[("authorization", &format!("Bearer {}", p.secret)), ("cookie", jar)],
+        &shop.engine.url(&format!(
+            "/projects/client/session-verify?projectId={}",
+            p.id
+        )),
+        &[
+            ("authorization", &format!("Bearer {}", p.secret)),
+            ("cookie", jar),
+        ],
         None,
     )
     .await;
@@ -63,21 +88,31 @@ async fn connect_js_in_headless_chromium_opens_a_verifiable_session() {
     assert_eq!(v.body["deviceId"], out["deviceId"]);
     assert_eq!(v.body["device"]["browser"], "Chrome", "{:?}", v.body);
 
-    println!("browser test: {:.1}s; page outcome: {out}", started.elapsed().as_secs_f64());
+    println!(
+        "browser test: {:.1}s; page outcome: {out}",
+        started.elapsed().as_secs_f64()
+    );
     shop.engine.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_js_in_headless_chromium_rejects_ready_on_a_refused_connect() {
-    let Some(chromium) = qyzar_shared::testing::backend("QYZAR_TEST_CHROMIUM", "connect.js in headless Chromium") else {
+    let Some(chromium) =
+        qyzar_shared::testing::backend("QYZAR_TEST_CHROMIUM", "connect.js in headless Chromium")
+    else {
         return;
     };
     let mut shop = Shop::open().await;
     // A live token of this project, but bound to another origin.
     let foreign = shop.p.origin_token.clone();
     let out = shop.load(chromium, &foreign).await;
-    let error = out["error"].as_str().unwrap_or_else(|| panic!("Qyzar.ready resolved for a refused connect: {out}"));
-    assert!(!error.is_empty() && error != "connect.js did not load", "{out}");
+    let error = out["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("Qyzar.ready resolved for a refused connect: {out}"));
+    assert!(
+        !error.is_empty() && error != "connect.js did not load",
+        "{out}"
+    );
     assert!(out["sessionId"].is_null(), "{out}");
     println!("refused connect, as the page saw it: {out}");
     shop.engine.stop().await;
@@ -85,7 +120,10 @@ async fn connect_js_in_headless_chromium_rejects_ready_on_a_refused_connect() {
 
 /// A value from a `document.cookie` string.
 fn cookie(jar: &str, name: &str) -> Option<String> {
-    jar.split(';').filter_map(|kv| kv.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.to_owned())
+    jar.split(';')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
 }
 
 /// An engine with one project that allows the shop's origin, and the
@@ -107,18 +145,31 @@ impl Shop {
         let pages = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let origin = format!("http://{}", pages.local_addr().unwrap());
         let engine = TestEngine::spawn().await;
-        let settings = SETTINGS.replace(r#""allowedOrigins":["https://shop.example"]"#, &format!(r#""allowedOrigins":["{origin}"]"#));
-        assert_ne!(settings, SETTINGS, "SETTINGS changed shape; update the origin replacement");
+        let settings = SETTINGS.replace(
+            r#""allowedOrigins":["https://shop.example"]"#,
+            &format!(r#""allowedOrigins":["{origin}"]"#),
+        );
+        assert_ne!(
+            settings, SETTINGS,
+            "SETTINGS changed shape; update the origin replacement"
+        );
         let (p, mut cfg) = project(&settings, false);
         let origin_token = qyzar_shared::crypto::random_token("qz_ot_", 24);
-        cfg.origin_tokens.push(qyzar_shared::snapshot::provision::origin_token(
-            &origin_token,
-            &origin,
-            qyzar_shared::time::now_ms() + 3_600_000,
-        ));
+        cfg.origin_tokens
+            .push(qyzar_shared::snapshot::provision::origin_token(
+                &origin_token,
+                &origin,
+                qyzar_shared::time::now_ms() + 3_600_000,
+            ));
         cfg.normalise();
         install(&engine.engine, 1, vec![cfg]);
-        Self { engine, p, origin, origin_token, pages: Some(pages) }
+        Self {
+            engine,
+            p,
+            origin,
+            origin_token,
+            pages: Some(pages),
+        }
     }
 
     /// Serves the checkout page (with `origin_token` on the script tag),
@@ -131,7 +182,10 @@ impl Shop {
         // and connect.js could not (and need not) overwrite them.
         let engine_base = format!("http://localhost:{}", self.engine.addr.port());
         let page = page_html(&engine_base, &self.p.id, origin_token);
-        let server = tokio::spawn(serve_pages(self.pages.take().expect("one page load per shop"), page));
+        let server = tokio::spawn(serve_pages(
+            self.pages.take().expect("one page load per shop"),
+            page,
+        ));
         let url = format!("{}/checkout", self.origin);
         let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &url)).await;
         server.abort();
@@ -173,7 +227,9 @@ fn page_html(engine_base: &str, project_id: &str, origin_token: &str) -> String 
 /// A minimal HTTP/1.1 responder: `page` for every GET except the favicon.
 async fn serve_pages(listener: tokio::net::TcpListener, page: String) {
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else { return };
+        let Ok((mut conn, _)) = listener.accept().await else {
+            return;
+        };
         let page = page.clone();
         tokio::spawn(async move {
             let mut req = Vec::new();
@@ -184,12 +240,17 @@ async fn serve_pages(listener: tokio::net::TcpListener, page: String) {
                     _ => return,
                 }
             }
-            let line = String::from_utf8_lossy(&req).lines().next().unwrap_or("").to_owned();
-            let (status, ctype, body) = if line.starts_with("GET ") && !line.contains("/favicon.ico") {
-                ("200 OK", "text/html; charset=utf-8", page)
-            } else {
-                ("404 Not Found", "text/plain", String::from("not found"))
-            };
+            let line = String::from_utf8_lossy(&req)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            let (status, ctype, body) =
+                if line.starts_with("GET ") && !line.contains("/favicon.ico") {
+                    ("200 OK", "text/html; charset=utf-8", page)
+                } else {
+                    ("404 Not Found", "text/plain", String::from("not found"))
+                };
             let head = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
                 body.len()
@@ -278,25 +339,46 @@ fn dump_dom(chromium: &str, url: &str) -> String {
         std::thread::sleep(Duration::from_millis(50));
     };
     let dom = std::fs::read_to_string(&out_path).unwrap_or_default();
-    assert!(status.success() && dom.contains("id=\"out\""), "Chromium exited {status}; stderr:\n{}\nstdout:\n{dom}", tail(&err_path));
+    assert!(
+        status.success() && dom.contains("id=\"out\""),
+        "Chromium exited {status}; stderr:\n{}\nstdout:\n{dom}",
+        tail(&err_path)
+    );
     dom
 }
 
-/// The last 4 KiB of a log file, for failure messages.
+/// The last 4 KiB of a log file, for failure messages, without the D-Bus
+/// complaints a headless Chromium logs on a machine with no session bus.
 fn tail(path: &Path) -> String {
     let s = std::fs::read_to_string(path).unwrap_or_default();
+    let s: String = s
+        .lines()
+        .filter(|l| !l.contains(":ERROR:dbus/"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let start = s.len().saturating_sub(4096);
-    let start = (start..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(s.len());
+    let start = (start..s.len())
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(s.len());
     s[start..].to_owned()
 }
 
 /// The JSON the page wrote into `<pre id=out>`.
 fn outcome(dom: &str) -> Value {
-    let start = dom.find("<pre id=\"out\">").map(|i| i + "<pre id=\"out\">".len());
-    let text = start.and_then(|s| dom[s..].find("</pre>").map(|e| &dom[s..s + e])).unwrap_or_else(|| panic!("no <pre id=out> in the dumped DOM:\n{dom}"));
-    let text = text.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&");
+    let start = dom
+        .find("<pre id=\"out\">")
+        .map(|i| i + "<pre id=\"out\">".len());
+    let text = start
+        .and_then(|s| dom[s..].find("</pre>").map(|e| &dom[s..s + e]))
+        .unwrap_or_else(|| panic!("no <pre id=out> in the dumped DOM:\n{dom}"));
+    let text = text
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
     if text == "pending" {
         return json!({"error": "Qyzar.ready did not settle within the virtual-time budget"});
     }
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("the page's outcome is not JSON ({e}): {text}"))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("the page's outcome is not JSON ({e}): {text}"))
 }

@@ -22,7 +22,9 @@ const DOC: &str = include_str!("../../openapi.yaml");
 const PROBED: [&str; 7] = ["GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"];
 
 /// Operation keys of an OpenAPI path item.
-const OPERATIONS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+const OPERATIONS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
 
 /// Paths probed besides the documented ones: every path the router matches,
 /// so a route added there but not to the document is caught, and neighbours
@@ -74,7 +76,10 @@ fn documented_operations(doc: &str) -> BTreeSet<Operation> {
             continue;
         }
         let indent = line.len() - line.trim_start().len();
-        let key = line.trim().strip_suffix(':').map(|k| k.trim_matches(|c| c == '\'' || c == '"'));
+        let key = line
+            .trim()
+            .strip_suffix(':')
+            .map(|k| k.trim_matches(|c| c == '\'' || c == '"'));
         match indent {
             0 => {
                 in_paths = line.trim_end() == "paths:";
@@ -96,7 +101,10 @@ fn documented_operations(doc: &str) -> BTreeSet<Operation> {
 
 /// The `ErrorCode` schema's enum: (code, status from the line's comment).
 fn documented_error_codes(doc: &str) -> Vec<(String, Option<u16>)> {
-    let mut lines = doc.lines().skip_while(|l| l.trim_end() != "    ErrorCode:").skip(1);
+    let mut lines = doc
+        .lines()
+        .skip_while(|l| l.trim_end() != "    ErrorCode:")
+        .skip(1);
     let mut out = Vec::new();
     let mut in_enum = false;
     for line in &mut lines {
@@ -154,11 +162,22 @@ async fn every_served_route_is_documented_and_every_documented_route_is_served()
             let r = request(method, &engine.url(path), &[], None).await;
             let is_served = match r.status {
                 405 => {
-                    let header = r.headers.get("allow").and_then(|v| v.to_str().ok()).unwrap_or("");
-                    let methods = header.split(',').map(|m| m.trim().to_owned()).filter(|m| !m.is_empty());
+                    let header = r
+                        .headers
+                        .get("allow")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let methods = header
+                        .split(',')
+                        .map(|m| m.trim().to_owned())
+                        .filter(|m| !m.is_empty());
                     allow.entry(path.clone()).or_default().extend(methods);
                     if method != "HEAD" {
-                        assert_eq!(error_code(&r), Some("method_not_allowed"), "{method} {path}: {r:?}");
+                        assert_eq!(
+                            error_code(&r),
+                            Some("method_not_allowed"),
+                            "{method} {path}: {r:?}"
+                        );
                     }
                     false
                 }
@@ -188,10 +207,15 @@ async fn every_served_route_is_documented_and_every_documented_route_is_served()
     // (TRACE aside: it is not probed).
     let mut allow_diff = String::new();
     for (path, methods) in &allow {
-        let doc_methods: BTreeSet<String> =
-            documented.iter().filter(|(_, p)| p == path).map(|(m, _)| m.clone()).collect();
+        let doc_methods: BTreeSet<String> = documented
+            .iter()
+            .filter(|(_, p)| p == path)
+            .map(|(m, _)| m.clone())
+            .collect();
         if *methods != doc_methods {
-            allow_diff.push_str(&format!("    {path}: Allow {methods:?}, documented {doc_methods:?}\n"));
+            allow_diff.push_str(&format!(
+                "    {path}: Allow {methods:?}, documented {doc_methods:?}\n"
+            ));
         }
     }
     assert!(
@@ -201,7 +225,11 @@ async fn every_served_route_is_documented_and_every_documented_route_is_served()
          `Allow` of a 405 differs from the documented methods:\n{}",
         show(undocumented),
         show(unserved),
-        if allow_diff.is_empty() { "    (none)\n".to_owned() } else { allow_diff },
+        if allow_diff.is_empty() {
+            "    (none)\n".to_owned()
+        } else {
+            allow_diff
+        },
     );
 }
 
@@ -213,7 +241,11 @@ fn error_code_enum_is_the_shared_table() {
         "the scan of openapi.yaml found no ErrorCode enum: has its layout changed?"
     );
     let names: BTreeSet<&str> = documented.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names.len(), documented.len(), "a code is listed twice: {documented:?}");
+    assert_eq!(
+        names.len(),
+        documented.len(),
+        "a code is listed twice: {documented:?}"
+    );
     let shared: BTreeSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     let missing: Vec<_> = shared.difference(&names).collect();
     let unknown: Vec<_> = names.difference(&shared).collect();
@@ -224,7 +256,10 @@ fn error_code_enum_is_the_shared_table() {
     );
     // The status beside each code is the one the table answers with.
     for (name, status) in &documented {
-        let code = ErrorCode::ALL.iter().find(|c| c.as_str() == name).expect("checked above");
+        let code = ErrorCode::ALL
+            .iter()
+            .find(|c| c.as_str() == name)
+            .expect("checked above");
         assert_eq!(
             *status,
             Some(code.status()),
@@ -265,83 +300,12 @@ components:
     let want = [("GET", "/a"), ("OPTIONS", "/b"), ("POST", "/a")];
     assert_eq!(
         ops,
-        want.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect::<Vec<_>>()
+        want.iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect::<Vec<_>>()
     );
     assert_eq!(
         documented_error_codes(doc),
         vec![("first".to_owned(), Some(400)), ("second".to_owned(), None)]
     );
-}
-
-// SCRATCH: dumps real answers for schema validation; removed before hand-off.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn scratch_dump_answers() {
-    use crate::helpers::*;
-    use serde_json::json;
-    let engine = TestEngine::spawn().await;
-    let (p, cfg) = project(SETTINGS, false);
-    let (pe, cfge) = project(SETTINGS, true);
-    install(&engine.engine, 1, vec![cfg, cfge]);
-    let mut out = Vec::new();
-    let sec = format!("Bearer {}", p.secret);
-    let auth: Vec<(&str, &str)> = vec![("authorization", sec.as_str())];
-    macro_rules! rec {
-        ($op:expr, $r:expr) => {{
-            let r = $r;
-            let h: serde_json::Map<String, serde_json::Value> = r.headers.iter().map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or("")))).collect();
-            out.push(json!({"op": $op, "status": r.status, "body": r.body.clone(), "headers": h}));
-            r
-        }};
-    }
-    let u = |path: &str| engine.url(path);
-    rec!("GET /ping", request("GET", &u("/ping"), &[], None).await);
-    let body = json!({"projectId": p.id, "originToken": p.origin_token, "entropy": entropy()}).to_string();
-    let c = rec!("POST /connect", request("POST", &u("/connect"), &[("origin", ORIGIN), ("idempotency-key", "k1")], Some(&body)).await);
-    rec!("POST /connect", request("POST", &u("/connect"), &[("origin", ORIGIN), ("idempotency-key", "k1")], Some(&body)).await);
-    rec!("POST /connect", request("POST", &u("/connect"), &[("origin", ORIGIN), ("idempotency-key", "k1")], Some(&body.replace("Paris", "Rome"))).await);
-    rec!("POST /connect", request("POST", &u("/connect"), &[("origin", ORIGIN)], Some("{\"bogus\":1}")).await);
-    rec!("POST /connect", request("POST", &u("/connect"), &[("origin", ORIGIN)], Some("{")).await);
-    rec!("POST /connect", request("POST", &u("/connect"), &[("origin", ORIGIN), ("content-type", "text/plain")], Some("x")).await);
-    rec!("OPTIONS /connect", request("OPTIONS", &u("/connect"), &[("origin", ORIGIN)], None).await);
-    rec!("OPTIONS /connect", request("OPTIONS", &u("/connect"), &[("origin", "https://evil.example")], None).await);
-    let sid = c.body["sessionId"].as_str().unwrap().to_owned();
-    let tok = c.body["sessionToken"].as_str().unwrap().to_owned();
-    let jwt = c.body["sessionJwt"].as_str().unwrap().to_owned();
-    rec!("POST /connect/reverify", request("POST", &u("/connect/reverify"), &[("origin", ORIGIN)], Some(&json!({"sessionJwt": jwt, "entropy": entropy()}).to_string())).await);
-    rec!("POST /connect/reverify", request("POST", &u("/connect/reverify"), &[("origin", ORIGIN)], Some(&json!({"sessionJwt": "a.b.c", "entropy": entropy()}).to_string())).await);
-    rec!("POST /connect/reverify", request("POST", &u("/connect/reverify"), &[("origin", "https://evil.example")], Some(&json!({"sessionJwt": jwt, "entropy": entropy()}).to_string())).await);
-    let cookie = format!("qyzar_session_id={sid}; qyzar_session_token={tok}");
-    let mut ac = auth.clone();
-    ac.push(("cookie", cookie.as_str()));
-    rec!("GET /projects/client/session-verify", request("GET", &u(&format!("/projects/client/session-verify?projectId={}", p.id)), &ac, None).await);
-    rec!("POST /projects/client/session-verify", request("POST", &u("/projects/client/session-verify"), &auth, Some(&json!({"projectId": p.id, "sessionId": sid, "sessionToken": "nope"}).to_string())).await);
-    rec!("GET /projects/client/session-verify", request("GET", &u(&format!("/projects/client/session-verify?projectId={}", p.id)), &[], None).await);
-    rec!("GET /projects/client/session-verify", request("GET", &u("/projects/client/session-verify?projectId=prj_AAAAAAAAAAAAAAAAAAAAAA"), &auth, None).await);
-    rec!("GET /projects/client/session-verify", request("GET", &u("/projects/client/session-verify?projectId=x"), &auth, None).await);
-    let t = rec!("POST /projects/client/token", request("POST", &u("/projects/client/token"), &auth, Some(&json!({"projectId": p.id, "sessionId": sid, "sessionToken": tok, "metadata": {"email": "a@b.c", "n": {"x": 1}}}).to_string())).await);
-    rec!("POST /projects/client/token", request("POST", &u("/projects/client/token"), &auth, Some(&json!({"projectId": p.id}).to_string())).await);
-    rec!("POST /projects/client/token", request("POST", &u("/projects/client/token"), &auth, Some(&json!({"projectId": p.id, "ttlSeconds": 5}).to_string())).await);
-    let ct = t.body["clientToken"].as_str().unwrap().to_owned();
-    rec!("GET /projects/client/token-verify", request("GET", &u(&format!("/projects/client/token-verify?projectId={}&clientToken={ct}", p.id)), &auth, None).await);
-    rec!("POST /projects/client/token-verify", request("POST", &u("/projects/client/token-verify"), &auth, Some(&json!({"projectId": p.id, "clientToken": "x.y.z"}).to_string())).await);
-    rec!("POST /projects/client/token-verify", request("POST", &u("/projects/client/token-verify"), &auth, Some(&json!({"projectId": p.id}).to_string())).await);
-    let te = request("POST", &u("/projects/client/token"), &[("x-qyzar-project-secret", pe.secret.as_str())], Some(&json!({"projectId": pe.id}).to_string())).await;
-    rec!("GET /projects/client/token-verify", request("GET", &u(&format!("/projects/client/token-verify?projectId={}", pe.id)), &[("x-qyzar-project-secret", pe.secret.as_str()), ("authorization", &format!("Bearer {}", te.body["clientToken"].as_str().unwrap()))], None).await);
-    rec!("GET /projects/client/jwks", request("GET", &u(&format!("/projects/client/jwks?projectId={}", pe.id)), &[], None).await);
-    rec!("GET /projects/client/jwks", request("GET", &u(&format!("/projects/client/jwks?projectId={}", p.id)), &[], None).await);
-    rec!("GET /projects/client/jwks", request("GET", &u("/projects/client/jwks"), &[], None).await);
-    rec!("POST /projects/client/rate-limit-check", request("POST", &u("/projects/client/rate-limit-check"), &auth, Some(&json!({"projectId": p.id, "ip": "192.0.2.1", "metadata": {"email": "A@b.c", "other": 1}}).to_string())).await);
-    rec!("POST /projects/client/rate-limit-check", request("POST", &u("/projects/client/rate-limit-check"), &auth, Some(&json!({"projectId": p.id, "ip": "192.0.2.1", "cost": 50}).to_string())).await);
-    rec!("POST /projects/client/rate-limit-check", request("POST", &u("/projects/client/rate-limit-check"), &auth, Some(&json!({"projectId": p.id, "ip": "192.0.2.2", "cost": 5, "metadata": {"email": "z@b.c"}}).to_string())).await);
-    rec!("POST /projects/client/rate-limit-check", request("POST", &u("/projects/client/rate-limit-check"), &auth, Some(&json!({"projectId": p.id, "ip": "192.0.2.2", "cost": 1, "metadata": {"email": "z@b.c"}}).to_string())).await);
-    rec!("POST /projects/client/rate-limit-check", request("POST", &u("/projects/client/rate-limit-check"), &auth, Some(&json!({"projectId": p.id, "ip": "192.0.2.1", "settingsOverride": {"ip": {"limit": 0, "windowSeconds": 1}}}).to_string())).await);
-    let atob = json!({"projectId": p.id, "identifier": "u@x.y", "success": true, "ip": "192.0.2.9", "sessionId": sid, "sessionToken": tok}).to_string();
-    rec!("POST /projects/client/ato-login-attempt", request("POST", &u("/projects/client/ato-login-attempt"), &auth, Some(&atob)).await);
-    rec!("POST /projects/client/ato-login-attempt", request("POST", &u("/projects/client/ato-login-attempt"), &auth, Some(&json!({"projectId": p.id, "identifier": "u@x.y", "success": false, "ip": "192.0.2.10"}).to_string())).await);
-    rec!("POST /projects/client/ato-add-identifier", request("POST", &u("/projects/client/ato-add-identifier"), &auth, Some(&json!({"projectId": p.id, "identifier": "u@x.y", "sessionId": sid, "sessionToken": tok}).to_string())).await);
-    rec!("POST /projects/client/ato-add-identifier", request("POST", &u("/projects/client/ato-add-identifier"), &auth, Some(&json!({"projectId": p.id, "identifier": "u@x.y"}).to_string())).await);
-    rec!("PUT /ping", request("PUT", &u("/ping"), &[], None).await);
-    std::fs::write("/tmp/openapi_dump.json", serde_json::to_vec_pretty(&out).unwrap()).unwrap();
-    engine.stop().await;
 }

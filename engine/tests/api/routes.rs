@@ -174,6 +174,7 @@ async fn connect_refusals(kind: Store) {
     let bad = json!({"projectId": f.p.id, "originToken": "qz_ot_nope", "entropy": entropy()}).to_string();
     let r = request("POST", &f.url("/connect"), &[("origin", ORIGIN)], Some(&bad)).await;
     assert_eq!((r.status, r.body["error"]["field"].clone()), (401, json!("originToken")));
+    assert_eq!(r.headers["access-control-allow-origin"], ORIGIN, "errors are readable by the allowed page's script");
     let r = request("POST", &f.url("/connect"), &[("origin", ORIGIN)], Some(&json!({"projectId": f.p.id, "originToken": f.p.origin_token}).to_string())).await;
     assert_eq!((r.status, r.body["error"]["field"].clone()), (400, json!("entropy")));
     let r = request("POST", &f.url("/connect"), &[("origin", ORIGIN)], Some(&json!({"projectId": "prj_AAAAAAAAAAAAAAAAAAAAAA", "originToken": f.p.origin_token, "entropy": entropy()}).to_string())).await;
