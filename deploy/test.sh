@@ -30,6 +30,10 @@ echo "deploy/test.sh: backends up after $((SECONDS - started))s" >&2
 eval "$(deploy/pg-server.sh env)"
 eval "$(deploy/cql-server.sh env)"
 export QYZAR_TEST_PG_URL QYZAR_TEST_CQL_NODE
+# A port the CQL-kill test (engine/tests/api/cql_kill.rs) may start, SIGKILL,
+# restart and stop its own Cassandra node on (~1.5 GiB while it runs). Never
+# the shared node's port: other tests use that one concurrently.
+export QYZAR_TEST_CQL_KILLABLE_PORT="${QYZAR_TEST_CQL_KILLABLE_PORT:-9142}"
 # Tests must fail, not skip, when a backend they need is unreachable.
 export QYZAR_TEST_REQUIRE_BACKENDS=1
 

@@ -126,7 +126,7 @@ async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Respon
     let prior = prior_attempt.map(PriorSnapshot::from_attempt);
     let known_device = device_id.as_ref().is_some_and(|d| past.iter().any(|a| a.success && a.device_id.as_ref() == Some(d)));
     let trusted = match &device_id {
-        Some(d) => engine.store.trusted_identifiers(&project, d).await.map_err(unavailable)?.iter().any(|t| *t == identifier),
+        Some(d) => engine.store.trusted_identifiers(&project, d).await.map_err(unavailable)?.contains(&identifier),
         None => false,
     };
     let thresholds = Thresholds {

@@ -73,7 +73,7 @@ async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Respon
         return Err(ApiError::new(ErrorCode::OriginNotAllowed));
     }
     let bound = cfg.origin_token(&common::sha256(origin_token.as_bytes()), now);
-    if !bound.is_some_and(|t| t.origin == origin) {
+    if bound.is_none_or(|t| t.origin != origin) {
         return Err(ApiError::with_message(ErrorCode::InvalidCredentials, "the origin token is not valid for this origin").field("originToken"));
     }
     if let Some(t) = &input.captcha_token {

@@ -45,6 +45,8 @@ impl Script {
             .arg(cmd)
             .current_dir(&self.repo)
             .env("QYZAR_CQL_PORT", self.port.to_string())
+            // Schema changes must survive a SIGKILL, as on a real cluster.
+            .env("QYZAR_CQL_UNSAFE_SYSTEM", "0")
             // The storage port must follow the CQL port (port + 1), not a
             // value meant for the shared node.
             .env_remove("QYZAR_CQL_STORAGE_PORT")
@@ -69,7 +71,10 @@ impl Script {
     fn stop(&self) {
         let out = self.run("stop");
         if !out.status.success() {
-            eprintln!("cql_kill: stop failed: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "cql_kill: stop failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 
@@ -77,7 +82,11 @@ impl Script {
     fn pid(&self) -> u32 {
         let out = self.run("status");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success() && text.starts_with("running: "), "node on port {} not running: {text}", self.port);
+        assert!(
+            out.status.success() && text.starts_with("running: "),
+            "node on port {} not running: {text}",
+            self.port
+        );
         text.split("(pid ")
             .nth(1)
             .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
@@ -94,7 +103,11 @@ impl Script {
             .stdin(Stdio::null())
             .output();
         if let Ok(out) = out {
-            eprintln!("cql_kill: sweep: {}{}", String::from_utf8_lossy(&out.stdout).trim(), String::from_utf8_lossy(&out.stderr).trim());
+            eprintln!(
+                "cql_kill: sweep: {}{}",
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
     }
 }
@@ -126,8 +139,15 @@ impl PortLock {
             .spawn()
             .expect("run flock");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "locked", "no lock on {} within {LOCK_WAIT_S}s", file.display());
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "locked",
+            "no lock on {} within {LOCK_WAIT_S}s",
+            file.display()
+        );
         PortLock(child)
     }
 }
@@ -147,7 +167,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 /// SIGKILL, then waits (bounded) until the process is gone or a zombie.
 fn kill_hard(pid: u32) {
-    let st = Command::new("kill").args(["-9", &pid.to_string()]).status().expect("run kill");
+    let st = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("run kill");
     assert!(st.success(), "kill -9 {pid} failed");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -158,24 +181,39 @@ fn kill_hard(pid: u32) {
         if matches!(state, None | Some('Z') | Some('X')) {
             return;
         }
-        assert!(Instant::now() < deadline, "pid {pid} still alive 10s after SIGKILL");
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} still alive 10s after SIGKILL"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_survives_cql_server_kill() {
-    let Some(port) = qyzar_shared::testing::backend("QYZAR_TEST_CQL_KILLABLE_PORT", "engine survives a CQL server kill") else {
+    let Some(port) = qyzar_shared::testing::backend(
+        "QYZAR_TEST_CQL_KILLABLE_PORT",
+        "engine survives a CQL server kill",
+    ) else {
         return;
     };
-    let port: u16 = port.trim().parse().expect("QYZAR_TEST_CQL_KILLABLE_PORT is a port number");
+    let port: u16 = port
+        .trim()
+        .parse()
+        .expect("QYZAR_TEST_CQL_KILLABLE_PORT is a port number");
     let shared_port = std::env::var("QYZAR_TEST_CQL_NODE")
         .ok()
         .and_then(|n| n.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()))
         .unwrap_or(9042);
-    assert_ne!(port, shared_port, "QYZAR_TEST_CQL_KILLABLE_PORT must not be the shared CQL node's port");
+    assert_ne!(
+        port, shared_port,
+        "QYZAR_TEST_CQL_KILLABLE_PORT must not be the shared CQL node's port"
+    );
     let t0 = Instant::now();
-    let script = Script { port, repo: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")) };
+    let script = Script {
+        port,
+        repo: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+    };
 
     let _lock = blocking(move || PortLock::acquire(port)).await;
     let guard = NodeGuard(script.clone());
@@ -189,36 +227,71 @@ async fn engine_survives_cql_server_kill() {
     }
     println!("cql_kill: node on port {port} up after {:?}", t0.elapsed());
 
-    let mut cfg = ScyllaConfig::new(vec![format!("127.0.0.1:{port}")], qyzar_shared::testing::unique_name(KEYSPACE_PREFIX));
+    let mut cfg = ScyllaConfig::new(
+        vec![format!("127.0.0.1:{port}")],
+        qyzar_shared::testing::unique_name(KEYSPACE_PREFIX),
+    );
     cfg.replication_factor = 1;
     cfg.write_consistency = Consistency::One;
     cfg.read_consistency = Consistency::One;
     cfg.request_timeout = REQUEST_TIMEOUT;
-    let store = ScyllaStore::connect(cfg).await.expect("connect to the dedicated CQL node");
-    let engine = TestEngine::spawn_with(std::sync::Arc::new(store), tempfile::tempdir().unwrap()).await;
+    let store = std::sync::Arc::new(
+        ScyllaStore::connect(cfg)
+            .await
+            .expect("connect to the dedicated CQL node"),
+    );
+    let engine = TestEngine::spawn_with(store, tempfile::tempdir().unwrap()).await;
     let (p, pcfg) = project(SETTINGS, false);
     install(&engine.engine, 1, vec![pcfg]);
 
     let connect = || async {
-        let body = json!({"projectId": p.id, "originToken": p.origin_token, "entropy": entropy()}).to_string();
-        request("POST", &engine.url("/connect"), &[("origin", ORIGIN)], Some(&body)).await
+        let body = json!({"projectId": p.id, "originToken": p.origin_token, "entropy": entropy()})
+            .to_string();
+        request(
+            "POST",
+            &engine.url("/connect"),
+            &[("origin", ORIGIN)],
+            Some(&body),
+        )
+        .await
     };
     let verify = |sid: &str, tok: &str| {
         let body = json!({"projectId": p.id, "sessionId": sid, "sessionToken": tok}).to_string();
         let url = engine.url("/projects/client/session-verify");
         let secret = p.secret.clone();
-        async move { request("POST", &url, &[("x-qyzar-project-secret", &secret)], Some(&body)).await }
+        async move {
+            request(
+                "POST",
+                &url,
+                &[("x-qyzar-project-secret", &secret)],
+                Some(&body),
+            )
+            .await
+        }
     };
     let ids = |r: &TestResponse| {
         assert_eq!(r.status, 201, "connect: {:?}", r.body);
-        (r.body["sessionId"].as_str().unwrap().to_owned(), r.body["sessionToken"].as_str().unwrap().to_owned())
+        (
+            r.body["sessionId"].as_str().unwrap().to_owned(),
+            r.body["sessionToken"].as_str().unwrap().to_owned(),
+        )
     };
     let (sa, ta) = ids(&connect().await);
     let (sb, tb) = ids(&connect().await);
-    engine.engine.sessions.forget(&SessionId::parse(&sb).unwrap());
+    engine
+        .engine
+        .sessions
+        .forget(&SessionId::parse(&sb).unwrap());
     let r = verify(&sb, &tb).await;
-    assert_eq!(r.body["valid"], true, "the uncached session is read from the store before the kill: {:?}", r.body);
-    engine.engine.sessions.forget(&SessionId::parse(&sb).unwrap());
+    assert_eq!(
+        r.body["valid"], true,
+        "the uncached session is read from the store before the kill: {:?}",
+        r.body
+    );
+    engine
+        .engine
+        .sessions
+        .forget(&SessionId::parse(&sb).unwrap());
 
     // A real crash: SIGKILL to the JVM, no clean shutdown.
     let pid = blocking({
@@ -231,10 +304,18 @@ async fn engine_survives_cql_server_kill() {
     })
     .await;
     let killed = Instant::now();
-    println!("cql_kill: killed Cassandra pid {pid} after {:?}", t0.elapsed());
+    println!(
+        "cql_kill: killed Cassandra pid {pid} after {:?}",
+        t0.elapsed()
+    );
 
     let r = verify(&sa, &ta).await;
-    assert_eq!((r.status, r.body["valid"].clone()), (200, json!(true)), "a cached session still verifies: {:?}", r.body);
+    assert_eq!(
+        (r.status, r.body["valid"].clone()),
+        (200, json!(true)),
+        "a cached session still verifies: {:?}",
+        r.body
+    );
     let r = verify(&sb, &tb).await;
     assert_eq!(
         (r.status, r.body["error"]["code"].clone()),
@@ -249,9 +330,18 @@ async fn engine_survives_cql_server_kill() {
         Some(&json!({"projectId": p.id, "ip": "192.0.2.1"}).to_string()),
     )
     .await;
-    assert_eq!((r.status, r.body["allowed"].clone()), (200, json!(true)), "rate limiting works from memory: {:?}", r.body);
+    assert_eq!(
+        (r.status, r.body["allowed"].clone()),
+        (200, json!(true)),
+        "rate limiting works from memory: {:?}",
+        r.body
+    );
     let r = connect().await;
-    assert_eq!(r.status, 503, "a session that cannot be stored is not handed out: {:?}", r.body);
+    assert_eq!(
+        r.status, 503,
+        "a session that cannot be stored is not handed out: {:?}",
+        r.body
+    );
     let r = request(
         "POST",
         &engine.url("/projects/client/ato-login-attempt"),
@@ -259,7 +349,11 @@ async fn engine_survives_cql_server_kill() {
         Some(&json!({"projectId": p.id, "identifier": "ann", "success": true}).to_string()),
     )
     .await;
-    assert_eq!(r.status, 503, "an attempt that cannot be stored is not answered: {:?}", r.body);
+    assert_eq!(
+        r.status, 503,
+        "an attempt that cannot be stored is not answered: {:?}",
+        r.body
+    );
     println!("cql_kill: outage checks done in {:?}", killed.elapsed());
 
     // Same port, same data directory: the keyspace and the sessions are back.
@@ -293,14 +387,28 @@ async fn engine_survives_cql_server_kill() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    println!("cql_kill: uncached session verifies again {:?} after the restart ({tries} tries)", restarted.elapsed());
+    println!(
+        "cql_kill: uncached session verifies again {:?} after the restart ({tries} tries)",
+        restarted.elapsed()
+    );
 
     let (sc, tc) = ids(&connect().await);
-    engine.engine.sessions.forget(&SessionId::parse(&sc).unwrap());
+    engine
+        .engine
+        .sessions
+        .forget(&SessionId::parse(&sc).unwrap());
     let r = verify(&sc, &tc).await;
-    assert_eq!(r.body["valid"], true, "a session connected after the restart is stored: {:?}", r.body);
+    assert_eq!(
+        r.body["valid"], true,
+        "a session connected after the restart is stored: {:?}",
+        r.body
+    );
     let r = verify(&sa, &ta).await;
-    assert_eq!(r.body["valid"], true, "the cached session still verifies: {:?}", r.body);
+    assert_eq!(
+        r.body["valid"], true,
+        "the cached session still verifies: {:?}",
+        r.body
+    );
 
     engine.stop().await;
     blocking(move || drop(guard)).await;
