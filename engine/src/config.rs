@@ -114,6 +114,18 @@ impl EngineConfig {
                 )
             };
         }
+        // A country database for when the region header is absent; a file
+        // that does not open stops the start instead of silently giving no
+        // regions.
+        if let Ok(path) = std::env::var("QYZAR_ENGINE_GEOIP_DB") {
+            if !path.trim().is_empty() {
+                let geo = crate::geo::Geo::open(path.trim().as_ref()).map_err(|e| ConfigError {
+                    var: "QYZAR_ENGINE_GEOIP_DB",
+                    reason: e.to_string(),
+                })?;
+                state.geo = Some(Arc::new(geo));
+            }
+        }
         let admin_url = match std::env::var("QYZAR_ENGINE_ADMIN_URL") {
             Ok(url) if !url.trim().is_empty() => {
                 let url = url.trim().to_owned();

@@ -12,6 +12,7 @@ pub mod background;
 pub mod config;
 pub mod config_view;
 pub mod decide;
+pub mod geo;
 pub mod internal;
 pub mod limiter;
 pub mod metrics;

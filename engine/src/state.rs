@@ -26,8 +26,11 @@ pub struct StateOptions {
     /// How long an `Idempotency-Key` answer is remembered.
     pub idempotency_ttl: Duration,
     /// The request header a trusted proxy puts the client's country in
-    /// (e.g. `cf-ipcountry`); `None` to ignore regions.
+    /// (e.g. `cf-ipcountry`); `None` to ignore the header.
     pub region_header: Option<http::HeaderName>,
+    /// A MaxMind-format country database, consulted when the region header
+    /// gives nothing; `None` to use the header alone.
+    pub geo: Option<Arc<crate::geo::Geo>>,
 }
 
 impl Default for StateOptions {
@@ -37,6 +40,7 @@ impl Default for StateOptions {
             token_cache_capacity: 1_000_000,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             region_header: Some(http::HeaderName::from_static("cf-ipcountry")),
+            geo: None,
         }
     }
 }

@@ -110,7 +110,9 @@ async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Respon
         None => None,
     };
     let device_id = session.as_ref().map(|s| s.device_id.clone()).or(body_device);
-    let region = connect::region(engine, headers).or_else(|| session.as_ref().and_then(|s| s.device.region.clone()));
+    // The caller is the customer's backend: `X-Forwarded-For` would be its
+    // address, so the database is asked about the body's `ip` only.
+    let region = connect::region_for(engine, headers, ip).or_else(|| session.as_ref().and_then(|s| s.device.region.clone()));
     let platform = session.as_ref().map(|s| s.device.platform.clone());
     let browser = session.as_ref().map(|s| s.device.browser.clone());
     let bot = session.as_ref().is_some_and(|s| s.risk.bot);

@@ -8,6 +8,8 @@
 //! cookies and `{sessionId, sessionToken, sessionJwt, deviceId, expiresAt,
 //! risk}`, CORS-reflected for the allowed origin.
 
+use std::net::IpAddr;
+
 use http::header::{HeaderValue, SET_COOKIE, USER_AGENT};
 use http::{HeaderMap, Response, StatusCode};
 use qyzar_shared::captcha;
@@ -167,9 +169,23 @@ async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Respon
     Ok(res)
 }
 
-/// The region from the configured trusted header (e.g. `CF-IPCountry`),
-/// upper-cased, letters and dashes only, at most 8 characters.
+/// The region of the browser calling: the trusted header first, else the
+/// country database's answer for the `X-Forwarded-For` client IP.
 pub fn region(engine: &Engine, headers: &HeaderMap) -> Option<String> {
+    region_for(engine, headers, client_ip_addr(headers))
+}
+
+/// The region from the configured trusted header (e.g. `CF-IPCountry`),
+/// upper-cased, letters and dashes only, at most 8 characters; when the
+/// header gives nothing, the country of `ip` in the configured GeoIP
+/// database (`QYZAR_ENGINE_GEOIP_DB`), if any. `ip` is the caller's choice
+/// of address: the browser's for `/connect`, the one in the body for a
+/// backend reporting a login.
+pub fn region_for(engine: &Engine, headers: &HeaderMap, ip: Option<IpAddr>) -> Option<String> {
+    header_region(engine, headers).or_else(|| engine.options.geo.as_ref()?.country(ip?))
+}
+
+fn header_region(engine: &Engine, headers: &HeaderMap) -> Option<String> {
     let name = engine.options.region_header.as_ref()?;
     let v = headers.get(name)?.to_str().ok()?.trim();
     (!v.is_empty() && v.len() <= 8 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')).then(|| v.to_ascii_uppercase())
@@ -177,7 +193,15 @@ pub fn region(engine: &Engine, headers: &HeaderMap) -> Option<String> {
 
 /// The client IP from `X-Forwarded-For` (first hop) when it parses.
 pub fn client_ip(headers: &HeaderMap) -> Option<String> {
+    client_ip_addr(headers).map(|ip| ip.to_string())
+}
+
+/// The first hop of `X-Forwarded-For` as an address. The header is taken
+/// as written, so it is only as trustworthy as the proxy in front of the
+/// engine: that proxy must set it (overwrite, not append to, what the
+/// client sent), or a client can pick its own IP and, through the GeoIP
+/// lookup, its own region.
+pub fn client_ip_addr(headers: &HeaderMap) -> Option<IpAddr> {
     let v = headers.get("x-forwarded-for")?.to_str().ok()?;
-    let first = v.split(',').next()?.trim();
-    first.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+    v.split(',').next()?.trim().parse().ok()
 }

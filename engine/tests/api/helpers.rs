@@ -30,7 +30,17 @@ impl TestEngine {
         store: std::sync::Arc<dyn qyzar_shared::store::DataStore>,
         dir: tempfile::TempDir,
     ) -> Self {
-        let engine = qyzar_engine::Engine::new(store, Default::default());
+        Self::spawn_with_options(store, dir, Default::default()).await
+    }
+
+    /// An engine over `store` with non-default state options (e.g. a GeoIP
+    /// database).
+    pub async fn spawn_with_options(
+        store: std::sync::Arc<dyn qyzar_shared::store::DataStore>,
+        dir: tempfile::TempDir,
+        options: qyzar_engine::StateOptions,
+    ) -> Self {
+        let engine = qyzar_engine::Engine::new(store, options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -3,6 +3,7 @@
 
 mod browser;
 mod cql_kill;
+mod geo;
 mod helpers;
 mod internal;
 mod openapi;
