@@ -93,8 +93,8 @@ cmd_start() {
 	nohup "$VENV/bin/python" -m aiosmtpd -n -l "$HOST:$PORT" -c aiosmtpd.handlers.Mailbox "$MAILDIR" \
 		>"$LOG" 2>&1 </dev/null &
 	echo $! >"$PIDFILE"
-	local i
-	for i in $(seq 1 50); do
+	local _
+	for _ in $(seq 1 50); do
 		answering && return 0
 		if ! our_pid >/dev/null; then
 			tail -n 20 "$LOG" >&2 || true
@@ -106,18 +106,19 @@ cmd_start() {
 }
 
 cmd_stop() {
-	local pid i
+	local pid
 	if ! pid="$(our_pid)"; then
 		log "not running"
 		rm -f "$PIDFILE"
 		return 0
 	fi
 	kill "$pid"
-	for i in $(seq 1 50); do
+	local _
+	for _ in $(seq 1 50); do
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
-	kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+	if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
 	rm -f "$PIDFILE"
 	log "stopped"
 }

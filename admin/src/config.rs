@@ -34,6 +34,10 @@ pub struct AdminConfig {
     pub engine_urls: Vec<String>,
     /// Shared key authenticating pushes and pulls (`QYZAR_ENGINE_PUSH_KEY`).
     pub push_key: Option<String>,
+    /// An engine's public base URL (`QYZAR_ENGINE_PUBLIC_URL`), which the
+    /// dashboard's dry-run `POST /projects/rate-limit/check` is forwarded to,
+    /// so the answer is the engine's own decision logic, not a copy of it.
+    pub engine_public_url: Option<String>,
 }
 
 /// A configuration value that does not parse.
@@ -76,6 +80,7 @@ impl AdminConfig {
                 .map(|v| v.split(',').map(|s| s.trim().trim_end_matches('/').to_owned()).filter(|s| !s.is_empty()).collect())
                 .unwrap_or_default(),
             push_key: var("QYZAR_ENGINE_PUSH_KEY"),
+            engine_public_url: var("QYZAR_ENGINE_PUBLIC_URL").map(|u| u.trim().trim_end_matches('/').to_owned()),
         })
     }
 
@@ -92,6 +97,7 @@ impl AdminConfig {
             mail_from: "Qyzar <no-reply@qyzar.local>".into(),
             engine_urls: Vec::new(),
             push_key: None,
+            engine_public_url: None,
         }
     }
 }

@@ -17,6 +17,10 @@ pub enum AdminError {
     /// Anything else unexpected: logged, answered as an opaque 500.
     #[error("internal: {0}")]
     Internal(String),
+    /// The caller is throttled: `429 rate_limited` with `Retry-After` set to
+    /// this many seconds (when the limiter knows; see [`crate::throttle`]).
+    #[error("rate limited for {0} s")]
+    RateLimited(u64),
 }
 
 impl From<ErrorCode> for AdminError {
@@ -41,6 +45,7 @@ impl AdminError {
             AdminError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => {
                 ApiError::new(ErrorCode::StoreUnavailable)
             }
+            AdminError::RateLimited(_) => ApiError::new(ErrorCode::RateLimited),
             AdminError::Db(_) | AdminError::Internal(_) => ApiError::new(ErrorCode::Internal),
         }
     }
@@ -49,13 +54,17 @@ impl AdminError {
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let api = self.api();
-        if !matches!(self, AdminError::Api(_)) {
+        if !matches!(self, AdminError::Api(_) | AdminError::RateLimited(_)) {
             tracing::error!(error = %self, "request failed");
         }
         let status = StatusCode::from_u16(api.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut res = (status, [(axum::http::header::CONTENT_TYPE, "application/json")], api.to_json()).into_response();
         if api.code == ErrorCode::RateLimited {
-            res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("60"));
+            let retry_after = match self {
+                AdminError::RateLimited(secs) => axum::http::HeaderValue::from(secs.max(1)),
+                _ => axum::http::HeaderValue::from_static("60"),
+            };
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after);
         }
         res
     }

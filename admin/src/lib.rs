@@ -5,16 +5,22 @@
 //! pushes every configuration change to the engines. The binary and the tests
 //! start it the same way: [`run`] with a bound listener and a shutdown future.
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod mail;
+pub mod projects;
+pub mod push;
 pub mod routes;
+pub mod throttle;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 use axum::Router;
 use qyzar_shared::crypto::SecretBox;
 use tokio::net::TcpListener;
@@ -31,6 +37,12 @@ pub struct AppState {
     pub config: Arc<config::AdminConfig>,
     /// Seals secrets at rest (project secrets, TOTP seeds) under the master key.
     pub secrets: Arc<SecretBox>,
+    /// Builds config snapshots and pushes them to the engines.
+    pub pusher: push::Pusher,
+    /// Sends account mail (SMTP, or the outbox folder).
+    pub mailer: Arc<mail::Mailer>,
+    /// Brute-force limits of the credential routes.
+    pub throttle: Arc<throttle::Throttle>,
 }
 
 impl AppState {
@@ -45,7 +57,14 @@ impl AppState {
         }
         let db = db::Db::connect(&config.database_url, config.max_connections).await?;
         let key = config::master_key(&config)?;
-        Ok(Self { db, secrets: Arc::new(SecretBox::new(&key)), config: Arc::new(config) })
+        let pusher = push::Pusher::new(&config.engine_urls, config.push_key.as_deref());
+        let mailer = Arc::new(mail::Mailer::from_config(&config)?);
+        let throttle = Arc::new(throttle::Throttle::new());
+        let state = Self { db, secrets: Arc::new(SecretBox::new(&key)), config: Arc::new(config), pusher, mailer, throttle };
+        // A first build at start: engines get this admin's view (and a
+        // version above any before the restart) without waiting for a change.
+        push::after_change(&state).await;
+        Ok(state)
     }
 }
 
@@ -53,6 +72,44 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ping", axum::routing::get(routes::ping::handle))
+        .route("/auth/register", post(routes::auth::register::handle))
+        .route("/auth/verify-email", post(routes::auth::verify_email::handle))
+        .route("/auth/verify-email/resend", post(routes::auth::verify_email_resend::handle))
+        .route("/auth/signin", post(routes::auth::signin::handle))
+        .route("/auth/2fa/create", post(routes::auth::two_factor_create::handle))
+        .route("/auth/2fa/verify", post(routes::auth::two_factor_verify::handle))
+        .route("/auth/2fa/recovery", post(routes::auth::two_factor_recovery::handle))
+        .route("/auth/password-reset-request", post(routes::auth::password_reset_request::handle))
+        .route("/auth/password-reset-confirm", post(routes::auth::password_reset_confirm::handle))
+        .route("/auth/password", axum::routing::patch(routes::auth::password::handle))
+        .route("/auth/me", get(routes::auth::me::handle))
+        .route(
+            "/projects",
+            get(routes::projects::list::handle)
+                .post(routes::projects::create::handle)
+                .patch(routes::projects::rename::handle)
+                .delete(routes::projects::delete::handle),
+        )
+        .route("/projects/detail", get(routes::projects::detail::handle))
+        .route("/projects/settings", get(routes::projects::settings_get::handle).patch(routes::projects::settings_patch::handle))
+        .route("/projects/secret/2fa", post(routes::projects::secret_2fa::handle))
+        .route("/projects/secret/reveal", post(routes::projects::secret_reveal::handle))
+        .route(
+            "/projects/extra-metadata",
+            get(routes::projects::extra_metadata_get::handle).patch(routes::projects::extra_metadata_patch::handle),
+        )
+        .route(
+            "/projects/client/extra-metadata",
+            get(routes::projects::client_extra_metadata_get::handle).patch(routes::projects::client_extra_metadata_patch::handle),
+        )
+        .route("/projects/rate-limit/check", post(routes::projects::rate_limit_check::handle))
+        .route("/origin-tokens", post(routes::origin_tokens::create::handle))
+        .route("/origin-tokens/invalidate", post(routes::origin_tokens::invalidate::handle))
+        .route("/origin-tokens/status", get(routes::origin_tokens::status::handle))
+        .route("/origin-tokens/verify", post(routes::origin_tokens::verify::handle))
+        .route("/opt-out/confirm", get(routes::opt_out::handle))
+        .route("/test/captcha", post(routes::test_captcha::handle))
+        .route("/internal/snapshot", get(routes::internal_snapshot::handle))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -63,7 +120,9 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    // Connect info gives the auth routes the peer address for per-IP limits.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -1,3 +1,9 @@
 //! One file per route.
 
+pub mod auth;
+pub mod internal_snapshot;
+pub mod opt_out;
+pub mod origin_tokens;
 pub mod ping;
+pub mod projects;
+pub mod test_captcha;

@@ -1,0 +1,239 @@
+//! Building a snapshot from the database: every project with its valid
+//! secret generations (current first, rotated-out ones until their grace
+//! end), derived keys, settings, live origin tokens and opt-outs.
+
+use bytes::Bytes;
+use qyzar_shared::crypto::{client_token_key, Ed25519Signer, SecretBox};
+use qyzar_shared::ids::ProjectId;
+use qyzar_shared::settings::{ProjectSettings, TokenAlgorithm};
+use qyzar_shared::snapshot::{
+    encode_snapshot, provision, Ed25519KeyEntry, Hs256KeyEntry, OriginTokenEntry, ProjectConfig,
+    SecretHashEntry, Snapshot,
+};
+use sqlx::Row;
+
+use super::Built;
+use crate::db::{Backend, Db};
+use crate::error::{AdminError, AdminResult};
+use crate::projects::{self, Generation};
+
+/// How long origin tokens are kept after expiry, so `status` and `verify`
+/// can still say `expired` rather than `not_found` for a while.
+const EXPIRED_TOKEN_KEEP_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Deletes what no snapshot carries any more: secret generations past their
+/// grace, expired reveal grants, origin tokens long expired.
+pub(super) async fn cleanup(db: &Db, now: i64) -> AdminResult<()> {
+    let pool = db.pool();
+    sqlx::query("DELETE FROM project_secrets WHERE valid_until IS NOT NULL AND valid_until <= $1")
+        .bind(now)
+        .execute(pool)
+        .await?;
+    sqlx::query("DELETE FROM secret_reveal_grants WHERE expires_at <= $1")
+        .bind(now)
+        .execute(pool)
+        .await?;
+    sqlx::query("DELETE FROM origin_tokens WHERE expires_at <= $1")
+        .bind(now - EXPIRED_TOKEN_KEEP_MS)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Allocates the next version: one atomic increment of the persisted counter.
+pub(super) async fn next_version(db: &Db, now: i64) -> AdminResult<u64> {
+    let row = sqlx::query("UPDATE config_versions SET version = version + 1, updated_at = $1 WHERE id = 1 RETURNING version")
+        .bind(now)
+        .fetch_one(db.pool())
+        .await?;
+    let v: i64 = row.try_get(0)?;
+    u64::try_from(v).map_err(AdminError::internal)
+}
+
+/// Everything a snapshot is built from, read in one consistent view.
+pub(super) struct Rows {
+    projects: Vec<(String, String)>,
+    secrets: Vec<(String, String, String, Option<i64>)>,
+    tokens: Vec<(String, String, String, i64)>,
+    opt_outs: Vec<(String, String, String)>,
+}
+
+/// Reads all rows in one transaction; on PostgreSQL at `REPEATABLE READ`
+/// so the four queries see one state (SQLite transactions already do).
+pub(super) async fn read_rows(db: &Db, now: i64) -> AdminResult<Rows> {
+    let mut tx = db.pool().begin().await?;
+    if db.backend() == Backend::Postgres {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+    }
+    let projects = sqlx::query("SELECT id, settings_json FROM projects")
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("settings_json")?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let secrets = sqlx::query(
+        "SELECT project_id, secret_sealed, ed25519_sealed, valid_until FROM project_secrets \
+         WHERE valid_until IS NULL OR valid_until > $1",
+    )
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.try_get("project_id")?,
+            r.try_get("secret_sealed")?,
+            r.try_get("ed25519_sealed")?,
+            r.try_get("valid_until")?,
+        ))
+    })
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let tokens = sqlx::query(
+        "SELECT project_id, token_hash, origin, expires_at FROM origin_tokens \
+         WHERE invalidated_at IS NULL AND expires_at > $1",
+    )
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.try_get("project_id")?,
+            r.try_get("token_hash")?,
+            r.try_get("origin")?,
+            r.try_get("expires_at")?,
+        ))
+    })
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let opt_outs = sqlx::query("SELECT project_id, kind, subject FROM opt_outs")
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get("project_id")?,
+                r.try_get("kind")?,
+                r.try_get("subject")?,
+            ))
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    tx.commit().await?;
+    Ok(Rows {
+        projects,
+        secrets,
+        tokens,
+        opt_outs,
+    })
+}
+
+/// Turns the rows into a snapshot and encodes it.
+pub(super) fn build(version: u64, now: i64, rows: Rows, secrets: &SecretBox) -> AdminResult<Built> {
+    use std::collections::HashMap;
+    let mut generations: HashMap<String, Vec<Generation>> = HashMap::new();
+    for (project_id, secret_sealed, ed25519_sealed, valid_until) in &rows.secrets {
+        let id = ProjectId::parse(project_id).map_err(AdminError::internal)?;
+        let g =
+            projects::open_generation(secrets, &id, secret_sealed, ed25519_sealed, *valid_until)?;
+        generations.entry(project_id.clone()).or_default().push(g);
+    }
+    let mut tokens: HashMap<&str, Vec<OriginTokenEntry>> = HashMap::new();
+    for (project_id, hash, origin, expires_at) in &rows.tokens {
+        tokens
+            .entry(project_id)
+            .or_default()
+            .push(OriginTokenEntry {
+                token_hash: projects::unhex32(hash)?,
+                origin: origin.clone(),
+                expires_at_ms: *expires_at,
+            });
+    }
+    let mut opt_outs: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
+    for (project_id, kind, subject) in &rows.opt_outs {
+        opt_outs
+            .entry(project_id)
+            .or_default()
+            .push((kind, subject));
+    }
+    let mut configs = Vec::with_capacity(rows.projects.len());
+    for (project_id, settings_json) in &rows.projects {
+        let id = ProjectId::parse(project_id).map_err(AdminError::internal)?;
+        let settings: ProjectSettings = serde_json::from_str(settings_json).map_err(|e| {
+            AdminError::internal(format!("stored settings of {project_id} do not parse: {e}"))
+        })?;
+        let Some(mut gens) = generations.remove(project_id) else {
+            // Created and deleted rows are written in one transaction with
+            // their secret, so this is a half-deleted project: leave it out.
+            tracing::warn!(project = %project_id, "project has no valid secret; left out of the snapshot");
+            continue;
+        };
+        projects::sort_generations(&mut gens);
+        let Some(current) = gens.first().filter(|g| g.valid_until.is_none()) else {
+            tracing::warn!(project = %project_id, "project has no current secret; left out of the snapshot");
+            continue;
+        };
+        let eddsa = settings.token_algorithm == TokenAlgorithm::EdDsa;
+        let mut cfg = provision::project_config(
+            &id,
+            &current.secret,
+            settings,
+            eddsa.then_some(&current.ed25519_pkcs8[..]),
+        )
+        .map_err(AdminError::internal)?;
+        for old in &gens[1..] {
+            add_grace_generation(&mut cfg, &id, old, eddsa)?;
+        }
+        cfg.origin_tokens = tokens.remove(project_id.as_str()).unwrap_or_default();
+        for (kind, subject) in opt_outs.remove(project_id.as_str()).unwrap_or_default() {
+            match kind {
+                "device" => cfg.opted_out_devices.push(subject.to_owned()),
+                "identifier" => cfg
+                    .opted_out_identifier_hashes
+                    .push(projects::unhex32(subject)?),
+                other => tracing::warn!(kind = other, "unknown opt-out kind ignored"),
+            }
+        }
+        configs.push(cfg);
+    }
+    let snapshot = Snapshot::new(version, now, configs).map_err(AdminError::internal)?;
+    let encoded = Bytes::from(encode_snapshot(&snapshot).map_err(AdminError::internal)?);
+    Ok(Built {
+        version,
+        snapshot,
+        encoded,
+    })
+}
+
+/// Adds a rotated-out generation, valid until its grace end: its secret
+/// hash, its HS256 key (tokens minted before the rotation still verify) and,
+/// on EdDSA, its public key (verify-only, still published in the JWKS).
+fn add_grace_generation(
+    cfg: &mut ProjectConfig,
+    id: &ProjectId,
+    old: &Generation,
+    eddsa: bool,
+) -> AdminResult<()> {
+    cfg.secret_hashes.push(SecretHashEntry {
+        hash: *old.secret.hash().as_bytes(),
+        valid_until_ms: old.valid_until,
+    });
+    let hs = client_token_key(&old.secret, id);
+    if cfg.hs256_keys.iter().all(|k| k.kid != hs.kid()) {
+        cfg.hs256_keys.push(Hs256KeyEntry {
+            kid: hs.kid().to_owned(),
+            key: *hs.raw(),
+            valid_until_ms: old.valid_until,
+        });
+    }
+    if eddsa {
+        let signer = Ed25519Signer::from_pkcs8(&old.ed25519_pkcs8).map_err(AdminError::internal)?;
+        cfg.ed25519.push(Ed25519KeyEntry {
+            kid: signer.kid().to_owned(),
+            public_key: *signer.verifier().public_key(),
+            pkcs8: None,
+            valid_until_ms: old.valid_until,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! `POST /auth/password-reset-confirm {token, password}`: sets a new password
+//! with the mailed reset link.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::passwords;
+use crate::auth::tokens::{self, Purpose};
+use crate::error::AdminResult;
+use crate::extract::ApiJson;
+use crate::throttle::{self, ClientIp};
+use crate::AppState;
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+pub struct Body {
+    token: String,
+    password: String,
+}
+
+/// `200 {passwordChanged: true}`: the password is replaced, the token is
+/// spent, **every** dashboard token of the user is revoked (whoever knew the
+/// old password is signed out), other reset links and pending sign-in
+/// challenges stop working, and the address counts as verified (the link
+/// proved it). Two-factor authentication stays on. `422` for a password
+/// outside 10–256 characters (checked first: a typo does not burn the link);
+/// `401 invalid_credentials` (field `token`) for an unknown, spent or expired
+/// token; `429` after too many wrong tokens from one client.
+pub async fn handle(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    ApiJson(body): ApiJson<Body>,
+) -> AdminResult<Json<Value>> {
+    super::check_token_len(&body.token, "token")?;
+    passwords::check_policy(&body.password, "password")?;
+    let ip = ip.key();
+    let hits = state
+        .throttle
+        .hit(&throttle::with_ip(&ip, &throttle::TOKEN_PER_IP, Vec::new()))?;
+    let invalid = || {
+        super::invalid(
+            "token",
+            "the link is not valid, already used or expired; ask for a new one",
+        )
+    };
+
+    // Look before hashing, so junk tokens cost no argon2 work.
+    let mut conn = state.db.pool().acquire().await?;
+    if tokens::peek_single_use(&mut conn, Purpose::PasswordReset, &body.token)
+        .await?
+        .is_none()
+    {
+        return Err(invalid());
+    }
+    drop(conn);
+    let hash = passwords::hash(body.password).await?;
+
+    let mut tx = state.db.pool().begin().await?;
+    let Some(user_id) =
+        tokens::consume_single_use(&mut tx, Purpose::PasswordReset, &body.token).await?
+    else {
+        return Err(invalid());
+    };
+    sqlx::query("UPDATE users SET password_hash = $1, email_verified = $2 WHERE id = $3")
+        .bind(hash)
+        .bind(true)
+        .bind(&user_id)
+        .execute(&mut *tx)
+        .await?;
+    tokens::spend_password_bound_tokens(&mut tx, &user_id).await?;
+    let revoked = tokens::revoke_user_tokens(&mut tx, &user_id, None).await?;
+    tx.commit().await?;
+    state.throttle.forgive(hits);
+    tracing::info!(user_id = %user_id, revoked, "password reset");
+    Ok(Json(json!({ "passwordChanged": true })))
+}
