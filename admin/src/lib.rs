@@ -111,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .route("/test/captcha", post(routes::test_captcha::handle))
         .route("/internal/snapshot", get(routes::internal_snapshot::handle))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(shared_error_shape))
         .with_state(state)
 }
 
@@ -125,4 +126,24 @@ pub async fn run(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Gives axum's own bodiless answers the shared error shape: an unknown
+/// path (404 `route_not_found`) and a wrong method (405
+/// `method_not_allowed`, keeping the `Allow` header axum computed).
+async fn shared_error_shape(res: axum::response::Response) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    let code = match res.status() {
+        StatusCode::NOT_FOUND => qyzar_shared::ErrorCode::RouteNotFound,
+        StatusCode::METHOD_NOT_ALLOWED => qyzar_shared::ErrorCode::MethodNotAllowed,
+        _ => return res,
+    };
+    if res.headers().contains_key(header::CONTENT_TYPE) {
+        return res;
+    }
+    let (mut parts, _) = res.into_parts();
+    parts.headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = qyzar_shared::ApiError::new(code).to_json();
+    axum::response::Response::from_parts(parts, axum::body::Body::from(body))
 }
