@@ -8,27 +8,50 @@ pub mod dev;
 /// Any startup error, with its message for the terminal.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// Engine and admin in one process on embedded defaults. Ctrl-C (or SIGTERM)
+/// Engine and admin in one process on embedded defaults. The admin pushes
+/// configuration to the engine over the engine's internal port with a key
+/// made for this run, exactly as separate services would; the dev account
+/// and project are seeded on first start (see [`dev`]). Ctrl-C (or SIGTERM)
 /// stops both: each drains its connections, then the process exits.
 pub async fn dev() -> Result<(), Error> {
     let mut engine_cfg = qyzar_engine::config::EngineConfig::from_env()?;
-    let admin_cfg = qyzar_admin::config::AdminConfig::from_env()?;
-    let (project, snapshot) = dev::prepare(
-        std::path::Path::new(".qyzar"),
-        &format!("http://{}", engine_cfg.public_addr),
-        &format!("http://{}", admin_cfg.addr),
-    )?;
-    if engine_cfg.snapshot_file.is_none() {
-        engine_cfg.snapshot_file = Some(snapshot);
+    let mut admin_cfg = qyzar_admin::config::AdminConfig::from_env()?;
+    let push_key = match (&engine_cfg.push_key, &admin_cfg.push_key) {
+        (Some(k), _) | (None, Some(k)) => k.clone(),
+        (None, None) => qyzar_shared::crypto::random_token("qz_pk_", 32),
+    };
+    engine_cfg.push_key = Some(push_key.clone());
+    admin_cfg.push_key = Some(push_key);
+    if admin_cfg.engine_urls.is_empty() {
+        admin_cfg.engine_urls = vec![format!("http://{}", engine_cfg.internal_addr)];
     }
-    eprintln!(
-        "qyzar dev: engine {} · admin {}\n  projectId     {}\n  projectSecret {}\n  originToken   {} (origin {})\n  (all in .qyzar/dev.json)",
-        project.engine_url, project.admin_url, project.project_id, project.project_secret, project.origin_token, project.origin
-    );
+    if engine_cfg.admin_url.is_none() {
+        engine_cfg.admin_url = Some(format!("http://{}", admin_cfg.addr));
+    }
+    let engine_url = format!("http://{}", engine_cfg.public_addr);
+    let admin_url = format!("http://{}", admin_cfg.addr);
+
     let (tx, rx) = watch::channel(false);
-    let mut engine = tokio::spawn(qyzar_engine::config::start(engine_cfg, wait(rx.clone())));
-    let mut admin = tokio::spawn(qyzar_admin::config::start(admin_cfg, wait(rx)));
-    // If one service fails to start (a port taken, say), stop the other too.
+    let listener = tokio::net::TcpListener::bind(admin_cfg.addr).await?;
+    let state = qyzar_admin::AppState::open(admin_cfg).await?;
+    let mut admin = tokio::spawn(qyzar_admin::run(listener, state.clone(), wait(rx.clone())));
+    let mut engine = tokio::spawn(qyzar_engine::config::start(engine_cfg, wait(rx)));
+
+    let project = dev::ensure(std::path::Path::new(".qyzar"), &state, &engine_url, &admin_url).await?;
+    eprintln!(
+        "qyzar dev: engine {} · admin {}\n  account       {} / {}\n  projectId     {}\n  projectSecret {}\n  originToken   {} (origin {})\n  mail outbox   {}\n  (all in .qyzar/dev.json)",
+        project.engine_url,
+        project.admin_url,
+        project.email,
+        project.password,
+        project.project_id,
+        project.project_secret,
+        project.origin_token,
+        project.origin,
+        project.outbox_dir
+    );
+
+    // If one service fails (a port taken, say), stop the other too.
     let (mut engine_done, mut admin_done) = (None, None);
     tokio::select! {
         _ = qyzar_shared::telemetry::ctrl_c() => tracing::info!("shutting down"),
