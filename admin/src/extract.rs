@@ -1,6 +1,6 @@
 //! Extractors whose rejections have the shared error shape.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use qyzar_shared::{ApiError, ErrorCode};
@@ -8,9 +8,13 @@ use serde::de::DeserializeOwned;
 
 use crate::error::AdminError;
 
-/// `axum::Json`, but a bad body answers in the shared error shape: 400
-/// malformed JSON, 415 wrong content type, 413 too large, 422 a field of the
-/// wrong type (naming it when serde can), 400 a missing field.
+/// A JSON object body whose problems answer in the shared error shape:
+/// 415 not declared as JSON, 413 too large, 400 malformed JSON or a missing
+/// field, 422 a body that is not an object or a field of the wrong type or
+/// value (named by its path, e.g. `settings.rateLimit.ip.limit`).
+///
+/// Only objects are accepted: serde would otherwise fill a struct from a
+/// JSON array in field order, which no client means.
 pub struct ApiJson<T>(pub T);
 
 impl<T, S> FromRequest<S> for ApiJson<T>
@@ -21,35 +25,60 @@ where
     type Rejection = AdminError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rej) => Err(json_rejection(&rej).into()),
+        let is_json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                let mime = v.split(';').next().unwrap_or("").trim();
+                mime.eq_ignore_ascii_case("application/json") || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(rej) if rej.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::new(ErrorCode::PayloadTooLarge).into())
+            }
+            Err(_) => return Err(ApiError::new(ErrorCode::MalformedJson).into()),
+        };
+        if !is_json {
+            return Err(ApiError::new(ErrorCode::UnsupportedMediaType).into());
         }
+        parse_object(&bytes).map(ApiJson).map_err(AdminError::from)
     }
 }
 
-fn json_rejection(rej: &JsonRejection) -> ApiError {
-    match rej {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(ErrorCode::UnsupportedMediaType),
-        JsonRejection::JsonSyntaxError(_) => ApiError::new(ErrorCode::MalformedJson),
-        JsonRejection::JsonDataError(e) => {
-            let text = e.body_text();
-            if let Some(field) = text.split("missing field `").nth(1).and_then(|r| r.split('`').next()) {
-                ApiError::new(ErrorCode::MissingField).field(field.to_owned())
-            } else {
-                let field = text.split(": ").nth(1).and_then(|r| r.split(':').next()).filter(|f| !f.contains(' ') && !f.is_empty());
-                let err = ApiError::with_message(ErrorCode::InvalidField, "a field has the wrong type or value");
-                match field {
-                    Some(f) => err.field(f.to_owned()),
-                    None => err,
+/// Parses a JSON object into `T` with the error mapping of [`ApiJson`].
+pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() => {
+            return Err(ApiError::with_message(ErrorCode::InvalidField, "the body must be a JSON object"));
+        }
+        _ => return Err(ApiError::new(ErrorCode::MalformedJson)),
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let text = inner.to_string();
+                if let Some(field) = text.split("missing field `").nth(1).and_then(|r| r.split('`').next()) {
+                    let full = if path == "." || path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
+                    ApiError::new(ErrorCode::MissingField).field(full)
+                } else {
+                    let err = ApiError::with_message(ErrorCode::InvalidField, "a field has the wrong type or value");
+                    if path == "." || path.is_empty() {
+                        err
+                    } else {
+                        err.field(path)
+                    }
                 }
             }
+            _ => ApiError::new(ErrorCode::MalformedJson),
         }
-        JsonRejection::BytesRejection(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(ErrorCode::PayloadTooLarge)
-        }
-        _ => ApiError::new(ErrorCode::MalformedJson),
-    }
+    })
 }
 
 /// `axum::extract::Query` with the shared error shape on rejection.
@@ -75,5 +104,36 @@ where
                 Err(err.into())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        inner: Option<Inner>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Inner {
+        limit: u32,
+    }
+
+    #[test]
+    fn only_objects_are_accepted_and_errors_name_their_field() {
+        assert!(parse_object::<Body>(br#"{"name":"a"}"#).is_ok());
+        let e = parse_object::<Body>(br#"["a"]"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField, "an array is not an object");
+        assert_eq!(parse_object::<Body>(b"{").unwrap_err().code, ErrorCode::MalformedJson);
+        assert_eq!(parse_object::<Body>(b"").unwrap_err().code, ErrorCode::MalformedJson);
+        let e = parse_object::<Body>(b"{}").unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), (ErrorCode::MissingField, Some("name")));
+        let e = parse_object::<Body>(br#"{"name":"a","inner":{"limit":"x"}}"#).unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidField, Some("inner.limit")));
     }
 }

@@ -4,6 +4,7 @@
 mod auth;
 mod db;
 mod helpers;
+mod openapi;
 mod ping;
 mod projects;
 mod push;
