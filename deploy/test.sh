@@ -5,8 +5,8 @@
 #   deploy/test.sh [extra cargo test args...]   e.g. deploy/test.sh -- --nocapture
 #
 # Servers are left running afterwards so re-runs start instantly; stop them
-# with `deploy/cql-server.sh stop`, `deploy/pg-server.sh stop` and
-# `deploy/smtp-sink.sh stop`.
+# with `deploy/cql-server.sh stop`, `deploy/pg-server.sh stop`,
+# `deploy/smtp-sink.sh stop` and `deploy/stripe-mock.sh stop`.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,6 +20,7 @@ deploy/cql-server.sh start >"$cql_log" 2>&1 &
 cql_job=$!
 deploy/pg-server.sh start >/dev/null
 deploy/smtp-sink.sh start # admin mail through real SMTP (aiosmtpd)
+deploy/stripe-mock.sh start # admin billing against Stripe's API mock
 QYZAR_TEST_CHROMIUM="$(deploy/chromium.sh)"; export QYZAR_TEST_CHROMIUM # connect.js browser test
 QYZAR_TEST_GEOIP_DB="$(deploy/mmdb-fixture.sh)"; export QYZAR_TEST_GEOIP_DB # engine GeoIP tests
 if ! wait "$cql_job"; then
@@ -33,6 +34,7 @@ echo "deploy/test.sh: backends up after $((SECONDS - started))s" >&2
 eval "$(deploy/pg-server.sh env)"
 eval "$(deploy/smtp-sink.sh env)"
 export QYZAR_TEST_SMTP QYZAR_TEST_SMTP_DIR
+eval "$(deploy/stripe-mock.sh env)"
 eval "$(deploy/cql-server.sh env)"
 export QYZAR_TEST_PG_URL QYZAR_TEST_CQL_NODE
 # A port the CQL-kill test (engine/tests/api/cql_kill.rs) may start, SIGKILL,

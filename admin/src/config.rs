@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Everything the admin needs to start.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AdminConfig {
     /// Listener for the API and dashboard (`QYZAR_ADMIN_ADDR`, default
     /// `127.0.0.1:8081`).
@@ -38,6 +38,67 @@ pub struct AdminConfig {
     /// dashboard's dry-run `POST /projects/rate-limit/check` is forwarded to,
     /// so the answer is the engine's own decision logic, not a copy of it.
     pub engine_public_url: Option<String>,
+    /// Stripe secret API key (`STRIPE_SECRET_KEY`). Unset means billing is
+    /// off: `/billing/status` says `configured: false` and the other billing
+    /// routes answer `503 billing_not_configured`. Never logged.
+    pub stripe_secret_key: Option<String>,
+    /// Signing secret of the Stripe webhook endpoint (`STRIPE_WEBHOOK_SECRET`,
+    /// `whsec_…`); without it `POST /stripe/webhook` accepts nothing.
+    pub stripe_webhook_secret: Option<String>,
+    /// Stripe price id of the `pro` plan (`STRIPE_PRICE_PRO`).
+    pub stripe_price_pro: Option<String>,
+    /// Stripe price id of the `enterprise` plan (`STRIPE_PRICE_ENTERPRISE`).
+    pub stripe_price_enterprise: Option<String>,
+    /// Base URL of the Stripe API (`STRIPE_API_BASE`, default
+    /// `https://api.stripe.com`), so tests point it at `stripe-mock`.
+    pub stripe_api_base: Option<String>,
+}
+
+/// Debug output with every secret redacted: the database URL may carry a
+/// password, SMTP URLs credentials, and the keys are keys.
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn set(v: &Option<String>) -> &'static str {
+            if v.is_some() {
+                "<set>"
+            } else {
+                "<unset>"
+            }
+        }
+        f.debug_struct("AdminConfig")
+            .field("addr", &self.addr)
+            .field("database_url", &self.database_url.split_once("://").map_or("<sqlite>", |(scheme, _)| scheme))
+            .field("max_connections", &self.max_connections)
+            .field("master_key_file", &self.master_key_file)
+            .field("public_url", &self.public_url)
+            .field("smtp_url", &set(&self.smtp_url))
+            .field("outbox_dir", &self.outbox_dir)
+            .field("mail_from", &self.mail_from)
+            .field("engine_urls", &self.engine_urls)
+            .field("push_key", &set(&self.push_key))
+            .field("engine_public_url", &self.engine_public_url)
+            .field("stripe_secret_key", &set(&self.stripe_secret_key))
+            .field("stripe_webhook_secret", &set(&self.stripe_webhook_secret))
+            .field("stripe_price_pro", &self.stripe_price_pro)
+            .field("stripe_price_enterprise", &self.stripe_price_enterprise)
+            .field("stripe_api_base", &self.stripe_api_base)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let mut c = super::AdminConfig::local(std::path::Path::new("/tmp"), "postgres://u:pw-secret@db/x".into());
+        c.push_key = Some("pk-secret".into());
+        c.stripe_secret_key = Some("sk_test_secret".into());
+        c.smtp_url = Some("smtp://user:smtp-secret@host".into());
+        let text = format!("{c:?}");
+        for s in ["pw-secret", "pk-secret", "sk_test_secret", "smtp-secret"] {
+            assert!(!text.contains(s), "{s} leaked: {text}");
+        }
+    }
 }
 
 /// A configuration value that does not parse.
@@ -81,6 +142,11 @@ impl AdminConfig {
                 .unwrap_or_default(),
             push_key: var("QYZAR_ENGINE_PUSH_KEY"),
             engine_public_url: var("QYZAR_ENGINE_PUBLIC_URL").map(|u| u.trim().trim_end_matches('/').to_owned()),
+            stripe_secret_key: var("STRIPE_SECRET_KEY"),
+            stripe_webhook_secret: var("STRIPE_WEBHOOK_SECRET"),
+            stripe_price_pro: var("STRIPE_PRICE_PRO").map(|v| v.trim().to_owned()),
+            stripe_price_enterprise: var("STRIPE_PRICE_ENTERPRISE").map(|v| v.trim().to_owned()),
+            stripe_api_base: var("STRIPE_API_BASE").map(|u| u.trim().trim_end_matches('/').to_owned()),
         })
     }
 
@@ -98,6 +164,11 @@ impl AdminConfig {
             engine_urls: Vec::new(),
             push_key: None,
             engine_public_url: None,
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_price_pro: None,
+            stripe_price_enterprise: None,
+            stripe_api_base: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! start it the same way: [`run`] with a bound listener and a shutdown future.
 
 pub mod auth;
+pub mod billing;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub mailer: Arc<mail::Mailer>,
     /// Brute-force limits of the credential routes.
     pub throttle: Arc<throttle::Throttle>,
+    /// The Stripe client (when `STRIPE_SECRET_KEY` is set).
+    pub billing: billing::Billing,
 }
 
 impl AppState {
@@ -60,7 +63,8 @@ impl AppState {
         let pusher = push::Pusher::new(&config.engine_urls, config.push_key.as_deref());
         let mailer = Arc::new(mail::Mailer::from_config(&config)?);
         let throttle = Arc::new(throttle::Throttle::new());
-        let state = Self { db, secrets: Arc::new(SecretBox::new(&key)), config: Arc::new(config), pusher, mailer, throttle };
+        let billing = billing::Billing::from_config(&config)?;
+        let state = Self { db, secrets: Arc::new(SecretBox::new(&key)), config: Arc::new(config), pusher, mailer, throttle, billing };
         // A first build at start: engines get this admin's view (and a
         // version above any before the restart) without waiting for a change.
         push::after_change(&state).await;
@@ -110,6 +114,18 @@ pub fn router(state: AppState) -> Router {
         .route("/opt-out/confirm", get(routes::opt_out::handle))
         .route("/test/captcha", post(routes::test_captcha::handle))
         .route("/internal/snapshot", get(routes::internal_snapshot::handle))
+        .route("/billing/plans", get(routes::billing::plans::handle))
+        .route("/billing/status", get(routes::billing::status::handle))
+        .route("/billing/checkout", post(routes::billing::checkout::handle))
+        .route("/billing/portal", post(routes::billing::portal::handle))
+        .route("/billing/subscriptions", get(routes::billing::subscriptions::handle))
+        .route("/billing/subscription", axum::routing::patch(routes::billing::subscription_update::handle))
+        .route("/billing/subscription/cancel", post(routes::billing::subscription_cancel::handle))
+        .route("/billing/subscription/resume", post(routes::billing::subscription_resume::handle))
+        .route(
+            "/stripe/webhook",
+            post(routes::stripe_webhook::handle).layer(DefaultBodyLimit::max(routes::stripe_webhook::MAX_WEBHOOK_BODY)),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(shared_error_shape))
         .with_state(state)

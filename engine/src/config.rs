@@ -21,7 +21,7 @@ pub enum StoreChoice {
 }
 
 /// Everything the engine binary needs to start.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EngineConfig {
     /// The public listener customers call (`QYZAR_ENGINE_ADDR`, default
     /// `127.0.0.1:8080`).
@@ -49,6 +49,22 @@ pub struct EngineConfig {
     pub limits: ServerLimits,
     /// In-memory state tunables.
     pub state: StateOptions,
+}
+
+/// Debug output without the push key.
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("public_addr", &self.public_addr)
+            .field("internal_addr", &self.internal_addr)
+            .field("push_key", &self.push_key.as_ref().map(|_| "<set>"))
+            .field("admin_url", &self.admin_url)
+            .field("pull_every", &self.pull_every)
+            .field("snapshot_file", &self.snapshot_file)
+            .field("store", &self.store)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A configuration value that does not parse.

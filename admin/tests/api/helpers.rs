@@ -106,6 +106,7 @@ impl TestApp {
             pusher,
             mailer,
             throttle: std::sync::Arc::new(qyzar_admin::throttle::Throttle::new()),
+            billing: qyzar_admin::billing::Billing::from_config(&config).unwrap(),
             db: t.db.clone(),
             secrets: std::sync::Arc::new(qyzar_shared::crypto::SecretBox::new(&key)),
             config: std::sync::Arc::new(config),
