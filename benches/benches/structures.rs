@@ -120,6 +120,9 @@ fn rate_limits(c: &mut Criterion) {
             limiter.bucket_key(fixtures::AUDIENCE, "ip", black_box(&i.to_le_bytes()))
         })
     });
+    // The engine's clock read, included in every `qyzar_gcra` decision below
+    // (governor reads its own, cheaper TSC clock inside `check_key`).
+    g.bench_function("now_nanos", |b| b.iter(|| limiter.now_nanos()));
     for (label, keys) in [("1_bucket", &one), ("3_buckets", &three)] {
         for l in &impls {
             let mut i = 0;

@@ -127,19 +127,24 @@ pub async fn compare(a: CompareArgs) -> Result<(), String> {
     let (tput_base, tput_route) = fixed.medians(RunReport::throughput);
 
     println!();
-    println!("                       baseline        route    ratio");
     println!(
-        "max throughput req/s {max_base:>9.0} {max_route:>12.0} {:>8.3}",
+        "{:<28} {:>10} {:>10} {:>8}",
+        "medians", "baseline", "route", "ratio"
+    );
+    println!(
+        "{:<28} {max_base:>10.0} {max_route:>10.0} {:>8.3}",
+        "max throughput (req/s)",
         max_route / max_base
     );
     println!(
-        "p99 µs at {rate:>6.0}/s  {p99_base:>9.0} {p99_route:>12.0} {:>8.3}",
+        "{:<28} {p99_base:>10.0} {p99_route:>10.0} {:>8.3}",
+        format!("p99 at {rate:.0} req/s (µs)"),
         p99_route / p99_base
     );
     println!(
-        "(achieved at the fixed rate: baseline {tput_base:.0} req/s, route {tput_route:.0} req/s)"
+        "{:<28} {tput_base:>10.0} {tput_route:>10.0}",
+        "achieved at that rate"
     );
-
     if let Some(path) = &a.json {
         let v = json!({
             "route": route.target.url(),
@@ -170,7 +175,7 @@ async fn phase(
         baseline: Vec::new(),
         route: Vec::new(),
     };
-    println!("  {:<24} {}", "", report::LATENCY_HEADER);
+    println!("  {:<24} {}", "", report::latency_header(20));
     for round in 1..=a.rounds {
         for (side, plan) in [("baseline", base), ("route", route)] {
             let r = load::run(Arc::clone(plan), &mk(side)).await?;
@@ -182,7 +187,7 @@ async fn phase(
                     r.throughput(),
                     r.total.errors()
                 ),
-                report::latency_row(r.pacing.name(), &r.latency())
+                report::latency_row(20, r.pacing.name(), &r.latency())
             );
             if side == "baseline" {
                 p.baseline.push(r);

@@ -142,6 +142,15 @@ impl Tally {
         self.status.values().sum()
     }
 
+    /// Requests that got an HTTP answer, whatever its status.
+    pub fn answered(&self) -> u64 {
+        self.status
+            .iter()
+            .filter(|(k, _)| k.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     /// Transport failures and answers outside 2xx/3xx.
     pub fn errors(&self) -> u64 {
         self.status
@@ -174,9 +183,10 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Requests per second over the measured time.
+    /// Answers per second over the measured time (transport failures are
+    /// not throughput).
     pub fn throughput(&self) -> f64 {
-        self.total.requests() as f64 / self.duration.as_secs_f64()
+        self.total.answered() as f64 / self.duration.as_secs_f64()
     }
 
     /// The percentiles of all requests.
@@ -189,6 +199,7 @@ impl RunReport {
         let tally = |t: &Tally| {
             json!({
                 "requests": t.requests(),
+                "answered": t.answered(),
                 "errors": t.errors(),
                 "status": t.status,
                 "latency_us": Latency::of(&t.latency).json(),
@@ -240,25 +251,38 @@ impl RunReport {
             self.total.errors(),
             status_line(&self.total.status)
         );
-        let _ = writeln!(s, "  {}", LATENCY_HEADER);
-        let _ = writeln!(s, "  {}", latency_row("all", &self.latency()));
+        let width = self
+            .entries
+            .iter()
+            .map(|(name, _)| name.chars().count())
+            .fold(20, usize::max);
+        let _ = writeln!(s, "  {}", latency_header(width));
+        let _ = writeln!(s, "  {}", latency_row(width, "all", &self.latency()));
         if self.entries.len() > 1 {
             for (name, t) in &self.entries {
-                let _ = writeln!(s, "  {}", latency_row(name, &Latency::of(&t.latency)));
+                let _ = writeln!(
+                    s,
+                    "  {}",
+                    latency_row(width, name, &Latency::of(&t.latency))
+                );
             }
         }
         s
     }
 }
 
-/// Column titles of [`latency_row`].
-pub const LATENCY_HEADER: &str =
-    "latency µs               p50      p90      p99    p99.9      max     mean";
-
-/// One line of percentiles under [`LATENCY_HEADER`].
-pub fn latency_row(name: &str, l: &Latency) -> String {
+/// Column titles of [`latency_row`], the first column `width` wide.
+pub fn latency_header(width: usize) -> String {
     format!(
-        "{name:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8.1}",
+        "{:<width$} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "latency µs", "p50", "p90", "p99", "p99.9", "max", "mean"
+    )
+}
+
+/// One line of percentiles under [`latency_header`].
+pub fn latency_row(width: usize, name: &str, l: &Latency) -> String {
+    format!(
+        "{name:<width$} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8.1}",
         l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean
     )
 }
@@ -339,7 +363,8 @@ mod tests {
         b.status.insert("io".into(), 1);
         b.status.insert("304".into(), 1);
         a.merge(&b);
-        assert_eq!((a.requests(), a.errors(), a.latency.len()), (5, 3, 2));
+        assert_eq!((a.requests(), a.answered(), a.errors()), (5, 4, 3));
+        assert_eq!(a.latency.len(), 2);
         assert_eq!(Latency::of(&Tally::default().latency).p99, 0);
     }
 

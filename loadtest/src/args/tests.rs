@@ -1,0 +1,108 @@
+//! The parser on good and bad command lines.
+
+use super::*;
+
+fn argv(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_owned).collect()
+}
+
+#[test]
+fn run_with_defaults() {
+    let Command::Run(a) = parse(&argv("run --url http://127.0.0.1:8080/ping")).unwrap() else {
+        panic!("not a run")
+    };
+    assert_eq!(a.request.url, "http://127.0.0.1:8080/ping");
+    assert_eq!(a.load, LoadArgs::default());
+    assert_eq!(a.json, None);
+    assert_eq!(a.common, Common::default());
+}
+
+#[test]
+fn run_with_everything() {
+    let mut v = argv(
+        "run --url=http://h:1/x --method POST --body b.json --connections 8 \
+         --duration 1.5s --warmup 500ms --rate 2000 --closed --json r.json \
+         --pin-client 1 --threads 1 --quiet --header",
+    );
+    v.push("Authorization: Bearer a:b".into());
+    v.extend(argv("--header X-Trace:1"));
+    let Command::Run(a) = parse(&v).unwrap() else {
+        panic!("not a run")
+    };
+    assert_eq!(a.request.method.as_deref(), Some("POST"));
+    assert_eq!(a.request.body, Some(PathBuf::from("b.json")));
+    assert_eq!(
+        a.request.headers,
+        vec![
+            ("Authorization".into(), "Bearer a:b".into()),
+            ("X-Trace".into(), "1".into())
+        ]
+    );
+    assert_eq!(a.load.connections, 8);
+    assert_eq!(a.load.duration, Duration::from_millis(1500));
+    assert_eq!(a.load.warmup, Duration::from_millis(500));
+    assert_eq!(a.load.rate, Some(2000.0));
+    assert!(a.load.closed);
+    assert_eq!(a.json, Some(PathBuf::from("r.json")));
+    assert_eq!(a.common.pin_client.as_deref(), Some("1"));
+    assert_eq!(a.common.threads, Some(1));
+    assert!(a.common.quiet);
+}
+
+#[test]
+fn compare_and_baseline() {
+    let Command::Compare(c) = parse(&argv(
+        "compare --url http://h:1/ping --rounds 7 --baseline-url http://h:2 --pin-server 0",
+    ))
+    .unwrap() else {
+        panic!("not a compare")
+    };
+    assert_eq!((c.rounds, c.pin_server.as_deref()), (7, Some("0")));
+    assert_eq!(c.baseline_url.as_deref(), Some("http://h:2"));
+    assert_eq!(
+        parse(&argv("baseline --port 9000")).unwrap(),
+        Command::Baseline(BaselineArgs {
+            host: "127.0.0.1".into(),
+            port: 9000,
+            common: Common::default()
+        })
+    );
+    assert_eq!(parse(&[]).unwrap(), Command::Help);
+    assert_eq!(parse(&argv("--help")).unwrap(), Command::Help);
+}
+
+#[test]
+fn mistakes_are_named() {
+    for (line, needle) in [
+        ("run", "--url is required"),
+        ("run --url u --bogus 1", "--bogus"),
+        ("run --url u --connections", "needs a value"),
+        ("run --url u --connections 0", "at least 1"),
+        ("run --url u --connections many", "--connections"),
+        ("run --url u --duration 10h", "unknown unit"),
+        ("run --url u --rate -5", "positive"),
+        ("run --url u --closed", "needs --rate"),
+        ("run --url u --scenario ping --mix m", "alternatives"),
+        ("run --url u --header nocolon", "not a header"),
+        ("run --url u stray", "unexpected argument"),
+        ("compare --url u --rate 10", "picks its own rate"),
+        ("compare --url u --rounds 0", "at least 1"),
+        ("compare --url u --pin-server x", "CPU list"),
+        ("compare --url u --pin-client 1", "--pin-server too"),
+        ("explode", "unknown command"),
+    ] {
+        let e = parse(&argv(line)).unwrap_err();
+        assert!(e.0.contains(needle), "`{line}` gave `{e}`");
+    }
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+    assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert_eq!(parse_duration("0.5s").unwrap(), Duration::from_millis(500));
+    assert!(parse_duration("s").is_err());
+    assert!(parse_duration("-1s").is_err());
+}
