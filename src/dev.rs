@@ -70,10 +70,25 @@ pub async fn ensure(
     }
     let password = qyzar_shared::crypto::random_token("dev-", 18);
     create_verified_account(state, DEV_EMAIL, &password).await?;
-    let api = Api { base: admin_url.to_owned(), token: None, client: Client::builder(TokioExecutor::new()).build_http() };
-    let signin = api.call("POST", "/auth/signin", json!({"email": DEV_EMAIL, "password": password})).await?;
-    let api = Api { token: Some(text(&signin, "token")?), ..api };
-    let created = api.call("POST", "/projects", json!({"name": "Dev project"})).await?;
+    let api = Api {
+        base: admin_url.to_owned(),
+        token: None,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    };
+    let signin = api
+        .call(
+            "POST",
+            "/auth/signin",
+            json!({"email": DEV_EMAIL, "password": password}),
+        )
+        .await?;
+    let api = Api {
+        token: Some(text(&signin, "token")?),
+        ..api
+    };
+    let created = api
+        .call("POST", "/projects", json!({"name": "Dev project"}))
+        .await?;
     let project_id = text(&created, "projectId")?;
     api.call(
         "PATCH",
@@ -82,7 +97,11 @@ pub async fn ensure(
     )
     .await?;
     let token = api
-        .call("POST", "/origin-tokens", json!({"projectId": project_id, "origin": DEV_ORIGIN, "ttlSeconds": 365 * 24 * 3600}))
+        .call(
+            "POST",
+            "/origin-tokens",
+            json!({"projectId": project_id, "origin": DEV_ORIGIN, "ttlSeconds": 365 * 24 * 3600}),
+        )
         .await?;
     let dev = DevProject {
         engine_url: engine_url.to_owned(),
@@ -100,15 +119,27 @@ pub async fn ensure(
 }
 
 async fn account_exists(state: &qyzar_admin::AppState, email: &str) -> Result<bool, crate::Error> {
-    let row = sqlx::query("SELECT id FROM users WHERE email = $1").bind(email).fetch_optional(state.db.pool()).await?;
+    let row = sqlx::query("SELECT id FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_optional(state.db.pool())
+        .await?;
     Ok(row.is_some())
 }
 
 /// The one step that does not go through the API: a verified account, since
 /// in dev there is nobody to click the verification link.
-async fn create_verified_account(state: &qyzar_admin::AppState, email: &str, password: &str) -> Result<(), crate::Error> {
-    let hash = qyzar_admin::auth::passwords::hash(password.to_owned()).await.map_err(|e| e.to_string())?;
-    sqlx::query("DELETE FROM users WHERE email = $1").bind(email).execute(state.db.pool()).await?;
+async fn create_verified_account(
+    state: &qyzar_admin::AppState,
+    email: &str,
+    password: &str,
+) -> Result<(), crate::Error> {
+    let hash = qyzar_admin::auth::passwords::hash(password.to_owned())
+        .await
+        .map_err(|e| e.to_string())?;
+    sqlx::query("DELETE FROM users WHERE email = $1")
+        .bind(email)
+        .execute(state.db.pool())
+        .await?;
     sqlx::query("INSERT INTO users (id, email, password_hash, email_verified, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(qyzar_shared::ids::UserId::generate().to_string())
         .bind(email)
@@ -128,11 +159,17 @@ struct Api {
 
 impl Api {
     async fn call(&self, method: &str, path: &str, body: Value) -> Result<Value, crate::Error> {
-        let mut req = http::Request::builder().method(method).uri(format!("{}{path}", self.base)).header("content-type", "application/json");
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("content-type", "application/json");
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let res = self.client.request(req.body(Full::new(Bytes::from(body.to_string())))?).await?;
+        let res = self
+            .client
+            .request(req.body(Full::new(Bytes::from(body.to_string())))?)
+            .await?;
         let status = res.status();
         let bytes = res.into_body().collect().await?.to_bytes();
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -144,7 +181,10 @@ impl Api {
 }
 
 fn text(v: &Value, key: &str) -> Result<String, crate::Error> {
-    v.get(key).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| format!("dev seeding: no `{key}` in {v}").into())
+    v.get(key)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("dev seeding: no `{key}` in {v}").into())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -37,7 +37,13 @@ pub async fn dev() -> Result<(), Error> {
     let mut admin = tokio::spawn(qyzar_admin::run(listener, state.clone(), wait(rx.clone())));
     let mut engine = tokio::spawn(qyzar_engine::config::start(engine_cfg, wait(rx)));
 
-    let project = dev::ensure(std::path::Path::new(".qyzar"), &state, &engine_url, &admin_url).await?;
+    let project = dev::ensure(
+        std::path::Path::new(".qyzar"),
+        &state,
+        &engine_url,
+        &admin_url,
+    )
+    .await?;
     eprintln!(
         "qyzar dev: engine {} · admin {}\n  account       {} / {}\n  projectId     {}\n  projectSecret {}\n  originToken   {} (origin {})\n  mail outbox   {}\n  (all in .qyzar/dev.json)",
         project.engine_url,

@@ -67,7 +67,13 @@ impl std::fmt::Debug for AdminConfig {
         }
         f.debug_struct("AdminConfig")
             .field("addr", &self.addr)
-            .field("database_url", &self.database_url.split_once("://").map_or("<sqlite>", |(scheme, _)| scheme))
+            .field(
+                "database_url",
+                &self
+                    .database_url
+                    .split_once("://")
+                    .map_or("<sqlite>", |(scheme, _)| scheme),
+            )
             .field("max_connections", &self.max_connections)
             .field("master_key_file", &self.master_key_file)
             .field("public_url", &self.public_url)
@@ -90,7 +96,10 @@ impl std::fmt::Debug for AdminConfig {
 mod debug_tests {
     #[test]
     fn debug_output_holds_no_secret() {
-        let mut c = super::AdminConfig::local(std::path::Path::new("/tmp"), "postgres://u:pw-secret@db/x".into());
+        let mut c = super::AdminConfig::local(
+            std::path::Path::new("/tmp"),
+            "postgres://u:pw-secret@db/x".into(),
+        );
         c.push_key = Some("pk-secret".into());
         c.stripe_secret_key = Some("sk_test_secret".into());
         c.smtp_url = Some("smtp://user:smtp-secret@host".into());
@@ -121,32 +130,51 @@ impl AdminConfig {
         let addr: SocketAddr = var("QYZAR_ADMIN_ADDR")
             .unwrap_or_else(|| "127.0.0.1:8081".into())
             .parse()
-            .map_err(|e: std::net::AddrParseError| ConfigError { var: "QYZAR_ADMIN_ADDR", reason: e.to_string() })?;
+            .map_err(|e: std::net::AddrParseError| ConfigError {
+                var: "QYZAR_ADMIN_ADDR",
+                reason: e.to_string(),
+            })?;
         let max_connections = match var("QYZAR_DATABASE_MAX_CONNECTIONS") {
             Some(v) => v
                 .parse()
-                .map_err(|e: std::num::ParseIntError| ConfigError { var: "QYZAR_DATABASE_MAX_CONNECTIONS", reason: e.to_string() })?,
+                .map_err(|e: std::num::ParseIntError| ConfigError {
+                    var: "QYZAR_DATABASE_MAX_CONNECTIONS",
+                    reason: e.to_string(),
+                })?,
             None => 16,
         };
         Ok(Self {
             addr,
-            database_url: var("QYZAR_DATABASE_URL").unwrap_or_else(|| "sqlite:.qyzar/admin.sqlite?mode=rwc".into()),
+            database_url: var("QYZAR_DATABASE_URL")
+                .unwrap_or_else(|| "sqlite:.qyzar/admin.sqlite?mode=rwc".into()),
             max_connections,
-            master_key_file: var("QYZAR_MASTER_KEY_FILE").unwrap_or_else(|| ".qyzar/master.key".into()).into(),
+            master_key_file: var("QYZAR_MASTER_KEY_FILE")
+                .unwrap_or_else(|| ".qyzar/master.key".into())
+                .into(),
             public_url: var("QYZAR_PUBLIC_URL").unwrap_or_else(|| format!("http://{addr}")),
             smtp_url: var("QYZAR_SMTP_URL"),
-            outbox_dir: var("QYZAR_OUTBOX_DIR").unwrap_or_else(|| ".qyzar/outbox".into()).into(),
-            mail_from: var("QYZAR_MAIL_FROM").unwrap_or_else(|| "Qyzar <no-reply@qyzar.local>".into()),
+            outbox_dir: var("QYZAR_OUTBOX_DIR")
+                .unwrap_or_else(|| ".qyzar/outbox".into())
+                .into(),
+            mail_from: var("QYZAR_MAIL_FROM")
+                .unwrap_or_else(|| "Qyzar <no-reply@qyzar.local>".into()),
             engine_urls: var("QYZAR_ENGINE_INTERNAL_URLS")
-                .map(|v| v.split(',').map(|s| s.trim().trim_end_matches('/').to_owned()).filter(|s| !s.is_empty()).collect())
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().trim_end_matches('/').to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default(),
             push_key: var("QYZAR_ENGINE_PUSH_KEY"),
-            engine_public_url: var("QYZAR_ENGINE_PUBLIC_URL").map(|u| u.trim().trim_end_matches('/').to_owned()),
+            engine_public_url: var("QYZAR_ENGINE_PUBLIC_URL")
+                .map(|u| u.trim().trim_end_matches('/').to_owned()),
             stripe_secret_key: var("STRIPE_SECRET_KEY"),
             stripe_webhook_secret: var("STRIPE_WEBHOOK_SECRET"),
             stripe_price_pro: var("STRIPE_PRICE_PRO").map(|v| v.trim().to_owned()),
             stripe_price_enterprise: var("STRIPE_PRICE_ENTERPRISE").map(|v| v.trim().to_owned()),
-            stripe_api_base: var("STRIPE_API_BASE").map(|u| u.trim().trim_end_matches('/').to_owned()),
+            stripe_api_base: var("STRIPE_API_BASE")
+                .map(|u| u.trim().trim_end_matches('/').to_owned()),
         })
     }
 
@@ -175,15 +203,21 @@ impl AdminConfig {
 
 /// Reads the master key, creating a fresh one (mode 0600) when the file does
 /// not exist. `QYZAR_MASTER_KEY` (base64 of 32 bytes) overrides the file.
-pub fn master_key(config: &AdminConfig) -> Result<[u8; 32], Box<dyn std::error::Error + Send + Sync>> {
+pub fn master_key(
+    config: &AdminConfig,
+) -> Result<[u8; 32], Box<dyn std::error::Error + Send + Sync>> {
     use base64::Engine as _;
     if let Some(b64) = var("QYZAR_MASTER_KEY") {
         let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim())?;
-        return raw.try_into().map_err(|_| "QYZAR_MASTER_KEY must be 32 bytes (base64)".into());
+        return raw
+            .try_into()
+            .map_err(|_| "QYZAR_MASTER_KEY must be 32 bytes (base64)".into());
     }
     let path = &config.master_key_file;
     match std::fs::read(path) {
-        Ok(raw) => raw.try_into().map_err(|_| format!("{} must hold exactly 32 bytes", path.display()).into()),
+        Ok(raw) => raw
+            .try_into()
+            .map_err(|_| format!("{} must hold exactly 32 bytes", path.display()).into()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;

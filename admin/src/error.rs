@@ -42,9 +42,9 @@ impl AdminError {
     pub fn api(&self) -> ApiError {
         match self {
             AdminError::Api(e) => e.clone(),
-            AdminError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => {
-                ApiError::new(ErrorCode::StoreUnavailable)
-            }
+            AdminError::Db(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            ) => ApiError::new(ErrorCode::StoreUnavailable),
             AdminError::RateLimited(_) => ApiError::new(ErrorCode::RateLimited),
             AdminError::Db(_) | AdminError::Internal(_) => ApiError::new(ErrorCode::Internal),
         }
@@ -57,14 +57,21 @@ impl IntoResponse for AdminError {
         if !matches!(self, AdminError::Api(_) | AdminError::RateLimited(_)) {
             tracing::error!(error = %self, "request failed");
         }
-        let status = StatusCode::from_u16(api.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut res = (status, [(axum::http::header::CONTENT_TYPE, "application/json")], api.to_json()).into_response();
+        let status =
+            StatusCode::from_u16(api.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut res = (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            api.to_json(),
+        )
+            .into_response();
         if api.code == ErrorCode::RateLimited {
             let retry_after = match self {
                 AdminError::RateLimited(secs) => axum::http::HeaderValue::from(secs.max(1)),
                 _ => axum::http::HeaderValue::from_static("60"),
             };
-            res.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after);
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry_after);
         }
         res
     }

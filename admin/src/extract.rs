@@ -31,7 +31,8 @@ where
             .and_then(|v| v.to_str().ok())
             .map(|v| {
                 let mime = v.split(';').next().unwrap_or("").trim();
-                mime.eq_ignore_ascii_case("application/json") || (mime.starts_with("application/") && mime.ends_with("+json"))
+                mime.eq_ignore_ascii_case("application/json")
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
             })
             .unwrap_or(false);
         let bytes = match axum::body::Bytes::from_request(req, state).await {
@@ -53,7 +54,10 @@ pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
         Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() => {
-            return Err(ApiError::with_message(ErrorCode::InvalidField, "the body must be a JSON object"));
+            return Err(ApiError::with_message(
+                ErrorCode::InvalidField,
+                "the body must be a JSON object",
+            ));
         }
         _ => return Err(ApiError::new(ErrorCode::MalformedJson)),
     }
@@ -64,11 +68,22 @@ pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         match inner.classify() {
             serde_json::error::Category::Data => {
                 let text = inner.to_string();
-                if let Some(field) = text.split("missing field `").nth(1).and_then(|r| r.split('`').next()) {
-                    let full = if path == "." || path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
+                if let Some(field) = text
+                    .split("missing field `")
+                    .nth(1)
+                    .and_then(|r| r.split('`').next())
+                {
+                    let full = if path == "." || path.is_empty() {
+                        field.to_owned()
+                    } else {
+                        format!("{path}.{field}")
+                    };
                     ApiError::new(ErrorCode::MissingField).field(full)
                 } else {
-                    let err = ApiError::with_message(ErrorCode::InvalidField, "a field has the wrong type or value");
+                    let err = ApiError::with_message(
+                        ErrorCode::InvalidField,
+                        "a field has the wrong type or value",
+                    );
                     if path == "." || path.is_empty() {
                         err
                     } else {
@@ -97,7 +112,11 @@ where
             Err(rej) => {
                 let _: &QueryRejection = &rej;
                 let text = rej.body_text();
-                let err = match text.split("missing field `").nth(1).and_then(|r| r.split('`').next()) {
+                let err = match text
+                    .split("missing field `")
+                    .nth(1)
+                    .and_then(|r| r.split('`').next())
+                {
                     Some(f) => ApiError::new(ErrorCode::MissingField).field(f.to_owned()),
                     None => ApiError::new(ErrorCode::MalformedQuery),
                 };
@@ -129,11 +148,23 @@ mod tests {
         assert!(parse_object::<Body>(br#"{"name":"a"}"#).is_ok());
         let e = parse_object::<Body>(br#"["a"]"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidField, "an array is not an object");
-        assert_eq!(parse_object::<Body>(b"{").unwrap_err().code, ErrorCode::MalformedJson);
-        assert_eq!(parse_object::<Body>(b"").unwrap_err().code, ErrorCode::MalformedJson);
+        assert_eq!(
+            parse_object::<Body>(b"{").unwrap_err().code,
+            ErrorCode::MalformedJson
+        );
+        assert_eq!(
+            parse_object::<Body>(b"").unwrap_err().code,
+            ErrorCode::MalformedJson
+        );
         let e = parse_object::<Body>(b"{}").unwrap_err();
-        assert_eq!((e.code, e.field.as_deref()), (ErrorCode::MissingField, Some("name")));
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::MissingField, Some("name"))
+        );
         let e = parse_object::<Body>(br#"{"name":"a","inner":{"limit":"x"}}"#).unwrap_err();
-        assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidField, Some("inner.limit")));
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::InvalidField, Some("inner.limit"))
+        );
     }
 }

@@ -51,10 +51,15 @@ pub struct AppState {
 impl AppState {
     /// Opens the database (creating an SQLite folder when needed) and the
     /// master key, and builds the state.
-    pub async fn open(config: config::AdminConfig) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    pub async fn open(
+        config: config::AdminConfig,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         if let Some(path) = config.database_url.strip_prefix("sqlite:") {
             let file = path.split('?').next().unwrap_or(path);
-            if let Some(dir) = std::path::Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(dir) = std::path::Path::new(file)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
                 std::fs::create_dir_all(dir)?;
             }
         }
@@ -64,7 +69,15 @@ impl AppState {
         let mailer = Arc::new(mail::Mailer::from_config(&config)?);
         let throttle = Arc::new(throttle::Throttle::new());
         let billing = billing::Billing::from_config(&config)?;
-        let state = Self { db, secrets: Arc::new(SecretBox::new(&key)), config: Arc::new(config), pusher, mailer, throttle, billing };
+        let state = Self {
+            db,
+            secrets: Arc::new(SecretBox::new(&key)),
+            config: Arc::new(config),
+            pusher,
+            mailer,
+            throttle,
+            billing,
+        };
         // A first build at start: engines get this admin's view (and a
         // version above any before the restart) without waiting for a change.
         push::after_change(&state).await;
@@ -77,15 +90,39 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ping", axum::routing::get(routes::ping::handle))
         .route("/auth/register", post(routes::auth::register::handle))
-        .route("/auth/verify-email", post(routes::auth::verify_email::handle))
-        .route("/auth/verify-email/resend", post(routes::auth::verify_email_resend::handle))
+        .route(
+            "/auth/verify-email",
+            post(routes::auth::verify_email::handle),
+        )
+        .route(
+            "/auth/verify-email/resend",
+            post(routes::auth::verify_email_resend::handle),
+        )
         .route("/auth/signin", post(routes::auth::signin::handle))
-        .route("/auth/2fa/create", post(routes::auth::two_factor_create::handle))
-        .route("/auth/2fa/verify", post(routes::auth::two_factor_verify::handle))
-        .route("/auth/2fa/recovery", post(routes::auth::two_factor_recovery::handle))
-        .route("/auth/password-reset-request", post(routes::auth::password_reset_request::handle))
-        .route("/auth/password-reset-confirm", post(routes::auth::password_reset_confirm::handle))
-        .route("/auth/password", axum::routing::patch(routes::auth::password::handle))
+        .route(
+            "/auth/2fa/create",
+            post(routes::auth::two_factor_create::handle),
+        )
+        .route(
+            "/auth/2fa/verify",
+            post(routes::auth::two_factor_verify::handle),
+        )
+        .route(
+            "/auth/2fa/recovery",
+            post(routes::auth::two_factor_recovery::handle),
+        )
+        .route(
+            "/auth/password-reset-request",
+            post(routes::auth::password_reset_request::handle),
+        )
+        .route(
+            "/auth/password-reset-confirm",
+            post(routes::auth::password_reset_confirm::handle),
+        )
+        .route(
+            "/auth/password",
+            axum::routing::patch(routes::auth::password::handle),
+        )
         .route("/auth/me", get(routes::auth::me::handle))
         .route(
             "/projects",
@@ -95,22 +132,49 @@ pub fn router(state: AppState) -> Router {
                 .delete(routes::projects::delete::handle),
         )
         .route("/projects/detail", get(routes::projects::detail::handle))
-        .route("/projects/settings", get(routes::projects::settings_get::handle).patch(routes::projects::settings_patch::handle))
-        .route("/projects/secret/2fa", post(routes::projects::secret_2fa::handle))
-        .route("/projects/secret/reveal", post(routes::projects::secret_reveal::handle))
+        .route(
+            "/projects/settings",
+            get(routes::projects::settings_get::handle)
+                .patch(routes::projects::settings_patch::handle),
+        )
+        .route(
+            "/projects/secret/2fa",
+            post(routes::projects::secret_2fa::handle),
+        )
+        .route(
+            "/projects/secret/reveal",
+            post(routes::projects::secret_reveal::handle),
+        )
         .route(
             "/projects/extra-metadata",
-            get(routes::projects::extra_metadata_get::handle).patch(routes::projects::extra_metadata_patch::handle),
+            get(routes::projects::extra_metadata_get::handle)
+                .patch(routes::projects::extra_metadata_patch::handle),
         )
         .route(
             "/projects/client/extra-metadata",
-            get(routes::projects::client_extra_metadata_get::handle).patch(routes::projects::client_extra_metadata_patch::handle),
+            get(routes::projects::client_extra_metadata_get::handle)
+                .patch(routes::projects::client_extra_metadata_patch::handle),
         )
-        .route("/projects/rate-limit/check", post(routes::projects::rate_limit_check::handle))
-        .route("/origin-tokens", post(routes::origin_tokens::create::handle))
-        .route("/origin-tokens/invalidate", post(routes::origin_tokens::invalidate::handle))
-        .route("/origin-tokens/status", get(routes::origin_tokens::status::handle))
-        .route("/origin-tokens/verify", post(routes::origin_tokens::verify::handle))
+        .route(
+            "/projects/rate-limit/check",
+            post(routes::projects::rate_limit_check::handle),
+        )
+        .route(
+            "/origin-tokens",
+            post(routes::origin_tokens::create::handle),
+        )
+        .route(
+            "/origin-tokens/invalidate",
+            post(routes::origin_tokens::invalidate::handle),
+        )
+        .route(
+            "/origin-tokens/status",
+            get(routes::origin_tokens::status::handle),
+        )
+        .route(
+            "/origin-tokens/verify",
+            post(routes::origin_tokens::verify::handle),
+        )
         .route("/opt-out/confirm", get(routes::opt_out::handle))
         .route("/test/captcha", post(routes::test_captcha::handle))
         .route("/internal/snapshot", get(routes::internal_snapshot::handle))
@@ -118,13 +182,27 @@ pub fn router(state: AppState) -> Router {
         .route("/billing/status", get(routes::billing::status::handle))
         .route("/billing/checkout", post(routes::billing::checkout::handle))
         .route("/billing/portal", post(routes::billing::portal::handle))
-        .route("/billing/subscriptions", get(routes::billing::subscriptions::handle))
-        .route("/billing/subscription", axum::routing::patch(routes::billing::subscription_update::handle))
-        .route("/billing/subscription/cancel", post(routes::billing::subscription_cancel::handle))
-        .route("/billing/subscription/resume", post(routes::billing::subscription_resume::handle))
+        .route(
+            "/billing/subscriptions",
+            get(routes::billing::subscriptions::handle),
+        )
+        .route(
+            "/billing/subscription",
+            axum::routing::patch(routes::billing::subscription_update::handle),
+        )
+        .route(
+            "/billing/subscription/cancel",
+            post(routes::billing::subscription_cancel::handle),
+        )
+        .route(
+            "/billing/subscription/resume",
+            post(routes::billing::subscription_resume::handle),
+        )
         .route(
             "/stripe/webhook",
-            post(routes::stripe_webhook::handle).layer(DefaultBodyLimit::max(routes::stripe_webhook::MAX_WEBHOOK_BODY)),
+            post(routes::stripe_webhook::handle).layer(DefaultBodyLimit::max(
+                routes::stripe_webhook::MAX_WEBHOOK_BODY,
+            )),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(shared_error_shape))
@@ -158,7 +236,10 @@ async fn shared_error_shape(res: axum::response::Response) -> axum::response::Re
         return res;
     }
     let (mut parts, _) = res.into_parts();
-    parts.headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     parts.headers.remove(header::CONTENT_LENGTH);
     let body = qyzar_shared::ApiError::new(code).to_json();
     axum::response::Response::from_parts(parts, axum::body::Body::from(body))

@@ -35,7 +35,9 @@ pub struct ProjectKeys {
 pub const SESSION_JWT_SALT: &[u8] = b"qyzar/session-jwt/v1";
 
 fn session_key(client_key: &[u8; 32], project: &str) -> Option<Hs256Key> {
-    let raw = qyzar_shared::crypto::hkdf_sha256(client_key, SESSION_JWT_SALT, project.as_bytes(), 32).ok()?;
+    let raw =
+        qyzar_shared::crypto::hkdf_sha256(client_key, SESSION_JWT_SALT, project.as_bytes(), 32)
+            .ok()?;
     let raw: [u8; 32] = raw.try_into().ok()?;
     Some(Hs256Key::from_raw(raw))
 }

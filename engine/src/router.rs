@@ -97,7 +97,10 @@ where
         "/connect" => match *m {
             Method::POST => {
                 let b = body!();
-                let res = idempotent(engine, "connect", h, &b, || routes::connect::handle(engine, h, &b)).await;
+                let res = idempotent(engine, "connect", h, &b, || {
+                    routes::connect::handle(engine, h, &b)
+                })
+                .await;
                 ("connect", routes::cors::reflect_if_allowed(engine, h, res))
             }
             Method::OPTIONS => ("preflight", routes::cors::preflight(engine, h)),
@@ -107,10 +110,16 @@ where
             Method::POST => {
                 let b = body!();
                 let res = routes::reverify::handle(engine, h, &b).await;
-                ("connect_reverify", routes::cors::reflect_if_allowed(engine, h, res))
+                (
+                    "connect_reverify",
+                    routes::cors::reflect_if_allowed(engine, h, res),
+                )
             }
             Method::OPTIONS => ("preflight", routes::cors::preflight(engine, h)),
-            _ => ("connect_reverify", response::method_not_allowed("POST, OPTIONS")),
+            _ => (
+                "connect_reverify",
+                response::method_not_allowed("POST, OPTIONS"),
+            ),
         },
         "/connect.js" => match *m {
             Method::GET | Method::HEAD => ("connect_js", routes::connect_js::handle()),
@@ -119,7 +128,10 @@ where
         "/projects/client/rate-limit-check" => match *m {
             Method::POST => {
                 let b = body!();
-                ("rate_limit_check", routes::rate_limit_check::handle(engine, h, &b).await)
+                (
+                    "rate_limit_check",
+                    routes::rate_limit_check::handle(engine, h, &b).await,
+                )
             }
             _ => ("rate_limit_check", response::method_not_allowed("POST")),
         },
@@ -127,7 +139,10 @@ where
             Method::POST => {
                 let b = body!();
                 let f = || routes::ato_login_attempt::handle(engine, h, &b);
-                ("ato_login_attempt", idempotent(engine, "ato_login_attempt", h, &b, f).await)
+                (
+                    "ato_login_attempt",
+                    idempotent(engine, "ato_login_attempt", h, &b, f).await,
+                )
             }
             _ => ("ato_login_attempt", response::method_not_allowed("POST")),
         },
@@ -135,7 +150,10 @@ where
             Method::POST => {
                 let b = body!();
                 let f = || routes::ato_add_identifier::handle(engine, h, &b);
-                ("ato_add_identifier", idempotent(engine, "ato_add_identifier", h, &b, f).await)
+                (
+                    "ato_add_identifier",
+                    idempotent(engine, "ato_add_identifier", h, &b, f).await,
+                )
             }
             _ => ("ato_add_identifier", response::method_not_allowed("POST")),
         },

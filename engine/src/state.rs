@@ -126,7 +126,8 @@ impl Engine {
                 let Some(engine) = weak.upgrade() else { return };
                 let limiter = engine.limiter.clone();
                 drop(engine);
-                let _ = tokio::task::spawn_blocking(move || limiter.sweep(limiter.now_nanos())).await;
+                let _ =
+                    tokio::task::spawn_blocking(move || limiter.sweep(limiter.now_nanos())).await;
             }
         });
         engine

@@ -36,7 +36,11 @@ fn message(project: &str, outcome: Outcome, exp: i64) -> String {
 /// Issues a token valid until `exp_unix`.
 pub fn issue(key: &[u8; 32], project: &str, outcome: Outcome, exp_unix: i64) -> String {
     let sig = hmac_sha256(key, message(project, outcome, exp_unix).as_bytes());
-    format!("qz_tc_{}.{exp_unix}.{}", outcome.as_str(), base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig))
+    format!(
+        "qz_tc_{}.{exp_unix}.{}",
+        outcome.as_str(),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+    )
 }
 
 /// Checks a token: `Some(outcome)` when it is well-formed, signed for this
@@ -50,7 +54,9 @@ pub fn verify(key: &[u8; 32], project: &str, token: &str, now_unix: i64) -> Opti
         _ => return None,
     };
     let exp: i64 = parts.next()?.parse().ok()?;
-    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts.next()?).ok()?;
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts.next()?)
+        .ok()?;
     if exp <= now_unix || !hmac_verify(key, message(project, outcome, exp).as_bytes(), &sig) {
         return None;
     }
@@ -72,8 +78,18 @@ mod tests {
         let f = issue(&key, "prj_a", Outcome::Fail, 2_000);
         assert_eq!(verify(&key, "prj_a", &f, 1_000), Some(Outcome::Fail));
         let forged = f.replace("qz_tc_fail", "qz_tc_pass");
-        assert_eq!(verify(&key, "prj_a", &forged, 1_000), None, "outcome is signed");
-        for junk in ["", "qz_tc_", "qz_tc_pass", "qz_tc_pass.x.y", "qz_tc_maybe.1.AA"] {
+        assert_eq!(
+            verify(&key, "prj_a", &forged, 1_000),
+            None,
+            "outcome is signed"
+        );
+        for junk in [
+            "",
+            "qz_tc_",
+            "qz_tc_pass",
+            "qz_tc_pass.x.y",
+            "qz_tc_maybe.1.AA",
+        ] {
             assert_eq!(verify(&key, "prj_a", junk, 0), None, "{junk}");
         }
     }

@@ -75,7 +75,6 @@ impl TestDb {
     }
 }
 
-
 /// A running admin on a fresh database, on a random port.
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
@@ -94,13 +93,17 @@ impl TestApp {
     }
 
     /// Like [`TestApp::spawn`], adjusting the configuration first.
-    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut qyzar_admin::config::AdminConfig)) -> Option<Self> {
+    pub async fn spawn_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut qyzar_admin::config::AdminConfig),
+    ) -> Option<Self> {
         let t = TestDb::new(backend).await?;
         let dir = tempfile::tempdir().unwrap();
         let mut config = qyzar_admin::config::AdminConfig::local(dir.path(), String::new());
         adjust(&mut config);
         let key = qyzar_admin::config::master_key(&config).unwrap();
-        let pusher = qyzar_admin::push::Pusher::new(&config.engine_urls, config.push_key.as_deref());
+        let pusher =
+            qyzar_admin::push::Pusher::new(&config.engine_urls, config.push_key.as_deref());
         let mailer = std::sync::Arc::new(qyzar_admin::mail::Mailer::from_config(&config).unwrap());
         let state = qyzar_admin::AppState {
             pusher,
@@ -117,7 +120,14 @@ impl TestApp {
         let task = tokio::spawn(qyzar_admin::run(listener, state.clone(), async {
             let _ = stopped.await;
         }));
-        Some(Self { addr, state, dir, db: Some(t), stop: Some(stop), task: Some(task) })
+        Some(Self {
+            addr,
+            state,
+            dir,
+            db: Some(t),
+            stop: Some(stop),
+            task: Some(task),
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -148,7 +158,12 @@ pub struct TestResponse {
 
 /// Sends a request with headers and an optional raw body (JSON content
 /// type unless a header says otherwise).
-pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> TestResponse {
+pub async fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> TestResponse {
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
@@ -162,10 +177,16 @@ pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Op
     if body.is_some() && !has_ct {
         req = req.header("content-type", "application/json");
     }
-    let req = req.body(Full::new(bytes::Bytes::from(body.unwrap_or("").to_owned()))).unwrap();
+    let req = req
+        .body(Full::new(bytes::Bytes::from(body.unwrap_or("").to_owned())))
+        .unwrap();
     let res = client.request(req).await.expect("request");
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     let bytes = res.into_body().collect().await.expect("body").to_bytes();
-    TestResponse { status, headers, body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null) }
+    TestResponse {
+        status,
+        headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    }
 }

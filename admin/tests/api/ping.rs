@@ -4,7 +4,9 @@ use crate::helpers::{request, Backend, TestApp};
 
 #[tokio::test]
 async fn ping_answers_ok_when_the_database_answers() {
-    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite is always available");
+    let app = TestApp::spawn(Backend::Sqlite)
+        .await
+        .expect("sqlite is always available");
     let r = request("GET", &app.url("/ping"), &[], None).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["ok"], true);
@@ -20,14 +22,28 @@ async fn ping_answers_ok_when_the_database_answers() {
 
 #[tokio::test]
 async fn unknown_paths_and_wrong_methods_answer_in_the_shared_shape() {
-    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite is always available");
+    let app = TestApp::spawn(Backend::Sqlite)
+        .await
+        .expect("sqlite is always available");
     let r = request("GET", &app.url("/no-such-route"), &[], None).await;
-    assert_eq!((r.status, r.body["error"]["code"].clone()), (404, serde_json::json!("route_not_found")));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].clone()),
+        (404, serde_json::json!("route_not_found"))
+    );
     let r = request("DELETE", &app.url("/ping"), &[], None).await;
-    assert_eq!((r.status, r.body["error"]["code"].clone()), (405, serde_json::json!("method_not_allowed")));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].clone()),
+        (405, serde_json::json!("method_not_allowed"))
+    );
     assert!(r.headers["allow"].to_str().unwrap().contains("GET"));
     // A route's own 404 keeps its specific code.
-    let r = request("GET", &app.url("/origin-tokens/status?token=qz_ot_nope"), &[], None).await;
+    let r = request(
+        "GET",
+        &app.url("/origin-tokens/status?token=qz_ot_nope"),
+        &[],
+        None,
+    )
+    .await;
     assert_ne!(r.body["error"]["code"], "route_not_found");
     app.stop().await;
 }

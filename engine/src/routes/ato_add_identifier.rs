@@ -41,14 +41,21 @@ pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Respon
     }
 }
 
-async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Response<Body>, ApiError> {
+async fn run(
+    engine: &Engine,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
     let now = qyzar_shared::time::now_ms();
     // parse
     let input: Input = request::json_body(headers, body)?;
     let project = common::project_id(input.project_id.as_deref())?;
     let identifier = identifier(input.identifier)?;
     let body_device = match input.device_id.as_deref() {
-        Some(d) => Some(DeviceId::parse(d).map_err(|_| ApiError::with_message(ErrorCode::InvalidField, "deviceId is not a device id").field("deviceId"))?),
+        Some(d) => Some(DeviceId::parse(d).map_err(|_| {
+            ApiError::with_message(ErrorCode::InvalidField, "deviceId is not a device id")
+                .field("deviceId")
+        })?),
         None => None,
     };
     // authorise
@@ -57,21 +64,49 @@ async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Respon
     let device = match body_device {
         Some(d) => d,
         None => {
-            let (sid, token) = common::session_credentials(cfg, headers, input.session_id.as_deref(), input.session_token.as_deref());
-            let sid = sid.ok_or_else(|| ApiError::with_message(ErrorCode::MissingField, "deviceId or sessionId + sessionToken is required").field("deviceId"))?;
-            match common::check_session(engine, cfg, &project, sid, token, now).await?.0 {
+            let (sid, token) = common::session_credentials(
+                cfg,
+                headers,
+                input.session_id.as_deref(),
+                input.session_token.as_deref(),
+            );
+            let sid = sid.ok_or_else(|| {
+                ApiError::with_message(
+                    ErrorCode::MissingField,
+                    "deviceId or sessionId + sessionToken is required",
+                )
+                .field("deviceId")
+            })?;
+            match common::check_session(engine, cfg, &project, sid, token, now)
+                .await?
+                .0
+            {
                 SessionCheck::Valid(s) => s.device_id.clone(),
                 SessionCheck::Invalid(reason) => {
-                    return Err(ApiError::with_message(ErrorCode::InvalidField, format!("the session is not valid: {reason}")).field("sessionId"));
+                    return Err(ApiError::with_message(
+                        ErrorCode::InvalidField,
+                        format!("the session is not valid: {reason}"),
+                    )
+                    .field("sessionId"));
                 }
             }
         }
     };
     // decide: durable before the answer; adding twice changes nothing.
-    let trusted = engine.store.add_trusted_identifier(&project, &device, &identifier).await.map_err(|e| {
-        tracing::warn!(error = %e, "trusted identifier not stored");
-        ApiError::new(ErrorCode::StoreUnavailable)
-    })?;
+    let trusted = engine
+        .store
+        .add_trusted_identifier(&project, &device, &identifier)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "trusted identifier not stored");
+            ApiError::new(ErrorCode::StoreUnavailable)
+        })?;
     // answer
-    Ok(response::json_of(StatusCode::OK, &Output { device_id: device.as_str(), trusted_identifiers: trusted }))
+    Ok(response::json_of(
+        StatusCode::OK,
+        &Output {
+            device_id: device.as_str(),
+            trusted_identifiers: trusted,
+        },
+    ))
 }

@@ -69,7 +69,11 @@ pub fn identifier(raw: Option<String>) -> Result<String, ApiError> {
     let id = raw.ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("identifier"))?;
     let id = id.trim().to_owned();
     if id.is_empty() || id.len() > MAX_IDENTIFIER || id.chars().any(char::is_control) {
-        return Err(ApiError::with_message(ErrorCode::InvalidField, "identifier must be 1 to 256 printable characters").field("identifier"));
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidField,
+            "identifier must be 1 to 256 printable characters",
+        )
+        .field("identifier"));
     }
     Ok(id)
 }
@@ -82,37 +86,60 @@ pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Respon
     }
 }
 
-async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Response<Body>, ApiError> {
+async fn run(
+    engine: &Engine,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
     let now = qyzar_shared::time::now_ms();
     // parse
     let input: Input = request::json_body(headers, body)?;
     let project = common::project_id(input.project_id.as_deref())?;
     let identifier = identifier(input.identifier)?;
-    let success = input.success.ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("success"))?;
+    let success = input
+        .success
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("success"))?;
     let ip: Option<IpAddr> = match input.ip.as_deref() {
-        Some(s) => Some(s.trim().parse().map_err(|_| ApiError::with_message(ErrorCode::InvalidField, "ip is not an IP address").field("ip"))?),
+        Some(s) => Some(s.trim().parse().map_err(|_| {
+            ApiError::with_message(ErrorCode::InvalidField, "ip is not an IP address").field("ip")
+        })?),
         None => None,
     };
     let body_device = match input.device_id.as_deref() {
-        Some(d) => Some(DeviceId::parse(d).map_err(|_| ApiError::with_message(ErrorCode::InvalidField, "deviceId is not a device id").field("deviceId"))?),
+        Some(d) => Some(DeviceId::parse(d).map_err(|_| {
+            ApiError::with_message(ErrorCode::InvalidField, "deviceId is not a device id")
+                .field("deviceId")
+        })?),
         None => None,
     };
     // authorise
     let live = common::live(engine, now)?;
     let (cfg, _) = common::authorise(&live, &project, headers, now)?;
     // decide
-    let (sid, token) = common::session_credentials(cfg, headers, input.session_id.as_deref(), input.session_token.as_deref());
+    let (sid, token) = common::session_credentials(
+        cfg,
+        headers,
+        input.session_id.as_deref(),
+        input.session_token.as_deref(),
+    );
     let session = match sid {
-        Some(sid) => match common::check_session(engine, cfg, &project, sid, token, now).await?.0 {
+        Some(sid) => match common::check_session(engine, cfg, &project, sid, token, now)
+            .await?
+            .0
+        {
             SessionCheck::Valid(s) => Some(s),
             SessionCheck::Invalid(_) => None,
         },
         None => None,
     };
-    let device_id = session.as_ref().map(|s| s.device_id.clone()).or(body_device);
+    let device_id = session
+        .as_ref()
+        .map(|s| s.device_id.clone())
+        .or(body_device);
     // The caller is the customer's backend: `X-Forwarded-For` would be its
     // address, so the database is asked about the body's `ip` only.
-    let region = connect::region_for(engine, headers, ip).or_else(|| session.as_ref().and_then(|s| s.device.region.clone()));
+    let region = connect::region_for(engine, headers, ip)
+        .or_else(|| session.as_ref().and_then(|s| s.device.region.clone()));
     let platform = session.as_ref().map(|s| s.device.platform.clone());
     let browser = session.as_ref().map(|s| s.device.browser.clone());
     let bot = session.as_ref().is_some_and(|s| s.risk.bot);
@@ -121,14 +148,29 @@ async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Respon
         tracing::warn!(error = %e, "ato history read failed");
         ApiError::new(ErrorCode::StoreUnavailable)
     };
-    let past = engine.store.recent_login_attempts(&project, &identifier, 0, HISTORY).await.map_err(unavailable)?;
+    let past = engine
+        .store
+        .recent_login_attempts(&project, &identifier, 0, HISTORY)
+        .await
+        .map_err(unavailable)?;
     let window_start = now - i64::from(cfg.settings.ato.failed_attempts_window_seconds) * 1000;
-    let recent_failures = past.iter().filter(|a| !a.success && a.at >= window_start).count() as u32;
+    let recent_failures = past
+        .iter()
+        .filter(|a| !a.success && a.at >= window_start)
+        .count() as u32;
     let prior_attempt = past.iter().find(|a| a.success);
     let prior = prior_attempt.map(PriorSnapshot::from_attempt);
-    let known_device = device_id.as_ref().is_some_and(|d| past.iter().any(|a| a.success && a.device_id.as_ref() == Some(d)));
+    let known_device = device_id.as_ref().is_some_and(|d| {
+        past.iter()
+            .any(|a| a.success && a.device_id.as_ref() == Some(d))
+    });
     let trusted = match &device_id {
-        Some(d) => engine.store.trusted_identifiers(&project, d).await.map_err(unavailable)?.contains(&identifier),
+        Some(d) => engine
+            .store
+            .trusted_identifiers(&project, d)
+            .await
+            .map_err(unavailable)?
+            .contains(&identifier),
         None => false,
     };
     let thresholds = Thresholds {
@@ -136,8 +178,21 @@ async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Respon
         block: cfg.settings.ato.block_score.min(100) as u8,
     };
     let decision = decide::score_login(
-        &Attempt { ip, region: region.as_deref(), device_id: device_id.as_ref(), platform: platform.as_deref(), browser: browser.as_deref(), bot, now },
-        &History { prior: prior.as_ref(), recent_failures, trusted, known_device },
+        &Attempt {
+            ip,
+            region: region.as_deref(),
+            device_id: device_id.as_ref(),
+            platform: platform.as_deref(),
+            browser: browser.as_deref(),
+            bot,
+            now,
+        },
+        &History {
+            prior: prior.as_ref(),
+            recent_failures,
+            trusted,
+            known_device,
+        },
         thresholds,
     );
     // The attempt is durable before the answer.
@@ -154,10 +209,14 @@ async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Respon
         platform,
         browser,
     };
-    engine.store.record_login_attempt(&attempt).await.map_err(|e| {
-        tracing::warn!(error = %e, "login attempt not stored");
-        ApiError::new(ErrorCode::StoreUnavailable)
-    })?;
+    engine
+        .store
+        .record_login_attempt(&attempt)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "login attempt not stored");
+            ApiError::new(ErrorCode::StoreUnavailable)
+        })?;
     // answer
     let prior_snapshot = prior_attempt.map(|a| Prior {
         device_id: a.device_id.as_ref().map(|d| d.to_string()),
@@ -169,6 +228,10 @@ async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Respon
     });
     Ok(response::json_of(
         StatusCode::OK,
-        &Output { decision, last_login_at: prior_attempt.map(|a| rfc3339(a.at)), prior_snapshot },
+        &Output {
+            decision,
+            last_login_at: prior_attempt.map(|a| rfc3339(a.at)),
+            prior_snapshot,
+        },
     ))
 }

@@ -58,38 +58,72 @@ pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Respon
     }
 }
 
-async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Response<Body>, ApiError> {
+async fn run(
+    engine: &Engine,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
     let now = qyzar_shared::time::now_ms();
     // parse
     let input: Input = request::json_body(headers, body)?;
     let project = common::project_id(input.project_id.as_deref())?;
-    let origin_token = input.origin_token.ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("originToken"))?;
-    let entropy = input.entropy.ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("entropy"))?;
+    let origin_token = input
+        .origin_token
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("originToken"))?;
+    let entropy = input
+        .entropy
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("entropy"))?;
     let raw_len = serde_json::to_vec(&entropy).map_or(usize::MAX, |v| v.len());
     entropy.validate(raw_len)?;
     // authorise
     let live = common::live(engine, now)?;
-    let (cfg, keys) = live.project(project.as_str()).ok_or(ApiError::new(ErrorCode::ProjectNotFound))?;
+    let (cfg, keys) = live
+        .project(project.as_str())
+        .ok_or(ApiError::new(ErrorCode::ProjectNotFound))?;
     let origin = cors::origin(headers).ok_or(ApiError::new(ErrorCode::OriginNotAllowed))?;
     if !cfg.settings.allowed_origins.iter().any(|o| o == origin) {
         return Err(ApiError::new(ErrorCode::OriginNotAllowed));
     }
     let bound = cfg.origin_token(&common::sha256(origin_token.as_bytes()), now);
     if bound.is_none_or(|t| t.origin != origin) {
-        return Err(ApiError::with_message(ErrorCode::InvalidCredentials, "the origin token is not valid for this origin").field("originToken"));
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidCredentials,
+            "the origin token is not valid for this origin",
+        )
+        .field("originToken"));
     }
     if let Some(t) = &input.captcha_token {
         if !cfg.settings.test_mode {
-            return Err(ApiError::with_message(ErrorCode::Forbidden, "test captcha tokens are accepted only in test mode").field("captchaToken"));
+            return Err(ApiError::with_message(
+                ErrorCode::Forbidden,
+                "test captcha tokens are accepted only in test mode",
+            )
+            .field("captchaToken"));
         }
         match captcha::verify(&cfg.opt_out_key, project.as_str(), t, now / 1000) {
             Some(captcha::Outcome::Pass) => {}
-            Some(captcha::Outcome::Fail) => return Err(ApiError::with_message(ErrorCode::Forbidden, "the captcha was not solved").field("captchaToken")),
-            None => return Err(ApiError::with_message(ErrorCode::InvalidField, "the captcha token is not valid").field("captchaToken")),
+            Some(captcha::Outcome::Fail) => {
+                return Err(ApiError::with_message(
+                    ErrorCode::Forbidden,
+                    "the captcha was not solved",
+                )
+                .field("captchaToken"))
+            }
+            None => {
+                return Err(ApiError::with_message(
+                    ErrorCode::InvalidField,
+                    "the captcha token is not valid",
+                )
+                .field("captchaToken"))
+            }
         }
     }
     // decide
-    let ua_text = entropy.user_agent.as_deref().or_else(|| headers.get(USER_AGENT).and_then(|v| v.to_str().ok())).unwrap_or("");
+    let ua_text = entropy
+        .user_agent
+        .as_deref()
+        .or_else(|| headers.get(USER_AGENT).and_then(|v| v.to_str().ok()))
+        .unwrap_or("");
     let ua = UaInfo::parse(ua_text);
     let risk = decide::score_bot(&entropy, &ua);
     let device_id = decide::device_id(&entropy);
@@ -160,8 +194,14 @@ async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Respon
         },
     );
     let names = &cfg.settings.cookie_names;
-    for (name, value) in [(&names.session_id, session_id.as_str()), (&names.session_token, session_token.as_str())] {
-        let c = format!("{name}={value}; Max-Age={}; Path=/; HttpOnly; Secure; SameSite=Lax", cfg.settings.session_ttl_seconds);
+    for (name, value) in [
+        (&names.session_id, session_id.as_str()),
+        (&names.session_token, session_token.as_str()),
+    ] {
+        let c = format!(
+            "{name}={value}; Max-Age={}; Path=/; HttpOnly; Secure; SameSite=Lax",
+            cfg.settings.session_ttl_seconds
+        );
         if let Ok(v) = HeaderValue::from_str(&c) {
             res.headers_mut().append(SET_COOKIE, v);
         }
@@ -188,7 +228,8 @@ pub fn region_for(engine: &Engine, headers: &HeaderMap, ip: Option<IpAddr>) -> O
 fn header_region(engine: &Engine, headers: &HeaderMap) -> Option<String> {
     let name = engine.options.region_header.as_ref()?;
     let v = headers.get(name)?.to_str().ok()?.trim();
-    (!v.is_empty() && v.len() <= 8 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')).then(|| v.to_ascii_uppercase())
+    (!v.is_empty() && v.len() <= 8 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .then(|| v.to_ascii_uppercase())
 }
 
 /// The client IP from `X-Forwarded-For` (first hop) when it parses.

@@ -14,7 +14,13 @@ pub const SCRIPT: &str = include_str!("../../assets/connect.js");
 pub fn handle() -> Response<Body> {
     let mut res = response::json(StatusCode::OK, Bytes::from_static(SCRIPT.as_bytes()));
     let h = res.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/javascript; charset=utf-8"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/javascript; charset=utf-8"),
+    );
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
     res
 }

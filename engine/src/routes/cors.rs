@@ -2,8 +2,9 @@
 //! origin only when a project allows it, with credentials, never `*`.
 
 use http::header::{
-    HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ORIGIN, VARY,
+    HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS,
+    ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ORIGIN,
+    VARY,
 };
 use http::{HeaderMap, Response, StatusCode};
 use qyzar_shared::ErrorCode;
@@ -22,7 +23,10 @@ pub fn allow(mut res: Response<Body>, origin: &str) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(origin) {
         let h = res.headers_mut();
         h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        h.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        h.insert(
+            ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
         h.append(VARY, HeaderValue::from_static("Origin"));
     }
     res
@@ -43,8 +47,14 @@ pub fn preflight(engine: &Engine, headers: &HeaderMap) -> Response<Body> {
     let mut res = Response::new(Body::default());
     *res.status_mut() = StatusCode::NO_CONTENT;
     let h = res.headers_mut();
-    h.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST"));
-    h.insert(ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type, idempotency-key"));
+    h.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST"),
+    );
+    h.insert(
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type, idempotency-key"),
+    );
     h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     allow(res, o)
 }
@@ -53,7 +63,11 @@ pub fn preflight(engine: &Engine, headers: &HeaderMap) -> Response<Body> {
 /// used for every answer of the browser routes, errors and idempotent
 /// replays included, so the script can read why a call failed. Origins no
 /// project allows get no CORS headers at all.
-pub fn reflect_if_allowed(engine: &Engine, headers: &HeaderMap, res: Response<Body>) -> Response<Body> {
+pub fn reflect_if_allowed(
+    engine: &Engine,
+    headers: &HeaderMap,
+    res: Response<Body>,
+) -> Response<Body> {
     let Some(o) = origin(headers) else { return res };
     match engine.config.current(qyzar_shared::time::now_ms()) {
         Some(live) if live.any_project_allows(o) => allow(res, o),

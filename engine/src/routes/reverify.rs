@@ -55,20 +55,38 @@ pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Respon
 }
 
 fn invalid(reason: &'static str) -> Response<Body> {
-    response::json_of(StatusCode::OK, &Invalid { valid: false, reason })
+    response::json_of(
+        StatusCode::OK,
+        &Invalid {
+            valid: false,
+            reason,
+        },
+    )
 }
 
-async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Response<Body>, ApiError> {
+async fn run(
+    engine: &Engine,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
     let now = qyzar_shared::time::now_ms();
     // parse
     let input: Input = request::json_body(headers, body)?;
-    let jwt = input.session_jwt.ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("sessionJwt"))?;
-    let entropy = input.entropy.ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("entropy"))?;
+    let jwt = input
+        .session_jwt
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("sessionJwt"))?;
+    let entropy = input
+        .entropy
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("entropy"))?;
     entropy.validate(serde_json::to_vec(&entropy).map_or(usize::MAX, |v| v.len()))?;
     // authorise: the audience only chooses which keys to try.
-    let Some(project) = peek_audience(&jwt) else { return Ok(invalid("malformed")) };
+    let Some(project) = peek_audience(&jwt) else {
+        return Ok(invalid("malformed"));
+    };
     let live = common::live(engine, now)?;
-    let Some((cfg, keys)) = live.project(project.as_str()) else { return Ok(invalid("not_found")) };
+    let Some((cfg, keys)) = live.project(project.as_str()) else {
+        return Ok(invalid("not_found"));
+    };
     let origin = cors::origin(headers).ok_or(ApiError::new(ErrorCode::OriginNotAllowed))?;
     if !cfg.settings.allowed_origins.iter().any(|o| o == origin) {
         return Err(ApiError::new(ErrorCode::OriginNotAllowed));
@@ -78,10 +96,19 @@ async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Respon
         Ok(_) => return Ok(invalid("bad_signature")),
         Err(e) => return Ok(invalid(e.reason())),
     };
-    let Some(sid) = claims.sid.as_deref() else { return Ok(invalid("malformed")) };
-    let sid = qyzar_shared::ids::SessionId::parse(sid).map_err(|_| ApiError::new(ErrorCode::InvalidField).field("sessionJwt"))?;
-    let (found, _) = engine.sessions.get(&project, &sid).await.map_err(|_| ApiError::new(ErrorCode::StoreUnavailable))?;
-    let Some(session) = found else { return Ok(invalid("not_found")) };
+    let Some(sid) = claims.sid.as_deref() else {
+        return Ok(invalid("malformed"));
+    };
+    let sid = qyzar_shared::ids::SessionId::parse(sid)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidField).field("sessionJwt"))?;
+    let (found, _) = engine
+        .sessions
+        .get(&project, &sid)
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::StoreUnavailable))?;
+    let Some(session) = found else {
+        return Ok(invalid("not_found"));
+    };
     if session.revoked {
         return Ok(invalid("revoked"));
     }
@@ -92,7 +119,11 @@ async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Respon
         return Ok(invalid("expired"));
     }
     // decide
-    let ua_text = entropy.user_agent.as_deref().or_else(|| headers.get(USER_AGENT).and_then(|v| v.to_str().ok())).unwrap_or("");
+    let ua_text = entropy
+        .user_agent
+        .as_deref()
+        .or_else(|| headers.get(USER_AGENT).and_then(|v| v.to_str().ok()))
+        .unwrap_or("");
     let ua = UaInfo::parse(ua_text);
     let risk = decide::score_bot(&entropy, &ua);
     let device_id = decide::device_id(&entropy);
@@ -115,11 +146,18 @@ async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Respon
             None => Ok(()),
         }
     });
-    put.and(snap).map_err(|_| ApiError::new(ErrorCode::StoreUnavailable))?;
+    put.and(snap)
+        .map_err(|_| ApiError::new(ErrorCode::StoreUnavailable))?;
     // answer
     Ok(response::json_of(
         StatusCode::OK,
-        &Output { valid: true, session_id: sid.as_str(), device_changed, risk: &risk, expires_at: rfc3339(expires_at) },
+        &Output {
+            valid: true,
+            session_id: sid.as_str(),
+            device_changed,
+            risk: &risk,
+            expires_at: rfc3339(expires_at),
+        },
     ))
 }
 
@@ -127,7 +165,9 @@ async fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Respon
 /// then verify the token.
 fn peek_audience(token: &str) -> Option<ProjectId> {
     let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
     #[derive(Deserialize)]
     struct Aud {
         aud: String,

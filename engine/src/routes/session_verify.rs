@@ -91,7 +91,12 @@ async fn run(
     let (cfg, _) = common::authorise(&live, &project, headers, now)?;
     // Session credentials come from the body or the forwarded cookies,
     // never the query string: a token in a URL ends up in access logs.
-    let (id, token) = common::session_credentials(cfg, headers, b.session_id.as_deref(), b.session_token.as_deref());
+    let (id, token) = common::session_credentials(
+        cfg,
+        headers,
+        b.session_id.as_deref(),
+        b.session_token.as_deref(),
+    );
     let id = id.ok_or_else(|| {
         qyzar_shared::ApiError::new(qyzar_shared::ErrorCode::MissingField).field("sessionId")
     })?;

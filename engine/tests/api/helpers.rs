@@ -106,7 +106,12 @@ pub async fn send(method: &str, url: &str, body: Option<&str>) -> TestResponse {
 }
 
 /// Sends a request with extra headers and an optional raw body.
-pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> TestResponse {
+pub async fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> TestResponse {
     let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = http::Request::builder().method(method).uri(url);
     let mut has_ct = false;
@@ -117,12 +122,18 @@ pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Op
     if body.is_some() && !has_ct {
         req = req.header("content-type", "application/json");
     }
-    let req = req.body(Full::new(bytes::Bytes::from(body.unwrap_or("").to_owned()))).unwrap();
+    let req = req
+        .body(Full::new(bytes::Bytes::from(body.unwrap_or("").to_owned())))
+        .unwrap();
     let res = client.request(req).await.expect("request");
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     let bytes = res.into_body().collect().await.expect("body").to_bytes();
-    TestResponse { status, headers, body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null) }
+    TestResponse {
+        status,
+        headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    }
 }
 
 /// Which data store a test engine runs on.
@@ -134,21 +145,33 @@ pub enum Store {
 
 /// A store of the given kind, or `None` (with a printed skip line) when the
 /// CQL server is not configured and not required.
-pub async fn store(kind: Store) -> Option<(std::sync::Arc<dyn qyzar_shared::store::DataStore>, tempfile::TempDir)> {
+pub async fn store(
+    kind: Store,
+) -> Option<(
+    std::sync::Arc<dyn qyzar_shared::store::DataStore>,
+    tempfile::TempDir,
+)> {
     let dir = tempfile::tempdir().unwrap();
     match kind {
         Store::Embedded => {
-            let s = qyzar_shared::store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap();
+            let s =
+                qyzar_shared::store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap();
             Some((std::sync::Arc::new(s), dir))
         }
         Store::Cql => {
-            let node = qyzar_shared::testing::backend("QYZAR_TEST_CQL_NODE", "engine routes on CQL")?;
-            let mut cfg = qyzar_shared::store::ScyllaConfig::new(vec![node], qyzar_shared::testing::unique_name("qz_eng_"));
+            let node =
+                qyzar_shared::testing::backend("QYZAR_TEST_CQL_NODE", "engine routes on CQL")?;
+            let mut cfg = qyzar_shared::store::ScyllaConfig::new(
+                vec![node],
+                qyzar_shared::testing::unique_name("qz_eng_"),
+            );
             cfg.replication_factor = 1;
             cfg.write_consistency = qyzar_shared::store::Consistency::One;
             cfg.read_consistency = qyzar_shared::store::Consistency::One;
             cfg.request_timeout = std::time::Duration::from_secs(10);
-            let s = qyzar_shared::store::ScyllaStore::connect(cfg).await.expect("CQL server at QYZAR_TEST_CQL_NODE is reachable");
+            let s = qyzar_shared::store::ScyllaStore::connect(cfg)
+                .await
+                .expect("CQL server at QYZAR_TEST_CQL_NODE is reachable");
             Some((std::sync::Arc::new(s), dir))
         }
     }
@@ -164,18 +187,34 @@ pub struct TestProject {
 pub const ORIGIN: &str = "https://shop.example";
 
 /// Builds a project entry with the test origin allowed and an origin token.
-pub fn project(settings_json: &str, eddsa: bool) -> (TestProject, qyzar_shared::snapshot::ProjectConfig) {
+pub fn project(
+    settings_json: &str,
+    eddsa: bool,
+) -> (TestProject, qyzar_shared::snapshot::ProjectConfig) {
     use qyzar_shared::crypto::{random_token, Ed25519Signer, ProjectSecret};
     use qyzar_shared::ids::ProjectId;
     use qyzar_shared::snapshot::provision;
     let id = ProjectId::generate();
     let secret = ProjectSecret::generate();
-    let settings = qyzar_shared::settings::ProjectSettings::parse_and_validate(settings_json.as_bytes()).expect("valid settings");
+    let settings =
+        qyzar_shared::settings::ProjectSettings::parse_and_validate(settings_json.as_bytes())
+            .expect("valid settings");
     let pk = eddsa.then(Ed25519Signer::generate_pkcs8);
     let mut cfg = provision::project_config(&id, &secret, settings, pk.as_deref()).unwrap();
     let origin_token = random_token("qz_ot_", 24);
-    cfg.origin_tokens.push(provision::origin_token(&origin_token, ORIGIN, qyzar_shared::time::now_ms() + 3_600_000));
-    (TestProject { id: id.to_string(), secret: secret.expose().to_owned(), origin_token }, cfg)
+    cfg.origin_tokens.push(provision::origin_token(
+        &origin_token,
+        ORIGIN,
+        qyzar_shared::time::now_ms() + 3_600_000,
+    ));
+    (
+        TestProject {
+            id: id.to_string(),
+            secret: secret.expose().to_owned(),
+            origin_token,
+        },
+        cfg,
+    )
 }
 
 /// Default test settings: the test origin allowed, tight limits.
@@ -184,9 +223,18 @@ pub const SETTINGS: &str = r#"{"allowedOrigins":["https://shop.example"],
   "ato":{"challengeScore":40,"blockScore":85,"failedAttemptsWindowSeconds":900}}"#;
 
 /// Installs a snapshot with `projects` at `version`.
-pub fn install(engine: &qyzar_engine::Engine, version: u64, projects: Vec<qyzar_shared::snapshot::ProjectConfig>) {
-    let snap = qyzar_shared::snapshot::Snapshot::new(version, qyzar_shared::time::now_ms(), projects).unwrap();
-    engine.config.swap_full(snap, qyzar_shared::time::now_ms()).unwrap();
+pub fn install(
+    engine: &qyzar_engine::Engine,
+    version: u64,
+    projects: Vec<qyzar_shared::snapshot::ProjectConfig>,
+) {
+    let snap =
+        qyzar_shared::snapshot::Snapshot::new(version, qyzar_shared::time::now_ms(), projects)
+            .unwrap();
+    engine
+        .config
+        .swap_full(snap, qyzar_shared::time::now_ms())
+        .unwrap();
 }
 
 /// A realistic Chrome-on-Windows entropy document.

@@ -20,7 +20,11 @@ pub fn project_config(
     let mut p = ProjectConfig::new(
         id,
         *secret.hash().as_bytes(),
-        Hs256KeyEntry { kid: hs.kid().to_owned(), key: *hs.raw(), valid_until_ms: None },
+        Hs256KeyEntry {
+            kid: hs.kid().to_owned(),
+            key: *hs.raw(),
+            valid_until_ms: None,
+        },
         opt_out_key(secret, id),
         settings,
     );
@@ -41,7 +45,11 @@ pub fn origin_token(token: &str, origin: &str, expires_at_ms: i64) -> OriginToke
     let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     let mut token_hash = [0u8; 32];
     token_hash.copy_from_slice(d.as_ref());
-    OriginTokenEntry { token_hash, origin: origin.to_owned(), expires_at_ms }
+    OriginTokenEntry {
+        token_hash,
+        origin: origin.to_owned(),
+        expires_at_ms,
+    }
 }
 
 #[cfg(test)]
