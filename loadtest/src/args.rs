@@ -15,6 +15,16 @@ usage:
   qyzar-loadtest compare  --url URL [request] [load] [--rounds 5] [--baseline-url URL]
                           [--pin-server CPUS] [--json FILE]
   qyzar-loadtest baseline [--host 127.0.0.1] [--port 0]
+  qyzar-loadtest engine-compare [load] [--rounds 5] [--projects 1000] [--sessions 100000]
+                          [--scenarios a,b,...] [--pin-server CPUS] [--json FILE]
+  qyzar-loadtest engine-serve --dir DIR [--host 127.0.0.1] [--port 0] [--token-cache N]
+
+engine-compare starts its own engine (this binary's engine-serve, a child
+process over a temporary embedded store and a generated snapshot) and the
+baseline, and compares every hot route with the baseline. Scenarios:
+session-verify-hit, rate-limit-3-buckets, token-mint-hs256,
+token-verify-hs256-cached, token-verify-hs256-uncached,
+token-verify-eddsa-cached, ato-login-attempt.
 
 request:
   --url URL            http://host:port/path (the path is used unless --scenario or --mix)
@@ -49,6 +59,10 @@ pub enum Command {
     Baseline(BaselineArgs),
     /// Interleave the baseline and the route and report the ratio.
     Compare(CompareArgs),
+    /// Every engine route against the baseline, with its own engine.
+    EngineCompare(EngineCompareArgs),
+    /// The engine over a generated world (started by `engine-compare`).
+    EngineServe(EngineServeArgs),
     /// Print the usage.
     Help,
 }
@@ -60,6 +74,8 @@ impl Command {
             Command::Run(a) => a.common.clone(),
             Command::Baseline(a) => a.common.clone(),
             Command::Compare(a) => a.common.clone(),
+            Command::EngineCompare(a) => a.common.clone(),
+            Command::EngineServe(a) => a.common.clone(),
             Command::Help => Common::default(),
         }
     }
@@ -164,6 +180,43 @@ pub struct CompareArgs {
     pub common: Common,
 }
 
+/// `engine-compare`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineCompareArgs {
+    /// Connections, duration and warm-up of every round.
+    pub load: LoadArgs,
+    /// Rounds of each side per scenario, at least 1.
+    pub rounds: usize,
+    /// Projects in the generated snapshot.
+    pub projects: usize,
+    /// Sessions seeded into the engine.
+    pub sessions: usize,
+    /// Comma-separated scenario names; `None` runs them all.
+    pub scenarios: Option<String>,
+    /// CPU list for the spawned engine and baseline.
+    pub pin_server: Option<String>,
+    /// Where to write the JSON report.
+    pub json: Option<PathBuf>,
+    /// Process options.
+    pub common: Common,
+}
+
+/// `engine-serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineServeArgs {
+    /// The directory holding `snapshot.bin` and `sessions.tsv`; the embedded
+    /// store is created there.
+    pub dir: String,
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one (printed on stdout).
+    pub port: u16,
+    /// The verified-token cache capacity.
+    pub token_cache: u64,
+    /// Process options.
+    pub common: Common,
+}
+
 /// A command line that cannot be run; the message names the culprit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArgError(pub String);
@@ -226,6 +279,38 @@ pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
             }
             Command::Compare(c)
         }
+        "engine-compare" => {
+            let load = load_args(&mut flags)?;
+            if load.rate.is_some() || load.closed {
+                return err("engine-compare picks its own rate (half the baseline's maximum); drop --rate/--closed");
+            }
+            let c = EngineCompareArgs {
+                load,
+                rounds: flags.parsed("rounds")?.unwrap_or(5),
+                projects: flags.parsed("projects")?.unwrap_or(1000),
+                sessions: flags.parsed("sessions")?.unwrap_or(100_000),
+                scenarios: flags.take("scenarios"),
+                pin_server: flags.take("pin-server").map(cpu_list).transpose()?,
+                json: flags.take("json").map(PathBuf::from),
+                common: common(&mut flags)?,
+            };
+            if c.rounds == 0 || c.projects == 0 || c.sessions == 0 {
+                return err("--rounds, --projects and --sessions must be at least 1");
+            }
+            if c.common.pin_client.is_some() && c.pin_server.is_none() {
+                return err("with --pin-client, give --pin-server too (the spawned servers would share the client's CPUs)");
+            }
+            Command::EngineCompare(c)
+        }
+        "engine-serve" => Command::EngineServe(EngineServeArgs {
+            dir: flags
+                .take("dir")
+                .ok_or_else(|| ArgError("engine-serve needs --dir".into()))?,
+            host: flags.take("host").unwrap_or_else(|| "127.0.0.1".into()),
+            port: flags.parsed("port")?.unwrap_or(0),
+            token_cache: flags.parsed("token-cache")?.unwrap_or(1_000_000),
+            common: common(&mut flags)?,
+        }),
         other => return err(format!("unknown command `{other}`")),
     };
     flags.finish()?;

@@ -21,14 +21,14 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::args::CompareArgs;
+use crate::args::{CompareArgs, LoadArgs};
 use crate::load::{self, LoadSpec};
 use crate::plan::{Plan, Target};
 use crate::report::{self, median, round2, Pacing, RunReport};
 
 /// The baseline child; killed and reaped when dropped, so no server
 /// outlives the comparison, even on an error path.
-struct BaselineChild(Child);
+pub(crate) struct BaselineChild(pub(crate) Child);
 
 impl Drop for BaselineChild {
     fn drop(&mut self) {
@@ -38,14 +38,23 @@ impl Drop for BaselineChild {
 }
 
 /// Starts `qyzar-loadtest baseline --port 0` and reads the URL it prints.
-fn spawn_baseline(pin: Option<&str>) -> Result<(String, BaselineChild), String> {
+pub(crate) fn spawn_baseline(pin: Option<&str>) -> Result<(String, BaselineChild), String> {
+    spawn_child(pin, &["baseline", "--port", "0"])
+}
+
+/// Starts this binary with `args` and reads the `listening on URL` line it
+/// prints first.
+pub(crate) fn spawn_child(
+    pin: Option<&str>,
+    args: &[&str],
+) -> Result<(String, BaselineChild), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let child = crate::pin::command(&exe, pin)?
-        .args(["baseline", "--port", "0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start the baseline: {e}"))?;
+        .map_err(|e| format!("cannot start `{}`: {e}", args.join(" ")))?;
     let mut child = BaselineChild(child);
     let stdout = child.0.stdout.take().ok_or("the baseline has no stdout")?;
     let mut line = String::new();
@@ -55,7 +64,13 @@ fn spawn_baseline(pin: Option<&str>) -> Result<(String, BaselineChild), String> 
     let url = line
         .trim()
         .strip_prefix("listening on ")
-        .ok_or_else(|| format!("the baseline did not start (said `{}`)", line.trim()))?
+        .ok_or_else(|| {
+            format!(
+                "`{}` did not start (said `{}`)",
+                args.join(" "),
+                line.trim()
+            )
+        })?
         .to_owned();
     Ok((url, child))
 }
@@ -101,15 +116,6 @@ pub async fn compare(a: CompareArgs) -> Result<(), String> {
             eprintln!("warning: the {side} answers {status} to the first request");
         }
     }
-    let spec = |label: &str, pacing| LoadSpec {
-        label: label.to_owned(),
-        connections: a.load.connections,
-        duration: a.load.duration,
-        warmup: a.load.warmup,
-        pacing,
-        progress: !a.common.quiet,
-    };
-
     println!(
         "compare {} against the baseline {} ({} rounds, {} connections, {:.1}s + {:.1}s warm-up each)",
         route.target.url(),
@@ -119,32 +125,9 @@ pub async fn compare(a: CompareArgs) -> Result<(), String> {
         a.load.duration.as_secs_f64(),
         a.load.warmup.as_secs_f64()
     );
-    let max = phase(&a, &base, &route, |l| spec(l, Pacing::Closed)).await?;
-    let (max_base, max_route) = max.medians(RunReport::throughput);
-    let rate = (max_base / 2.0).max(1.0);
-    let fixed = phase(&a, &base, &route, |l| spec(l, Pacing::Open { rate })).await?;
-    let (p99_base, p99_route) = fixed.medians(|r| r.latency().p99 as f64);
-    let (tput_base, tput_route) = fixed.medians(RunReport::throughput);
-
+    let o = interleave(a.rounds, &a.load, a.common.quiet, &base, &route).await?;
     println!();
-    println!(
-        "{:<28} {:>10} {:>10} {:>8}",
-        "medians", "baseline", "route", "ratio"
-    );
-    println!(
-        "{:<28} {max_base:>10.0} {max_route:>10.0} {:>8.3}",
-        "max throughput (req/s)",
-        max_route / max_base
-    );
-    println!(
-        "{:<28} {p99_base:>10.0} {p99_route:>10.0} {:>8.3}",
-        format!("p99 at {rate:.0} req/s (µs)"),
-        p99_route / p99_base
-    );
-    println!(
-        "{:<28} {tput_base:>10.0} {tput_route:>10.0}",
-        "achieved at that rate"
-    );
+    print!("{}", o.table());
     if let Some(path) = &a.json {
         let v = json!({
             "route": route.target.url(),
@@ -153,20 +136,116 @@ pub async fn compare(a: CompareArgs) -> Result<(), String> {
             "connections": a.load.connections,
             "duration_s": a.load.duration.as_secs_f64(),
             "warmup_s": a.load.warmup.as_secs_f64(),
-            "max_throughput": max.json(max_base, max_route, "median req/s, closed loop"),
-            "fixed_rate": {
-                "rate": round2(rate),
-                "p99_us": fixed.json(p99_base, p99_route, "median p99 µs, open loop"),
-            },
+            "max_throughput": o.max_json,
+            "fixed_rate": o.fixed_json,
         });
         crate::write_json(path, &v)?;
     }
     Ok(())
 }
 
+/// The medians of one interleaved comparison.
+pub struct Outcome {
+    /// Median closed-loop requests/s of the baseline.
+    pub max_base: f64,
+    /// Median closed-loop requests/s of the route.
+    pub max_route: f64,
+    /// The fixed rate of the second phase: half of `max_base`.
+    pub rate: f64,
+    /// Median p99 (µs) of the baseline at `rate`.
+    pub p99_base: f64,
+    /// Median p99 (µs) of the route at `rate`.
+    pub p99_route: f64,
+    /// Median achieved requests/s of the baseline at `rate`.
+    pub tput_base: f64,
+    /// Median achieved requests/s of the route at `rate`.
+    pub tput_route: f64,
+    /// Median non-2xx/3xx answers and transport errors per route run
+    /// (closed loop).
+    pub route_errors: f64,
+    /// The closed-loop phase, every run included.
+    pub max_json: Value,
+    /// The fixed-rate phase, every run included.
+    pub fixed_json: Value,
+}
+
+impl Outcome {
+    /// Route ÷ baseline maximum throughput.
+    pub fn ratio(&self) -> f64 {
+        self.max_route / self.max_base
+    }
+
+    /// The human summary.
+    pub fn table(&self) -> String {
+        let rate = self.rate;
+        format!(
+            "{:<28} {:>10} {:>10} {:>8}\n\
+             {:<28} {:>10.0} {:>10.0} {:>8.3}\n\
+             {:<28} {:>10.0} {:>10.0} {:>8.3}\n\
+             {:<28} {:>10.0} {:>10.0}\n",
+            "medians",
+            "baseline",
+            "route",
+            "ratio",
+            "max throughput (req/s)",
+            self.max_base,
+            self.max_route,
+            self.ratio(),
+            format!("p99 at {rate:.0} req/s (µs)"),
+            self.p99_base,
+            self.p99_route,
+            self.p99_route / self.p99_base,
+            "achieved at that rate",
+            self.tput_base,
+            self.tput_route,
+        )
+    }
+}
+
+/// `rounds` × (baseline, route) at maximum throughput, then `rounds` ×
+/// (baseline, route) open loop at half the baseline's median maximum.
+pub async fn interleave(
+    rounds: usize,
+    load: &LoadArgs,
+    quiet: bool,
+    base: &Arc<Plan>,
+    route: &Arc<Plan>,
+) -> Result<Outcome, String> {
+    let spec = |label: &str, pacing| LoadSpec {
+        label: label.to_owned(),
+        connections: load.connections,
+        duration: load.duration,
+        warmup: load.warmup,
+        pacing,
+        progress: !quiet,
+    };
+    let max = phase(rounds, base, route, |l| spec(l, Pacing::Closed)).await?;
+    let (max_base, max_route) = max.medians(RunReport::throughput);
+    let rate = (max_base / 2.0).max(1.0);
+    let fixed = phase(rounds, base, route, |l| spec(l, Pacing::Open { rate })).await?;
+    let (p99_base, p99_route) = fixed.medians(|r| r.latency().p99 as f64);
+    let (tput_base, tput_route) = fixed.medians(RunReport::throughput);
+    let (_, route_errors) = max.medians(|r| r.total.errors() as f64);
+    Ok(Outcome {
+        max_base,
+        max_route,
+        rate,
+        p99_base,
+        p99_route,
+        tput_base,
+        tput_route,
+        route_errors,
+        max_json: max.json(max_base, max_route, "median req/s, closed loop"),
+        fixed_json: json!({
+            "rate": round2(rate),
+            "p99_us": fixed.json(p99_base, p99_route, "median p99 µs, open loop"),
+        }),
+    })
+}
+
 /// `rounds` × (baseline, route) with the spec `mk` makes for a label.
 async fn phase(
-    a: &CompareArgs,
+    rounds: usize,
     base: &Arc<Plan>,
     route: &Arc<Plan>,
     mk: impl Fn(&str) -> LoadSpec,
@@ -176,7 +255,7 @@ async fn phase(
         route: Vec::new(),
     };
     println!("  {:<24} {}", "", report::latency_header(20));
-    for round in 1..=a.rounds {
+    for round in 1..=rounds {
         for (side, plan) in [("baseline", base), ("route", route)] {
             let r = load::run(Arc::clone(plan), &mk(side)).await?;
             println!(

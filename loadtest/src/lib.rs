@@ -9,6 +9,8 @@
 //! - [`report`]: HDR percentiles, the JSON report and the human table;
 //! - [`baseline`]: the hello-world hyper server routes are compared with;
 //! - [`compare`]: baseline and route interleaved, ratio of medians;
+//! - [`engine`]: `engine-compare`, every hot engine route against the
+//!   baseline on a generated world, with its own child engine;
 //! - [`pin`]: CPU pinning through `taskset`.
 //!
 //! BENCHMARKS.md at the workspace root has the commands and the numbers.
@@ -16,6 +18,7 @@
 pub mod args;
 pub mod baseline;
 pub mod compare;
+pub mod engine;
 pub mod load;
 pub mod pin;
 pub mod plan;
@@ -49,6 +52,8 @@ pub async fn execute(command: Command) -> Result<(), String> {
             .await;
             Ok(())
         }
+        Command::EngineCompare(a) => engine::engine_compare(a).await,
+        Command::EngineServe(a) => engine::engine_serve(a).await,
         Command::Help => {
             print!("{}", args::USAGE);
             Ok(())

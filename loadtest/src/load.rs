@@ -227,17 +227,22 @@ impl Connection {
                     Some(s) => s,
                     None => {
                         if Instant::now() >= self.clock.measure_from {
-                            let t = &mut tallies[self.plan.pick(sent)];
+                            let n = sent * self.connections as u64 + self.index as u64;
+                            let t = &mut tallies[self.plan.pick(n)];
                             *t.status.entry("connect".to_owned()).or_default() += 1;
                         }
                         continue;
                     }
                 },
             };
-            let entry = self.plan.pick(sent);
+            // The run's global send number: connections interleave, so
+            // together they walk the schedule (and an entry's variants)
+            // once rather than each repeating the same requests.
+            let n = sent * self.connections as u64 + self.index as u64;
+            let entry = self.plan.pick(n);
             sent += 1;
             let sent_at = Instant::now();
-            let outcome = send(&mut s, self.plan.request(entry)).await;
+            let outcome = send(&mut s, self.plan.request_n(entry, n)).await;
             let done = Instant::now();
             let from = latency_origin(self.pacing, due, claimed_at, sent_at);
             if let (Some(iv), Some(n)) = (per_conn, next_paced.as_mut()) {
@@ -331,6 +336,31 @@ pub async fn probe(plan: &Plan) -> Result<u16, String> {
 }
 
 /// One request on an open connection: the status once the whole body is in.
+/// Sends the plan's `n`th request on a fresh connection and returns the
+/// status and body: the sanity check that a scenario gets the answer it
+/// means to measure.
+pub async fn fetch(plan: &Plan, n: u64) -> Result<(u16, bytes::Bytes), String> {
+    let stream = TcpStream::connect(&plan.target.authority)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", plan.target.authority))?;
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("{}: {e}", plan.target.authority))?;
+    let driver = tokio::spawn(conn);
+    let answer = async {
+        sender.ready().await?;
+        let res = sender.send_request(plan.request_n(plan.pick(n), n)).await?;
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await?.to_bytes();
+        Ok::<_, hyper::Error>((status, body))
+    }
+    .await
+    .map_err(|e| format!("{}: {e}", plan.target.url()));
+    drop(sender);
+    let _ = driver.await;
+    answer
+}
+
 async fn send(
     sender: &mut Sender,
     req: http::Request<http_body_util::Full<bytes::Bytes>>,

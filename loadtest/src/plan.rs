@@ -15,6 +15,7 @@
 //! the target unless given.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, HOST};
@@ -36,6 +37,20 @@ pub struct Entry {
     pub path: Uri,
     /// The body, shared by every copy.
     pub body: Bytes,
+    /// Concrete requests this entry cycles through (body and extra headers
+    /// each), by the run's global send number: how a scenario spreads over
+    /// many sessions, projects or tokens yet reports as one row. `None`:
+    /// always `body`.
+    pub variants: Option<Arc<Vec<Variant>>>,
+}
+
+/// One concrete request of an [`Entry`] with variants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// The body.
+    pub body: Bytes,
+    /// Headers added to the plan's (e.g. the project's secret).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Entry {
@@ -50,7 +65,25 @@ impl Entry {
             method,
             path: uri,
             body,
+            variants: None,
         })
+    }
+
+    /// An entry named `name` whose requests cycle through `variants`
+    /// (at least one).
+    pub fn with_variants(
+        name: &str,
+        method: Method,
+        path: &str,
+        variants: Vec<Variant>,
+    ) -> Result<Self, String> {
+        if variants.is_empty() {
+            return Err(format!("`{name}` has no requests"));
+        }
+        let mut e = Self::new(1, method, path, Bytes::new())?;
+        e.name = name.to_owned();
+        e.variants = Some(Arc::new(variants));
+        Ok(e)
     }
 }
 
@@ -178,13 +211,30 @@ impl Plan {
         self.schedule[(n % self.schedule.len() as u64) as usize]
     }
 
-    /// A fresh request for entry `i`.
+    /// A fresh request for entry `i` (its first variant, if it has any).
     pub fn request(&self, i: usize) -> Request<Full<Bytes>> {
+        self.request_n(i, 0)
+    }
+
+    /// A fresh request for entry `i` as the `n`th request of the run: an
+    /// entry with variants sends variant `n mod len`.
+    pub fn request_n(&self, i: usize, n: u64) -> Request<Full<Bytes>> {
         let e = &self.entries[i];
-        let mut req = Request::new(Full::new(e.body.clone()));
+        let variant = e
+            .variants
+            .as_ref()
+            .map(|v| &v[(n % v.len() as u64) as usize]);
+        let body = variant.map_or_else(|| e.body.clone(), |v| v.body.clone());
+        let mut req = Request::new(Full::new(body));
         *req.method_mut() = e.method.clone();
         *req.uri_mut() = e.path.clone();
-        *req.headers_mut() = self.headers.clone();
+        let mut headers = self.headers.clone();
+        if let Some(v) = variant {
+            for (k, val) in &v.headers {
+                headers.insert(k.clone(), val.clone());
+            }
+        }
+        *req.headers_mut() = headers;
         req
     }
 }
@@ -248,6 +298,10 @@ fn read_body(path: &PathBuf) -> Result<Bytes, String> {
 /// One cycle of smooth weighted round-robin (nginx's): each entry appears
 /// `weight` times and heavy entries are spread out rather than bunched.
 fn smooth_round_robin(weights: &[u32]) -> Vec<usize> {
+    // All weights 1 (e.g. one entry): the order is the entries' order.
+    if weights.iter().all(|&w| w == 1) {
+        return (0..weights.len()).collect();
+    }
     let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
     let mut current = vec![0i64; weights.len()];
     (0..total)

@@ -106,3 +106,37 @@ fn durations() {
     assert!(parse_duration("s").is_err());
     assert!(parse_duration("-1s").is_err());
 }
+
+#[test]
+fn engine_compare_and_serve() {
+    let Command::EngineCompare(c) = parse(&argv("engine-compare")).unwrap() else {
+        panic!("not engine-compare")
+    };
+    assert_eq!((c.rounds, c.projects, c.sessions), (5, 1000, 100_000));
+    assert_eq!(c.scenarios, None);
+    let Command::EngineCompare(c) = parse(&argv(
+        "engine-compare --rounds 3 --projects 10 --sessions 50 --scenarios a,b --duration 2s --json o.json",
+    ))
+    .unwrap() else {
+        panic!("not engine-compare")
+    };
+    assert_eq!((c.rounds, c.projects, c.sessions), (3, 10, 50));
+    assert_eq!(c.scenarios.as_deref(), Some("a,b"));
+    assert_eq!(c.load.duration, Duration::from_secs(2));
+    assert_eq!(c.json, Some(PathBuf::from("o.json")));
+    let Command::EngineServe(s) =
+        parse(&argv("engine-serve --dir /tmp/x --token-cache 9")).unwrap()
+    else {
+        panic!("not engine-serve")
+    };
+    assert_eq!((s.dir.as_str(), s.port, s.token_cache), ("/tmp/x", 0, 9));
+    for (line, needle) in [
+        ("engine-compare --rate 5", "picks its own rate"),
+        ("engine-compare --sessions 0", "at least 1"),
+        ("engine-compare --pin-client 1", "--pin-server too"),
+        ("engine-serve", "needs --dir"),
+    ] {
+        let e = parse(&argv(line)).unwrap_err();
+        assert!(e.0.contains(needle), "`{line}` gave `{e}`");
+    }
+}
