@@ -9,6 +9,16 @@
 //!   request. It is kept short because another engine may have created the
 //!   session a moment ago.
 //!
+//! Why moka, and what the numbers say (`cargo bench -p qyzar-benches
+//! --bench structures -- session_map`, BENCHMARKS.md): moka is the only
+//! candidate measured that bounds memory *and* expires each entry at its own
+//! time, which this cache needs. It is also the slowest: ~2.1 µs per hit on
+//! one thread against ~0.5 µs for `dashmap` and `Mutex<HashMap>` (2 shared
+//! cores, noisy), and 1M sessions cost ~967 MiB RSS against ~665 MiB in a
+//! plain map. Those misses are open in the benchmark issue; the next step is
+//! a bounded map without per-entry timers (expiry is already re-checked on
+//! every read) measured through the same `SessionMap` trait.
+//!
 //! Keys are session ids alone: they are 128-bit random and globally unique,
 //! so a hit needs no allocation, and a session cached under another project
 //! is reported as `project_mismatch`.
