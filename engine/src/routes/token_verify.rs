@@ -38,7 +38,8 @@ struct Output<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     session_id: Option<&'a str>,
     metadata: &'a serde_json::Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Always present (PRODUCT.md lists it); `null` on an invalid token,
+    /// whose claims are not trusted.
     expires_at: Option<String>,
 }
 

@@ -587,27 +587,46 @@ async fn bound_token_follows_its_session(kind: Store) {
         )
         .await;
     assert_eq!(v.body["reason"], "session_revoked");
-    // A session that expires takes its tokens with it, and caps their life.
+    // A bound token never outlives its session: minted on a session with
+    // two seconds left, its expiry is capped to the session's.
     let c = f.connect().await;
     let sid2 = qyzar_shared::ids::SessionId::parse(c.body["sessionId"].as_str().unwrap()).unwrap();
+    let tok2 = c.body["sessionToken"].as_str().unwrap().to_owned();
     let (s, _) = f.engine.engine.sessions.get(&pid, &sid2).await.unwrap();
-    let mut short = (*s.unwrap()).clone();
+    let session = (*s.unwrap()).clone();
+    let mut short = session.clone();
     short.expires_at = qyzar_shared::time::now_ms() + 2_000;
-    f.engine.engine.sessions.put(short).await.unwrap();
-    let r = f.post("/projects/client/token", json!({"projectId": f.p.id, "sessionId": sid2.as_str(), "sessionToken": c.body["sessionToken"]})).await;
-    let token2 = r.body["clientToken"].as_str().unwrap().to_owned();
+    f.engine.engine.sessions.put(short.clone()).await.unwrap();
+    let r = f
+        .post("/projects/client/token", json!({"projectId": f.p.id, "sessionId": sid2.as_str(), "sessionToken": tok2, "ttlSeconds": 600}))
+        .await;
+    let capped = r.body["expiresAt"].as_str().unwrap().to_owned();
+    assert!(capped <= qyzar_shared::time::rfc3339(short.expires_at), "{capped} outlives the session");
     tokio::time::sleep(std::time::Duration::from_millis(2_300)).await;
-    let v = f
+    let v = f.post("/projects/client/token-verify", json!({"projectId": f.p.id, "clientToken": r.body["clientToken"]})).await;
+    assert_eq!(v.body["reason"], "expired", "{:?}", v.body);
+
+    // A token whose own expiry is still ahead turns invalid when its session
+    // ends first (shortened after the mint, as an admin-side expiry would).
+    let c = f.connect().await;
+    let sid3 = qyzar_shared::ids::SessionId::parse(c.body["sessionId"].as_str().unwrap()).unwrap();
+    let r = f
         .post(
-            "/projects/client/token-verify",
-            json!({"projectId": f.p.id, "clientToken": token2}),
+            "/projects/client/token",
+            json!({"projectId": f.p.id, "sessionId": sid3.as_str(), "sessionToken": c.body["sessionToken"], "ttlSeconds": 600}),
         )
         .await;
-    assert!(
-        v.body["reason"] == "expired" || v.body["reason"] == "session_expired",
-        "{:?}",
-        v.body
-    );
+    let token3 = r.body["clientToken"].as_str().unwrap().to_owned();
+    let v = f.post("/projects/client/token-verify", json!({"projectId": f.p.id, "clientToken": token3})).await;
+    assert_eq!(v.body["valid"], true, "{:?}", v.body);
+    let (s, _) = f.engine.engine.sessions.get(&pid, &sid3).await.unwrap();
+    let mut ending = (*s.unwrap()).clone();
+    ending.expires_at = qyzar_shared::time::now_ms() + 1_000;
+    f.engine.engine.sessions.put(ending).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+    let v = f.post("/projects/client/token-verify", json!({"projectId": f.p.id, "clientToken": token3})).await;
+    assert_eq!((v.body["valid"].clone(), v.body["reason"].clone()), (json!(false), json!("session_expired")), "{:?}", v.body);
+    assert!(v.body["expiresAt"].is_null() && v.body.get("expiresAt").is_some(), "every answer carries expiresAt: {:?}", v.body);
     f.engine.stop().await;
 }
 
