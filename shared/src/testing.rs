@@ -41,3 +41,108 @@ pub fn unique_name(prefix: &str) -> String {
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!("{prefix}{hex}")
 }
+
+/// Reading the project's OpenAPI documents in tests without a YAML crate.
+///
+/// The documents are written with a fixed two-space indentation (stated in
+/// their header comments): paths at indent 2 under `paths:`, operations at
+/// indent 4, and the `ErrorCode` schema's `enum:` at indent 6 with one
+/// `- name # status` item per line. A line scan of that layout is enough to
+/// compare the documents with what the services serve.
+pub mod openapi {
+    use std::collections::BTreeSet;
+
+    /// The HTTP methods OpenAPI names as operation keys.
+    pub const OPERATIONS: [&str; 8] = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+
+    /// A documented operation: (METHOD in upper case, path).
+    pub type Operation = (String, String);
+
+    /// (METHOD, path) of every operation under `paths:`.
+    pub fn documented_operations(doc: &str) -> BTreeSet<Operation> {
+        let mut out = BTreeSet::new();
+        let mut in_paths = false;
+        let mut path: Option<String> = None;
+        for line in doc.lines() {
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            let indent = line.len() - line.trim_start().len();
+            let key = line
+                .trim()
+                .strip_suffix(':')
+                .map(|k| k.trim_matches(|c| c == '\'' || c == '"'));
+            match indent {
+                0 => {
+                    in_paths = line.trim_end() == "paths:";
+                    path = None;
+                }
+                2 if in_paths => path = key.filter(|k| k.starts_with('/')).map(str::to_owned),
+                4 => {
+                    if let (Some(p), Some(k)) = (&path, key) {
+                        if OPERATIONS.contains(&k) {
+                            out.insert((k.to_ascii_uppercase(), p.clone()));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The `ErrorCode` schema's enum: (code, status from the line's comment).
+    pub fn documented_error_codes(doc: &str) -> Vec<(String, Option<u16>)> {
+        let mut lines = doc
+            .lines()
+            .skip_while(|l| l.trim_end() != "    ErrorCode:")
+            .skip(1);
+        let mut out = Vec::new();
+        let mut in_enum = false;
+        for line in &mut lines {
+            let indent = line.len() - line.trim_start().len();
+            if line.trim().is_empty() {
+                continue;
+            }
+            if indent <= 4 {
+                break;
+            }
+            if indent == 6 {
+                in_enum = line.trim_end() == "      enum:";
+                continue;
+            }
+            if in_enum {
+                if let Some(item) = line.trim().strip_prefix("- ") {
+                    let (name, comment) = item.split_once('#').unwrap_or((item, ""));
+                    out.push((name.trim().to_owned(), comment.trim().parse().ok()));
+                }
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_scan_reads_paths_operations_and_error_codes() {
+            let doc = "openapi: 3.1.0\npaths:\n  /ping:\n    get:\n      summary: x\n    head:\n      summary: y\n  '/a':\n    post:\n      x: 1\ncomponents:\n  schemas:\n    ErrorCode:\n      type: string\n      enum:\n        - not_found # 404\n        - internal  # 500\n    Other:\n      enum:\n        - nope\n";
+            let ops = documented_operations(doc);
+            let want: BTreeSet<Operation> = [("GET", "/ping"), ("HEAD", "/ping"), ("POST", "/a")]
+                .iter()
+                .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+                .collect();
+            assert_eq!(ops, want);
+            assert_eq!(
+                documented_error_codes(doc),
+                vec![
+                    ("not_found".to_owned(), Some(404)),
+                    ("internal".to_owned(), Some(500))
+                ]
+            );
+        }
+    }
+}

@@ -12,6 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use qyzar_shared::testing::openapi::{documented_error_codes, documented_operations, Operation};
+
 use qyzar_shared::ErrorCode;
 
 use crate::helpers::{request, TestEngine, TestResponse};
@@ -22,9 +24,6 @@ const DOC: &str = include_str!("../../openapi.yaml");
 const PROBED: [&str; 7] = ["GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"];
 
 /// Operation keys of an OpenAPI path item.
-const OPERATIONS: [&str; 8] = [
-    "get", "put", "post", "delete", "options", "head", "patch", "trace",
-];
 
 /// Paths probed besides the documented ones: every path the router matches,
 /// so a route added there but not to the document is caught, and neighbours
@@ -63,71 +62,6 @@ const KNOWN_PATHS: &[&str] = &[
     "/Connect",
     "/projects/client/token/",
 ];
-
-type Operation = (String, String);
-
-/// (METHOD, path) of every operation under `paths:`.
-fn documented_operations(doc: &str) -> BTreeSet<Operation> {
-    let mut out = BTreeSet::new();
-    let mut in_paths = false;
-    let mut path: Option<String> = None;
-    for line in doc.lines() {
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
-            continue;
-        }
-        let indent = line.len() - line.trim_start().len();
-        let key = line
-            .trim()
-            .strip_suffix(':')
-            .map(|k| k.trim_matches(|c| c == '\'' || c == '"'));
-        match indent {
-            0 => {
-                in_paths = line.trim_end() == "paths:";
-                path = None;
-            }
-            2 if in_paths => path = key.filter(|k| k.starts_with('/')).map(str::to_owned),
-            4 => {
-                if let (Some(p), Some(k)) = (&path, key) {
-                    if OPERATIONS.contains(&k) {
-                        out.insert((k.to_ascii_uppercase(), p.clone()));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// The `ErrorCode` schema's enum: (code, status from the line's comment).
-fn documented_error_codes(doc: &str) -> Vec<(String, Option<u16>)> {
-    let mut lines = doc
-        .lines()
-        .skip_while(|l| l.trim_end() != "    ErrorCode:")
-        .skip(1);
-    let mut out = Vec::new();
-    let mut in_enum = false;
-    for line in &mut lines {
-        let indent = line.len() - line.trim_start().len();
-        if line.trim().is_empty() {
-            continue;
-        }
-        if indent <= 4 {
-            break;
-        }
-        if indent == 6 {
-            in_enum = line.trim_end() == "      enum:";
-            continue;
-        }
-        if in_enum {
-            if let Some(item) = line.trim().strip_prefix("- ") {
-                let (name, comment) = item.split_once('#').unwrap_or((item, ""));
-                out.push((name.trim().to_owned(), comment.trim().parse().ok()));
-            }
-        }
-    }
-    out
-}
 
 fn error_code(r: &TestResponse) -> Option<&str> {
     r.body["error"]["code"].as_str()

@@ -601,9 +601,17 @@ async fn bound_token_follows_its_session(kind: Store) {
         .post("/projects/client/token", json!({"projectId": f.p.id, "sessionId": sid2.as_str(), "sessionToken": tok2, "ttlSeconds": 600}))
         .await;
     let capped = r.body["expiresAt"].as_str().unwrap().to_owned();
-    assert!(capped <= qyzar_shared::time::rfc3339(short.expires_at), "{capped} outlives the session");
+    assert!(
+        capped <= qyzar_shared::time::rfc3339(short.expires_at),
+        "{capped} outlives the session"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(2_300)).await;
-    let v = f.post("/projects/client/token-verify", json!({"projectId": f.p.id, "clientToken": r.body["clientToken"]})).await;
+    let v = f
+        .post(
+            "/projects/client/token-verify",
+            json!({"projectId": f.p.id, "clientToken": r.body["clientToken"]}),
+        )
+        .await;
     assert_eq!(v.body["reason"], "expired", "{:?}", v.body);
 
     // A token whose own expiry is still ahead turns invalid when its session
@@ -617,16 +625,35 @@ async fn bound_token_follows_its_session(kind: Store) {
         )
         .await;
     let token3 = r.body["clientToken"].as_str().unwrap().to_owned();
-    let v = f.post("/projects/client/token-verify", json!({"projectId": f.p.id, "clientToken": token3})).await;
+    let v = f
+        .post(
+            "/projects/client/token-verify",
+            json!({"projectId": f.p.id, "clientToken": token3}),
+        )
+        .await;
     assert_eq!(v.body["valid"], true, "{:?}", v.body);
     let (s, _) = f.engine.engine.sessions.get(&pid, &sid3).await.unwrap();
     let mut ending = (*s.unwrap()).clone();
     ending.expires_at = qyzar_shared::time::now_ms() + 1_000;
     f.engine.engine.sessions.put(ending).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
-    let v = f.post("/projects/client/token-verify", json!({"projectId": f.p.id, "clientToken": token3})).await;
-    assert_eq!((v.body["valid"].clone(), v.body["reason"].clone()), (json!(false), json!("session_expired")), "{:?}", v.body);
-    assert!(v.body["expiresAt"].is_null() && v.body.get("expiresAt").is_some(), "every answer carries expiresAt: {:?}", v.body);
+    let v = f
+        .post(
+            "/projects/client/token-verify",
+            json!({"projectId": f.p.id, "clientToken": token3}),
+        )
+        .await;
+    assert_eq!(
+        (v.body["valid"].clone(), v.body["reason"].clone()),
+        (json!(false), json!("session_expired")),
+        "{:?}",
+        v.body
+    );
+    assert!(
+        v.body["expiresAt"].is_null() && v.body.get("expiresAt").is_some(),
+        "every answer carries expiresAt: {:?}",
+        v.body
+    );
     f.engine.stop().await;
 }
 
