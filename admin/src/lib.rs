@@ -230,9 +230,17 @@ async fn shared_error_shape(res: axum::response::Response) -> axum::response::Re
     let code = match res.status() {
         StatusCode::NOT_FOUND => qyzar_shared::ErrorCode::RouteNotFound,
         StatusCode::METHOD_NOT_ALLOWED => qyzar_shared::ErrorCode::MethodNotAllowed,
+        // axum's body limit answers 413 in plain text for routes that read
+        // the raw body (e.g. `DELETE /projects`).
+        StatusCode::PAYLOAD_TOO_LARGE => qyzar_shared::ErrorCode::PayloadTooLarge,
         _ => return res,
     };
-    if res.headers().contains_key(header::CONTENT_TYPE) {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
         return res;
     }
     let (mut parts, _) = res.into_parts();

@@ -97,26 +97,27 @@ fn missing_field(msg: &str) -> Option<String> {
     Some(rest[..end].to_owned())
 }
 
-/// Parses `application/x-www-form-urlencoded`-style query strings into a
-/// struct. Unknown keys are ignored; a value that does not fit is `400`.
-pub fn query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, ApiError> {
-    let pairs: serde_json::Map<String, serde_json::Value> = form_pairs(query.unwrap_or(""))
-        .map(|(k, v)| (k, serde_json::Value::String(v)))
-        .collect();
-    serde_json::from_value(serde_json::Value::Object(pairs)).map_err(|e| {
-        let msg = e.to_string();
-        match missing_field(&msg) {
-            Some(f) => ApiError::new(ErrorCode::MissingField).field(f),
-            None => ApiError::new(ErrorCode::MalformedQuery),
+/// The percent-decoded value of query parameter `name` (the last one wins),
+/// without building a map: the hot routes read one or two parameters.
+/// Borrowed when the value needs no decoding.
+pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+    let mut found = None;
+    for pair in query?.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let matches = if k.bytes().any(|b| b == b'%' || b == b'+') {
+            percent_decode(k) == name
+        } else {
+            k == name
+        };
+        if matches {
+            found = Some(v);
         }
-    })
-}
-
-/// Percent-decoded `key=value` pairs of a query string (later keys win).
-fn form_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    q.split('&').filter(|p| !p.is_empty()).map(|p| {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        (percent_decode(k), percent_decode(v))
+    }
+    let v = found?;
+    Some(if v.bytes().any(|b| b == b'%' || b == b'+') {
+        std::borrow::Cow::Owned(percent_decode(v))
+    } else {
+        std::borrow::Cow::Borrowed(v)
     })
 }
 
@@ -185,6 +186,24 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
         assert_eq!(percent_decode("%4"), "%4");
+    }
+
+    #[test]
+    fn query_param_reads_one_value_and_decodes_only_when_needed() {
+        let q = Some("projectId=prj_a&clientToken=a%2Eb&x=1&projectId=prj_b");
+        assert_eq!(
+            query_param(q, "projectId").as_deref(),
+            Some("prj_b"),
+            "the last one wins"
+        );
+        assert!(matches!(
+            query_param(q, "x"),
+            Some(std::borrow::Cow::Borrowed("1"))
+        ));
+        assert_eq!(query_param(q, "clientToken").as_deref(), Some("a.b"));
+        assert_eq!(query_param(q, "missing"), None);
+        assert_eq!(query_param(None, "x"), None);
+        assert_eq!(query_param(Some("flag"), "flag").as_deref(), Some(""));
     }
 
     #[test]

@@ -26,8 +26,6 @@ const DOC: &str = include_str!("../../openapi.yaml");
 /// bodiless HEAD 404 means "unknown path").
 const PROBED: [&str; 7] = ["GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"];
 
-/// Operation keys of an OpenAPI path item.
-
 /// The public route table (`shared/seeds/http-routes.md`), all 56 rows.
 const ROUTE_TABLE: &[(&str, &str)] = &[
     ("GET", "/projects/client/extra-metadata"),

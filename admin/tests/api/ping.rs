@@ -36,6 +36,14 @@ async fn unknown_paths_and_wrong_methods_answer_in_the_shared_shape() {
         (405, serde_json::json!("method_not_allowed"))
     );
     assert!(r.headers["allow"].to_str().unwrap().contains("GET"));
+    // The body limit answers in the shared shape too, even on a route that
+    // reads its raw body.
+    let big = format!("{{\"projectId\":\"{}\"}}", "x".repeat(70_000));
+    let r = request("DELETE", &app.url("/projects"), &[], Some(&big)).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].clone()),
+        (413, serde_json::json!("payload_too_large"))
+    );
     // A route's own 404 keeps its specific code.
     let r = request(
         "GET",

@@ -9,18 +9,11 @@ use crate::request;
 use crate::response::{self, Body};
 use crate::state::Engine;
 
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Query {
-    project_id: Option<String>,
-}
-
 /// Handles one call.
 pub fn handle(engine: &Engine, query: Option<&str>) -> Response<Body> {
     let now = qyzar_shared::time::now_ms();
     let run = || {
-        let q: Query = request::query(query)?;
-        let project = common::project_id(q.project_id.as_deref())?;
+        let project = common::project_id(request::query_param(query, "projectId").as_deref())?;
         let live = common::live(engine, now)?;
         let (_, keys) = live
             .project(project.as_str())

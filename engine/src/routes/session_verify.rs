@@ -26,12 +26,6 @@ struct Input {
     session_token: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct Query {
-    project_id: Option<String>,
-}
-
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Valid<'a> {
@@ -79,13 +73,13 @@ async fn run(
     now: i64,
 ) -> Result<Response<Body>, qyzar_shared::ApiError> {
     // parse
-    let q: Query = request::query(query)?;
+    let q_project = request::query_param(query, "projectId");
     let b: Input = if *method == Method::POST {
         request::json_body(headers, body)?
     } else {
         Input::default()
     };
-    let project = common::project_id(b.project_id.as_deref().or(q.project_id.as_deref()))?;
+    let project = common::project_id(b.project_id.as_deref().or(q_project.as_deref()))?;
     // authorise
     let live = common::live(engine, now)?;
     let (cfg, _) = common::authorise(&live, &project, headers, now)?;

@@ -81,13 +81,14 @@ async fn run(
 ) -> Result<Response<Body>, ApiError> {
     let now = qyzar_shared::time::now_ms();
     // parse
-    let q: Input = request::query(query)?;
+    let q_project = request::query_param(query, "projectId");
+    let q_token = request::query_param(query, "clientToken");
     let b: Input = if *method == Method::POST {
         request::json_body(headers, body)?
     } else {
         Input::default()
     };
-    let project = common::project_id(b.project_id.as_deref().or(q.project_id.as_deref()))?;
+    let project = common::project_id(b.project_id.as_deref().or(q_project.as_deref()))?;
     let header_token = headers
         .get("x-qyzar-client-token")
         .and_then(|v| v.to_str().ok());
@@ -99,7 +100,7 @@ async fn run(
     let token = b
         .client_token
         .as_deref()
-        .or(q.client_token.as_deref())
+        .or(q_token.as_deref())
         .or(header_token)
         .or(bearer_token);
     let token = token

@@ -23,8 +23,6 @@ const DOC: &str = include_str!("../../openapi.yaml");
 /// Methods probed on every candidate path.
 const PROBED: [&str; 7] = ["GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"];
 
-/// Operation keys of an OpenAPI path item.
-
 /// Paths probed besides the documented ones: every path the router matches,
 /// so a route added there but not to the document is caught, and neighbours
 /// that must not be served on the public listener (the internal listener's
