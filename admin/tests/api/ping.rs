@@ -39,7 +39,14 @@ async fn unknown_paths_and_wrong_methods_answer_in_the_shared_shape() {
     // The body limit answers in the shared shape too, even on a route that
     // reads its raw body.
     let big = format!("{{\"projectId\":\"{}\"}}", "x".repeat(70_000));
-    let r = request("DELETE", &app.url("/projects"), &[], Some(&big)).await;
+    let user = crate::projects::sign_up(&app, "limit@example.com").await;
+    let r = request(
+        "DELETE",
+        &app.url("/projects"),
+        &[("authorization", &user.auth())],
+        Some(&big),
+    )
+    .await;
     assert_eq!(
         (r.status, r.body["error"]["code"].clone()),
         (413, serde_json::json!("payload_too_large"))
