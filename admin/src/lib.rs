@@ -16,6 +16,7 @@ pub mod projects;
 pub mod push;
 pub mod routes;
 pub mod throttle;
+pub mod usage;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -178,6 +179,11 @@ pub fn router(state: AppState) -> Router {
         .route("/opt-out/confirm", get(routes::opt_out::handle))
         .route("/test/captcha", post(routes::test_captcha::handle))
         .route("/internal/snapshot", get(routes::internal_snapshot::handle))
+        .route(
+            "/internal/traffic",
+            post(routes::internal_traffic::handle)
+                .layer(DefaultBodyLimit::max(routes::internal_traffic::MAX_TRAFFIC_BODY)),
+        )
         .route("/billing/plans", get(routes::billing::plans::handle))
         .route("/billing/status", get(routes::billing::status::handle))
         .route("/billing/checkout", post(routes::billing::checkout::handle))

@@ -39,6 +39,10 @@ pub struct EngineConfig {
     /// How often to pull (`QYZAR_ENGINE_PULL_SECONDS`, default 30): the
     /// longest an engine that missed a push serves an old snapshot.
     pub pull_every: Duration,
+    /// How often verification counts are sent to admin
+    /// (`QYZAR_ENGINE_TRAFFIC_SECONDS`, default 10; only with `admin_url`):
+    /// how far behind admin's usage and quota checks may run.
+    pub traffic_every: Duration,
     /// A snapshot file loaded at start (`QYZAR_ENGINE_SNAPSHOT_FILE`).
     pub snapshot_file: Option<PathBuf>,
     /// The data store: `QYZAR_ENGINE_CQL_NODES` (comma-separated) and
@@ -60,6 +64,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("push_key", &self.push_key.as_ref().map(|_| "<set>"))
             .field("admin_url", &self.admin_url)
             .field("pull_every", &self.pull_every)
+            .field("traffic_every", &self.traffic_every)
             .field("snapshot_file", &self.snapshot_file)
             .field("store", &self.store)
             .field("limits", &self.limits)
@@ -153,23 +158,14 @@ impl EngineConfig {
             }
             _ => None,
         };
-        let pull_every = match std::env::var("QYZAR_ENGINE_PULL_SECONDS") {
-            Ok(v) => match v.parse::<u64>() {
-                Ok(n) if n > 0 => Duration::from_secs(n),
-                _ => {
-                    return Err(ConfigError {
-                        var: "QYZAR_ENGINE_PULL_SECONDS",
-                        reason: format!("{v:?} is not a positive number of seconds"),
-                    })
-                }
-            },
-            Err(_) => Duration::from_secs(30),
-        };
+        let pull_every = seconds("QYZAR_ENGINE_PULL_SECONDS", 30)?;
+        let traffic_every = seconds("QYZAR_ENGINE_TRAFFIC_SECONDS", 10)?;
         Ok(Self {
             public_addr,
             internal_addr,
             admin_url,
             pull_every,
+            traffic_every,
             push_key: std::env::var("QYZAR_ENGINE_PUSH_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),
@@ -211,6 +207,20 @@ pub fn load_snapshot_file(engine: &Engine, path: &std::path::Path) -> Result<u64
     Ok(engine
         .config
         .swap_full(snapshot, qyzar_shared::time::now_ms())?)
+}
+
+/// A positive number of seconds from `var`, or `default` when unset.
+fn seconds(var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+    match std::env::var(var) {
+        Ok(v) => match v.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+            _ => Err(ConfigError {
+                var,
+                reason: format!("{v:?} is not a positive number of seconds"),
+            }),
+        },
+        Err(_) => Ok(Duration::from_secs(default)),
+    }
 }
 
 /// Opens the store, builds the state, loads the snapshot, binds the public
@@ -257,11 +267,26 @@ pub async fn start(
             stopped(),
         )));
     }
+    // The traffic reporter stops only after the public listener has
+    // drained, so its last report carries the verifications answered last.
+    let (report_stop, report_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(admin_url) = config.admin_url.clone() {
+        tasks.push(tokio::spawn(crate::traffic::report_loop(
+            Arc::clone(&engine.traffic),
+            admin_url,
+            config.push_key.clone(),
+            config.traffic_every,
+            async {
+                let _ = report_stopped.await;
+            },
+        )));
+    }
     let shutdown = async move {
         shutdown.await;
         let _ = stop.send(true);
     };
     crate::run(listener, engine, config.limits, shutdown).await;
+    drop(report_stop);
     for task in tasks {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "an internal task ended abnormally");

@@ -367,7 +367,8 @@ fn metrics(engine: &Engine) -> Response<Body> {
     let (hits, misses) = engine.sessions.stats();
     let limiter = engine.limiter.stats();
     let live = engine.config.current(now);
-    let mut extra: Vec<(&str, &str, f64)> = vec![
+    let mut extra: Vec<(&str, &str, f64)> =
+        vec![
         (
             "qyzar_config_version",
             "Version of the served configuration snapshot; 0 before the first.",
@@ -377,6 +378,26 @@ fn metrics(engine: &Engine) -> Response<Body> {
             "qyzar_session_cache_entries",
             "Sessions held in memory (approximate).",
             engine.sessions.len() as f64,
+        ),
+        (
+            "qyzar_traffic_recorded",
+            "Verifications counted for admin since start.",
+            engine.traffic.recorded.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "qyzar_traffic_delivered_rows",
+            "Traffic rows admin acknowledged since start.",
+            engine.traffic.delivered_rows.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "qyzar_traffic_dropped",
+            "Verifications counted but never delivered to admin (queue full or refused).",
+            engine.traffic.dropped.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "qyzar_traffic_undelivered_rows",
+            "Traffic rows counted and not yet acknowledged by admin.",
+            engine.traffic.undelivered_rows() as f64,
         ),
         (
             "qyzar_session_cache_hits",

@@ -23,6 +23,7 @@ pub mod routes;
 pub mod server;
 pub mod sessions;
 pub mod state;
+pub mod traffic;
 
 pub use server::{run, ServerLimits};
 pub use state::{Engine, StateOptions};

@@ -89,6 +89,8 @@ pub struct Engine {
     pub background: Background,
     /// Counters and histograms.
     pub metrics: Metrics,
+    /// Verifications counted for admin (usage, quotas, traffic analytics).
+    pub traffic: Arc<crate::traffic::Traffic>,
     /// Tunables.
     pub options: StateOptions,
 }
@@ -111,6 +113,7 @@ impl Engine {
                 .build(),
             background: Background::spawn(Arc::clone(&store)),
             metrics: Metrics::default(),
+            traffic: Arc::default(),
             store,
             options,
         });

@@ -82,6 +82,10 @@ error_codes! {
     QuotaExceeded => (422, "quota_exceeded", "the plan's quota is reached"),
     /// The caller itself is throttled; the answer carries `Retry-After`.
     RateLimited => (429, "rate_limited", "too many requests; retry later"),
+    /// The project owner's plan has used up its verifications for this
+    /// calendar month (UTC); new browser verifications resume at the next
+    /// month or after an upgrade. Sessions already open keep verifying.
+    VerificationQuotaExceeded => (429, "verification_quota_exceeded", "the plan's monthly verifications are used up; upgrade or wait for the next month"),
     /// Billing is not configured on this deployment.
     BillingNotConfigured => (503, "billing_not_configured", "billing is not configured on this deployment"),
     /// The engine has no config snapshot yet and will not guess.

@@ -6,7 +6,9 @@
 //! - [`settings`] and [`snapshot`]: the project settings document and the
 //!   versioned config snapshot admin pushes to engines;
 //! - [`store`]: the `DataStore` trait for the data-plane tables, with a
-//!   ScyllaDB and an embedded implementation.
+//!   ScyllaDB and an embedded implementation;
+//! - [`usage`]: verification traffic engines report to admin, and the
+//!   calendar months plan quotas are counted in.
 
 pub mod captcha;
 pub mod crypto;
@@ -18,5 +20,6 @@ pub mod store;
 pub mod telemetry;
 pub mod testing;
 pub mod time;
+pub mod usage;
 
 pub use error::{ApiError, ErrorCode};

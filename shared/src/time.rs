@@ -26,7 +26,7 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 /// Howard Hinnant's `civil_from_days`: days since 1970-01-01 → (y, m, d).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

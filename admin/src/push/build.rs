@@ -1,6 +1,7 @@
 //! Building a snapshot from the database: every project with its valid
 //! secret generations (current first, rotated-out ones until their grace
-//! end), derived keys, settings, live origin tokens and opt-outs.
+//! end), derived keys, settings, live origin tokens, opt-outs, and the
+//! quota block of accounts whose monthly verifications are used up.
 
 use bytes::Bytes;
 use qyzar_shared::crypto::{client_token_key, Ed25519Signer, SecretBox};
@@ -52,7 +53,10 @@ pub(super) async fn next_version(db: &Db, now: i64) -> AdminResult<u64> {
 
 /// Everything a snapshot is built from, read in one consistent view.
 pub(super) struct Rows {
-    projects: Vec<(String, String)>,
+    /// (id, owner id, settings JSON).
+    projects: Vec<(String, String, String)>,
+    /// Accounts over their monthly verification quota.
+    blocked: std::collections::HashSet<String>,
     secrets: Vec<(String, String, String, Option<i64>)>,
     tokens: Vec<(String, String, String, i64)>,
     opt_outs: Vec<(String, String, String)>,
@@ -67,12 +71,19 @@ pub(super) async fn read_rows(db: &Db, now: i64) -> AdminResult<Rows> {
             .execute(&mut *tx)
             .await?;
     }
-    let projects = sqlx::query("SELECT id, settings_json FROM projects")
+    let projects = sqlx::query("SELECT id, owner_id, settings_json FROM projects")
         .fetch_all(&mut *tx)
         .await?
         .iter()
-        .map(|r| Ok((r.try_get("id")?, r.try_get("settings_json")?)))
+        .map(|r| {
+            Ok((
+                r.try_get("id")?,
+                r.try_get("owner_id")?,
+                r.try_get("settings_json")?,
+            ))
+        })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let blocked = crate::usage::blocked_accounts(&mut tx, now).await?;
     let secrets = sqlx::query(
         "SELECT project_id, secret_sealed, ed25519_sealed, valid_until FROM project_secrets \
          WHERE valid_until IS NULL OR valid_until > $1",
@@ -122,6 +133,7 @@ pub(super) async fn read_rows(db: &Db, now: i64) -> AdminResult<Rows> {
     tx.commit().await?;
     Ok(Rows {
         projects,
+        blocked,
         secrets,
         tokens,
         opt_outs,
@@ -157,7 +169,7 @@ pub(super) fn build(version: u64, now: i64, rows: Rows, secrets: &SecretBox) -> 
             .push((kind, subject));
     }
     let mut configs = Vec::with_capacity(rows.projects.len());
-    for (project_id, settings_json) in &rows.projects {
+    for (project_id, owner_id, settings_json) in &rows.projects {
         let id = ProjectId::parse(project_id).map_err(AdminError::internal)?;
         let settings: ProjectSettings = serde_json::from_str(settings_json).map_err(|e| {
             AdminError::internal(format!("stored settings of {project_id} do not parse: {e}"))
@@ -193,6 +205,9 @@ pub(super) fn build(version: u64, now: i64, rows: Rows, secrets: &SecretBox) -> 
                     .push(projects::unhex32(subject)?),
                 other => tracing::warn!(kind = other, "unknown opt-out kind ignored"),
             }
+        }
+        if rows.blocked.contains(owner_id) {
+            cfg.verifications_blocked_until_ms = Some(crate::usage::blocked_until(now));
         }
         configs.push(cfg);
     }

@@ -73,11 +73,13 @@ fn held_version(value: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn authorise(key: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Checks `Authorization: Bearer <push key>` for the internal routes
+/// engines call; refuses everything when no key is configured.
+pub(crate) fn authorise(key: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(key) = key else {
         return Err(ApiError::with_message(
             ErrorCode::InvalidCredentials,
-            "this admin has no push key configured (QYZAR_ENGINE_PUSH_KEY), so it serves no snapshots",
+            "this admin has no push key configured (QYZAR_ENGINE_PUSH_KEY), so it refuses engines' calls",
         ));
     };
     let presented = headers

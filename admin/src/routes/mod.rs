@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod billing;
 pub mod internal_snapshot;
+pub mod internal_traffic;
 pub mod opt_out;
 pub mod origin_tokens;
 pub mod ping;

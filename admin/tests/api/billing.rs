@@ -142,9 +142,17 @@ async fn not_configured(backend: Backend) {
     let r = ann.get(&app, "/billing/status").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(
-        r.body,
-        json!({"configured": false, "hasCustomer": false, "plan": "free"})
+        (
+            &r.body["configured"],
+            &r.body["hasCustomer"],
+            &r.body["plan"]
+        ),
+        (&json!(false), &json!(false), &json!("free"))
     );
+    // Usage needs no Stripe: this month, nothing used yet, free's allowance.
+    assert_eq!(r.body["usage"]["verifications"], 0);
+    assert_eq!(r.body["usage"]["monthlyVerifications"], 10_000);
+    assert_eq!(r.body["usage"]["blocked"], false);
     let r = ann.get(&app, "/billing/plans").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["configured"], false);

@@ -9,3 +9,4 @@ mod openapi;
 mod ping;
 mod projects;
 mod push;
+mod usage;

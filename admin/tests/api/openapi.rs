@@ -144,6 +144,7 @@ const KNOWN_PATHS: &[&str] = &[
     "/opt-out/confirm",
     "/test/captcha",
     "/internal/snapshot",
+    "/internal/traffic",
     "/billing/plans",
     "/billing/status",
     "/billing/checkout",

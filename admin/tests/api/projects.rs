@@ -11,7 +11,7 @@ mod opt_out;
 mod origin_tokens;
 mod rate_limit;
 mod secret;
-mod test_captcha;
+pub mod test_captcha;
 
 use std::time::Duration;
 

@@ -83,6 +83,22 @@ impl TestEngine {
         self.stop.push(stop);
     }
 
+    /// Starts reporting verification traffic to `admin` every `every` (the
+    /// engine's own loop); stopped with the engine, after a last report.
+    pub fn report_to(&mut self, admin: &TestApp, every: Duration) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(qyzar_engine::traffic::report_loop(
+            Arc::clone(&self.engine.traffic),
+            format!("http://{}", admin.addr),
+            Some(PUSH_KEY.to_owned()),
+            every,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        self.stop.push(stop);
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.public, path)
     }

@@ -2,11 +2,13 @@
 //!
 //! parse (projectId, originToken, captchaToken?, entropy; `Origin` header)
 //! → authorise (the origin is allowed and the origin token is live and
-//! bound to it; test captcha tokens only in `testMode`) → decide (device id
+//! bound to it; test captcha tokens only in `testMode`; the owner's monthly
+//! verifications not used up, else `429 verification_quota_exceeded`) → decide (device id
 //! from the stable entropy, bot score, session + token hash stored durably,
 //! entropy snapshot unless opted out) → answer `201` with both session
 //! cookies and `{sessionId, sessionToken, sessionJwt, deviceId, expiresAt,
-//! risk}`, CORS-reflected for the allowed origin.
+//! risk}`, CORS-reflected for the allowed origin; the verification is
+//! counted for admin ([`crate::traffic`]).
 
 use std::net::IpAddr;
 
@@ -17,6 +19,7 @@ use qyzar_shared::crypto::{random_token, sign_hs256, Claims};
 use qyzar_shared::ids::SessionId;
 use qyzar_shared::store::{EntropySnapshot, Session};
 use qyzar_shared::time::rfc3339;
+use qyzar_shared::usage::TrafficKind;
 use qyzar_shared::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +121,12 @@ async fn run(
             }
         }
     }
+    // A used-up monthly quota refuses new verifications (after the origin
+    // checks, so only the project's own pages learn it); sessions already
+    // open keep verifying on the server-side routes.
+    if cfg.verifications_blocked(now) {
+        return Err(ApiError::new(ErrorCode::VerificationQuotaExceeded));
+    }
     // decide
     let ua_text = entropy
         .user_agent
@@ -142,7 +151,7 @@ async fn run(
         revoked: false,
         ip: client_ip(headers),
         risk: (&risk).into(),
-        device: ua.device_info(region),
+        device: ua.device_info(region.clone()),
     };
     let snapshot = (!cfg.is_device_opted_out(device_id.as_str())).then(|| EntropySnapshot {
         project_id: project.clone(),
@@ -181,6 +190,13 @@ async fn run(
             )
         })
         .ok_or(ApiError::new(ErrorCode::NotConfigured))?;
+    engine.traffic.record(
+        &project,
+        TrafficKind::Connect,
+        region.as_deref(),
+        ua.platform.as_str(),
+        now,
+    );
     // answer
     let mut res = response::json_of(
         StatusCode::CREATED,

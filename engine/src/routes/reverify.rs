@@ -1,7 +1,8 @@
 //! `POST /connect/reverify`: the browser script re-proves its session.
 //!
 //! parse (sessionJwt, entropy) → authorise (the JWT verifies under its
-//! project's session key; the `Origin` is one the project allows) → decide
+//! project's session key; the `Origin` is one the project allows; the
+//! owner's monthly verifications not used up) → decide
 //! (session still live? device drift? fresh bot score; the session is
 //! extended durably and the new entropy recorded) → answer `{valid,
 //! sessionId, deviceChanged, risk, expiresAt}` or `{valid: false, reason}`.
@@ -13,6 +14,7 @@ use qyzar_shared::crypto::verify;
 use qyzar_shared::ids::ProjectId;
 use qyzar_shared::store::EntropySnapshot;
 use qyzar_shared::time::rfc3339;
+use qyzar_shared::usage::TrafficKind;
 use qyzar_shared::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +98,9 @@ async fn run(
         Ok(_) => return Ok(invalid("bad_signature")),
         Err(e) => return Ok(invalid(e.reason())),
     };
+    if cfg.verifications_blocked(now) {
+        return Err(ApiError::new(ErrorCode::VerificationQuotaExceeded));
+    }
     let Some(sid) = claims.sid.as_deref() else {
         return Ok(invalid("malformed"));
     };
@@ -148,6 +153,13 @@ async fn run(
     });
     put.and(snap)
         .map_err(|_| ApiError::new(ErrorCode::StoreUnavailable))?;
+    engine.traffic.record(
+        &project,
+        TrafficKind::Reverify,
+        connect::region(engine, headers).as_deref(),
+        ua.platform.as_str(),
+        now,
+    );
     // answer
     Ok(response::json_of(
         StatusCode::OK,

@@ -28,6 +28,12 @@ pub struct ProjectConfig {
     /// SHA-256 of opted-out identifiers (never the identifiers themselves);
     /// sorted once normalised.
     pub opted_out_identifier_hashes: Vec<[u8; 32]>,
+    /// Set when the owner's plan has used up its monthly verifications: new
+    /// browser verifications (`/connect`, `/connect/reverify`) are refused
+    /// until this time (Unix ms, the start of the next UTC month). A time,
+    /// not a flag, so the block lifts by itself at the month's turn even if
+    /// no new snapshot arrives; an upgrade lifts it with the next snapshot.
+    pub verifications_blocked_until_ms: Option<i64>,
 }
 
 /// One accepted project-secret hash.
@@ -119,6 +125,7 @@ impl ProjectConfig {
             origin_tokens: Vec::new(),
             opted_out_devices: Vec::new(),
             opted_out_identifier_hashes: Vec::new(),
+            verifications_blocked_until_ms: None,
         }
     }
 
@@ -182,6 +189,13 @@ impl ProjectConfig {
             .ok()?;
         let entry = &self.origin_tokens[i];
         (now_ms < entry.expires_at_ms).then_some(entry)
+    }
+
+    /// Whether new browser verifications are refused at `now_ms` because
+    /// the owner's monthly quota is used up.
+    pub fn verifications_blocked(&self, now_ms: i64) -> bool {
+        self.verifications_blocked_until_ms
+            .is_some_and(|until| now_ms < until)
     }
 
     /// Whether this device opted out of entropy storage.

@@ -10,7 +10,7 @@ use crate::helpers::{request, Backend};
 use crate::push::{admin_for, eventually, TestEngine};
 
 /// A realistic browser entropy document for `/connect`.
-fn entropy() -> Value {
+pub fn entropy() -> Value {
     json!({
         "userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
         "languages": ["en-US", "en"], "timezone": "Europe/Paris",
