@@ -340,6 +340,92 @@ pub async fn report_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex as StdMutex;
+
+    /// A stand-in admin on a random port: answers each request with the
+    /// next status of `script` (then 200) and records the batches it got.
+    async fn fake_admin(script: Vec<u16>) -> (String, Arc<StdMutex<Vec<TrafficBatch>>>) {
+        use hyper::service::service_fn;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(StdMutex::new(Vec::new()));
+        let script = Arc::new(StdMutex::new(VecDeque::from(script)));
+        let (seen2, script2) = (Arc::clone(&seen), Arc::clone(&script));
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (seen, script) = (Arc::clone(&seen2), Arc::clone(&script2));
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (seen, script) = (Arc::clone(&seen), Arc::clone(&script));
+                        async move {
+                            assert_eq!(req.uri().path(), "/internal/traffic");
+                            assert_eq!(req.headers()[AUTHORIZATION], "Bearer k");
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let batch: TrafficBatch = serde_json::from_slice(&body).unwrap();
+                            seen.lock().unwrap().push(batch);
+                            let status = script.lock().unwrap().pop_front().unwrap_or(200);
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::from_static(b"{}")))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn a_failed_report_is_resent_with_its_id_and_a_refused_one_is_dropped() {
+        let t = Traffic::new();
+        t.enable();
+        let p = ProjectId::generate();
+        let now = qyzar_shared::time::now_ms();
+        // Admin is down (503) for the first try, then takes it.
+        let (url, seen) = fake_admin(vec![503]).await;
+        let reporter = Reporter::new(&url, Some("k")).unwrap();
+        t.record(&p, TrafficKind::Connect, Some("DE"), "desktop", now);
+        assert!(reporter.flush(&t).await.is_err());
+        assert_eq!(t.undelivered_rows(), 1, "kept for the next report");
+        t.record(&p, TrafficKind::Reverify, None, "mobile", now);
+        assert_eq!(reporter.flush(&t).await.unwrap(), 2);
+        assert_eq!(t.undelivered_rows(), 0);
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got.len(), 3, "first try, its resend, then the newer batch");
+        assert_eq!(got[0], got[1], "the resend is the same batch, same id");
+        assert_ne!(got[1].batch_id, got[2].batch_id);
+        assert_eq!(got[2].rows[0].kind, TrafficKind::Reverify);
+        assert_eq!(t.delivered_rows.load(Ordering::Relaxed), 2);
+
+        // A batch admin refuses as malformed (422) is dropped, not retried forever.
+        let (url, seen) = fake_admin(vec![422]).await;
+        let reporter = Reporter::new(&url, Some("k")).unwrap();
+        t.record(&p, TrafficKind::Connect, None, "desktop", now);
+        assert_eq!(reporter.flush(&t).await.unwrap(), 0);
+        assert_eq!(t.undelivered_rows(), 0);
+        assert_eq!(t.dropped.load(Ordering::Relaxed), 1);
+        // A wrong key (401) is a configuration fault: kept and retried.
+        let (url, _) = fake_admin(vec![401]).await;
+        let reporter = Reporter::new(&url, Some("k")).unwrap();
+        t.record(&p, TrafficKind::Connect, None, "desktop", now);
+        assert!(reporter.flush(&t).await.is_err());
+        assert_eq!(t.undelivered_rows(), 1);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn admin_urls_are_checked_like_the_pull() {
+        assert!(Reporter::new("https://admin:1", None).is_err());
+        assert!(Reporter::new("http://user:pw@admin:1", None).is_err());
+        assert!(Reporter::new("http://admin:1/", Some("k")).is_ok());
+    }
 
     #[test]
     fn counts_are_keyed_sealed_in_order_and_bounded() {
