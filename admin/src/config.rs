@@ -52,6 +52,11 @@ pub struct AdminConfig {
     /// Base URL of the Stripe API (`STRIPE_API_BASE`, default
     /// `https://api.stripe.com`), so tests point it at `stripe-mock`.
     pub stripe_api_base: Option<String>,
+    /// Days verified Stripe events are kept in `billing_event_logs`
+    /// (`QYZAR_BILLING_LOG_RETENTION_DAYS`, default 400, at least 30).
+    /// The log is also the webhook's idempotency guard, and Stripe resends
+    /// an event for up to three days, so it never goes below a month.
+    pub billing_log_retention_days: u32,
 }
 
 /// Debug output with every secret redacted: the database URL may carry a
@@ -110,6 +115,11 @@ mod debug_tests {
     }
 }
 
+/// Default of [`AdminConfig::billing_log_retention_days`].
+pub const DEFAULT_BILLING_LOG_RETENTION_DAYS: u32 = 400;
+/// Least [`AdminConfig::billing_log_retention_days`] accepted.
+pub const MIN_BILLING_LOG_RETENTION_DAYS: u32 = 30;
+
 /// A configuration value that does not parse.
 #[derive(Debug, thiserror::Error)]
 #[error("{var} is not valid: {reason}")]
@@ -143,7 +153,20 @@ impl AdminConfig {
                 })?,
             None => 16,
         };
+        let billing_log_retention_days = match var("QYZAR_BILLING_LOG_RETENTION_DAYS") {
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(d) if (MIN_BILLING_LOG_RETENTION_DAYS..=36_500).contains(&d) => d,
+                _ => {
+                    return Err(ConfigError {
+                        var: "QYZAR_BILLING_LOG_RETENTION_DAYS",
+                        reason: format!("{v:?} is not a number of days from 30 to 36500"),
+                    })
+                }
+            },
+            None => DEFAULT_BILLING_LOG_RETENTION_DAYS,
+        };
         Ok(Self {
+            billing_log_retention_days,
             addr,
             database_url: var("QYZAR_DATABASE_URL")
                 .unwrap_or_else(|| "sqlite:.qyzar/admin.sqlite?mode=rwc".into()),
@@ -197,6 +220,7 @@ impl AdminConfig {
             stripe_price_pro: None,
             stripe_price_enterprise: None,
             stripe_api_base: None,
+            billing_log_retention_days: DEFAULT_BILLING_LOG_RETENTION_DAYS,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod extract;
 pub mod mail;
+pub mod maintenance;
 pub mod projects;
 pub mod push;
 pub mod routes;
@@ -215,17 +216,24 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the admin on `listener` until `shutdown` resolves, then drains.
+/// Serves the admin on `listener` until `shutdown` resolves, then drains;
+/// runs [`maintenance`] hourly meanwhile.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let housekeeping = tokio::spawn(maintenance::run_forever(
+        state.db.clone(),
+        state.config.billing_log_retention_days,
+    ));
     // Connect info gives the auth routes the peer address for per-IP limits.
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    housekeeping.abort();
+    served
 }
 
 /// Gives axum's own bodiless answers the shared error shape: an unknown

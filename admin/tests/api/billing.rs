@@ -749,3 +749,74 @@ async fn webhook_moves_plan_and_quota_on_sqlite() {
 async fn webhook_moves_plan_and_quota_on_postgres() {
     webhook_moves_plan_and_quota(Backend::Postgres).await;
 }
+
+/// Housekeeping drops billing events past the retention and old traffic
+/// batch ids, and keeps everything younger.
+async fn housekeeping_prunes_old_rows(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let now = now_secs() * 1000;
+    let day = 86_400_000i64;
+    for (id, age_days) in [("evt_old", 401), ("evt_recent", 399), ("evt_new", 0)] {
+        sqlx::query(
+            "INSERT INTO billing_event_logs (event_id, event_type, user_id, payload, outcome, received_at) \
+             VALUES ($1, 'invoice.paid', NULL, '{}', 'ignored', $2)",
+        )
+        .bind(id)
+        .bind(now - age_days * day)
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
+    }
+    for (id, age_days) in [("eng_a-1", 8), ("eng_a-2", 6)] {
+        sqlx::query("INSERT INTO traffic_batches (batch_id, received_at) VALUES ($1, $2)")
+            .bind(id)
+            .bind(now - age_days * day)
+            .execute(app.state.db.pool())
+            .await
+            .unwrap();
+    }
+    let pruned = qyzar_admin::maintenance::run_once(
+        &app.state.db,
+        now,
+        qyzar_admin::config::DEFAULT_BILLING_LOG_RETENTION_DAYS,
+    )
+    .await
+    .unwrap();
+    assert_eq!((pruned.billing_events, pruned.traffic_batches), (1, 1));
+    let left: Vec<String> =
+        sqlx::query("SELECT event_id FROM billing_event_logs ORDER BY event_id")
+            .fetch_all(app.state.db.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get(0).unwrap())
+            .collect();
+    assert_eq!(left, ["evt_new", "evt_recent"]);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM traffic_batches WHERE batch_id = $1",
+            "eng_a-2"
+        )
+        .await,
+        1
+    );
+    // A second run finds nothing more.
+    let again = qyzar_admin::maintenance::run_once(&app.state.db, now, 400)
+        .await
+        .unwrap();
+    assert_eq!((again.billing_events, again.traffic_batches), (0, 0));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn housekeeping_prunes_old_rows_on_sqlite() {
+    housekeeping_prunes_old_rows(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn housekeeping_prunes_old_rows_on_postgres() {
+    housekeeping_prunes_old_rows(Backend::Postgres).await;
+}
