@@ -12,7 +12,7 @@
 use std::num::NonZeroU32;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use qyzar_engine::limiter::{BucketCheck, BucketKey, Limiter, LimiterConfig, Rule, MAX_BUCKETS};
+use qyzar_engine::limiter::{BucketCheck, BucketKey, Limiter, LimiterConfig, Rule};
 
 /// Decides one call over the buckets named by `keys`.
 pub trait KeyedLimiter: Send + Sync {
@@ -45,23 +45,24 @@ impl KeyedLimiter for Engine {
         "qyzar_gcra"
     }
     fn allow(&self, keys: &[BucketKey]) -> bool {
-        // A fixed array, as the route builds it: the decision allocates nothing.
-        let Some(&first) = keys.first() else {
-            return true;
-        };
-        let mut checks = [BucketCheck {
-            key: first,
+        // A small fixed array, as a route with a few buckets would build it:
+        // the decision allocates nothing.
+        let check = |key| BucketCheck {
+            key,
             rule: self.rule,
-        }; MAX_BUCKETS];
-        if keys.len() > MAX_BUCKETS {
-            return false;
-        }
-        for (c, k) in checks.iter_mut().zip(keys) {
-            c.key = *k;
-        }
-        self.limiter
-            .check(self.limiter.now_nanos(), &checks[..keys.len()], 1, false)
-            .is_ok_and(|d| d.allowed)
+        };
+        let now = self.limiter.now_nanos();
+        let decision = match keys {
+            [a] => self.limiter.check(now, &[check(*a)], 1, false),
+            [a, b, c] => self
+                .limiter
+                .check(now, &[check(*a), check(*b), check(*c)], 1, false),
+            _ => {
+                let checks: Vec<BucketCheck> = keys.iter().map(|k| check(*k)).collect();
+                self.limiter.check(now, &checks, 1, false)
+            }
+        };
+        decision.is_ok_and(|d| d.allowed)
     }
 }
 

@@ -81,6 +81,7 @@
 mod gcra;
 mod key;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,6 +98,10 @@ use key::KeyIdentityHasher;
 /// buckets. Outcomes live in a fixed array of this size, so a decision never
 /// allocates; settings validation must keep metadata rules within 16.
 pub const MAX_BUCKETS: usize = 17;
+
+/// Calls of up to this many buckets use scratch arrays of this size rather
+/// than [`MAX_BUCKETS`]: `ip` plus a few metadata fields is the usual call.
+const SMALL_CALL: usize = 4;
 
 /// Least time between two on-the-spot sweeps of one full shard: bounds the
 /// scanning a flood of fresh keys can cause on the request path.
@@ -125,6 +130,38 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// An allowed decision over `len` buckets whose outcomes are still to be
+    /// filled in. The unused slots are all zero bits, so the array is a
+    /// plain memset.
+    fn new(len: usize) -> Self {
+        Self {
+            allowed: true,
+            denied_by: None,
+            len,
+            outcomes: [BucketOutcome::EMPTY; MAX_BUCKETS],
+        }
+    }
+
+    /// Sets check `i`'s outcome; the first denying check denies the call.
+    fn record(&mut self, i: usize, outcome: BucketOutcome) {
+        if !outcome.allowed && self.allowed {
+            self.allowed = false;
+            self.denied_by = Some(i);
+        }
+        self.outcomes[i] = outcome;
+    }
+
+    /// In a denied call nothing is consumed, so `remaining` and
+    /// `reset_after_ms` must describe bucket `i` as it stands (an allowing
+    /// bucket was evaluated after consumption, a repeated key after the
+    /// earlier check's): re-evaluated at cost 0 from its stored state.
+    fn describe_as_is(&mut self, i: usize, stored: Option<State>, rule: Rule, now: u64) {
+        let as_is = gcra::evaluate(stored, rule, 0, now).0;
+        let outcome = &mut self.outcomes[i];
+        outcome.remaining = as_is.remaining;
+        outcome.reset_after_ms = as_is.reset_after_ms;
+    }
+
     /// One outcome per check, in the order the checks were given.
     pub fn buckets(&self) -> &[BucketOutcome] {
         &self.outcomes[..self.len]
@@ -263,6 +300,17 @@ impl Limiter {
         self.inner.hasher.bucket_key(project_id, bucket, key)
     }
 
+    /// [`Limiter::bucket_key`] of the bucket named `bucket[0]` followed by
+    /// `bucket[1]` (`"metadata:"`, `"email"`), without building the name.
+    pub fn bucket_key_parts(
+        &self,
+        project_id: &str,
+        bucket: [&str; 2],
+        key: &[u8],
+    ) -> Result<BucketKey, KeyTooLong> {
+        self.inner.hasher.bucket_key_parts(project_id, bucket, key)
+    }
+
     /// Nanoseconds since this limiter was made, on the monotonic clock: the
     /// `now_nanos` to pass to [`Limiter::check`] and [`Limiter::sweep`].
     pub fn now_nanos(&self) -> u64 {
@@ -274,6 +322,14 @@ impl Limiter {
     ///
     /// A key named twice in one call is charged twice (each check sees the
     /// previous one's consumption).
+    ///
+    /// One bucket takes a path of its own (one lock, one map lookup, no lock
+    /// ordering); a test drives it and the general path over the same calls
+    /// and compares every answer. The general path sizes its scratch arrays
+    /// for 4 buckets when that is enough (the usual `ip` plus a few metadata
+    /// fields), so a call does not initialise 17 slots of each. Inlined so
+    /// the [`Decision`] is built where the caller keeps it, not copied.
+    #[inline]
     pub fn check(
         &self,
         now_nanos: u64,
@@ -281,38 +337,110 @@ impl Limiter {
         cost: u32,
         dry_run: bool,
     ) -> Result<Decision, TooManyBuckets> {
-        let n = checks.len();
-        if n > MAX_BUCKETS {
-            return Err(TooManyBuckets);
+        match checks {
+            [] => Ok(Decision::new(0)),
+            [one] => Ok(self.check_one(now_nanos, *one, cost, dry_run)),
+            _ if checks.len() <= SMALL_CALL => {
+                Ok(self.check_many::<SMALL_CALL, true>(now_nanos, checks, cost, dry_run))
+            }
+            _ if checks.len() <= MAX_BUCKETS => {
+                Ok(self.check_many::<MAX_BUCKETS, true>(now_nanos, checks, cost, dry_run))
+            }
+            _ => Err(TooManyBuckets),
         }
+    }
+
+    /// One bucket: one shard, one lookup whose slot is updated in place. A
+    /// denied single-bucket outcome already describes the bucket as it stands
+    /// (nothing was consumed), so nothing is evaluated twice.
+    fn check_one(&self, now: u64, c: BucketCheck, cost: u32, dry_run: bool) -> Decision {
+        let inner = &*self.inner;
+        let mut guard = lock(&inner.shards[inner.shard_index(c.key)]);
+        let map = &mut *guard;
+        let (outcome, new_key) = match map.entries.get_mut(&c.key) {
+            Some(slot) => {
+                let (outcome, next) = gcra::evaluate(Some(*slot), c.rule, cost, now);
+                if let (Some(next), false) = (next, dry_run) {
+                    *slot = next;
+                }
+                (outcome, None)
+            }
+            None => {
+                let (outcome, next) = gcra::evaluate(None, c.rule, cost, now);
+                (outcome, next.filter(|_| !dry_run))
+            }
+        };
+        if let Some(next) = new_key {
+            inner.insert_new(map, c.key, next, now);
+        }
+        drop(guard);
+        let mut decision = Decision::new(1);
+        decision.allowed = outcome.allowed;
+        decision.denied_by = (!outcome.allowed).then_some(0);
+        decision.outcomes[0] = outcome;
+        decision
+    }
+
+    /// Any number of buckets up to `N` (≥ 2): lock the distinct shards in
+    /// ascending order, decide every bucket, then commit all or none.
+    ///
+    /// `IN_PLACE` allows the single-lookup path; tests turn it off to compare
+    /// both.
+    fn check_many<const N: usize, const IN_PLACE: bool>(
+        &self,
+        now_nanos: u64,
+        checks: &[BucketCheck],
+        cost: u32,
+        dry_run: bool,
+    ) -> Decision {
+        let n = checks.len();
+        debug_assert!(n <= N);
         let inner = &*self.inner;
 
         // The distinct shards involved, ascending: the global lock order.
-        let mut order = [0usize; MAX_BUCKETS];
-        for (slot, c) in order.iter_mut().zip(checks) {
+        let mut shard_of = [0usize; N];
+        for (slot, c) in shard_of.iter_mut().zip(checks) {
             *slot = inner.shard_index(c.key);
         }
+        let mut order = shard_of;
         let order = &mut order[..n];
         order.sort_unstable();
         let distinct = dedup_sorted(order);
         let order = &order[..distinct];
-        let mut guards: [Option<MutexGuard<'_, ShardMap>>; MAX_BUCKETS] = Default::default();
+        let mut guards: [Option<MutexGuard<'_, ShardMap>>; N] = std::array::from_fn(|_| None);
         for (guard, &shard) in guards.iter_mut().zip(order) {
             *guard = Some(lock(&inner.shards[shard]));
         }
-        let guard_of = |key: BucketKey| order.binary_search(&inner.shard_index(key)).unwrap_or(0);
+        // Which guard holds each check's shard (reusing `shard_of`).
+        for shard in &mut shard_of[..n] {
+            *shard = order.binary_search(shard).unwrap_or(0);
+        }
+        let guard_of = shard_of;
+
+        // The usual call: every bucket in a shard of its own (so no key is
+        // repeated) with room for a new key. Then each bucket's map slot is
+        // held across the decision and written in place: one lookup each.
+        let has_room = |g: &Option<MutexGuard<'_, ShardMap>>| {
+            g.as_ref()
+                .is_some_and(|m| m.entries.len() < inner.shard_cap)
+        };
+        if IN_PLACE && distinct == n && guards[..n].iter().all(has_room) {
+            return decide_in_place(
+                &mut guards,
+                &guard_of[..n],
+                checks,
+                cost,
+                dry_run,
+                now_nanos,
+            );
+        }
 
         // Decide every bucket without writing anything.
-        let mut decision = Decision {
-            allowed: true,
-            denied_by: None,
-            len: n,
-            outcomes: [BucketOutcome::EMPTY; MAX_BUCKETS],
-        };
-        let mut in_map: [Option<State>; MAX_BUCKETS] = [None; MAX_BUCKETS];
-        let mut pending: [Option<State>; MAX_BUCKETS] = [None; MAX_BUCKETS];
+        let mut decision = Decision::new(n);
+        let mut in_map: [Option<State>; N] = [None; N];
+        let mut pending: [Option<State>; N] = [None; N];
         for (i, c) in checks.iter().enumerate() {
-            in_map[i] = guards[guard_of(c.key)]
+            in_map[i] = guards[guard_of[i]]
                 .as_ref()
                 .and_then(|map| map.entries.get(&c.key).copied());
             // A key already named earlier in this call starts from what that
@@ -322,11 +450,7 @@ impl Limiter {
                 .find(|&j| checks[j].key == c.key)
                 .and_then(|j| pending[j]);
             let (outcome, next) = gcra::evaluate(earlier.or(in_map[i]), c.rule, cost, now_nanos);
-            if !outcome.allowed && decision.allowed {
-                decision.allowed = false;
-                decision.denied_by = Some(i);
-            }
-            decision.outcomes[i] = outcome;
+            decision.record(i, outcome);
             pending[i] = next;
         }
         if !decision.allowed {
@@ -334,25 +458,22 @@ impl Limiter {
             // each bucket as it stands (an allowing bucket was evaluated after
             // consumption, a repeated key after the earlier check's).
             for (i, c) in checks.iter().enumerate() {
-                let as_is = gcra::evaluate(in_map[i], c.rule, 0, now_nanos).0;
-                let outcome = &mut decision.outcomes[i];
-                outcome.remaining = as_is.remaining;
-                outcome.reset_after_ms = as_is.reset_after_ms;
+                decision.describe_as_is(i, in_map[i], c.rule, now_nanos);
             }
-            return Ok(decision);
+            return decision;
         }
         if dry_run {
-            return Ok(decision);
+            return decision;
         }
 
         // Commit, still under the same locks.
-        for (c, next) in checks.iter().zip(pending) {
-            let Some(next) = next else { continue };
-            if let Some(map) = guards[guard_of(c.key)].as_deref_mut() {
+        for (i, c) in checks.iter().enumerate() {
+            let Some(next) = pending[i] else { continue };
+            if let Some(map) = guards[guard_of[i]].as_deref_mut() {
                 inner.store(map, c.key, next, now_nanos);
             }
         }
-        Ok(decision)
+        decision
     }
 
     /// Removes every entry whose TAT is at or before `now_nanos` (a full
@@ -394,13 +515,17 @@ impl Inner {
         (key.shard_bits() & self.mask) as usize
     }
 
-    /// Writes `state` for `key`; a new key finding its shard full triggers an
-    /// on-the-spot sweep (rate-limited) and, failing that, goes untracked.
+    /// Writes `state` for `key`; a new key goes through [`Inner::insert_new`].
     fn store(&self, map: &mut ShardMap, key: BucketKey, state: State, now: u64) {
-        if let Some(slot) = map.entries.get_mut(&key) {
-            *slot = state;
-            return;
+        match map.entries.get_mut(&key) {
+            Some(slot) => *slot = state,
+            None => self.insert_new(map, key, state, now),
         }
+    }
+
+    /// Records a key not yet in `map`; one finding its shard full triggers an
+    /// on-the-spot sweep (rate-limited) and, failing that, goes untracked.
+    fn insert_new(&self, map: &mut ShardMap, key: BucketKey, state: State, now: u64) {
         if map.entries.len() >= self.shard_cap {
             let due = map
                 .full_sweep_at
@@ -428,6 +553,62 @@ fn sweep_map(map: &mut ShardMap, now: u64) -> usize {
 /// store, so a panic elsewhere cannot leave a shard half-updated.
 fn lock(shard: &Shard) -> MutexGuard<'_, ShardMap> {
     shard.0.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// [`Limiter::check_many`] when check `i` is alone in the shard of
+/// `guards[guard_of[i]]` and every shard has room: each check's map entry is
+/// taken once and read, then written through (or filled) at commit.
+fn decide_in_place<const N: usize>(
+    guards: &mut [Option<MutexGuard<'_, ShardMap>>; N],
+    guard_of: &[usize],
+    checks: &[BucketCheck],
+    cost: u32,
+    dry_run: bool,
+    now: u64,
+) -> Decision {
+    let n = checks.len();
+    // The guards in the checks' order: `guard_of` is a permutation here.
+    let mut maps: [Option<&mut ShardMap>; N] = std::array::from_fn(|_| None);
+    for (g, guard) in guards.iter_mut().enumerate().take(n) {
+        if let Some(i) = guard_of.iter().position(|&gi| gi == g) {
+            maps[i] = guard.as_deref_mut();
+        }
+    }
+    let mut slots: [Option<Entry<'_, BucketKey, State>>; N] = std::array::from_fn(|_| None);
+    for ((slot, map), c) in slots.iter_mut().zip(maps).zip(checks) {
+        *slot = map.map(|m| m.entries.entry(c.key));
+    }
+    let stored = |slot: &Option<Entry<'_, BucketKey, State>>| match slot {
+        Some(Entry::Occupied(o)) => Some(*o.get()),
+        _ => None,
+    };
+
+    let mut decision = Decision::new(n);
+    let mut pending: [Option<State>; N] = [None; N];
+    for (i, c) in checks.iter().enumerate() {
+        let (outcome, next) = gcra::evaluate(stored(&slots[i]), c.rule, cost, now);
+        decision.record(i, outcome);
+        pending[i] = next;
+    }
+    if !decision.allowed {
+        for (i, c) in checks.iter().enumerate() {
+            decision.describe_as_is(i, stored(&slots[i]), c.rule, now);
+        }
+        return decision;
+    }
+    if dry_run {
+        return decision;
+    }
+    for (slot, next) in slots.into_iter().zip(pending) {
+        match (slot, next) {
+            (Some(Entry::Occupied(mut o)), Some(next)) => *o.get_mut() = next,
+            (Some(Entry::Vacant(v)), Some(next)) => {
+                v.insert(next);
+            }
+            _ => {}
+        }
+    }
+    decision
 }
 
 /// Removes adjacent duplicates in place; returns the new length.

@@ -451,3 +451,86 @@ fn xorshift(mut x: u64) -> u64 {
     x ^= x << 17;
     x
 }
+
+/// The one-bucket fast path answers exactly like the general path, over a
+/// pseudo-random sequence of times, rules (changed mid-way), costs and dry
+/// runs on a few keys, and leaves the same state behind.
+#[test]
+fn one_bucket_path_matches_the_general_path() {
+    let (fast, general) = (Limiter::default(), Limiter::default());
+    let keys: Vec<BucketKey> = (0..3).map(|i| key(&fast, "ip", &i.to_string())).collect();
+    let rules = [Rule::new(5, 10), Rule::new(3, 1), Rule::new(20, 60)];
+    let (mut rng, mut now) = (0x2545_f491_4f6c_dd1d_u64, 0u64);
+    for _ in 0..5_000 {
+        rng = xorshift(rng);
+        now += (rng >> 8) % SEC;
+        let check = BucketCheck {
+            key: keys[(rng % 3) as usize],
+            rule: rules[((rng >> 4) % 3) as usize],
+        };
+        let cost = ((rng >> 16) % 7) as u32;
+        let dry_run = (rng >> 24) % 5 == 0;
+        let a = fast.check(now, &[check], cost, dry_run).unwrap();
+        let b = general.check_many::<SMALL_CALL, false>(now, &[check], cost, dry_run);
+        assert_eq!(
+            (a.allowed, a.denied_by, a.buckets()),
+            (b.allowed, b.denied_by, b.buckets()),
+            "{check:?} cost {cost} dry {dry_run} at {now}"
+        );
+    }
+    for k in keys {
+        for rule in rules {
+            let probe = [BucketCheck { key: k, rule }];
+            assert_eq!(
+                fast.check(now, &probe, 0, true).unwrap().buckets(),
+                general.check(now, &probe, 0, true).unwrap().buckets()
+            );
+        }
+    }
+}
+
+/// The single-lookup path (every bucket in a shard of its own) answers like
+/// the general one, and so do the small (4) and full (17) scratch arrays,
+/// over pseudo-random calls of 2–4 buckets with repeated keys, denials and
+/// dry runs. With 256 shards distinct keys almost never share one.
+#[test]
+fn in_place_and_general_paths_agree() {
+    let (in_place, small, full) = (Limiter::default(), Limiter::default(), Limiter::default());
+    let keys: Vec<BucketKey> = (0..5)
+        .map(|i| key(&in_place, "ip", &i.to_string()))
+        .collect();
+    let (mut rng, mut now) = (0x9e37_79b9_7f4a_7c15_u64, 0u64);
+    let mut took_in_place = 0;
+    for _ in 0..5_000 {
+        rng = xorshift(rng);
+        now += (rng >> 8) % (SEC / 4);
+        let n = 2 + (rng % 3) as usize;
+        let checks: Vec<BucketCheck> = (0..n)
+            .map(|i| BucketCheck {
+                key: keys[((rng >> (8 + 3 * i)) % 5) as usize],
+                rule: Rule::new(4 + i as u32, 2),
+            })
+            .collect();
+        let cost = ((rng >> 32) % 3) as u32;
+        let dry_run = (rng >> 40) % 4 == 0;
+        let mut shards: Vec<usize> = checks
+            .iter()
+            .map(|c| in_place.inner.shard_index(c.key))
+            .collect();
+        shards.sort_unstable();
+        shards.dedup();
+        took_in_place += usize::from(shards.len() == n);
+        let a = in_place.check(now, &checks, cost, dry_run).unwrap();
+        let b = small.check_many::<SMALL_CALL, false>(now, &checks, cost, dry_run);
+        let c = full.check_many::<MAX_BUCKETS, false>(now, &checks, cost, dry_run);
+        for other in [&b, &c] {
+            assert_eq!(
+                (a.allowed, a.denied_by, a.buckets()),
+                (other.allowed, other.denied_by, other.buckets()),
+                "{checks:?} cost {cost} dry {dry_run} at {now}"
+            );
+        }
+    }
+    assert!(took_in_place > 1_000, "the in-place path must be exercised");
+    assert_eq!(in_place.stats(), small.stats());
+}
