@@ -1,5 +1,6 @@
 //! Shared structures on the hot path, each against its baseline behind one
-//! trait: the session cache's map (100k sessions) and the rate limiter.
+//! trait: the session cache's map (100k sessions), the engine's session
+//! cache itself, and the rate limiter.
 //!
 //! Run: `cargo bench -p qyzar-benches --bench structures`.
 
@@ -14,6 +15,8 @@ use qyzar_shared::store::Session;
 
 /// Sessions held, about what one engine of a mid-sized deployment caches.
 const SESSIONS: usize = 100_000;
+/// Sessions of the small-cache variant, which fits the CPU caches.
+const HOT: usize = 1_000;
 /// Distinct rate-limit subjects walked by the limiter benches.
 const SUBJECTS: usize = 10_000;
 /// A quota no bench subject reaches, so every call takes the allowing
@@ -57,6 +60,13 @@ fn session_maps(c: &mut Criterion) {
     let ids = session_map::session_ids(SESSIONS, 1);
     let absent = session_map::session_ids(SESSIONS, 2);
     let order = walk(SESSIONS, 3);
+    // The engine's own cache (below) is filled first, on a fresh heap, as
+    // each map is filled in turn: none gets its values scattered over memory
+    // another freed.
+    let cache = session_map::engine_cache(SESSIONS);
+    for id in &ids {
+        cache.cache(fixtures::session(id));
+    }
     let maps = session_map::all::<Session>(SESSIONS);
     for map in &maps {
         for id in &ids {
@@ -95,6 +105,52 @@ fn session_maps(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+    drop(maps);
+
+    // The engine's `SessionCache` as it serves a hit: quick_cache with the
+    // id inline in the key and the packed `CachedSession` as the value,
+    // expiry re-checked on read. Same ids, same walk as above.
+    let now = qyzar_engine::sessions::now_ms();
+    let mut g = c.benchmark_group("session_cache_100k");
+    let mut i = 0;
+    g.bench_function("hit", |b| {
+        b.iter(|| {
+            i = (i + 1) % SESSIONS;
+            cache.cached(black_box(&ids[order[i]]), now)
+        })
+    });
+    g.bench_function("miss", |b| {
+        b.iter(|| {
+            i = (i + 1) % SESSIONS;
+            cache.cached(black_box(&absent[order[i]]), now)
+        })
+    });
+    g.finish();
+    // The same cache holding 1 000 sessions: everything stays in the CPU
+    // caches, so this is the lookup's own cost, without waiting on memory.
+    let small = session_map::engine_cache(HOT);
+    for id in &ids[..HOT] {
+        small.cache(fixtures::session(id));
+    }
+    let mut g = c.benchmark_group("session_cache_1k");
+    let mut k = 0;
+    g.bench_function("hit", |b| {
+        b.iter(|| {
+            k = (k + 1) % HOT;
+            small.cached(black_box(&ids[k]), now)
+        })
+    });
+    g.finish();
+    let mut g = c.benchmark_group("session_cache_100k_all_cores");
+    g.throughput(Throughput::Elements(threads() as u64));
+    g.bench_function("hit", |b| {
+        b.iter_custom(|iters| {
+            contended(iters, |i| {
+                black_box(cache.cached(&ids[order[i % SESSIONS]], now));
+            })
+        })
+    });
     g.finish();
 }
 

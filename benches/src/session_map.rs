@@ -1,10 +1,14 @@
 //! The session cache's map behind one trait: `Mutex<HashMap>` (the naive
-//! baseline), `dashmap` (sharded locks) and `moka::sync::Cache` (what the
-//! engine's `SessionCache` uses: bounded, LRU-ish eviction, per-entry expiry).
+//! baseline), `dashmap` (sharded locks), `moka::sync::Cache` (bounded,
+//! LRU-ish eviction, per-entry expiry timers: the engine's first choice) and
+//! `quick_cache::sync::Cache` (bounded, CLOCK-PRO eviction, no timers: what
+//! the engine's `SessionCache` uses now, re-checking expiry on read).
 //!
-//! The engine needs moka for what the others lack (a capacity bound and
-//! expiry per session); the bench says what that costs per lookup compared
-//! with the plain maps, single-threaded and with every core reading.
+//! The engine needs a capacity bound, which the plain maps lack; the bench
+//! says what each bounded map costs per lookup compared with them,
+//! single-threaded and with every core reading. The engine's own cache (its
+//! compact `CachedSession` values and inline keys) is measured next to them
+//! in `benches/structures.rs` (`session_cache_100k`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,6 +17,8 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use moka::sync::Cache;
 use moka::Expiry;
+use qyzar_engine::sessions::SessionCache;
+use qyzar_shared::store::EmbeddedStore;
 
 /// A concurrent map from session id to a shared session.
 pub trait SessionMap<V>: Send + Sync {
@@ -109,14 +115,64 @@ impl<V: Send + Sync + 'static> SessionMap<V> for Moka<V> {
     }
 }
 
-/// The three implementations, each sized for `n` entries (moka with room to
-/// spare, so the bench measures lookups and not evictions).
+/// `quick_cache::sync::Cache`: bounded by entry count, sharded, reads under
+/// a shared lock with a reference bit instead of an access-order list.
+pub struct Quick<V>(quick_cache::sync::Cache<Box<str>, Arc<V>>);
+
+impl<V> Quick<V> {
+    /// An empty cache that evicts beyond `capacity` entries.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self(quick_cache::sync::Cache::new(capacity))
+    }
+}
+
+impl<V: Send + Sync> SessionMap<V> for Quick<V> {
+    fn name(&self) -> &'static str {
+        "quick_cache"
+    }
+    fn get(&self, key: &str) -> Option<Arc<V>> {
+        self.0.get(key)
+    }
+    fn insert(&self, key: Box<str>, value: Arc<V>) {
+        self.0.insert(key, value);
+    }
+}
+
+/// The four implementations, each sized for `n` entries (the bounded ones
+/// with room to spare, so the bench measures lookups and not evictions).
 pub fn all<V: Send + Sync + 'static>(n: usize) -> Vec<Box<dyn SessionMap<V>>> {
     vec![
         Box::new(MutexMap::with_capacity(n)),
         Box::new(Dash::with_capacity(n)),
         Box::new(Moka::with_capacity(2 * n as u64)),
+        Box::new(Quick::with_capacity(2 * n)),
     ]
+}
+
+/// The engine's `SessionCache` over an embedded store in a temporary
+/// directory (removed on drop). Lookups through [`SessionCache::cached`]
+/// never reach the store.
+pub struct EngineCache {
+    cache: SessionCache,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for EngineCache {
+    type Target = SessionCache;
+    fn deref(&self) -> &SessionCache {
+        &self.cache
+    }
+}
+
+/// An empty engine session cache holding up to `2 * n` sessions, like the
+/// bounded maps of [`all`].
+pub fn engine_cache(n: usize) -> EngineCache {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = EmbeddedStore::open(dir.path().join("engine.redb")).expect("embedded store");
+    EngineCache {
+        cache: SessionCache::new(Arc::new(store), 2 * n as u64),
+        _dir: dir,
+    }
 }
 
 /// `n` distinct ids shaped like the engine's session ids (`ses_` and 22
@@ -165,6 +221,24 @@ mod tests {
                 "{}",
                 map.name()
             );
+        }
+    }
+
+    #[test]
+    fn the_engine_cache_finds_what_the_maps_find() {
+        let ids = session_ids(1000, 1);
+        let absent = session_ids(100, 2);
+        let cache = engine_cache(ids.len());
+        for id in &ids {
+            cache.cache(crate::fixtures::session(id));
+        }
+        let now = qyzar_engine::sessions::now_ms();
+        for id in &ids {
+            let s = cache.cached(id, now).expect("cached");
+            assert_eq!(s.to_session(), crate::fixtures::session(id));
+        }
+        for id in &absent {
+            assert!(cache.cached(id, now).is_none());
         }
     }
 

@@ -9,7 +9,7 @@ use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
 use http::HeaderMap;
 use http_body_util::{BodyExt, Limited};
 use qyzar_shared::{ApiError, ErrorCode};
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 /// Largest request body any engine route accepts (64 KiB): entropy documents
 /// are a few KiB, so anything bigger is a mistake or an attack.
@@ -48,8 +48,12 @@ where
 
 /// Parses a JSON body after checking it is declared as JSON. An empty body
 /// is treated as `{}` so routes whose fields can all come from elsewhere
-/// (query, cookies) accept a bodiless POST.
-pub fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+/// (query, cookies) accept a bodiless POST. `T` may borrow from `body`
+/// (see [`Text`]).
+pub fn json_body<'a, T: Deserialize<'a>>(
+    headers: &HeaderMap,
+    body: &'a [u8],
+) -> Result<T, ApiError> {
     if body.is_empty() {
         return serde_json::from_slice(b"{}").map_err(|e| json_error(&e));
     }
@@ -66,6 +70,41 @@ pub fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resul
         return Err(ApiError::new(ErrorCode::UnsupportedMediaType));
     }
     serde_json::from_slice(body).map_err(|e| json_error(&e))
+}
+
+/// A JSON string field borrowed from the body when it has no escapes (the
+/// usual case: ids and tokens), owned otherwise. serde's own `Cow<str>`
+/// always copies, and `&str` refuses escaped strings, which are valid JSON.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Text<'a>(pub std::borrow::Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// Maps a serde error to our shape: syntax errors are `400 malformed_json`,
@@ -215,6 +254,15 @@ mod tests {
         assert_eq!(project_secret(&h), None, "a bearer JWT is not a secret");
         h.insert("x-qyzar-project-secret", "qz_sk_xyz".parse().unwrap());
         assert_eq!(project_secret(&h), Some("qz_sk_xyz"));
+    }
+
+    #[test]
+    fn text_borrows_unless_escaped() {
+        let t: Text<'_> = serde_json::from_slice(br#""ses_abc""#).unwrap();
+        assert!(matches!(t.0, std::borrow::Cow::Borrowed("ses_abc")));
+        let t: Text<'_> = serde_json::from_slice(br#""ses_\u0061bc""#).unwrap();
+        assert_eq!(&*t, "ses_abc");
+        assert!(serde_json::from_slice::<Text<'_>>(b"12").is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ where
     let (name, res) = dispatch(engine, req).await;
     let micros = started.elapsed().as_micros() as u64;
     engine.metrics.record(name, res.status().as_u16(), micros);
-    response::timing(res, &format!("total;dur={:.3}", micros as f64 / 1000.0))
+    response::total_timing(res, micros)
 }
 
 async fn dispatch<B>(engine: &Engine, req: Request<B>) -> (&'static str, Response<Body>)

@@ -1,41 +1,79 @@
 //! The session cache: sessions in memory, the store behind them.
 //!
-//! - **Positive cache** (`moka`): each entry lives until its session's
-//!   `expires_at` plus [`EXPIRED_GRACE`], so a verify shortly after expiry can
-//!   still answer `expired` (not `not_found`) from memory. Writes go to the
-//!   store first and then to the cache (write-through); a miss reads through.
+//! - **Positive cache**: a session stays readable until its `expires_at`
+//!   plus [`EXPIRED_GRACE`], so a verify shortly after expiry can still
+//!   answer `expired` (not `not_found`) from memory. Expiry is checked on
+//!   every read: an entry past its grace is dropped there and the store is
+//!   asked (it never returns an expired session, so the answer becomes
+//!   `not_found`). Writes go to the store first and then to the cache
+//!   (write-through); a miss reads through.
 //! - **Negative cache**: unknown ids are remembered for [`NEGATIVE_TTL`] so a
 //!   flood of random ids costs one store read per id per second, not one per
 //!   request. It is kept short because another engine may have created the
-//!   session a moment ago.
+//!   session a moment ago. Each entry holds the time it stops counting, also
+//!   checked on read.
+//! - **Bounded**: both maps hold at most a fixed number of entries and evict
+//!   with quick_cache's CLOCK-PRO policy (recently read entries stay, the
+//!   rest go first). Neither map has timers, so an expired entry that is
+//!   never read again is not removed at its expiry; it is the first kind of
+//!   entry the clock hand evicts once the map is full, because nobody reads
+//!   it. Expired entries therefore never hold more memory than the capacity
+//!   bound allows, and cost nothing while there is room.
 //!
-//! Why moka, and what the numbers say (`cargo bench -p qyzar-benches
-//! --bench structures -- session_map`, BENCHMARKS.md): moka is the only
-//! candidate measured that bounds memory *and* expires each entry at its own
-//! time, which this cache needs. It is also the slowest: ~2.1 µs per hit on
-//! one thread against ~0.5 µs for `dashmap` and `Mutex<HashMap>` (2 shared
-//! cores, noisy), and 1M sessions cost ~967 MiB RSS against ~665 MiB in a
-//! plain map. Those misses are open in the benchmark issue; the next step is
-//! a bounded map without per-entry timers (expiry is already re-checked on
-//! every read) measured through the same `SessionMap` trait.
+//! ## Why quick_cache (the numbers)
+//!
+//! `cargo bench -p qyzar-benches --bench structures -- session_
+//! --warm-up-time 1 --measurement-time 4`: one lookup among 100 000 real
+//! sessions, keys walked in a pseudo-random order, every map behind one
+//! `SessionMap` trait; medians of one run on 2 shared, busy cores (load 2–3;
+//! BENCHMARKS.md says how noisy):
+//!
+//! | map | hit, 1 thread | miss, 1 thread | hit, all cores |
+//! |---|---:|---:|---:|
+//! | `Mutex<HashMap>` (baseline, unbounded) | 510 ns | 168 ns | 2.52 M/s |
+//! | `dashmap` (unbounded) | 368 ns | 336 ns | 2.20 M/s |
+//! | `moka` (bounded, per-entry timers; the previous choice) | 1 821 ns | 767 ns | 0.59 M/s |
+//! | `quick_cache` (bounded, CLOCK-PRO) | 325 ns | 81 ns | 5.13 M/s |
+//! | this cache: `quick_cache`, inline keys, [`CachedSession`] | 311 ns | 45 ns | 3.49 M/s |
+//!
+//! quick_cache is the fastest map measured and bounds memory, which the
+//! plain maps do not; moka's timers and access-order deques cost it 5–6× per
+//! hit. A hit over 100 000 random keys waits on main memory (hash table,
+//! slab slot, the value's `Arc`): the same cache holding 1 000 sessions,
+//! all in the CPU caches, answers a hit in 22 ns (`session_cache_1k`). The
+//! 200 ns target is met there, not on the random 100k walk. On all cores
+//! this cache served fewer lookups than plain quick_cache in the same run
+//! (3.5 against 5.1 M/s, while one thread was on par); not explained yet,
+//! to be rerun on a quiet machine.
+//!
+//! Values are [`CachedSession`]: one `Arc` plus one packed text buffer
+//! instead of a `Session`'s nine heap strings, and keys hold the id inline.
+//! That is for memory: 1M cached sessions take 350 MiB RSS (`cargo run
+//! --release -p qyzar-benches --bin session_rss -- 1000000`), against
+//! 967 MiB with moka over `Arc<Session>` and 665 MiB for the unpacked
+//! sessions in a plain `HashMap`.
 //!
 //! Keys are session ids alone: they are 128-bit random and globally unique,
 //! so a hit needs no allocation, and a session cached under another project
 //! is reported as `project_mismatch`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use moka::sync::Cache;
-use moka::Expiry;
-use qyzar_shared::ids::{ProjectId, SessionId};
-use qyzar_shared::store::{DataStore, Session, StoreError};
+use quick_cache::sync::Cache;
+use quick_cache::Equivalent;
+use qyzar_shared::ids::{DeviceId, ParseError, ProjectId, SessionId};
+use qyzar_shared::store::{DataStore, DeviceInfo, Risk, Session, StoreError};
 
 /// How long after expiry a cached session still answers `expired`.
 pub const EXPIRED_GRACE: Duration = Duration::from_secs(600);
 /// How long an unknown id is remembered as unknown.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(1);
+
+const EXPIRED_GRACE_MS: i64 = EXPIRED_GRACE.as_millis() as i64;
+const NEGATIVE_TTL_MS: i64 = NEGATIVE_TTL.as_millis() as i64;
 
 /// Where an answer came from, for `Server-Timing` and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,125 +97,396 @@ impl CacheStatus {
     }
 }
 
-struct UntilExpiry;
+/// The text fields of a [`CachedSession`], in the order they are packed.
+#[derive(Clone, Copy)]
+enum Part {
+    Project,
+    Session,
+    Device,
+    Browser,
+    Os,
+    Platform,
+    Ip,
+    Region,
+    /// The risk signals as their JSON array, exactly as a `Session`'s
+    /// `risk.signals` serialises: answers copy it, nothing parses it on a hit.
+    Signals,
+}
 
-impl UntilExpiry {
-    fn ttl(value: &Arc<Session>) -> Option<Duration> {
-        let left_ms = value.expires_at.saturating_sub(now_ms()).max(0) as u64;
-        Some(Duration::from_millis(left_ms) + EXPIRED_GRACE)
+/// Fields packed before [`Part::Signals`], whose end is the text's end.
+const ENDS: usize = Part::Signals as usize;
+
+const HAS_IP: u8 = 1;
+const HAS_REGION: u8 = 2;
+
+/// A [`Session`] as the cache keeps it: the fixed-size facts inline and all
+/// text (ids, device strings, IP, signals) packed into one buffer, so a
+/// session costs two allocations (this struct in its `Arc`, and the text)
+/// instead of ten, and a verify reads two places in memory.
+///
+/// It holds everything a `Session` does: [`CachedSession::to_session`] gives
+/// the same session back.
+#[derive(Debug)]
+pub struct CachedSession {
+    /// When `/connect` created it (Unix ms).
+    pub created_at: i64,
+    /// When it stops being valid (Unix ms).
+    pub expires_at: i64,
+    /// Moved forward in place by [`CachedSession::touch`], so a verify that
+    /// refreshes it does not copy the session.
+    last_seen_at: AtomicI64,
+    /// SHA-256 of the session token.
+    pub token_hash: [u8; 32],
+    text: Box<str>,
+    ends: [u32; ENDS],
+    /// Revoked explicitly.
+    pub revoked: bool,
+    /// Risk score, 0 to 100.
+    pub risk_score: u8,
+    /// Whether the engine concluded this is automation.
+    pub risk_bot: bool,
+    has: u8,
+}
+
+/// An id read back from a [`CachedSession`]: it was a parsed id when the
+/// session was cached, so parsing again cannot fail.
+fn reparse<T>(r: Result<T, ParseError>) -> T {
+    r.expect("a cached session holds ids that were parsed when it was cached")
+}
+
+impl CachedSession {
+    /// Packs `s`.
+    pub fn from_session(s: &Session) -> Self {
+        let signals = serde_json::to_string(&s.risk.signals).unwrap_or_else(|_| "[]".to_owned());
+        let parts: [&str; ENDS] = [
+            s.project_id.as_str(),
+            s.session_id.as_str(),
+            s.device_id.as_str(),
+            &s.device.browser,
+            &s.device.os,
+            &s.device.platform,
+            s.ip.as_deref().unwrap_or(""),
+            s.device.region.as_deref().unwrap_or(""),
+        ];
+        let mut text =
+            String::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + signals.len());
+        let mut ends = [0u32; ENDS];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            text.push_str(part);
+            *end = text.len() as u32;
+        }
+        text.push_str(&signals);
+        Self {
+            created_at: s.created_at,
+            expires_at: s.expires_at,
+            last_seen_at: AtomicI64::new(s.last_seen_at),
+            token_hash: s.token_hash,
+            text: text.into_boxed_str(),
+            ends,
+            revoked: s.revoked,
+            risk_score: s.risk.score,
+            risk_bot: s.risk.bot,
+            has: (s.ip.is_some() as u8 * HAS_IP) | (s.device.region.is_some() as u8 * HAS_REGION),
+        }
+    }
+
+    /// The session as the stores know it (allocates; not for hot paths).
+    pub fn to_session(&self) -> Session {
+        Session {
+            project_id: self.to_project_id(),
+            session_id: self.to_session_id(),
+            token_hash: self.token_hash,
+            device_id: self.to_device_id(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            last_seen_at: self.last_seen_at(),
+            revoked: self.revoked,
+            ip: self.ip().map(str::to_owned),
+            risk: Risk {
+                score: self.risk_score,
+                bot: self.risk_bot,
+                signals: serde_json::from_str(self.signals_json()).unwrap_or_default(),
+            },
+            device: DeviceInfo {
+                browser: self.browser().to_owned(),
+                os: self.os().to_owned(),
+                platform: self.platform().to_owned(),
+                region: self.region().map(str::to_owned),
+            },
+        }
+    }
+
+    fn part(&self, p: Part) -> &str {
+        let i = p as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let end = self.ends.get(i).map_or(self.text.len(), |e| *e as usize);
+        &self.text[start..end]
+    }
+
+    /// The owning project's id.
+    pub fn project_id(&self) -> &str {
+        self.part(Part::Project)
+    }
+    /// The session id.
+    pub fn session_id(&self) -> &str {
+        self.part(Part::Session)
+    }
+    /// The device id.
+    pub fn device_id(&self) -> &str {
+        self.part(Part::Device)
+    }
+    /// Browser family.
+    pub fn browser(&self) -> &str {
+        self.part(Part::Browser)
+    }
+    /// Operating system family.
+    pub fn os(&self) -> &str {
+        self.part(Part::Os)
+    }
+    /// `desktop`, `mobile`, … .
+    pub fn platform(&self) -> &str {
+        self.part(Part::Platform)
+    }
+    /// Client IP at connect, when known.
+    pub fn ip(&self) -> Option<&str> {
+        (self.has & HAS_IP != 0).then(|| self.part(Part::Ip))
+    }
+    /// Coarse region, when known.
+    pub fn region(&self) -> Option<&str> {
+        (self.has & HAS_REGION != 0).then(|| self.part(Part::Region))
+    }
+    /// The risk signals as a JSON array (`[]` when none fired).
+    pub fn signals_json(&self) -> &str {
+        self.part(Part::Signals)
+    }
+    /// Last verify or reverify seen (Unix ms).
+    pub fn last_seen_at(&self) -> i64 {
+        self.last_seen_at.load(Ordering::Relaxed)
+    }
+
+    /// Moves `last_seen_at` from `seen` to `now`. `false` when another
+    /// request moved it first, so concurrent verifies queue one touch.
+    pub fn touch(&self, seen: i64, now: i64) -> bool {
+        self.last_seen_at
+            .compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// The project id, typed (allocates).
+    pub fn to_project_id(&self) -> ProjectId {
+        reparse(ProjectId::parse(self.project_id()))
+    }
+    /// The session id, typed (allocates).
+    pub fn to_session_id(&self) -> SessionId {
+        reparse(SessionId::parse(self.session_id()))
+    }
+    /// The device id, typed (allocates).
+    pub fn to_device_id(&self) -> DeviceId {
+        reparse(DeviceId::parse(self.device_id()))
+    }
+
+    fn revoked_copy(&self) -> Self {
+        Self {
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            last_seen_at: AtomicI64::new(self.last_seen_at()),
+            token_hash: self.token_hash,
+            text: self.text.clone(),
+            ends: self.ends,
+            revoked: true,
+            risk_score: self.risk_score,
+            risk_bot: self.risk_bot,
+            has: self.has,
+        }
+    }
+
+    /// Whether the cache may still answer with it at `now_ms`.
+    fn readable(&self, now_ms: i64) -> bool {
+        now_ms < self.expires_at.saturating_add(EXPIRED_GRACE_MS)
     }
 }
 
-impl Expiry<Box<str>, Arc<Session>> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _k: &Box<str>,
-        v: &Arc<Session>,
-        _now: Instant,
-    ) -> Option<Duration> {
-        Self::ttl(v)
+/// Longest id kept inline in a key: `ses_` and a generated 22-character
+/// body fit; longer ids (accepted up to 68 bytes) go to the heap.
+const INLINE_KEY: usize = 30;
+
+/// A session id as a map key: inline for generated ids, so a lookup
+/// compares bytes in the map's own slot instead of following a pointer.
+#[derive(Clone)]
+enum SessionKey {
+    Inline(u8, [u8; INLINE_KEY]),
+    Heap(Box<[u8]>),
+}
+
+impl SessionKey {
+    fn new(id: &str) -> Self {
+        let b = id.as_bytes();
+        if b.len() <= INLINE_KEY {
+            let mut a = [0; INLINE_KEY];
+            a[..b.len()].copy_from_slice(b);
+            Self::Inline(b.len() as u8, a)
+        } else {
+            Self::Heap(b.into())
+        }
     }
 
-    fn expire_after_update(
-        &self,
-        _k: &Box<str>,
-        v: &Arc<Session>,
-        _now: Instant,
-        _left: Option<Duration>,
-    ) -> Option<Duration> {
-        // A reverify extends the session: the cache must follow.
-        Self::ttl(v)
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline(n, a) => &a[..usize::from(*n)],
+            Self::Heap(b) => b,
+        }
+    }
+}
+
+impl PartialEq for SessionKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for SessionKey {}
+
+impl Hash for SessionKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.as_bytes());
+    }
+}
+
+/// A borrowed id to look a [`SessionKey`] up by, hashed the same way.
+struct IdRef<'a>(&'a [u8]);
+
+impl Hash for IdRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.0);
+    }
+}
+
+impl Equivalent<SessionKey> for IdRef<'_> {
+    fn equivalent(&self, key: &SessionKey) -> bool {
+        self.0 == key.as_bytes()
     }
 }
 
 /// Sessions in memory over a [`DataStore`].
 pub struct SessionCache {
-    positive: Cache<Box<str>, Arc<Session>>,
-    negative: Cache<Box<str>, ()>,
+    positive: Cache<SessionKey, Arc<CachedSession>>,
+    /// Unknown ids, with the time (Unix ms) they stop counting as unknown.
+    negative: Cache<SessionKey, i64>,
     store: Arc<dyn DataStore>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
 impl SessionCache {
-    /// A cache holding at most `capacity` sessions (least recently used go first).
+    /// A cache holding at most `capacity` sessions (the least recently read
+    /// go first) and `capacity / 4 + 1024` unknown ids.
     pub fn new(store: Arc<dyn DataStore>, capacity: u64) -> Self {
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
         Self {
-            positive: Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(UntilExpiry)
-                .build(),
-            negative: Cache::builder()
-                .max_capacity(capacity / 4 + 1024)
-                .time_to_live(NEGATIVE_TTL)
-                .build(),
+            positive: Cache::new(capacity),
+            negative: Cache::new(capacity / 4 + 1024),
             store,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
-    /// The session with this id as seen by `project`. A session cached
-    /// under another project is returned as is: the caller answers
-    /// `project_mismatch`. `Err` only when the store had to be asked and is
-    /// down: the caller must answer 503, never "not found".
-    pub async fn get(
+    /// The session with id `id` if memory has it and it is still readable
+    /// (before expiry plus [`EXPIRED_GRACE`]). No allocation, no store.
+    pub fn cached(&self, id: &str, now_ms: i64) -> Option<Arc<CachedSession>> {
+        let key = IdRef(id.as_bytes());
+        let s = self.positive.get(&key)?;
+        if s.readable(now_ms) {
+            return Some(s);
+        }
+        // Past its grace: the store would not return it either, and
+        // dropping it here frees its memory before the clock hand would.
+        self.positive.remove(&key);
+        None
+    }
+
+    /// The session with id `id` as seen by `project`, reading through to
+    /// the store on a miss. A session cached under another project is
+    /// returned as is: the caller answers `project_mismatch`. Text that is
+    /// not a session id (or a project id) is unknown without asking the
+    /// store. `Err` only when the store had to be asked and is down: the
+    /// caller must answer 503, never "not found". Allocates only on a miss.
+    pub async fn lookup(
         &self,
-        project: &ProjectId,
-        id: &SessionId,
-    ) -> Result<(Option<Arc<Session>>, CacheStatus), StoreError> {
-        if let Some(s) = self.positive.get(id.as_str()) {
+        project: &str,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<(Option<Arc<CachedSession>>, CacheStatus), StoreError> {
+        if let Some(s) = self.cached(id, now_ms) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok((Some(s), CacheStatus::Hit));
         }
-        if self.negative.contains_key(id.as_str()) {
+        if self
+            .negative
+            .get(&IdRef(id.as_bytes()))
+            .is_some_and(|until| now_ms < until)
+        {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok((None, CacheStatus::NegativeHit));
         }
+        let (Ok(project), Ok(sid)) = (ProjectId::parse(project), SessionId::parse(id)) else {
+            return Ok((None, CacheStatus::Hit));
+        };
         self.misses.fetch_add(1, Ordering::Relaxed);
-        match self.store.get_session(project, id).await? {
+        match self.store.get_session(&project, &sid).await? {
             Some(s) => {
-                let s = Arc::new(s);
-                self.positive.insert(id.as_str().into(), Arc::clone(&s));
+                let s = Arc::new(CachedSession::from_session(&s));
+                self.positive.insert(SessionKey::new(id), Arc::clone(&s));
                 Ok((Some(s), CacheStatus::Miss))
             }
             None => {
-                self.negative.insert(id.as_str().into(), ());
+                self.negative
+                    .insert(SessionKey::new(id), now_ms.saturating_add(NEGATIVE_TTL_MS));
                 Ok((None, CacheStatus::Miss))
             }
         }
     }
 
+    /// [`SessionCache::lookup`] with typed ids, answering full `Session`s
+    /// (converted, so it allocates): for tests and tools, not hot paths.
+    pub async fn get(
+        &self,
+        project: &ProjectId,
+        id: &SessionId,
+    ) -> Result<(Option<Arc<Session>>, CacheStatus), StoreError> {
+        let (s, status) = self.lookup(project.as_str(), id.as_str(), now_ms()).await?;
+        Ok((s.map(|s| Arc::new(s.to_session())), status))
+    }
+
     /// Stores a new or changed session durably, then caches it.
-    pub async fn put(&self, session: Session) -> Result<Arc<Session>, StoreError> {
+    pub async fn put(&self, session: Session) -> Result<Arc<CachedSession>, StoreError> {
         self.store.put_session(&session).await?;
         Ok(self.cache(session))
     }
 
     /// Caches a session already made durable elsewhere (e.g. by a batched
     /// touch), replacing any older copy.
-    pub fn cache(&self, session: Session) -> Arc<Session> {
-        let key: Box<str> = session.session_id.as_str().into();
-        self.negative.invalidate(&key);
-        let s = Arc::new(session);
-        self.positive.insert(key, Arc::clone(&s));
+    pub fn cache(&self, session: Session) -> Arc<CachedSession> {
+        let id = session.session_id.as_str();
+        self.negative.remove(&IdRef(id.as_bytes()));
+        let s = Arc::new(CachedSession::from_session(&session));
+        self.positive.insert(SessionKey::new(id), Arc::clone(&s));
         s
     }
 
     /// Revokes a session in the store, then in memory.
     pub async fn revoke(&self, project: &ProjectId, id: &SessionId) -> Result<bool, StoreError> {
         let found = self.store.revoke_session(project, id).await?;
-        if let Some(s) = self.positive.get(id.as_str()) {
-            let mut s = (*s).clone();
-            s.revoked = true;
-            self.cache(s);
+        if let Some(s) = self.positive.peek(&IdRef(id.as_str().as_bytes())) {
+            let s = Arc::new(s.revoked_copy());
+            self.positive.insert(SessionKey::new(id.as_str()), s);
         }
         Ok(found)
     }
 
     /// Drops a cached copy so the next read goes to the store.
     pub fn forget(&self, id: &SessionId) {
-        self.positive.invalidate(id.as_str());
+        self.positive.remove(&IdRef(id.as_str().as_bytes()));
     }
 
     /// (hits, misses) since start, for the metrics endpoint.
@@ -188,9 +497,9 @@ impl SessionCache {
         )
     }
 
-    /// Sessions currently cached (approximate; moka counts lazily).
+    /// Sessions currently cached (expired ones not yet evicted included).
     pub fn len(&self) -> u64 {
-        self.positive.entry_count()
+        self.positive.len() as u64
     }
 
     /// Whether nothing is cached.
@@ -205,4 +514,151 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: &str, ip: Option<&str>, region: Option<&str>, signals: &[&str]) -> Session {
+        Session {
+            project_id: ProjectId::parse("prj_0123456789abcdefghijkl").unwrap(),
+            session_id: SessionId::parse(id).unwrap(),
+            token_hash: [7; 32],
+            device_id: DeviceId::from_digest(&[9; 32]),
+            created_at: 1_700_000_000_000,
+            expires_at: 1_700_000_600_000,
+            last_seen_at: 1_700_000_100_000,
+            revoked: false,
+            ip: ip.map(str::to_owned),
+            risk: Risk {
+                score: 42,
+                bot: true,
+                signals: signals.iter().map(|s| (*s).to_owned()).collect(),
+            },
+            device: DeviceInfo {
+                browser: "Chrome".into(),
+                os: "Win \"10\"".into(),
+                platform: "".into(),
+                region: region.map(str::to_owned),
+            },
+        }
+    }
+
+    #[test]
+    fn the_packed_form_gives_the_same_session_back() {
+        for s in [
+            session(
+                "ses_0123456789abcdefghijkl",
+                Some("203.0.113.7"),
+                Some("DE"),
+                &["webdriver", "héadless\n"],
+            ),
+            session("ses_0123456789abcdefghijkl", None, None, &[]),
+            session("ses_0123456789abcdefghijkl", Some(""), Some(""), &[""]),
+            session(
+                &format!("ses_{}", "x".repeat(64)),
+                None,
+                Some("FR-75"),
+                &["a"],
+            ),
+        ] {
+            let c = CachedSession::from_session(&s);
+            assert_eq!(c.to_session(), s);
+            assert_eq!(
+                c.signals_json(),
+                serde_json::to_string(&s.risk.signals).unwrap()
+            );
+            assert_eq!(c.session_id(), s.session_id.as_str());
+            assert_eq!(c.device_id(), s.device_id.as_str());
+            assert_eq!(c.project_id(), s.project_id.as_str());
+        }
+    }
+
+    #[test]
+    fn keys_match_only_the_same_id_inline_or_not() {
+        for id in [
+            "ses_0123456789abcdefghijkl",
+            &format!("ses_{}", "y".repeat(40)),
+        ] {
+            let k = SessionKey::new(id);
+            assert_eq!(k.as_bytes(), id.as_bytes());
+            assert!(IdRef(id.as_bytes()).equivalent(&k));
+            assert!(!IdRef(&id.as_bytes()[..id.len() - 1]).equivalent(&k));
+            let h = |v: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+                let mut s = std::collections::hash_map::DefaultHasher::new();
+                v(&mut s);
+                s.finish()
+            };
+            assert_eq!(h(&|s| k.hash(s)), h(&|s| IdRef(id.as_bytes()).hash(s)));
+        }
+    }
+
+    #[test]
+    fn touch_moves_last_seen_once() {
+        let c =
+            CachedSession::from_session(&session("ses_0123456789abcdefghijkl", None, None, &[]));
+        let seen = c.last_seen_at();
+        assert!(c.touch(seen, seen + 60_000));
+        assert!(
+            !c.touch(seen, seen + 61_000),
+            "a second touch from the same reading loses"
+        );
+        assert_eq!(c.last_seen_at(), seen + 60_000);
+    }
+
+    #[tokio::test]
+    async fn expiry_grace_negative_cache_and_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(qyzar_shared::store::EmbeddedStore::open(dir.path().join("e.redb")).unwrap());
+        let cache = SessionCache::new(store, 100);
+        let s = session("ses_0123456789abcdefghijkl", None, None, &[]);
+        let project = s.project_id.as_str().to_owned();
+        cache.cache(s.clone());
+        // Readable until expiry plus the grace, then gone from memory.
+        let end = s.expires_at + EXPIRED_GRACE_MS;
+        assert!(cache.cached(s.session_id.as_str(), end - 1).is_some());
+        assert_eq!(cache.len(), 1);
+        assert!(cache.cached(s.session_id.as_str(), end).is_none());
+        assert_eq!(
+            cache.len(),
+            0,
+            "an entry past its grace is dropped when read"
+        );
+        // Unknown ids: one store read, then negative hits for NEGATIVE_TTL.
+        let id = "ses_zzzzzzzzzzzzzzzzzzzzzz";
+        let t = now_ms();
+        assert_eq!(
+            cache.lookup(&project, id, t).await.unwrap().1,
+            CacheStatus::Miss
+        );
+        assert_eq!(
+            cache
+                .lookup(&project, id, t + NEGATIVE_TTL_MS - 1)
+                .await
+                .unwrap()
+                .1,
+            CacheStatus::NegativeHit
+        );
+        assert_eq!(
+            cache
+                .lookup(&project, id, t + NEGATIVE_TTL_MS)
+                .await
+                .unwrap()
+                .1,
+            CacheStatus::Miss
+        );
+        // Text that is no session id never reaches the store.
+        let (none, status) = cache.lookup(&project, "ses_../x", t).await.unwrap();
+        assert!(none.is_none());
+        assert_eq!(status, CacheStatus::Hit);
+        // Bounded: far more sessions than the capacity leave about the capacity.
+        for i in 0..1_000 {
+            let mut s = s.clone();
+            s.session_id = SessionId::parse(&format!("ses_{i:0>22}")).unwrap();
+            cache.cache(s);
+        }
+        assert!(cache.len() <= 110, "{} held", cache.len());
+    }
 }

@@ -62,6 +62,12 @@ macro_rules! prefixed_id {
 
             /// Parses and checks an id coming from outside.
             pub fn parse(s: &str) -> Result<Self, ParseError> {
+                Self::check(s).map(|s| Self(s.into()))
+            }
+
+            /// Checks `s` as [`Self::parse`] does, without allocating: for
+            /// hot paths that only need to know the text is such an id.
+            pub fn check(s: &str) -> Result<&str, ParseError> {
                 let body = s.strip_prefix($prefix).ok_or(ParseError::Prefix($prefix))?;
                 if body.len() < MIN_BODY || body.len() > MAX_BODY {
                     return Err(ParseError::Length);
@@ -69,7 +75,7 @@ macro_rules! prefixed_id {
                 if !body.bytes().all(is_b64url) {
                     return Err(ParseError::Charset);
                 }
-                Ok(Self(s.into()))
+                Ok(s)
             }
 
             /// A fresh id with 128 random bits.

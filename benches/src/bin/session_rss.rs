@@ -1,13 +1,14 @@
 //! Memory of the engine's session cache: fills a real
-//! `qyzar_engine::sessions::SessionCache` (the engine's moka configuration:
-//! capacity bound + per-session expiry, plus its negative cache) with
+//! `qyzar_engine::sessions::SessionCache` (quick_cache with a capacity
+//! bound, inline keys and packed `CachedSession` values, plus its negative
+//! cache) with
 //! `N` realistic sessions (default 1 000 000) and prints the process's
 //! resident set (`VmRSS` from `/proc/self/status`) before and after.
 //!
 //! ```sh
 //! cargo run --release -p qyzar-benches --bin session_rss -- 1000000
 //! # the same sessions in a plain HashMap<Box<str>, Arc<Session>>: what the
-//! # data costs without moka's bookkeeping
+//! # unpacked data costs without any cache bookkeeping
 //! cargo run --release -p qyzar-benches --bin session_rss -- 1000000 hashmap
 //! ```
 //!
@@ -74,12 +75,12 @@ fn main() {
         if plain {
             "HashMap<Box<str>, Arc<Session>>"
         } else {
-            "qyzar_engine::sessions::SessionCache (moka)"
+            "qyzar_engine::sessions::SessionCache (quick_cache + CachedSession)"
         }
     );
     let delta = after.saturating_sub(before);
     println!("sessions inserted      {n}");
-    println!("sessions held (approx) {held}");
+    println!("sessions held           {held}");
     println!("VmRSS before           {:.1} MiB", mib(before));
     println!("VmRSS after            {:.1} MiB", mib(after));
     println!(

@@ -81,7 +81,7 @@ async fn run(
                 .await?
                 .0
             {
-                SessionCheck::Valid(s) => s.device_id.clone(),
+                SessionCheck::Valid(s) => s.to_device_id(),
                 SessionCheck::Invalid(reason) => {
                     return Err(ApiError::with_message(
                         ErrorCode::InvalidField,

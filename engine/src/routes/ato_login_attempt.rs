@@ -132,17 +132,14 @@ async fn run(
         },
         None => None,
     };
-    let device_id = session
-        .as_ref()
-        .map(|s| s.device_id.clone())
-        .or(body_device);
+    let device_id = session.as_ref().map(|s| s.to_device_id()).or(body_device);
     // The caller is the customer's backend: `X-Forwarded-For` would be its
     // address, so the database is asked about the body's `ip` only.
     let region = connect::region_for(engine, headers, ip)
-        .or_else(|| session.as_ref().and_then(|s| s.device.region.clone()));
-    let platform = session.as_ref().map(|s| s.device.platform.clone());
-    let browser = session.as_ref().map(|s| s.device.browser.clone());
-    let bot = session.as_ref().is_some_and(|s| s.risk.bot);
+        .or_else(|| session.as_ref().and_then(|s| s.region().map(str::to_owned)));
+    let platform = session.as_ref().map(|s| s.platform().to_owned());
+    let browser = session.as_ref().map(|s| s.browser().to_owned());
+    let bot = session.as_ref().is_some_and(|s| s.risk_bot);
 
     let unavailable = |e: qyzar_shared::store::StoreError| {
         tracing::warn!(error = %e, "ato history read failed");
@@ -204,7 +201,7 @@ async fn run(
         success,
         ip: ip.map(|i| i.to_string()),
         device_id,
-        session_id: session.as_ref().map(|s| s.session_id.clone()),
+        session_id: session.as_ref().map(|s| s.to_session_id()),
         region,
         platform,
         browser,

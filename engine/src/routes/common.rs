@@ -5,14 +5,13 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 use qyzar_shared::crypto::ct_eq;
-use qyzar_shared::ids::{ProjectId, SessionId};
+use qyzar_shared::ids::ProjectId;
 use qyzar_shared::snapshot::ProjectConfig;
-use qyzar_shared::store::Session;
 use qyzar_shared::{ApiError, ErrorCode};
 
 use crate::config_view::{LiveConfig, ProjectKeys};
 use crate::request;
-use crate::sessions::CacheStatus;
+use crate::sessions::{CacheStatus, CachedSession};
 use crate::state::Engine;
 
 /// The served configuration, or `503 not_configured`: no snapshot, no guess.
@@ -32,18 +31,29 @@ pub fn project_id(raw: Option<&str>) -> Result<ProjectId, ApiError> {
     })
 }
 
+/// [`project_id`] without the allocation: the checked text, for hot paths
+/// that pass the project on as `&str`.
+pub fn project_ref(raw: Option<&str>) -> Result<&str, ApiError> {
+    let raw = raw.ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("projectId"))?;
+    ProjectId::check(raw).map_err(|_| {
+        ApiError::with_message(ErrorCode::InvalidField, "projectId is not a project id")
+            .field("projectId")
+    })
+}
+
 /// The project, authenticated by its secret (constant-time on the hash).
 /// Order: credentials present (401), project known (404), secret right (401).
+/// `project` is a [`ProjectId`] or text already checked by [`project_ref`].
 pub fn authorise<'a>(
     live: &'a LiveConfig,
-    project: &ProjectId,
+    project: &(impl AsRef<str> + ?Sized),
     headers: &HeaderMap,
     now_ms: i64,
 ) -> Result<(&'a ProjectConfig, &'a ProjectKeys), ApiError> {
     let secret =
         request::project_secret(headers).ok_or(ApiError::new(ErrorCode::MissingCredentials))?;
     let (cfg, keys) = live
-        .project(project.as_str())
+        .project(project.as_ref())
         .ok_or(ApiError::new(ErrorCode::ProjectNotFound))?;
     let hash = sha256(secret.as_bytes());
     if !cfg.secret_matches(&hash, now_ms) {
@@ -79,7 +89,7 @@ pub fn session_credentials<'a>(
 /// The outcome of checking a session presented by a customer backend.
 pub enum SessionCheck {
     /// The session is live and the token matches.
-    Valid(Arc<Session>),
+    Valid(Arc<CachedSession>),
     /// Not valid, with the reason code of PRODUCT.md.
     Invalid(&'static str),
 }
@@ -90,12 +100,12 @@ pub enum SessionCheck {
 pub async fn check_session(
     engine: &Engine,
     cfg: &ProjectConfig,
-    project: &ProjectId,
+    project: &(impl AsRef<str> + ?Sized),
     id: &str,
     token: Option<&str>,
     now_ms: i64,
 ) -> Result<(SessionCheck, CacheStatus), ApiError> {
-    check(engine, cfg, project, id, Some(token), now_ms).await
+    check(engine, cfg, project.as_ref(), id, Some(token), now_ms).await
 }
 
 /// The state of a session without proof of its token: for a client token
@@ -103,36 +113,39 @@ pub async fn check_session(
 pub async fn session_state(
     engine: &Engine,
     cfg: &ProjectConfig,
-    project: &ProjectId,
+    project: &(impl AsRef<str> + ?Sized),
     id: &str,
     now_ms: i64,
 ) -> Result<(SessionCheck, CacheStatus), ApiError> {
-    check(engine, cfg, project, id, None, now_ms).await
+    check(engine, cfg, project.as_ref(), id, None, now_ms).await
 }
 
+/// No allocation when the session is in memory. Text that is not a session
+/// id is `not_found` (the cache never asks the store about it).
 async fn check(
     engine: &Engine,
     cfg: &ProjectConfig,
-    project: &ProjectId,
+    project: &str,
     id: &str,
     token: Option<Option<&str>>,
     now_ms: i64,
 ) -> Result<(SessionCheck, CacheStatus), ApiError> {
-    let Ok(sid) = SessionId::parse(id) else {
-        return Ok((SessionCheck::Invalid("not_found"), CacheStatus::Hit));
-    };
-    let (found, status) = engine.sessions.get(project, &sid).await.map_err(|e| {
-        engine
-            .metrics
-            .store_errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::warn!(error = %e, "session read failed");
-        ApiError::new(ErrorCode::StoreUnavailable)
-    })?;
+    let (found, status) = engine
+        .sessions
+        .lookup(project, id, now_ms)
+        .await
+        .map_err(|e| {
+            engine
+                .metrics
+                .store_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(error = %e, "session read failed");
+            ApiError::new(ErrorCode::StoreUnavailable)
+        })?;
     let Some(s) = found else {
         return Ok((SessionCheck::Invalid("not_found"), status));
     };
-    if s.project_id != *project {
+    if s.project_id() != project {
         return Ok((SessionCheck::Invalid("project_mismatch"), status));
     }
     if let Some(token) = token {
@@ -144,7 +157,7 @@ async fn check(
     if s.revoked {
         return Ok((SessionCheck::Invalid("revoked"), status));
     }
-    if cfg.is_device_opted_out(s.device_id.as_str()) {
+    if cfg.is_device_opted_out(s.device_id()) {
         return Ok((SessionCheck::Invalid("opted_out"), status));
     }
     if s.expires_at <= now_ms {

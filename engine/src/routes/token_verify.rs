@@ -10,40 +10,49 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
+use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 use qyzar_shared::crypto::{verify, JwtError};
-use qyzar_shared::time::rfc3339;
 use qyzar_shared::ApiError;
 use serde::{Deserialize, Serialize};
 
 use super::common::{self, SessionCheck};
-use crate::request;
+use crate::request::{self, Text};
 use crate::response::{self, Body};
 use crate::sessions::CacheStatus;
 use crate::state::{Engine, VerifiedToken};
 
+/// The body, borrowed from the request: the token is a few hundred bytes
+/// and is only looked up and checked, never kept from here.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct Input {
-    project_id: Option<String>,
-    client_token: Option<String>,
+struct Input<'a> {
+    #[serde(borrow)]
+    project_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    client_token: Option<Text<'a>>,
 }
 
+/// The answer to an invalid token. (A valid one is written by
+/// [`valid_answer`].)
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Output<'a> {
+struct Invalid {
     valid: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    session_id: Option<&'a str>,
-    metadata: &'a serde_json::Value,
+    reason: &'static str,
+    metadata: (),
     /// Always present (PRODUCT.md lists it); `null` on an invalid token,
     /// whose claims are not trusted.
-    expires_at: Option<String>,
+    expires_at: (),
 }
 
-static NULL: serde_json::Value = serde_json::Value::Null;
+/// Header names parsed once, not on every request (a `&str` name is
+/// validated and hashed at each lookup).
+static CLIENT_TOKEN: HeaderName = HeaderName::from_static("x-qyzar-client-token");
+static PROJECT_SECRET: HeaderName = HeaderName::from_static("x-qyzar-project-secret");
+static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+static TIMING_CACHED: HeaderValue = HeaderValue::from_static("token;desc=cached");
+static TIMING_VERIFIED: HeaderValue = HeaderValue::from_static("token;desc=verified");
 
 /// Handles one call.
 pub async fn handle(
@@ -62,14 +71,36 @@ pub async fn handle(
 fn invalid(reason: &'static str) -> Response<Body> {
     response::json_of(
         StatusCode::OK,
-        &Output {
+        &Invalid {
             valid: false,
-            reason: Some(reason),
-            session_id: None,
-            metadata: &NULL,
-            expires_at: None,
+            reason,
+            metadata: (),
+            expires_at: (),
         },
     )
+}
+
+/// `{"valid":true,"sessionId"?,"metadata","expiresAt"}`, byte for byte what
+/// the derived serialisation gave (a test compares them), in one buffer and
+/// without formatting the date through `fmt`.
+fn valid_answer(claims: &qyzar_shared::crypto::Claims) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + claims.md.as_ref().map_or(0, |_| 128));
+    out.extend_from_slice(b"{\"valid\":true");
+    if let Some(sid) = &claims.sid {
+        out.extend_from_slice(b",\"sessionId\":");
+        let _ = serde_json::to_writer(&mut out, sid);
+    }
+    out.extend_from_slice(b",\"metadata\":");
+    match &claims.md {
+        Some(md) => {
+            let _ = serde_json::to_writer(&mut out, md);
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"expiresAt\":");
+    response::push_rfc3339(&mut out, claims.exp * 1000);
+    out.push(b'}');
+    out
 }
 
 async fn run(
@@ -83,16 +114,14 @@ async fn run(
     // parse
     let q_project = request::query_param(query, "projectId");
     let q_token = request::query_param(query, "clientToken");
-    let b: Input = if *method == Method::POST {
+    let b: Input<'_> = if *method == Method::POST {
         request::json_body(headers, body)?
     } else {
         Input::default()
     };
     let project = common::project_id(b.project_id.as_deref().or(q_project.as_deref()))?;
-    let header_token = headers
-        .get("x-qyzar-client-token")
-        .and_then(|v| v.to_str().ok());
-    let bearer_token = if headers.contains_key("x-qyzar-project-secret") {
+    let header_token = headers.get(&CLIENT_TOKEN).and_then(|v| v.to_str().ok());
+    let bearer_token = if headers.contains_key(&PROJECT_SECRET) {
         request::bearer(headers)
     } else {
         None
@@ -142,25 +171,16 @@ async fn run(
             Err(e) => return Err(e),
         }
     }
-    // answer
-    let res = response::json_of(
-        StatusCode::OK,
-        &Output {
-            valid: true,
-            reason: None,
-            session_id: claims.sid.as_deref(),
-            metadata: claims.md.as_ref().unwrap_or(&NULL),
-            expires_at: Some(rfc3339(claims.exp * 1000)),
-        },
-    );
-    Ok(response::timing(
-        res,
-        if cache == CacheStatus::Hit {
-            "token;desc=cached"
-        } else {
-            "token;desc=verified"
-        },
-    ))
+    // answer: a fresh answer has no `Server-Timing` yet, so the entry is
+    // set as a fixed value rather than formatted.
+    let mut res = response::json(StatusCode::OK, valid_answer(claims));
+    let timing = if cache == CacheStatus::Hit {
+        &TIMING_CACHED
+    } else {
+        &TIMING_VERIFIED
+    };
+    res.headers_mut().insert(&SERVER_TIMING, timing.clone());
+    Ok(res)
 }
 
 /// Whether an unverifiable token names another audience. Reading `aud`
@@ -181,4 +201,80 @@ fn other_audience(token: &str, project: &str) -> bool {
         .ok()
         .and_then(|a| a.aud)
         .is_some_and(|a| a != project)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qyzar_shared::crypto::Claims;
+
+    /// The answers before they were written by hand.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct RefOutput<'a> {
+        valid: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<&'a str>,
+        metadata: &'a serde_json::Value,
+        expires_at: Option<String>,
+    }
+
+    #[test]
+    fn answers_match_the_derived_serialisation() {
+        let null = serde_json::Value::Null;
+        for (sid, md, exp) in [
+            (None, None, 1_764_000_000),
+            (
+                Some("ses_x\"y"),
+                Some(serde_json::json!({"identifier": "a@x", "n": [1, 2.5], "\u{e9}": null})),
+                0,
+            ),
+            (
+                Some("ses_1"),
+                Some(serde_json::json!("plain")),
+                253_402_300_799,
+            ),
+        ] {
+            let claims = Claims {
+                iss: "qyzar".into(),
+                aud: "prj_a".into(),
+                sub: "s".into(),
+                iat: 0,
+                exp,
+                jti: "tok_1".into(),
+                sid: sid.map(str::to_owned),
+                md,
+            };
+            let want = serde_json::to_vec(&RefOutput {
+                valid: true,
+                reason: None,
+                session_id: claims.sid.as_deref(),
+                metadata: claims.md.as_ref().unwrap_or(&null),
+                expires_at: Some(qyzar_shared::time::rfc3339(claims.exp * 1000)),
+            })
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(valid_answer(&claims)).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+        }
+        let want = serde_json::to_vec(&RefOutput {
+            valid: false,
+            reason: Some("expired"),
+            session_id: None,
+            metadata: &null,
+            expires_at: None,
+        })
+        .unwrap();
+        let got = serde_json::to_vec(&Invalid {
+            valid: false,
+            reason: "expired",
+            metadata: (),
+            expires_at: (),
+        })
+        .unwrap();
+        assert_eq!(got, want);
+    }
 }
