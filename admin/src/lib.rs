@@ -182,8 +182,9 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/snapshot", get(routes::internal_snapshot::handle))
         .route(
             "/internal/traffic",
-            post(routes::internal_traffic::handle)
-                .layer(DefaultBodyLimit::max(routes::internal_traffic::MAX_TRAFFIC_BODY)),
+            post(routes::internal_traffic::handle).layer(DefaultBodyLimit::max(
+                routes::internal_traffic::MAX_TRAFFIC_BODY,
+            )),
         )
         .route("/billing/plans", get(routes::billing::plans::handle))
         .route("/billing/status", get(routes::billing::status::handle))
