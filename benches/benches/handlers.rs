@@ -328,7 +328,7 @@ fn token_verify(c: &mut Criterion, w: &World) {
                 || {
                     i = (i + 1) % reqs.len();
                     let (r, token) = &reqs[i];
-                    w.engine.tokens.invalidate(token);
+                    w.engine.tokens.remove(token);
                     r
                 },
                 verify,

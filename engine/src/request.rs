@@ -187,10 +187,9 @@ fn percent_decode(s: &str) -> String {
 /// The project secret: `X-Qyzar-Project-Secret`, else `Authorization: Bearer`
 /// when the bearer value looks like a secret (`qz_sk_…`).
 pub fn project_secret(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers
-        .get("x-qyzar-project-secret")
-        .and_then(|v| v.to_str().ok())
-    {
+    // A static name: a `&str` name is parsed and checked on every lookup.
+    static NAME: http::HeaderName = http::HeaderName::from_static("x-qyzar-project-secret");
+    if let Some(v) = headers.get(&NAME).and_then(|v| v.to_str().ok()) {
         return Some(v.trim());
     }
     bearer(headers).filter(|b| b.starts_with("qz_sk_"))
