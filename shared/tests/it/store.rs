@@ -876,13 +876,17 @@ mod embedded_only {
         use std::io::{BufRead as _, BufReader};
         use std::process::{Command, Stdio};
 
+        // Run again by itself as the child, this test is the writer.
+        if let Some(dir) = std::env::var_os(SIGKILL_DIR) {
+            sigkill_child(std::path::Path::new(&dir));
+            return;
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         let module = module_path!().split_once("::").map_or("", |(_, m)| m);
         let mut child = Command::new(std::env::current_exe().expect("test binary"))
             .args([
                 "--exact",
-                &format!("{module}::sigkill_child"),
-                "--ignored",
+                &format!("{module}::answered_writes_survive_sigkill"),
                 "--nocapture",
                 "--test-threads=1",
             ])
@@ -941,16 +945,20 @@ mod embedded_only {
         ProjectId::parse("prj_sigkill0000000000000000").expect("project id")
     }
 
-    /// Not a test on its own: the child of [`answered_writes_survive_sigkill`].
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "the child process of answered_writes_survive_sigkill"]
-    async fn sigkill_child() {
-        let Some(dir) = std::env::var_os(SIGKILL_DIR) else {
-            return;
-        };
-        let store = Arc::new(
-            EmbeddedStore::open(std::path::Path::new(&dir).join("data.redb")).expect("open"),
-        );
+    /// The child side of [`answered_writes_survive_sigkill`] (the same test,
+    /// run by the parent with [`SIGKILL_DIR`] set): writes until killed,
+    /// printing each acknowledged attempt.
+    fn sigkill_child(dir: &std::path::Path) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(sigkill_writes(dir));
+    }
+
+    async fn sigkill_writes(dir: &std::path::Path) {
+        let store = Arc::new(EmbeddedStore::open(dir.join("data.redb")).expect("open"));
         let p = sigkill_project();
         let tasks: Vec<_> = (0..SIGKILL_WRITERS)
             .map(|w| {
