@@ -123,9 +123,109 @@ pub mod openapi {
         out
     }
 
+    /// Panics, naming `which` document, unless its `ErrorCode` enum lists
+    /// exactly [`crate::ErrorCode::ALL`], once each, with the status each
+    /// code is answered with beside it. Both services' document tests call it.
+    pub fn assert_error_codes_match(doc: &str, which: &str) {
+        use crate::ErrorCode;
+        let documented = documented_error_codes(doc);
+        assert!(
+            !documented.is_empty(),
+            "the scan of {which} found no ErrorCode enum: has its layout changed?"
+        );
+        let names: BTreeSet<&str> = documented.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names.len(),
+            documented.len(),
+            "{which}: a code is listed twice: {documented:?}"
+        );
+        let shared: BTreeSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        let missing: Vec<_> = shared.difference(&names).collect();
+        let unknown: Vec<_> = names.difference(&shared).collect();
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            "the ErrorCode enum of {which} differs from qyzar_shared::ErrorCode::ALL\n  \
+             in the code, not documented: {missing:?}\n  documented, not in the code: {unknown:?}"
+        );
+        for (name, status) in &documented {
+            let code = ErrorCode::ALL
+                .iter()
+                .find(|c| c.as_str() == name)
+                .expect("checked above");
+            assert_eq!(
+                *status,
+                Some(code.status()),
+                "{which} documents `{name}` with status {status:?}; the code answers {}",
+                code.status()
+            );
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn comments_other_schemas_and_paths_outside_paths_are_skipped() {
+            let doc = "\
+openapi: 3.1.0
+paths:
+  /a:
+    description: not an operation
+    get:
+      responses: {}
+    post:
+      parameters: []
+  # a comment
+  '/b':
+    options:
+components:
+  schemas:
+    ErrorCode:
+      type: string
+      enum:
+        - first  # 400
+        - second
+    Other:
+      enum:
+        - nope  # 500
+  /c:
+    get:
+";
+            let ops: Vec<_> = documented_operations(doc).into_iter().collect();
+            let want = [("GET", "/a"), ("OPTIONS", "/b"), ("POST", "/a")];
+            assert_eq!(
+                ops,
+                want.iter()
+                    .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(
+                documented_error_codes(doc),
+                vec![("first".to_owned(), Some(400)), ("second".to_owned(), None)]
+            );
+        }
+
+        #[test]
+        fn error_code_check_catches_a_missing_code_and_a_wrong_status() {
+            use crate::ErrorCode;
+            let full: String = ErrorCode::ALL
+                .iter()
+                .map(|c| format!("        - {}  # {}\n", c.as_str(), c.status()))
+                .collect();
+            let doc = |items: &str| {
+                format!("components:\n  schemas:\n    ErrorCode:\n      type: string\n      enum:\n{items}")
+            };
+            assert_error_codes_match(&doc(&full), "full");
+            let missing = full.replacen("        - internal  # 500\n", "", 1);
+            assert!(
+                std::panic::catch_unwind(|| assert_error_codes_match(&doc(&missing), "m")).is_err()
+            );
+            let wrong = full.replacen("internal  # 500", "internal  # 503", 1);
+            assert!(
+                std::panic::catch_unwind(|| assert_error_codes_match(&doc(&wrong), "w")).is_err()
+            );
+        }
 
         #[test]
         fn the_scan_reads_paths_operations_and_error_codes() {

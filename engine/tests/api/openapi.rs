@@ -12,9 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use qyzar_shared::testing::openapi::{documented_error_codes, documented_operations, Operation};
-
-use qyzar_shared::ErrorCode;
+use qyzar_shared::testing::openapi::{assert_error_codes_match, documented_operations, Operation};
 
 use crate::helpers::{request, TestEngine, TestResponse};
 
@@ -167,77 +165,5 @@ async fn every_served_route_is_documented_and_every_documented_route_is_served()
 
 #[test]
 fn error_code_enum_is_the_shared_table() {
-    let documented = documented_error_codes(DOC);
-    assert!(
-        !documented.is_empty(),
-        "the scan of openapi.yaml found no ErrorCode enum: has its layout changed?"
-    );
-    let names: BTreeSet<&str> = documented.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names.len(),
-        documented.len(),
-        "a code is listed twice: {documented:?}"
-    );
-    let shared: BTreeSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
-    let missing: Vec<_> = shared.difference(&names).collect();
-    let unknown: Vec<_> = names.difference(&shared).collect();
-    assert!(
-        missing.is_empty() && unknown.is_empty(),
-        "the ErrorCode enum of openapi.yaml differs from qyzar_shared::ErrorCode::ALL\n  \
-         in the code, not documented: {missing:?}\n  documented, not in the code: {unknown:?}"
-    );
-    // The status beside each code is the one the table answers with.
-    for (name, status) in &documented {
-        let code = ErrorCode::ALL
-            .iter()
-            .find(|c| c.as_str() == name)
-            .expect("checked above");
-        assert_eq!(
-            *status,
-            Some(code.status()),
-            "openapi.yaml documents `{name}` with status {status:?}; the code answers {}",
-            code.status()
-        );
-    }
-}
-
-#[test]
-fn the_line_scan_reads_the_documented_layout() {
-    let doc = "\
-openapi: 3.1.0
-paths:
-  /a:
-    description: not an operation
-    get:
-      responses: {}
-    post:
-      parameters: []
-  # a comment
-  '/b':
-    options:
-components:
-  schemas:
-    ErrorCode:
-      type: string
-      enum:
-        - first  # 400
-        - second
-    Other:
-      enum:
-        - nope  # 500
-  /c:
-    get:
-";
-    let ops: Vec<_> = documented_operations(doc).into_iter().collect();
-    let want = [("GET", "/a"), ("OPTIONS", "/b"), ("POST", "/a")];
-    assert_eq!(
-        ops,
-        want.iter()
-            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(
-        documented_error_codes(doc),
-        vec![("first".to_owned(), Some(400)), ("second".to_owned(), None)]
-    );
+    assert_error_codes_match(DOC, "engine/openapi.yaml");
 }
