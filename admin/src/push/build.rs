@@ -71,65 +71,28 @@ pub(super) async fn read_rows(db: &Db, now: i64) -> AdminResult<Rows> {
             .execute(&mut *tx)
             .await?;
     }
-    let projects = sqlx::query("SELECT id, owner_id, settings_json FROM projects")
+    // Tuples read by column position; each query names its columns in order.
+    let projects = sqlx::query_as("SELECT id, owner_id, settings_json FROM projects")
         .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get("id")?,
-                r.try_get("owner_id")?,
-                r.try_get("settings_json")?,
-            ))
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .await?;
     let blocked = crate::usage::blocked_accounts(&mut tx, now).await?;
-    let secrets = sqlx::query(
+    let secrets = sqlx::query_as(
         "SELECT project_id, secret_sealed, ed25519_sealed, valid_until FROM project_secrets \
          WHERE valid_until IS NULL OR valid_until > $1",
     )
     .bind(now)
     .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok((
-            r.try_get("project_id")?,
-            r.try_get("secret_sealed")?,
-            r.try_get("ed25519_sealed")?,
-            r.try_get("valid_until")?,
-        ))
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let tokens = sqlx::query(
+    .await?;
+    let tokens = sqlx::query_as(
         "SELECT project_id, token_hash, origin, expires_at FROM origin_tokens \
          WHERE invalidated_at IS NULL AND expires_at > $1",
     )
     .bind(now)
     .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok((
-            r.try_get("project_id")?,
-            r.try_get("token_hash")?,
-            r.try_get("origin")?,
-            r.try_get("expires_at")?,
-        ))
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let opt_outs = sqlx::query("SELECT project_id, kind, subject FROM opt_outs")
+    .await?;
+    let opt_outs = sqlx::query_as("SELECT project_id, kind, subject FROM opt_outs")
         .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get("project_id")?,
-                r.try_get("kind")?,
-                r.try_get("subject")?,
-            ))
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .await?;
     tx.commit().await?;
     Ok(Rows {
         projects,
