@@ -76,8 +76,13 @@ async fn run(
     let entropy = input
         .entropy
         .ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("entropy"))?;
-    let raw_len = serde_json::to_vec(&entropy).map_or(usize::MAX, |v| v.len());
-    entropy.validate(raw_len)?;
+    // Serialised once: its length is checked here, the text is stored below.
+    let entropy_json = serde_json::to_string(&entropy).unwrap_or_default();
+    entropy.validate(if entropy_json.is_empty() {
+        usize::MAX
+    } else {
+        entropy_json.len()
+    })?;
     // authorise
     let live = common::live(engine, now)?;
     let (cfg, keys) = live
@@ -158,7 +163,7 @@ async fn run(
         device_id: device_id.clone(),
         session_id: session_id.clone(),
         at: now,
-        entropy_json: serde_json::to_string(&entropy).unwrap_or_default(),
+        entropy_json,
     });
     // Both writes are durable before the answer; they go out together.
     let (put, snap) = tokio::join!(engine.sessions.put(session), async {

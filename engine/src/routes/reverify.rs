@@ -80,7 +80,13 @@ async fn run(
     let entropy = input
         .entropy
         .ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("entropy"))?;
-    entropy.validate(serde_json::to_vec(&entropy).map_or(usize::MAX, |v| v.len()))?;
+    // Serialised once: its length is checked here, the text is stored below.
+    let entropy_json = serde_json::to_string(&entropy).unwrap_or_default();
+    entropy.validate(if entropy_json.is_empty() {
+        usize::MAX
+    } else {
+        entropy_json.len()
+    })?;
     // authorise: the audience only chooses which keys to try.
     let Some(project) = peek_audience(&jwt) else {
         return Ok(invalid("malformed"));
@@ -142,7 +148,7 @@ async fn run(
         device_id: device_id.clone(),
         session_id: sid.clone(),
         at: now,
-        entropy_json: serde_json::to_string(&entropy).unwrap_or_default(),
+        entropy_json,
     });
     let expires_at = next.expires_at;
     let (put, snap) = tokio::join!(engine.sessions.put(next), async {
