@@ -26,6 +26,8 @@ die() {
 	log "error: $*"
 	exit 1
 }
+# shellcheck source-path=SCRIPTDIR source=lib/daemon.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/daemon.sh"
 
 apt_install() {
 	local sudo=()
@@ -70,13 +72,6 @@ except OSError:
 PY
 }
 
-our_pid() {
-	[[ -f $PIDFILE ]] || return 1
-	local pid
-	pid="$(cat "$PIDFILE")"
-	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && printf '%s\n' "$pid"
-}
-
 cmd_start() {
 	ensure_venv
 	# A maildir needs its three folders; aiosmtpd only makes them for a new path.
@@ -93,35 +88,10 @@ cmd_start() {
 	nohup "$VENV/bin/python" -m aiosmtpd -n -l "$HOST:$PORT" -c aiosmtpd.handlers.Mailbox "$MAILDIR" \
 		>"$LOG" 2>&1 </dev/null &
 	echo $! >"$PIDFILE"
-	local _
-	for _ in $(seq 1 50); do
-		answering && return 0
-		if ! our_pid >/dev/null; then
-			tail -n 20 "$LOG" >&2 || true
-			die "aiosmtpd exited (log: $LOG)"
-		fi
-		sleep 0.2
-	done
-	die "no SMTP greeting on $HOST:$PORT after 10 s (log: $LOG)"
+	wait_until_answering aiosmtpd 50 0.2
 }
 
-cmd_stop() {
-	local pid
-	if ! pid="$(our_pid)"; then
-		log "not running"
-		rm -f "$PIDFILE"
-		return 0
-	fi
-	kill "$pid"
-	local _
-	for _ in $(seq 1 50); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
-	rm -f "$PIDFILE"
-	log "stopped"
-}
+cmd_stop() { stop_daemon; }
 
 cmd_status() {
 	if answering; then

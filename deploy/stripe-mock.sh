@@ -26,6 +26,8 @@ die() {
 	log "error: $*"
 	exit 1
 }
+# shellcheck source-path=SCRIPTDIR source=lib/daemon.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/daemon.sh"
 
 find_go() {
 	if command -v go >/dev/null; then
@@ -63,13 +65,6 @@ except OSError:
 PY
 }
 
-our_pid() {
-	[[ -f $PIDFILE ]] || return 1
-	local pid
-	pid="$(cat "$PIDFILE")"
-	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && printf '%s\n' "$pid"
-}
-
 cmd_start() {
 	ensure_binary
 	mkdir -p "$RUN_DIR"
@@ -80,35 +75,10 @@ cmd_start() {
 	log "starting stripe-mock $STRIPE_MOCK_VERSION on $HOST:$PORT (log $LOG)"
 	nohup "$BIN" -http-addr "$HOST:$PORT" >"$LOG" 2>&1 </dev/null &
 	echo $! >"$PIDFILE"
-	local _
-	for _ in $(seq 1 100); do
-		answering && return 0
-		if ! our_pid >/dev/null; then
-			tail -n 20 "$LOG" >&2 || true
-			die "stripe-mock exited (log: $LOG)"
-		fi
-		sleep 0.1
-	done
-	die "no answer on $HOST:$PORT after 10 s (log: $LOG)"
+	wait_until_answering stripe-mock 100 0.1
 }
 
-cmd_stop() {
-	local pid
-	if ! pid="$(our_pid)"; then
-		log "not running"
-		rm -f "$PIDFILE"
-		return 0
-	fi
-	kill "$pid"
-	local _
-	for _ in $(seq 1 50); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
-	rm -f "$PIDFILE"
-	log "stopped"
-}
+cmd_stop() { stop_daemon; }
 
 cmd_status() {
 	if answering; then
