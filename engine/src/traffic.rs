@@ -428,7 +428,7 @@ mod tests {
     }
 
     #[test]
-    fn counts_are_keyed_sealed_in_order_and_bounded() {
+    fn counts_are_keyed_and_sealed_in_order() {
         let t = Traffic::new();
         let p = ProjectId::generate();
         let now = 1_700_000_000_000;
