@@ -1,6 +1,7 @@
 //! Admin integration tests: one binary, one module per area.
 #![allow(unreachable_pub, dead_code)] // test helpers are `pub` for the modules of this one binary; not every test uses each
 
+mod abuse;
 mod auth;
 mod billing;
 mod db;

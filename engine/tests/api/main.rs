@@ -1,6 +1,7 @@
 //! Engine integration tests: one binary, one module per area.
 #![allow(unreachable_pub)] // test helpers are `pub` for the modules of this one binary
 
+mod abuse;
 mod browser;
 mod cql_kill;
 mod geo;

@@ -1,0 +1,1 @@
+//! Abuse cases: server.
