@@ -57,6 +57,10 @@ pub struct AdminConfig {
     /// The log is also the webhook's idempotency guard, and Stripe resends
     /// an event for up to three days, so it never goes below a month.
     pub billing_log_retention_days: u32,
+    /// Connection cap and request deadlines (`QYZAR_ADMIN_MAX_CONNECTIONS`,
+    /// `QYZAR_ADMIN_IDLE_TIMEOUT_SECONDS`, `QYZAR_ADMIN_BODY_TIMEOUT_SECONDS`,
+    /// `QYZAR_ADMIN_REQUEST_TIMEOUT_SECONDS`; see [`crate::server`]).
+    pub limits: crate::server::ServeLimits,
 }
 
 /// Debug output with every secret redacted: the database URL may carry a
@@ -93,6 +97,7 @@ impl std::fmt::Debug for AdminConfig {
             .field("stripe_price_pro", &self.stripe_price_pro)
             .field("stripe_price_enterprise", &self.stripe_price_enterprise)
             .field("stripe_api_base", &self.stripe_api_base)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -165,8 +170,10 @@ impl AdminConfig {
             },
             None => DEFAULT_BILLING_LOG_RETENTION_DAYS,
         };
+        let limits = serve_limits()?;
         Ok(Self {
             billing_log_retention_days,
+            limits,
             addr,
             database_url: var("QYZAR_DATABASE_URL")
                 .unwrap_or_else(|| "sqlite:.qyzar/admin.sqlite?mode=rwc".into()),
@@ -221,8 +228,40 @@ impl AdminConfig {
             stripe_price_enterprise: None,
             stripe_api_base: None,
             billing_log_retention_days: DEFAULT_BILLING_LOG_RETENTION_DAYS,
+            limits: crate::server::ServeLimits::default(),
         }
     }
+}
+
+/// The serving limits from the environment, defaults where unset.
+fn serve_limits() -> Result<crate::server::ServeLimits, ConfigError> {
+    let mut limits = crate::server::ServeLimits::default();
+    let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+        match var(name) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                _ => Err(ConfigError {
+                    var: name,
+                    reason: format!("{v:?} is not a number from 1 to 1000000"),
+                }),
+            },
+        }
+    };
+    let secs = std::time::Duration::from_secs;
+    limits.max_connections = number("QYZAR_ADMIN_MAX_CONNECTIONS", 1024)? as usize;
+    limits.header_read_timeout = secs(number("QYZAR_ADMIN_IDLE_TIMEOUT_SECONDS", 10)?);
+    limits.body_read_timeout = secs(number("QYZAR_ADMIN_BODY_TIMEOUT_SECONDS", 10)?);
+    limits.request_timeout = secs(number("QYZAR_ADMIN_REQUEST_TIMEOUT_SECONDS", 30)?);
+    if limits.request_timeout <= limits.body_read_timeout {
+        return Err(ConfigError {
+            var: "QYZAR_ADMIN_REQUEST_TIMEOUT_SECONDS",
+            reason: "must be longer than QYZAR_ADMIN_BODY_TIMEOUT_SECONDS, so a slow upload \
+                     is answered 408 rather than 503"
+                .into(),
+        });
+    }
+    Ok(limits)
 }
 
 /// Reads the master key, creating a fresh one (mode 0600) when the file does

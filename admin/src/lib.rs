@@ -16,6 +16,7 @@ pub mod maintenance;
 pub mod projects;
 pub mod push;
 pub mod routes;
+pub mod server;
 pub mod throttle;
 pub mod usage;
 
@@ -218,7 +219,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves the admin on `listener` until `shutdown` resolves, then drains;
-/// runs [`maintenance`] hourly meanwhile.
+/// runs [`maintenance`] hourly meanwhile. The connection cap and timeouts
+/// are [`config::AdminConfig::limits`] (see [`server`]).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -228,13 +230,10 @@ pub async fn run(
         state.db.clone(),
         state.config.billing_log_retention_days,
     ));
-    // Connect info gives the auth routes the peer address for per-IP limits.
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = state.config.limits.clone();
+    server::serve(listener, router(state), limits, shutdown).await;
     housekeeping.abort();
-    served
+    Ok(())
 }
 
 /// Gives axum's own bodiless answers the shared error shape: an unknown

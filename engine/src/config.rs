@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use qyzar_shared::store::{DataStore, EmbeddedStore, ScyllaConfig, ScyllaStore};
+use qyzar_shared::store::{BackgroundStore, DataStore, EmbeddedStore, ScyllaConfig, ScyllaStore};
 
 use crate::state::{Engine, StateOptions};
 use crate::ServerLimits;
@@ -45,6 +45,12 @@ pub struct EngineConfig {
     pub traffic_every: Duration,
     /// A snapshot file loaded at start (`QYZAR_ENGINE_SNAPSHOT_FILE`).
     pub snapshot_file: Option<PathBuf>,
+    /// Where every applied snapshot is persisted, and started from when
+    /// admin is unreachable (`QYZAR_ENGINE_SNAPSHOT_PATH`, default
+    /// `engine-snapshot.qzs` beside the embedded store's file, i.e.
+    /// `.qyzar/engine-snapshot.qzs`; `off` disables). It holds signing
+    /// keys: keep it on a private disk.
+    pub snapshot_path: Option<PathBuf>,
     /// The data store: `QYZAR_ENGINE_CQL_NODES` (comma-separated) and
     /// `QYZAR_ENGINE_CQL_KEYSPACE` select ScyllaDB; otherwise the embedded
     /// store at `QYZAR_ENGINE_DATA` (default `.qyzar/engine.redb`).
@@ -66,6 +72,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("pull_every", &self.pull_every)
             .field("traffic_every", &self.traffic_every)
             .field("snapshot_file", &self.snapshot_file)
+            .field("snapshot_path", &self.snapshot_path)
             .field("store", &self.store)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
@@ -95,6 +102,17 @@ impl EngineConfig {
                         var: "QYZAR_ENGINE_MAX_CONNECTIONS",
                         reason: e.to_string(),
                     })?;
+        }
+        limits.header_read_timeout = seconds("QYZAR_ENGINE_IDLE_TIMEOUT_SECONDS", 10)?;
+        limits.body_read_timeout = seconds("QYZAR_ENGINE_BODY_TIMEOUT_SECONDS", 10)?;
+        limits.handler_timeout = seconds("QYZAR_ENGINE_HANDLER_TIMEOUT_SECONDS", 15)?;
+        if limits.handler_timeout <= limits.body_read_timeout {
+            return Err(ConfigError {
+                var: "QYZAR_ENGINE_HANDLER_TIMEOUT_SECONDS",
+                reason: "must be longer than QYZAR_ENGINE_BODY_TIMEOUT_SECONDS, so a slow \
+                         upload is answered 408 rather than 503"
+                    .into(),
+            });
         }
         let store = match std::env::var("QYZAR_ENGINE_CQL_NODES") {
             Ok(nodes) if !nodes.trim().is_empty() => {
@@ -158,6 +176,11 @@ impl EngineConfig {
             }
             _ => None,
         };
+        let snapshot_path = match std::env::var("QYZAR_ENGINE_SNAPSHOT_PATH") {
+            Ok(p) if p.trim().eq_ignore_ascii_case("off") => None,
+            Ok(p) if !p.trim().is_empty() => Some(PathBuf::from(p.trim())),
+            _ => Some(default_snapshot_path(&store)),
+        };
         let pull_every = seconds("QYZAR_ENGINE_PULL_SECONDS", 30)?;
         let traffic_every = seconds("QYZAR_ENGINE_TRAFFIC_SECONDS", 10)?;
         Ok(Self {
@@ -172,10 +195,45 @@ impl EngineConfig {
             snapshot_file: std::env::var("QYZAR_ENGINE_SNAPSHOT_FILE")
                 .ok()
                 .map(PathBuf::from),
+            snapshot_path,
             store,
             limits,
             state,
         })
+    }
+}
+
+/// `engine-snapshot.qzs` in the data folder: beside the embedded store's
+/// file, or `.qyzar/` with a CQL store.
+pub fn default_snapshot_path(store: &StoreChoice) -> PathBuf {
+    let dir = match store {
+        StoreChoice::Embedded(file) => file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), PathBuf::from),
+        StoreChoice::Scylla(_) => PathBuf::from(".qyzar"),
+    };
+    dir.join("engine-snapshot.qzs")
+}
+
+impl EngineConfig {
+    /// A configuration for tests and embedding: the defaults, on loopback,
+    /// with the embedded store and the snapshot file under `dir`, no admin.
+    pub fn local(dir: &std::path::Path) -> Self {
+        let store = StoreChoice::Embedded(dir.join("engine.redb"));
+        Self {
+            public_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            internal_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            push_key: None,
+            admin_url: None,
+            pull_every: Duration::from_secs(30),
+            traffic_every: Duration::from_secs(10),
+            snapshot_file: None,
+            snapshot_path: Some(default_snapshot_path(&store)),
+            store,
+            limits: ServerLimits::default(),
+            state: StateOptions::default(),
+        }
     }
 }
 
@@ -192,21 +250,41 @@ fn env_addr(var: &'static str, default: &str) -> Result<SocketAddr, ConfigError>
 /// Any start-up failure.
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Opens the configured store.
+/// Opens the configured store. A CQL cluster is connected in the
+/// background (see [`BackgroundStore`]): the engine starts and serves what
+/// its configuration and caches allow while the cluster is down, answering
+/// `503 store_unavailable` for the rest until the connect succeeds. Only a
+/// configuration error (a bad keyspace name) fails here.
 pub async fn open_store(choice: &StoreChoice) -> Result<Arc<dyn DataStore>, StartError> {
     Ok(match choice {
         StoreChoice::Embedded(path) => Arc::new(EmbeddedStore::open(path)?),
-        StoreChoice::Scylla(cfg) => Arc::new(ScyllaStore::connect(cfg.clone()).await?),
+        StoreChoice::Scylla(cfg) => {
+            cfg.check()?;
+            let cfg = cfg.clone();
+            BackgroundStore::spawn(move || {
+                let cfg = cfg.clone();
+                async move {
+                    let store = ScyllaStore::connect(cfg).await?;
+                    Ok(Arc::new(store) as Arc<dyn DataStore>)
+                }
+            })
+        }
     })
 }
 
-/// Loads a snapshot file into the engine, if one is configured.
+/// Loads a snapshot file into the engine, if one is configured. A file
+/// not newer than what is already served is no error: the served one stays.
 pub fn load_snapshot_file(engine: &Engine, path: &std::path::Path) -> Result<u64, StartError> {
     let bytes = std::fs::read(path)?;
     let snapshot = qyzar_shared::snapshot::decode_snapshot(&bytes)?;
-    Ok(engine
+    match engine
         .config
-        .swap_full(snapshot, qyzar_shared::time::now_ms())?)
+        .swap_full(snapshot, qyzar_shared::time::now_ms())
+    {
+        Ok(v) => Ok(v),
+        Err(crate::config_view::SwapError::Stale { current, .. }) => Ok(current),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A positive number of seconds from `var`, or `default` when unset.
@@ -223,15 +301,29 @@ fn seconds(var: &'static str, default: u64) -> Result<Duration, ConfigError> {
     }
 }
 
-/// Opens the store, builds the state, loads the snapshot, binds the public
-/// and internal listeners, starts pulling from admin (when configured) and
-/// serves until `shutdown` resolves.
+/// Binds the public and internal listeners and runs [`start_on`] on them.
+pub async fn start(
+    config: EngineConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    let listener = tokio::net::TcpListener::bind(config.public_addr).await?;
+    let internal = tokio::net::TcpListener::bind(config.internal_addr).await?;
+    start_on(config, listener, internal, shutdown).await
+}
+
+/// Opens the store (a CQL one connects in the background), builds the
+/// state, loads the snapshot (the configured file, then the persisted one
+/// if newer), starts pulling from admin (when configured) and serves on the
+/// bound `listener` and `internal` until `shutdown` resolves. The listen
+/// addresses in `config` are not used (tests bind port 0 themselves).
 ///
 /// One shutdown stops everything: it is fanned out through a `watch`
 /// channel to the internal listener and the pull loop, which are awaited
 /// after the public listener has drained.
-pub async fn start(
+pub async fn start_on(
     config: EngineConfig,
+    listener: tokio::net::TcpListener,
+    internal: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
     let store = open_store(&config.store).await?;
@@ -240,9 +332,23 @@ pub async fn start(
         let v = load_snapshot_file(&engine, path)?;
         tracing::info!(version = v, path = %path.display(), "snapshot loaded");
     }
-    let listener = tokio::net::TcpListener::bind(config.public_addr).await?;
-    let internal = tokio::net::TcpListener::bind(config.internal_addr).await?;
-    tracing::info!(addr = %config.public_addr, internal = %config.internal_addr, "engine listening");
+    // The last applied snapshot: served until admin answers (the pull loop
+    // then moves it forward, never back).
+    if let Some(path) = config.snapshot_path.clone() {
+        let engine = Arc::clone(&engine);
+        tokio::task::spawn_blocking(move || {
+            engine.config.persist_to(
+                crate::config_view::SnapshotFile::new(path),
+                qyzar_shared::time::now_ms(),
+            )
+        })
+        .await?;
+    }
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        internal = %internal.local_addr()?,
+        "engine listening"
+    );
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     // Resolves once shutdown is asked for, or once `stop` is dropped.

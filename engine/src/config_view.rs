@@ -4,14 +4,22 @@
 //! Swapping is one `ArcSwap` store; requests in flight keep the snapshot
 //! they started with, and the hot path takes no lock. Versions only move
 //! forward: an older or equal version is refused.
+//!
+//! With a [`SnapshotFile`] set ([`ConfigView::persist_to`]), every applied
+//! snapshot is also written to disk, so a restart while admin is down
+//! starts from the last configuration (see [`persist`]).
+
+mod persist;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use qyzar_shared::crypto::{Ed25519Signer, Ed25519Verifier, Hs256Key, VerifyKeys};
 use qyzar_shared::snapshot::{ProjectConfig, Snapshot, SnapshotDelta, SnapshotError};
+
+pub use persist::{LoadError, SnapshotFile};
 
 /// A project's keys, decoded once per swap instead of once per request.
 pub struct ProjectKeys {
@@ -177,6 +185,8 @@ pub enum SwapError {
 #[derive(Default)]
 pub struct ConfigView {
     live: ArcSwapOption<LiveConfig>,
+    /// Where applied snapshots are persisted, once set.
+    file: OnceLock<SnapshotFile>,
 }
 
 impl ConfigView {
@@ -200,6 +210,35 @@ impl ConfigView {
     /// The served version, 0 when none.
     pub fn version(&self) -> u64 {
         self.live.load().as_ref().map_or(0, |l| l.version())
+    }
+
+    /// Persists every snapshot applied from now on to `file`, after first
+    /// serving what `file` holds if it is newer than the served version. A
+    /// damaged or unreadable file is logged and ignored (never served); the
+    /// next applied snapshot replaces it. Returns the version now served.
+    /// Only the first call has an effect; blocking (reads the file).
+    pub fn persist_to(&self, file: SnapshotFile, now_ms: i64) -> u64 {
+        match file.load() {
+            Ok(Some(snapshot)) => match self.swap_full(snapshot, now_ms) {
+                Ok(v) => tracing::info!(
+                    version = v,
+                    path = %file.path().display(),
+                    "serving the persisted snapshot until admin is reached"
+                ),
+                Err(e) => tracing::debug!(error = %e, "persisted snapshot not newer"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "persisted snapshot ignored"),
+        }
+        if self.file.set(file).is_err() {
+            tracing::warn!("a snapshot file is already set; keeping the first");
+        }
+        self.version()
+    }
+
+    /// The file applied snapshots are persisted to, if any.
+    pub fn snapshot_file(&self) -> Option<&SnapshotFile> {
+        self.file.get()
     }
 
     /// Replaces the configuration with a newer full snapshot.

@@ -12,12 +12,15 @@
 //!   by its header), authenticated with `Authorization: Bearer <push key>`;
 //!   answers `{"version": n}`.
 //! - `GET /internal/snapshot/version`: `{"version": n}`, 0 before the first.
-//! - `GET /metrics`: the Prometheus text exposition.
+//! - `GET /metrics`: the Prometheus text exposition (with
+//!   `qyzar_store_ready` and `qyzar_config_version`, the two readiness
+//!   signals of an engine that started while something was down).
 //! - `GET /ping`.
 //!
 //! The pull side (the engine asking admin for the newest snapshot) lives in
 //! `internal/pull.rs`; both apply bytes through the same function, so a
-//! pushed and a pulled snapshot are checked identically.
+//! pushed and a pulled snapshot are checked identically, and both are
+//! persisted to the engine's snapshot file (when set) once applied.
 
 mod pull;
 
@@ -346,10 +349,44 @@ async fn apply_encoded(
             SnapshotKind::Full => engine.config.swap_full(decode_snapshot(&bytes)?, now)?,
             SnapshotKind::Delta => engine.config.apply_delta(&decode_delta(&bytes)?, now)?,
         };
+        persist_applied(&engine, kind, &bytes, version, now);
         Ok::<_, SwapError>((kind, version))
     })
     .await?;
     Ok(applied?)
+}
+
+/// Writes the snapshot just applied at `version` to the engine's snapshot
+/// file, if one is set: a full snapshot as received (already checked), a
+/// delta as the whole snapshot it produced. A failed write is logged and
+/// costs nothing but a stale file; the apply itself stands.
+fn persist_applied(engine: &Engine, kind: SnapshotKind, bytes: &[u8], version: u64, now: i64) {
+    let Some(file) = engine.config.snapshot_file() else {
+        return;
+    };
+    let written = match kind {
+        SnapshotKind::Full => file.save(version, bytes),
+        SnapshotKind::Delta => match engine.config.current(now) {
+            // A newer apply raced in: it persists its own snapshot.
+            Some(live) if live.version() == version => {
+                match qyzar_shared::snapshot::encode_snapshot(live.snapshot()) {
+                    Ok(encoded) => file.save(version, &encoded),
+                    Err(e) => Err(std::io::Error::other(e)),
+                }
+            }
+            _ => Ok(false),
+        },
+    };
+    match written {
+        Ok(true) => tracing::debug!(version, path = %file.path().display(), "snapshot persisted"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            version,
+            path = %file.path().display(),
+            "could not persist the snapshot; a restart while admin is down would serve an older one"
+        ),
+    }
 }
 
 /// `{"version": n}`.
@@ -413,6 +450,11 @@ fn metrics(engine: &Engine) -> Response<Body> {
             "qyzar_background_dropped_writes",
             "Off-hot-path writes dropped since start because their queue was full.",
             engine.background.dropped() as f64,
+        ),
+        (
+            "qyzar_store_ready",
+            "1 once the data store is connected; 0 while it is still being connected in the background (store routes answer 503 store_unavailable).",
+            if engine.store.ready() { 1.0 } else { 0.0 },
         ),
         (
             "qyzar_limiter_entries",

@@ -17,6 +17,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// Reads the whole body, refusing more than [`MAX_BODY`] bytes with `413`
 /// before buffering them (a declared `Content-Length` is checked first).
+/// A body the server's deadline cut off (see
+/// [`qyzar_shared::deadline`]) is `408 request_timeout`.
 pub async fn read_body<B>(headers: &HeaderMap, body: B) -> Result<Bytes, ApiError>
 where
     B: hyper::body::Body,
@@ -38,6 +40,9 @@ where
                 .is_some() =>
         {
             Err(ApiError::new(ErrorCode::PayloadTooLarge))
+        }
+        Err(e) if qyzar_shared::deadline::DeadlineError::is_timeout(&*e) => {
+            Err(ApiError::new(ErrorCode::RequestTimeout))
         }
         Err(_) => Err(ApiError::with_message(
             ErrorCode::MalformedJson,

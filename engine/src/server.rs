@@ -1,16 +1,36 @@
-//! The accept loop: connection cap, header-read timeout, graceful drain.
+//! The accept loop: connection cap, the three deadlines of a request
+//! (headers, body, handler), graceful drain.
+//!
+//! A connection slot is held only while a client is doing something useful:
+//! - headers must arrive within [`ServerLimits::header_read_timeout`],
+//!   counted from accept or, on a kept-alive connection, from the end of the
+//!   previous answer, so the same bound is the idle keep-alive timeout
+//!   (hyper re-arms its header timer as soon as a connection goes idle);
+//! - the body must arrive within [`ServerLimits::body_read_timeout`] of the
+//!   headers, else `408 request_timeout` and the connection is closed;
+//! - the whole answer must be ready within [`ServerLimits::handler_timeout`]
+//!   of the headers, else `503 deadline_exceeded` (with `Retry-After`) and
+//!   the connection is closed. The late handler is not cancelled: it runs
+//!   to its end in the background (every store call it makes has its own
+//!   timeout), so it never stops between two writes.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::{HeaderValue, CONNECTION, RETRY_AFTER};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use qyzar_shared::deadline::DeadlineBody;
+use qyzar_shared::{ApiError, ErrorCode};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::response::{self, Body};
 use crate::router;
 use crate::state::Engine;
 
@@ -20,8 +40,18 @@ pub struct ServerLimits {
     /// Most connections served at once; further accepts wait for a slot, so
     /// a flood queues in the kernel backlog instead of exhausting memory.
     pub max_connections: usize,
-    /// Time a client has to send its request headers.
+    /// Time a client has to send a request's headers, counted from accept
+    /// or from the end of the previous answer: also the idle keep-alive
+    /// timeout (`QYZAR_ENGINE_IDLE_TIMEOUT_SECONDS`, default 10).
     pub header_read_timeout: Duration,
+    /// Time a client has, once its headers are in, to send the whole body
+    /// (`QYZAR_ENGINE_BODY_TIMEOUT_SECONDS`, default 10). A body is at most
+    /// 64 KiB, so this only ever stops a stalled or trickling upload.
+    pub body_read_timeout: Duration,
+    /// Time from the headers to a ready answer, body read included
+    /// (`QYZAR_ENGINE_HANDLER_TIMEOUT_SECONDS`, default 15): above the body
+    /// timeout, so a slow upload is told 408, not 503.
+    pub handler_timeout: Duration,
     /// Time given to in-flight requests after shutdown is asked for.
     pub drain_timeout: Duration,
 }
@@ -31,6 +61,8 @@ impl Default for ServerLimits {
         Self {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            handler_timeout: Duration::from_secs(15),
             drain_timeout: Duration::from_secs(10),
         }
     }
@@ -75,11 +107,17 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let engine = Arc::clone(&engine);
+        let (body_timeout, handler_timeout) = (limits.body_read_timeout, limits.handler_timeout);
         let conn = builder.serve_connection(
             TokioIo::new(stream),
-            service_fn(move |req| {
+            service_fn(move |req: Request<Incoming>| {
                 let engine = Arc::clone(&engine);
-                async move { Ok::<_, std::convert::Infallible>(router::route(&engine, req).await) }
+                let req = req.map(|b| DeadlineBody::new(b, body_timeout));
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        answer_within(handler_timeout, engine, req).await,
+                    )
+                }
             }),
         );
         let conn = graceful.watch(conn);
@@ -97,4 +135,34 @@ pub async fn run(
     }
     // Queued last-seen updates and deny events are written before exit.
     engine.background.shutdown().await;
+}
+
+/// Routes `req`, answering `503 deadline_exceeded` if no answer is ready
+/// within `timeout`. The late route is moved to its own task and finishes
+/// there (its answer is dropped), so no route is ever cut off between two
+/// store writes; an idempotent retry waits for it and replays its answer.
+/// Both timeout answers (this one and a body's `408`) leave the request
+/// body unread, so they close the connection instead of reusing a
+/// half-read stream.
+async fn answer_within(
+    timeout: Duration,
+    engine: Arc<Engine>,
+    req: Request<DeadlineBody<Incoming>>,
+) -> Response<Body> {
+    let mut routed = Box::pin(async move { router::route(&engine, req).await });
+    let mut res = match tokio::time::timeout(timeout, &mut routed).await {
+        Ok(res) if res.status() != StatusCode::REQUEST_TIMEOUT => return res,
+        Ok(res) => res,
+        Err(_) => {
+            tracing::warn!(?timeout, "a request passed the handler deadline");
+            tokio::spawn(routed);
+            let mut res = response::error(&ApiError::new(ErrorCode::DeadlineExceeded));
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            res
+        }
+    };
+    res.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    res
 }

@@ -68,6 +68,9 @@ error_codes! {
     ProjectNotFound => (404, "project_not_found", "no project with that id"),
     /// The route exists but not for this method; the answer carries `Allow`.
     MethodNotAllowed => (405, "method_not_allowed", "method not allowed on this route"),
+    /// The client did not send its whole request body within the server's
+    /// body deadline (a slow or stalled upload); the connection is closed.
+    RequestTimeout => (408, "request_timeout", "the request body did not arrive in time"),
     /// The object already exists or changed meanwhile.
     Conflict => (409, "conflict", "the request conflicts with the current state"),
     /// The idempotency key was used before with a different request.
@@ -92,6 +95,11 @@ error_codes! {
     NotConfigured => (503, "not_configured", "the engine has no configuration yet"),
     /// A backing store is down and no safe answer exists.
     StoreUnavailable => (503, "store_unavailable", "a backing store is unavailable; retry later"),
+    /// The server did not finish the request within its handler deadline.
+    /// The work is not cancelled half-way: it completes or fails as a whole
+    /// in the background, so a retry (with the same `Idempotency-Key`, where
+    /// the route takes one) is safe.
+    DeadlineExceeded => (503, "deadline_exceeded", "the request took too long to answer; retry later"),
     /// A bug or an unexpected failure; details are logged, never answered.
     Internal => (500, "internal", "internal error"),
 }

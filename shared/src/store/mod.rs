@@ -9,6 +9,9 @@
 //!   the tests run against), prepared statements, token-aware routing, TTLs;
 //! - [`EmbeddedStore`]: `qyzar dev`, one redb file, group commit.
 //!
+//! [`BackgroundStore`] wraps either so a process starts while its store is
+//! down and connects once the store answers.
+//!
 //! Contract shared by both:
 //! - every write returns only once it is durable (committed and fsynced, or
 //!   acknowledged at the configured CQL consistency);
@@ -25,10 +28,12 @@ use async_trait::async_trait;
 use crate::error::ErrorCode;
 use crate::ids::{DeviceId, ProjectId, SessionId};
 
+mod background;
 mod embedded;
 mod model;
 mod scylla;
 
+pub use self::background::BackgroundStore;
 pub use self::embedded::EmbeddedStore;
 pub use self::model::{
     DenyEvent, DeviceInfo, EntropySnapshot, LoginAttempt, Risk, Session, MAX_ENTROPY_BYTES,
@@ -208,6 +213,13 @@ pub trait DataStore: Send + Sync + 'static {
 
     /// Whether the store answers a trivial read; for readiness probes.
     async fn health(&self) -> Result<(), StoreError>;
+
+    /// Whether the store is connected, without a round trip (for `/metrics`
+    /// and readiness). `false` only while a [`BackgroundStore`] is still
+    /// connecting.
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 /// Current unix time in milliseconds.

@@ -79,6 +79,21 @@ pub struct ScyllaConfig {
 }
 
 impl ScyllaConfig {
+    /// The checks [`ScyllaStore::connect`] makes before any network call:
+    /// a valid keyspace name and a replication factor of at least 1. A
+    /// caller connecting in the background (see
+    /// [`BackgroundStore`](super::BackgroundStore)) runs them first, so a
+    /// typo fails the start instead of being retried forever.
+    pub fn check(&self) -> Result<(), StoreError> {
+        check_keyspace(&self.keyspace)?;
+        if self.replication_factor == 0 {
+            return Err(StoreError::Invalid(
+                "replication_factor must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Production defaults: RF 3, `LOCAL_QUORUM` both ways, 2 s requests.
     pub fn new(nodes: Vec<String>, keyspace: impl Into<String>) -> Self {
         ScyllaConfig {
@@ -112,12 +127,7 @@ impl ScyllaStore {
     /// Connects, creates the schema if missing and prepares the statements.
     /// An unreachable cluster is `Unavailable`; a bad keyspace name `Invalid`.
     pub async fn connect(config: ScyllaConfig) -> Result<Self, StoreError> {
-        check_keyspace(&config.keyspace)?;
-        if config.replication_factor == 0 {
-            return Err(StoreError::Invalid(
-                "replication_factor must be at least 1".into(),
-            ));
-        }
+        config.check()?;
         let profile = ExecutionProfile::builder()
             .request_timeout(Some(config.request_timeout))
             .consistency(config.read_consistency)
