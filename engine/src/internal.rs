@@ -453,7 +453,7 @@ fn metrics(engine: &Engine) -> Response<Body> {
         ),
         (
             "qyzar_store_ready",
-            "1 once the data store is connected; 0 while it is still being connected in the background (store routes answer 503 store_unavailable).",
+            "Whether the data store is connected: 0 while it is still being connected in the background (store routes answer 503 store_unavailable meanwhile).",
             if engine.store.ready() { 1.0 } else { 0.0 },
         ),
         (

@@ -80,16 +80,11 @@ async fn ping_answers(engine: &Limited) -> bool {
         .is_ok_and(|r| r.status == 200)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trickled_body_gets_408_and_frees_its_slot() {
-    let engine = Limited::spawn(ServerLimits {
-        max_connections: 1,
-        body_read_timeout: Duration::from_secs(1),
-        handler_timeout: Duration::from_secs(30),
-        ..Default::default()
-    })
-    .await;
-    let mut slow = TcpStream::connect(engine.addr).await.unwrap();
+/// Sends a token request's headers, then trickles its body one byte every
+/// 200 ms (always progressing, never finishing in time), and returns what
+/// the engine answered before closing the connection.
+async fn trickled_answer(engine: &Limited) -> String {
+    let slow = TcpStream::connect(engine.addr).await.unwrap();
     let body = format!(
         r#"{{"projectId":"{}","sessionId":"ses_x"}}"#,
         engine.project.id
@@ -100,9 +95,8 @@ async fn a_trickled_body_gets_408_and_frees_its_slot() {
         engine.project.secret,
         body.len()
     );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    // One byte every 200 ms: always progressing, never finishing in time.
     let (mut rd, mut wr) = slow.into_split();
+    wr.write_all(head.as_bytes()).await.unwrap();
     let trickle = tokio::spawn(async move {
         for b in body.bytes() {
             if wr.write_all(&[b]).await.is_err() {
@@ -112,20 +106,55 @@ async fn a_trickled_body_gets_408_and_frees_its_slot() {
         }
     });
     let mut answer = Vec::new();
+    // A reset after the answer is fine: what was read is kept.
     let read = tokio::time::timeout(BOUND, rd.read_to_end(&mut answer)).await;
+    trickle.abort();
     let answer = String::from_utf8_lossy(&answer).into_owned();
     assert!(read.is_ok(), "the connection was never closed: {answer:?}");
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_gets_408_and_frees_its_slot() {
+    let engine = Limited::spawn(ServerLimits {
+        max_connections: 1,
+        body_read_timeout: Duration::from_secs(1),
+        handler_timeout: Duration::from_secs(30),
+        ..Default::default()
+    })
+    .await;
+    let answer = trickled_answer(&engine).await;
     assert!(
         answer.starts_with("HTTP/1.1 408"),
         "a trickled body is cut off: {answer:?}"
     );
     assert!(answer.contains(r#""code":"request_timeout""#), "{answer:?}");
     assert!(answer.to_ascii_lowercase().contains("connection: close"));
-    trickle.abort();
     assert!(
         ping_answers(&engine).await,
         "the single slot is free again for the next client"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_handler_deadline_gets_503_deadline_exceeded() {
+    // The handler is kept busy by the body it waits for: the handler
+    // deadline, shorter here than the body's, fires first.
+    let engine = Limited::spawn(ServerLimits {
+        max_connections: 1,
+        body_read_timeout: Duration::from_secs(60),
+        handler_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let answer = trickled_answer(&engine).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(
+        answer.contains(r#""code":"deadline_exceeded""#),
+        "{answer:?}"
+    );
+    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"));
+    assert!(ping_answers(&engine).await, "the slot is free again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
