@@ -139,7 +139,8 @@ pub async fn run(
 
 /// Routes `req`, answering `503 deadline_exceeded` if no answer is ready
 /// within `timeout`. The late route is moved to its own task and finishes
-/// there (its answer is dropped), so no route is ever cut off between two
+/// there (its answer is dropped, its own metrics still recorded when it
+/// ends; the `503` is counted under `other`), so no route is ever cut off between two
 /// store writes; an idempotent retry waits for it and replays its answer.
 /// Both timeout answers (this one and a body's `408`) leave the request
 /// body unread, so they close the connection instead of reusing a
@@ -149,6 +150,7 @@ async fn answer_within(
     engine: Arc<Engine>,
     req: Request<DeadlineBody<Incoming>>,
 ) -> Response<Body> {
+    let metrics = Arc::clone(&engine);
     let mut routed = Box::pin(async move { router::route(&engine, req).await });
     let mut res = match tokio::time::timeout(timeout, &mut routed).await {
         Ok(res) if res.status() != StatusCode::REQUEST_TIMEOUT => return res,
@@ -156,6 +158,8 @@ async fn answer_within(
         Err(_) => {
             tracing::warn!(?timeout, "a request passed the handler deadline");
             tokio::spawn(routed);
+            let micros = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+            metrics.metrics.record("other", 503, micros);
             let mut res = response::error(&ApiError::new(ErrorCode::DeadlineExceeded));
             res.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("1"));
