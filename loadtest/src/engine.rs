@@ -525,8 +525,14 @@ pub async fn engine_serve(a: EngineServeArgs) -> Result<(), String> {
     let store = Arc::new(
         EmbeddedStore::open(dir.join("engine.redb")).map_err(|e| format!("embedded store: {e}"))?,
     );
+    // The cache is bounded in bytes; a token with its claims weighs about
+    // 1 KiB, so `--token-cache N` keeps about N tokens.
+    let bytes = a.token_cache.saturating_mul(1024);
     let options = qyzar_engine::StateOptions {
-        token_cache_capacity: a.token_cache,
+        token_cache: qyzar_engine::budget::Budget {
+            total_bytes: bytes,
+            project_bytes: bytes,
+        },
         ..Default::default()
     };
     let engine = qyzar_engine::Engine::new(store, options);
