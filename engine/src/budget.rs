@@ -33,7 +33,12 @@
 //! path: the project map is an [`ArcSwap`] (a lock-free load), replaced
 //! whole when a project is first seen. Projects get a map only on insert,
 //! and callers insert only after authentication, so the number of maps is
-//! bounded by the projects in the served configuration.
+//! bounded by the projects in the served configuration. A map's own
+//! bookkeeping (its quick_cache shards, a few hundred bytes each, and
+//! "ghost" records of recently evicted keys, a few percent of a share) is
+//! outside the budget; a project removed from the configuration keeps its
+//! (no longer read) map until the engine restarts, its entries going first
+//! whenever the total is reached and it is the largest.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -192,9 +197,18 @@ pub struct ProjectCache<K, V, W> {
     counters: Arc<CacheCounters>,
 }
 
-/// quick_cache shards inside one project's map: few, so an idle project
-/// costs little, enough that one busy project is not one lock.
-const INNER_SHARDS: usize = 4;
+/// quick_cache shards inside one project's map: one per 4 MiB of share, at
+/// most 16, so a small share costs little bookkeeping (a few hundred bytes a
+/// shard, outside the budget, for each project that has entries) and one
+/// busy project with a large share is not one lock.
+fn inner_shards(project_bytes: u64) -> usize {
+    usize::try_from(project_bytes / (4 * MIB)).map_or(16, |n| n.clamp(1, 16))
+}
+
+/// Share of quick_cache's "ghost" records (keys recently evicted, kept to
+/// recognise a returning key) against the items a share holds: each costs a
+/// map slot outside the budget, so they are kept to a few percent.
+const GHOST_ALLOCATION: f64 = 0.05;
 
 impl<K, V, W> ProjectCache<K, V, W>
 where
@@ -318,7 +332,8 @@ where
         let bytes = Arc::new(AtomicU64::new(0));
         let cap = self.budget.project_bytes;
         let options = OptionsBuilder::new()
-            .shards(INNER_SHARDS)
+            .shards(inner_shards(cap))
+            .ghost_allocation(GHOST_ALLOCATION)
             .estimated_items_capacity(usize::try_from(cap / self.typical_weight).unwrap_or(1 << 20))
             .weight_capacity(cap)
             .build()
@@ -469,7 +484,7 @@ mod tests {
             c.insert(&project, i % 3000, value(100 + (i as usize * 37) % 2000));
             assert!(c.bytes() <= 256 * 1024, "{} held at insert {i}", c.bytes());
             for p in 0..13 {
-                assert!(c.project_bytes(&format!("p{p}")) <= 64 * 1024 + 4 * 8);
+                assert!(c.project_bytes(&format!("p{p}")) <= 64 * 1024 + 8);
             }
         }
         assert_eq!(c.bytes(), held(&c), "the counters are exact");
@@ -494,7 +509,7 @@ mod tests {
         for i in 0..100_000u64 {
             c.insert("a", i, value(1500));
         }
-        assert!(c.project_bytes("a") <= 128 * 1024 + 4 * 8);
+        assert!(c.project_bytes("a") <= 128 * 1024 + 8);
         assert_eq!(c.project_bytes("b"), b_before);
         for i in 0..50u64 {
             assert!(c.get("b", &i).is_some(), "b's entry {i} survived");
