@@ -200,3 +200,30 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watched_caches_are_rendered_by_name() {
+        let m = Metrics::default();
+        let c = Arc::new(CacheCounters::default());
+        c.bytes.store(1234, Ordering::Relaxed);
+        c.hit();
+        c.hit();
+        c.miss();
+        c.budget_evictions.store(3, Ordering::Relaxed);
+        m.watch_cache("token", &c);
+        let text = m.render(&[]);
+        for line in [
+            "qyzar_cache_bytes{cache=\"token\"} 1234",
+            "qyzar_cache_hits{cache=\"token\"} 2",
+            "qyzar_cache_misses{cache=\"token\"} 1",
+            "qyzar_cache_evictions{cache=\"token\"} 0",
+            "qyzar_cache_budget_evictions{cache=\"token\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+}

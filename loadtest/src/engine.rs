@@ -23,8 +23,10 @@
 //! connections do not hammer one key. One answer of each is checked first
 //! (status and body) so a scenario never measures an error path.
 //!
-//! Token caching: the child's verified-token cache holds
-//! [`TOKEN_CACHE_CAPACITY`] tokens (the engine's default is 1M). The cached
+//! Token caching: the child's verified-token cache holds about
+//! [`TOKEN_CACHE_CAPACITY`] tokens (`--token-cache N` gives it N KiB, a
+//! token with its claims weighing about 1 KiB; the engine's default is
+//! 256 MiB). The cached
 //! scenarios cycle through [`CACHED_TOKENS`] tokens, which stay cached; the
 //! uncached scenario cycles through [`UNCACHED_TOKENS`] distinct tokens
 //! minted by the generator, so a token comes back only after that many
