@@ -263,7 +263,7 @@ fn token_mint(c: &mut Criterion, w: &World) {
 }
 
 /// `TOKENS` tokens of the projects in `pool`, as the load test mints them.
-fn verify_requests(pool: &[&Project]) -> Vec<(Req, Box<str>)> {
+fn verify_requests(pool: &[&Project]) -> Vec<(Req, (String, Box<str>))> {
     let now_s = fixtures::now_unix();
     (0..TOKENS)
         .map(|k| {
@@ -283,7 +283,7 @@ fn verify_requests(pool: &[&Project]) -> Vec<(Req, Box<str>)> {
                 None => sign_hs256(&claims, &p.hs256),
             };
             let r = req(p, json!({"projectId": p.id, "clientToken": token}));
-            (r, token.into_boxed_str())
+            (r, (p.id.clone(), token.into_boxed_str()))
         })
         .collect()
 }
@@ -327,8 +327,8 @@ fn token_verify(c: &mut Criterion, w: &World) {
             b.iter_batched(
                 || {
                     i = (i + 1) % reqs.len();
-                    let (r, token) = &reqs[i];
-                    w.engine.tokens.remove(token);
+                    let (r, (project, token)) = &reqs[i];
+                    w.engine.tokens.remove(project, &**token);
                     r
                 },
                 verify,

@@ -79,6 +79,7 @@ fn session(project: &ProjectId, id: &str, now: i64) -> Session {
 
 struct Fixture {
     engine: Arc<Engine>,
+    project: ProjectId,
     headers: HeaderMap,
     cached: Vec<(Box<str>, Bytes)>,
     stored: Vec<(SessionId, Bytes)>,
@@ -131,6 +132,7 @@ fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
         );
         Fixture {
             engine,
+            project,
             headers,
             cached,
             stored,
@@ -183,7 +185,11 @@ fn handlers(c: &mut Criterion) {
     // so hit and miss walk the same small set and differ by the store read.
     for (id, b) in &f.stored {
         let _ = call(b);
-        assert!(f.engine.sessions.cached(id.as_str(), now()).is_some());
+        assert!(f
+            .engine
+            .sessions
+            .cached(f.project.as_str(), id.as_str(), now())
+            .is_some());
     }
     let mut j = 0;
     g.bench_function("cache_hit", |b| {

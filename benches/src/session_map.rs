@@ -164,13 +164,30 @@ impl std::ops::Deref for EngineCache {
     }
 }
 
-/// An empty engine session cache holding up to `2 * n` sessions, like the
-/// bounded maps of [`all`].
+impl EngineCache {
+    /// [`SessionCache::cached`] for the fixture project, which every
+    /// [`crate::fixtures::session`] belongs to.
+    pub fn cached(
+        &self,
+        id: &str,
+        now_ms: i64,
+    ) -> Option<Arc<qyzar_engine::sessions::CachedSession>> {
+        self.cache.cached(crate::fixtures::AUDIENCE, id, now_ms)
+    }
+}
+
+/// An empty engine session cache with room for `2 * n` sessions of one
+/// project (about 400 bytes each), like the bounded maps of [`all`].
 pub fn engine_cache(n: usize) -> EngineCache {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = EmbeddedStore::open(dir.path().join("engine.redb")).expect("embedded store");
+    let bytes = 2 * n as u64 * 400;
+    let budget = qyzar_engine::budget::Budget {
+        total_bytes: bytes,
+        project_bytes: bytes,
+    };
     EngineCache {
-        cache: SessionCache::new(Arc::new(store), 2 * n as u64),
+        cache: SessionCache::new(Arc::new(store), budget, budget),
         _dir: dir,
     }
 }

@@ -153,6 +153,26 @@ impl EngineConfig {
                 )
             };
         }
+        // Cache budgets in MiB, `TOTAL` or `TOTAL/PER_PROJECT`.
+        for (var, budget) in [
+            ("QYZAR_ENGINE_SESSION_CACHE_MIB", &mut state.session_cache),
+            (
+                "QYZAR_ENGINE_UNKNOWN_SESSION_CACHE_MIB",
+                &mut state.unknown_session_cache,
+            ),
+            ("QYZAR_ENGINE_TOKEN_CACHE_MIB", &mut state.token_cache),
+            (
+                "QYZAR_ENGINE_IDEMPOTENCY_CACHE_MIB",
+                &mut state.idempotency_cache,
+            ),
+        ] {
+            if let Ok(v) = std::env::var(var) {
+                if !v.trim().is_empty() {
+                    *budget = crate::budget::Budget::parse(&v)
+                        .map_err(|reason| ConfigError { var, reason })?;
+                }
+            }
+        }
         // A country database for when the region header is absent; a file
         // that does not open stops the start instead of silently giving no
         // regions.

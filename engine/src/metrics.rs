@@ -1,9 +1,16 @@
 //! Prometheus metrics: requests by route and status, a latency histogram,
 //! cache hit ratio and store errors. Plain atomics: recording a request is a
 //! few relaxed increments, no lock, no allocation.
+//!
+//! The byte-budgeted caches ([`crate::budget`]) are watched here: each
+//! scrape reads their bytes, hits, misses, evictions and the times the
+//! total made the largest project give way.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::budget::CacheCounters;
 
 /// The routes metrics are kept for.
 pub const ROUTES: &[&str] = &[
@@ -27,6 +34,37 @@ const STATUSES: &[u16] = &[
     200, 201, 204, 400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 503,
 ];
 
+/// What is exposed of each watched cache (counts since start are gauges,
+/// as for the other cache counters, so they carry no `_total`).
+type CacheSeries = (&'static str, &'static str, fn(&CacheCounters) -> u64);
+const CACHE_SERIES: &[CacheSeries] = &[
+    (
+        "qyzar_cache_bytes",
+        "Bytes held by the cache (entry weights), all projects.",
+        |c| c.bytes.load(Ordering::Relaxed),
+    ),
+    (
+        "qyzar_cache_hits",
+        "Lookups answered from the cache since start.",
+        |c| c.hits.load(Ordering::Relaxed),
+    ),
+    (
+        "qyzar_cache_misses",
+        "Lookups the cache could not answer since start.",
+        |c| c.misses.load(Ordering::Relaxed),
+    ),
+    (
+        "qyzar_cache_evictions",
+        "Entries dropped since start (a project at its share, replaced, or too large).",
+        |c| c.evictions.load(Ordering::Relaxed),
+    ),
+    (
+        "qyzar_cache_budget_evictions",
+        "Times the total byte budget was reached and the largest project gave way.",
+        |c| c.budget_evictions.load(Ordering::Relaxed),
+    ),
+];
+
 /// Latency bucket upper bounds in microseconds.
 const BUCKETS_US: &[u64] = &[
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
@@ -40,6 +78,8 @@ pub struct Metrics {
     latency_count: AtomicU64,
     /// Store calls that failed.
     pub store_errors: AtomicU64,
+    /// Caches read at each scrape, by name (only locked to add and render).
+    caches: Mutex<Vec<(&'static str, Arc<CacheCounters>)>>,
 }
 
 impl Default for Metrics {
@@ -51,6 +91,7 @@ impl Default for Metrics {
             latency_sum_us: AtomicU64::new(0),
             latency_count: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
+            caches: Mutex::default(),
         }
     }
 }
@@ -74,6 +115,14 @@ impl Metrics {
         self.latency[b].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
         self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds a cache to the scrape, as `cache="name"`.
+    pub fn watch_cache(&self, name: &'static str, counters: &Arc<CacheCounters>) {
+        self.caches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name, Arc::clone(counters)));
     }
 
     /// Requests answered for `route` with `status` so far.
@@ -137,9 +186,44 @@ impl Metrics {
             "# TYPE qyzar_store_errors_total counter\nqyzar_store_errors_total {}",
             self.store_errors.load(Ordering::Relaxed)
         );
+        let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        for (metric, help, read) in CACHE_SERIES {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+            for (name, c) in caches.iter() {
+                let _ = writeln!(out, "{metric}{{cache=\"{name}\"}} {}", read(c));
+            }
+        }
+        drop(caches);
         for (name, help, v) in extra {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watched_caches_are_rendered_by_name() {
+        let m = Metrics::default();
+        let c = Arc::new(CacheCounters::default());
+        c.bytes.store(1234, Ordering::Relaxed);
+        c.hit();
+        c.hit();
+        c.miss();
+        c.budget_evictions.store(3, Ordering::Relaxed);
+        m.watch_cache("token", &c);
+        let text = m.render(&[]);
+        for line in [
+            "qyzar_cache_bytes{cache=\"token\"} 1234",
+            "qyzar_cache_hits{cache=\"token\"} 2",
+            "qyzar_cache_misses{cache=\"token\"} 1",
+            "qyzar_cache_evictions{cache=\"token\"} 0",
+            "qyzar_cache_budget_evictions{cache=\"token\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
     }
 }

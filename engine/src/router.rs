@@ -3,6 +3,7 @@
 //! every route needs: the body cap, `405` with `Allow`, `Idempotency-Key`
 //! replay for mutating routes, metrics and the total in `Server-Timing`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -11,8 +12,8 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use qyzar_shared::{ApiError, ErrorCode};
 
 use crate::response::{self, Body};
-use crate::routes;
-use crate::state::{Engine, StoredAnswer};
+use crate::routes::{self, common};
+use crate::state::{Engine, IdempotencySlot, StoredAnswer};
 
 /// Routes one request.
 pub async fn route<B>(engine: &Engine, req: Request<B>) -> Response<Body>
@@ -164,11 +165,30 @@ where
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-/// Runs `f` once per (project, route, `Idempotency-Key`): a retry gets the
-/// first answer back (status, body and cookies) and writes nothing twice; the
-/// same key with a different body is `409`. Concurrent retries wait for the
-/// first. Only successful answers are remembered, so a retry after a
-/// transient failure (503) is tried again. Without the header, `f` just runs.
+/// Runs `f` once per (project, route, credential, `Idempotency-Key`): a
+/// retry gets the first answer back (status, body and cookies) and writes
+/// nothing twice; the same key with a different body is `409`. Concurrent
+/// retries wait for the first. Without the header, `f` just runs.
+///
+/// Authentication comes first: the project is read from the body and the
+/// caller's credential checked against the served configuration (the
+/// project secret; for `/connect`, which has none, the `Origin` must be
+/// allowed and the origin token live and bound to it) before any state
+/// exists. A caller that does not pass is answered by the route as if it
+/// had sent no key (which refuses it) and leaves nothing behind.
+///
+/// What a key guarantees: a replay goes only to a caller of the same
+/// project and route presenting the same credential (the same secret; for
+/// `/connect` the same origin token from the same `Origin`) and the same
+/// body. Only successful answers are kept, so a retry after a failure (a
+/// 4xx, a 503) runs again. Answers are kept for at most
+/// [`crate::state::StateOptions::idempotency_ttl`] and in memory only,
+/// within the project's byte share of the idempotency cache
+/// ([`crate::budget`]): when the project's share (or the engine's total)
+/// is full, its least used answers go first, and an answer larger than a
+/// share allows is not kept. A retry whose answer has gone, or that reaches
+/// another engine or a restarted one, runs again; keys are a best-effort
+/// guard against double writes, not a ledger.
 pub async fn idempotent<F, Fut>(
     engine: &Engine,
     route: &str,
@@ -195,57 +215,110 @@ where
             .field("Idempotency-Key"),
         );
     }
-    // The project is part of the slot so two customers' keys never collide;
-    // read it leniently here, the route validates it properly.
-    let project = serde_json::from_slice::<ProjectOnly>(body)
-        .ok()
-        .and_then(|p| p.project_id)
-        .unwrap_or_default();
-    let slot_key: Box<str> = format!("{project}\u{0}{route}\u{0}{key}").into();
-    let slot = engine.idempotency.get_with(slot_key, Default::default);
-    let mut guard = slot.lock().await;
+    let now = qyzar_shared::time::now_ms();
+    let Some((project, caller)) = authenticated(engine, route, headers, body, now) else {
+        return f().await;
+    };
+    let slot = IdempotencySlot {
+        caller,
+        key: key.into(),
+    };
     let fingerprint = crate::routes::common::sha256(body);
-    if let Some(stored) = guard.as_ref() {
-        if stored.fingerprint != fingerprint {
-            return response::error(&ApiError::new(ErrorCode::IdempotencyKeyReused));
+    let cache = &engine.idempotency;
+    let shard = cache.shard(&project);
+    let ttl_ms = i64::try_from(engine.options.idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
+    let guard = loop {
+        match cache.get_or_guard(&shard, &slot).await {
+            Ok(stored) if now.saturating_sub(stored.stored_at) >= ttl_ms => {
+                cache.remove(&project, &slot);
+            }
+            Ok(stored) => {
+                cache.counters().hit();
+                return replay(&stored, &fingerprint);
+            }
+            Err(guard) => break guard,
         }
-        let mut res = response::json(
-            StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
-            stored.body.clone(),
-        );
-        for c in &stored.cookies {
-            res.headers_mut()
-                .append(http::header::SET_COOKIE, c.clone());
-        }
-        res.headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    };
+    cache.counters().miss();
+    let res = f().await;
+    if !res.status().is_success() {
+        // Dropping the guard unfilled leaves no slot; a waiting retry runs.
         return res;
     }
-    let res = f().await;
-    if res.status().is_success() {
-        let (parts, body) = res.into_parts();
-        let bytes = http_body_util::BodyExt::collect(body)
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        *guard = Some(StoredAnswer {
-            fingerprint,
-            status: parts.status.as_u16(),
-            body: bytes.clone(),
-            cookies: parts
-                .headers
-                .get_all(http::header::SET_COOKIE)
-                .iter()
-                .cloned()
-                .collect(),
-        });
-        return Response::from_parts(parts, http_body_util::Full::new(bytes));
+    let (parts, body) = res.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    guard.insert(Arc::new(StoredAnswer {
+        fingerprint,
+        stored_at: now,
+        status: parts.status.as_u16(),
+        body: bytes.clone(),
+        cookies: parts
+            .headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .cloned()
+            .collect(),
+    }));
+    Response::from_parts(parts, http_body_util::Full::new(bytes))
+}
+
+/// The stored answer again, or `409` when the body differs.
+fn replay(stored: &StoredAnswer, fingerprint: &[u8; 32]) -> Response<Body> {
+    if stored.fingerprint != *fingerprint {
+        return response::error(&ApiError::new(ErrorCode::IdempotencyKeyReused));
     }
+    let mut res = response::json(
+        StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+        stored.body.clone(),
+    );
+    for c in &stored.cookies {
+        res.headers_mut()
+            .append(http::header::SET_COOKIE, c.clone());
+    }
+    res.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
     res
 }
 
+/// The project and a hash of (route, proven credential), when the caller
+/// authenticates for `route`; `None` otherwise (the route then refuses it).
+fn authenticated(
+    engine: &Engine,
+    route: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: i64,
+) -> Option<(String, [u8; 32])> {
+    let fields = serde_json::from_slice::<AuthFields<'_>>(body).ok()?;
+    let project = common::project_id(fields.project_id.as_deref()).ok()?;
+    let live = common::live(engine, now).ok()?;
+    let mut caller = Vec::with_capacity(160);
+    caller.extend_from_slice(route.as_bytes());
+    caller.push(0);
+    if route == "connect" {
+        let (cfg, _) = live.project(project.as_str())?;
+        let token = fields.origin_token.as_deref()?;
+        let origin = common::origin_authenticated(cfg, headers, token, now)?;
+        caller.extend_from_slice(token.as_bytes());
+        caller.push(0);
+        caller.extend_from_slice(origin.as_bytes());
+    } else {
+        common::authorise(&live, &project, headers, now).ok()?;
+        caller.extend_from_slice(crate::request::project_secret(headers)?.as_bytes());
+    }
+    Some((project.to_string(), common::sha256(&caller)))
+}
+
+/// What authentication needs from a body, read leniently (the route
+/// validates the body in full).
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ProjectOnly {
-    project_id: Option<String>,
+struct AuthFields<'a> {
+    #[serde(borrow)]
+    project_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    origin_token: Option<std::borrow::Cow<'a, str>>,
 }

@@ -12,13 +12,17 @@
 //!   request. It is kept short because another engine may have created the
 //!   session a moment ago. Each entry holds the time it stops counting, also
 //!   checked on read.
-//! - **Bounded**: both maps hold at most a fixed number of entries and evict
-//!   with quick_cache's CLOCK-PRO policy (recently read entries stay, the
-//!   rest go first). Neither map has timers, so an expired entry that is
-//!   never read again is not removed at its expiry; it is the first kind of
-//!   entry the clock hand evicts once the map is full, because nobody reads
-//!   it. Expired entries therefore never hold more memory than the capacity
-//!   bound allows, and cost nothing while there is room.
+//! - **Bounded by bytes, per project**: both maps are
+//!   [`ProjectCache`]s ([`crate::budget`]): each project's sessions weigh
+//!   against its own share, so one project's `/connect` flood evicts only
+//!   its own sessions, and past the total the project holding the most
+//!   gives way. Within a project, quick_cache's CLOCK-PRO policy keeps
+//!   recently read entries and evicts the rest first. Neither map has
+//!   timers, so an expired entry that is never read again is not removed at
+//!   its expiry; it is the first kind of entry the clock hand evicts once
+//!   the share is full, because nobody reads it. Expired entries therefore
+//!   never hold more memory than the budget allows, and cost nothing while
+//!   there is room.
 //!
 //! ## Why quick_cache (the numbers)
 //!
@@ -53,19 +57,23 @@
 //! 967 MiB with moka over `Arc<Session>` and 665 MiB for the unpacked
 //! sessions in a plain `HashMap`.
 //!
-//! Keys are session ids alone: they are 128-bit random and globally unique,
-//! so a hit needs no allocation, and a session cached under another project
-//! is reported as `project_mismatch`.
+//! Sessions are found by (project, id): the project picks the project's map
+//! (a lock-free load and one hash of the project id), the id the entry, so a
+//! hit needs no allocation. A session id looked up under another project is
+//! not found there, in memory as in the store: no tenant learns whether an
+//! id exists in another tenant's project. (The numbers above were measured
+//! on the single map keyed by id alone, before the per-project maps.)
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use quick_cache::sync::Cache;
-use quick_cache::Equivalent;
+use quick_cache::{Equivalent, Weighter};
 use qyzar_shared::ids::{DeviceId, ParseError, ProjectId, SessionId};
 use qyzar_shared::store::{DataStore, DeviceInfo, Risk, Session, StoreError};
+
+use crate::budget::{Budget, CacheCounters, ProjectCache};
 
 /// How long after expiry a cached session still answers `expired`.
 pub const EXPIRED_GRACE: Duration = Duration::from_secs(600);
@@ -300,6 +308,11 @@ impl CachedSession {
         }
     }
 
+    /// Bytes it holds: the struct in its `Arc` and its text.
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + 16 + self.text.len()
+    }
+
     /// Whether the cache may still answer with it at `now_ms`.
     fn readable(&self, now_ms: i64) -> bool {
         now_ms < self.expires_at.saturating_add(EXPIRED_GRACE_MS)
@@ -313,8 +326,10 @@ const INLINE_KEY: usize = 30;
 /// A session id as a map key: inline for generated ids, so a lookup
 /// compares bytes in the map's own slot instead of following a pointer.
 #[derive(Clone)]
-enum SessionKey {
+pub enum SessionKey {
+    /// Up to [`INLINE_KEY`] bytes, with their length.
     Inline(u8, [u8; INLINE_KEY]),
+    /// A longer id.
     Heap(Box<[u8]>),
 }
 
@@ -352,6 +367,41 @@ impl Hash for SessionKey {
     }
 }
 
+/// What a map slot costs besides its key and value (the hash table entry,
+/// the slab's links and CLOCK-PRO state).
+const SLOT_OVERHEAD: usize = 48;
+
+impl SessionKey {
+    /// Bytes it holds, inline or on the heap.
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + match self {
+                Self::Inline(..) => 0,
+                Self::Heap(b) => b.len(),
+            }
+    }
+}
+
+/// Weighs a cached session: key, session, slot.
+#[derive(Clone, Copy)]
+pub struct SessionWeight;
+
+impl Weighter<SessionKey, Arc<CachedSession>> for SessionWeight {
+    fn weight(&self, key: &SessionKey, s: &Arc<CachedSession>) -> u64 {
+        (key.bytes() + s.bytes() + SLOT_OVERHEAD) as u64
+    }
+}
+
+/// Weighs an unknown id: key, deadline, slot.
+#[derive(Clone, Copy)]
+pub struct UnknownWeight;
+
+impl Weighter<SessionKey, i64> for UnknownWeight {
+    fn weight(&self, key: &SessionKey, _: &i64) -> u64 {
+        (key.bytes() + 8 + SLOT_OVERHEAD) as u64
+    }
+}
+
 /// A borrowed id to look a [`SessionKey`] up by, hashed the same way.
 struct IdRef<'a>(&'a [u8]);
 
@@ -369,79 +419,81 @@ impl Equivalent<SessionKey> for IdRef<'_> {
 
 /// Sessions in memory over a [`DataStore`].
 pub struct SessionCache {
-    positive: Cache<SessionKey, Arc<CachedSession>>,
+    positive: ProjectCache<SessionKey, Arc<CachedSession>, SessionWeight>,
     /// Unknown ids, with the time (Unix ms) they stop counting as unknown.
-    negative: Cache<SessionKey, i64>,
+    negative: ProjectCache<SessionKey, i64, UnknownWeight>,
     store: Arc<dyn DataStore>,
-    hits: AtomicU64,
-    misses: AtomicU64,
 }
 
 impl SessionCache {
-    /// A cache holding at most `capacity` sessions (the least recently read
-    /// go first) and `capacity / 4 + 1024` unknown ids.
-    pub fn new(store: Arc<dyn DataStore>, capacity: u64) -> Self {
-        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
+    /// A cache holding sessions within `sessions` and unknown ids within
+    /// `unknown` (both in bytes, in all and per project).
+    pub fn new(store: Arc<dyn DataStore>, sessions: Budget, unknown: Budget) -> Self {
         Self {
-            positive: Cache::new(capacity),
-            negative: Cache::new(capacity / 4 + 1024),
+            positive: ProjectCache::new(sessions, SessionWeight, 350),
+            negative: ProjectCache::new(unknown, UnknownWeight, 96),
             store,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
         }
     }
 
-    /// The session with id `id` if memory has it and it is still readable
-    /// (before expiry plus [`EXPIRED_GRACE`]). No allocation, no store.
-    pub fn cached(&self, id: &str, now_ms: i64) -> Option<Arc<CachedSession>> {
+    /// The session `id` of `project` if memory has it and it is still
+    /// readable (before expiry plus [`EXPIRED_GRACE`]). No allocation, no
+    /// lock, no store.
+    pub fn cached(&self, project: &str, id: &str, now_ms: i64) -> Option<Arc<CachedSession>> {
         let key = IdRef(id.as_bytes());
-        let s = self.positive.get(&key)?;
+        let s = self.positive.get(project, &key)?;
         if s.readable(now_ms) {
             return Some(s);
         }
         // Past its grace: the store would not return it either, and
         // dropping it here frees its memory before the clock hand would.
-        self.positive.remove(&key);
+        self.positive.remove(project, &key);
         None
     }
 
-    /// The session with id `id` as seen by `project`, reading through to
-    /// the store on a miss. A session cached under another project is
-    /// returned as is: the caller answers `project_mismatch`. Text that is
-    /// not a session id (or a project id) is unknown without asking the
-    /// store. `Err` only when the store had to be asked and is down: the
-    /// caller must answer 503, never "not found". Allocates only on a miss.
+    /// The session `id` of `project`, reading through to the store on a
+    /// miss. `project` must be authenticated (a project of the served
+    /// configuration): it gets memory here. Text that is not a session id
+    /// (or a project id) is unknown without asking the store. `Err` only
+    /// when the store had to be asked and is down: the caller must answer
+    /// 503, never "not found". Allocates only on a miss.
     pub async fn lookup(
         &self,
         project: &str,
         id: &str,
         now_ms: i64,
     ) -> Result<(Option<Arc<CachedSession>>, CacheStatus), StoreError> {
-        if let Some(s) = self.cached(id, now_ms) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = self.cached(project, id, now_ms) {
+            self.positive.counters().hit();
             return Ok((Some(s), CacheStatus::Hit));
         }
         if self
             .negative
-            .get(&IdRef(id.as_bytes()))
+            .get(project, &IdRef(id.as_bytes()))
             .is_some_and(|until| now_ms < until)
         {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.positive.counters().hit();
+            self.negative.counters().hit();
             return Ok((None, CacheStatus::NegativeHit));
         }
-        let (Ok(project), Ok(sid)) = (ProjectId::parse(project), SessionId::parse(id)) else {
+        let (Ok(pid), Ok(sid)) = (ProjectId::parse(project), SessionId::parse(id)) else {
             return Ok((None, CacheStatus::Hit));
         };
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        match self.store.get_session(&project, &sid).await? {
-            Some(s) => {
+        self.positive.counters().miss();
+        self.negative.counters().miss();
+        match self.store.get_session(&pid, &sid).await? {
+            Some(s) if s.project_id.as_str() == project => {
                 let s = Arc::new(CachedSession::from_session(&s));
-                self.positive.insert(SessionKey::new(id), Arc::clone(&s));
+                self.positive
+                    .insert(project, SessionKey::new(id), Arc::clone(&s));
                 Ok((Some(s), CacheStatus::Miss))
             }
-            None => {
-                self.negative
-                    .insert(SessionKey::new(id), now_ms.saturating_add(NEGATIVE_TTL_MS));
+            _ => {
+                self.negative.insert(
+                    project,
+                    SessionKey::new(id),
+                    now_ms.saturating_add(NEGATIVE_TTL_MS),
+                );
                 Ok((None, CacheStatus::Miss))
             }
         }
@@ -467,37 +519,66 @@ impl SessionCache {
     /// Caches a session already made durable elsewhere (e.g. by a batched
     /// touch), replacing any older copy.
     pub fn cache(&self, session: Session) -> Arc<CachedSession> {
+        let project = session.project_id.as_str();
         let id = session.session_id.as_str();
-        self.negative.remove(&IdRef(id.as_bytes()));
+        self.negative.remove(project, &IdRef(id.as_bytes()));
         let s = Arc::new(CachedSession::from_session(&session));
-        self.positive.insert(SessionKey::new(id), Arc::clone(&s));
+        self.positive
+            .insert(project, SessionKey::new(id), Arc::clone(&s));
         s
     }
 
     /// Revokes a session in the store, then in memory.
     pub async fn revoke(&self, project: &ProjectId, id: &SessionId) -> Result<bool, StoreError> {
         let found = self.store.revoke_session(project, id).await?;
-        if let Some(s) = self.positive.peek(&IdRef(id.as_str().as_bytes())) {
+        let key = IdRef(id.as_str().as_bytes());
+        if let Some(s) = self.positive.peek(project.as_str(), &key) {
             let s = Arc::new(s.revoked_copy());
-            self.positive.insert(SessionKey::new(id.as_str()), s);
+            self.positive
+                .insert(project.as_str(), SessionKey::new(id.as_str()), s);
         }
         Ok(found)
     }
 
-    /// Drops a cached copy so the next read goes to the store.
+    /// Drops any cached copy so the next read goes to the store (walks the
+    /// projects: for tests and tools).
     pub fn forget(&self, id: &SessionId) {
-        self.positive.remove(&IdRef(id.as_str().as_bytes()));
+        self.positive
+            .remove_everywhere(&IdRef(id.as_str().as_bytes()));
+    }
+
+    /// The sessions map's counters (bytes, evictions) for metrics.
+    pub fn counters(&self) -> &Arc<CacheCounters> {
+        self.positive.counters()
+    }
+
+    /// The unknown-id map's counters for metrics.
+    pub fn negative_counters(&self) -> &Arc<CacheCounters> {
+        self.negative.counters()
+    }
+
+    /// Unknown ids remembered for `project` (expired ones not yet evicted
+    /// included).
+    pub fn unknown_len(&self, project: &str) -> usize {
+        self.negative.project_len(project)
+    }
+
+    /// Sessions of `project` in memory.
+    pub fn project_len(&self, project: &str) -> usize {
+        self.positive.project_len(project)
     }
 
     /// (hits, misses) since start, for the metrics endpoint.
     pub fn stats(&self) -> (u64, u64) {
+        let c = self.positive.counters();
         (
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
+            c.hits.load(Ordering::Relaxed),
+            c.misses.load(Ordering::Relaxed),
         )
     }
 
-    /// Sessions currently cached (expired ones not yet evicted included).
+    /// Sessions currently cached (expired ones not yet evicted included;
+    /// walks the projects).
     pub fn len(&self) -> u64 {
         self.positive.len() as u64
     }
@@ -517,148 +598,4 @@ pub fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn session(id: &str, ip: Option<&str>, region: Option<&str>, signals: &[&str]) -> Session {
-        Session {
-            project_id: ProjectId::parse("prj_0123456789abcdefghijkl").unwrap(),
-            session_id: SessionId::parse(id).unwrap(),
-            token_hash: [7; 32],
-            device_id: DeviceId::from_digest(&[9; 32]),
-            created_at: 1_700_000_000_000,
-            expires_at: 1_700_000_600_000,
-            last_seen_at: 1_700_000_100_000,
-            revoked: false,
-            ip: ip.map(str::to_owned),
-            risk: Risk {
-                score: 42,
-                bot: true,
-                signals: signals.iter().map(|s| (*s).to_owned()).collect(),
-            },
-            device: DeviceInfo {
-                browser: "Chrome".into(),
-                os: "Win \"10\"".into(),
-                platform: "".into(),
-                region: region.map(str::to_owned),
-            },
-        }
-    }
-
-    #[test]
-    fn the_packed_form_gives_the_same_session_back() {
-        for s in [
-            session(
-                "ses_0123456789abcdefghijkl",
-                Some("203.0.113.7"),
-                Some("DE"),
-                &["webdriver", "héadless\n"],
-            ),
-            session("ses_0123456789abcdefghijkl", None, None, &[]),
-            session("ses_0123456789abcdefghijkl", Some(""), Some(""), &[""]),
-            session(
-                &format!("ses_{}", "x".repeat(64)),
-                None,
-                Some("FR-75"),
-                &["a"],
-            ),
-        ] {
-            let c = CachedSession::from_session(&s);
-            assert_eq!(c.to_session(), s);
-            assert_eq!(
-                c.signals_json(),
-                serde_json::to_string(&s.risk.signals).unwrap()
-            );
-            assert_eq!(c.session_id(), s.session_id.as_str());
-            assert_eq!(c.device_id(), s.device_id.as_str());
-            assert_eq!(c.project_id(), s.project_id.as_str());
-        }
-    }
-
-    #[test]
-    fn keys_match_only_the_same_id_inline_or_not() {
-        for id in [
-            "ses_0123456789abcdefghijkl",
-            &format!("ses_{}", "y".repeat(40)),
-        ] {
-            let k = SessionKey::new(id);
-            assert_eq!(k.as_bytes(), id.as_bytes());
-            assert!(IdRef(id.as_bytes()).equivalent(&k));
-            assert!(!IdRef(&id.as_bytes()[..id.len() - 1]).equivalent(&k));
-            let h = |v: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
-                let mut s = std::collections::hash_map::DefaultHasher::new();
-                v(&mut s);
-                s.finish()
-            };
-            assert_eq!(h(&|s| k.hash(s)), h(&|s| IdRef(id.as_bytes()).hash(s)));
-        }
-    }
-
-    #[test]
-    fn touch_moves_last_seen_once() {
-        let c =
-            CachedSession::from_session(&session("ses_0123456789abcdefghijkl", None, None, &[]));
-        let seen = c.last_seen_at();
-        assert!(c.touch(seen, seen + 60_000));
-        assert!(
-            !c.touch(seen, seen + 61_000),
-            "a second touch from the same reading loses"
-        );
-        assert_eq!(c.last_seen_at(), seen + 60_000);
-    }
-
-    #[tokio::test]
-    async fn expiry_grace_negative_cache_and_capacity() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            Arc::new(qyzar_shared::store::EmbeddedStore::open(dir.path().join("e.redb")).unwrap());
-        let cache = SessionCache::new(store, 100);
-        let s = session("ses_0123456789abcdefghijkl", None, None, &[]);
-        let project = s.project_id.as_str().to_owned();
-        cache.cache(s.clone());
-        // Readable until expiry plus the grace, then gone from memory.
-        let end = s.expires_at + EXPIRED_GRACE_MS;
-        assert!(cache.cached(s.session_id.as_str(), end - 1).is_some());
-        assert_eq!(cache.len(), 1);
-        assert!(cache.cached(s.session_id.as_str(), end).is_none());
-        assert_eq!(
-            cache.len(),
-            0,
-            "an entry past its grace is dropped when read"
-        );
-        // Unknown ids: one store read, then negative hits for NEGATIVE_TTL.
-        let id = "ses_zzzzzzzzzzzzzzzzzzzzzz";
-        let t = now_ms();
-        assert_eq!(
-            cache.lookup(&project, id, t).await.unwrap().1,
-            CacheStatus::Miss
-        );
-        assert_eq!(
-            cache
-                .lookup(&project, id, t + NEGATIVE_TTL_MS - 1)
-                .await
-                .unwrap()
-                .1,
-            CacheStatus::NegativeHit
-        );
-        assert_eq!(
-            cache
-                .lookup(&project, id, t + NEGATIVE_TTL_MS)
-                .await
-                .unwrap()
-                .1,
-            CacheStatus::Miss
-        );
-        // Text that is no session id never reaches the store.
-        let (none, status) = cache.lookup(&project, "ses_../x", t).await.unwrap();
-        assert!(none.is_none());
-        assert_eq!(status, CacheStatus::Hit);
-        // Bounded: far more sessions than the capacity leave about the capacity.
-        for i in 0..1_000 {
-            let mut s = s.clone();
-            s.session_id = SessionId::parse(&format!("ses_{i:0>22}")).unwrap();
-            cache.cache(s);
-        }
-        assert!(cache.len() <= 110, "{} held", cache.len());
-    }
-}
+mod tests;

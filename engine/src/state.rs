@@ -8,6 +8,7 @@ use qyzar_shared::crypto::Claims;
 use qyzar_shared::store::DataStore;
 
 use crate::background::Background;
+use crate::budget::{Budget, ProjectCache};
 use crate::config_view::ConfigView;
 use crate::limiter::{Limiter, LimiterConfig};
 use crate::metrics::Metrics;
@@ -17,13 +18,26 @@ use crate::sessions::SessionCache;
 pub const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Tunables of the engine's in-memory state.
+///
+/// Every cache is bounded in bytes, in all and per project (see
+/// [`crate::budget`]): a project's own inserts evict only its own entries,
+/// and past the total the project holding the most gives way.
 #[derive(Debug, Clone)]
 pub struct StateOptions {
-    /// Most sessions kept in memory.
-    pub session_cache_capacity: u64,
-    /// Most verified client tokens kept in memory.
-    pub token_cache_capacity: u64,
-    /// How long an `Idempotency-Key` answer is remembered.
+    /// Sessions in memory (`QYZAR_ENGINE_SESSION_CACHE_MIB`, default
+    /// 512/128: about 1.5M sessions in all, 400k per project).
+    pub session_cache: Budget,
+    /// Session ids known to be unknown, kept for a second
+    /// (`QYZAR_ENGINE_UNKNOWN_SESSION_CACHE_MIB`, default 32/4).
+    pub unknown_session_cache: Budget,
+    /// Verified client tokens (`QYZAR_ENGINE_TOKEN_CACHE_MIB`, default
+    /// 256/32: a token with its claims weighs about 1 KiB).
+    pub token_cache: Budget,
+    /// Answers remembered for `Idempotency-Key` retries
+    /// (`QYZAR_ENGINE_IDEMPOTENCY_CACHE_MIB`, default 128/8).
+    pub idempotency_cache: Budget,
+    /// How long an `Idempotency-Key` answer is remembered at most; it may go
+    /// sooner when its project's share or the total is full.
     pub idempotency_ttl: Duration,
     /// The request header a trusted proxy puts the client's country in
     /// (e.g. `cf-ipcountry`); `None` to ignore the header.
@@ -36,8 +50,10 @@ pub struct StateOptions {
 impl Default for StateOptions {
     fn default() -> Self {
         Self {
-            session_cache_capacity: 2_000_000,
-            token_cache_capacity: 1_000_000,
+            session_cache: Budget::mib(512, 128),
+            unknown_session_cache: Budget::mib(32, 4),
+            token_cache: Budget::mib(256, 32),
+            idempotency_cache: Budget::mib(128, 8),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             region_header: Some(http::HeaderName::from_static("cf-ipcountry")),
             geo: None,
@@ -52,13 +68,63 @@ pub struct VerifiedToken {
     pub claims: Claims,
     /// The project it was verified for.
     pub project: Box<str>,
+    /// Heap bytes of the claims, measured once: the cache is bounded by
+    /// bytes, and a tenant signing its own tokens chooses their claims.
+    heap: u32,
+}
+
+impl VerifiedToken {
+    /// Wraps verified `claims`, measuring what they hold.
+    pub fn new(claims: Claims, project: &str) -> Self {
+        let heap = claims.iss.len()
+            + claims.aud.len()
+            + claims.sub.len()
+            + claims.jti.len()
+            + claims.sid.as_ref().map_or(0, String::len)
+            + claims.md.as_ref().map_or(0, json_heap)
+            + project.len();
+        Self {
+            claims,
+            project: project.into(),
+            heap: u32::try_from(heap).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// What a JSON value holds on the heap, roughly as serde_json lays it out
+/// (a `Value` is 32 bytes; an object entry adds its key and tree overhead).
+fn json_heap(v: &serde_json::Value) -> usize {
+    const VALUE: usize = std::mem::size_of::<serde_json::Value>();
+    match v {
+        serde_json::Value::String(s) => s.capacity(),
+        serde_json::Value::Array(a) => {
+            a.capacity() * VALUE + a.iter().map(json_heap).sum::<usize>()
+        }
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| k.capacity() + 24 + VALUE + 16 + json_heap(v))
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// Weighs a verified token: its text (the key), its claims, and the map's
+/// slot and `Arc` overhead.
+#[derive(Clone, Copy)]
+pub struct TokenWeight;
+
+impl quick_cache::Weighter<Box<str>, Arc<VerifiedToken>> for TokenWeight {
+    fn weight(&self, key: &Box<str>, v: &Arc<VerifiedToken>) -> u64 {
+        (key.len() + std::mem::size_of::<VerifiedToken>() + v.heap as usize + 64) as u64
+    }
 }
 
 /// A remembered answer to a request carrying an `Idempotency-Key`.
-#[derive(Clone)]
 pub struct StoredAnswer {
     /// SHA-256 of the request body: the same key with another body is a 409.
     pub fingerprint: [u8; 32],
+    /// When it was answered (Unix ms), for [`StateOptions::idempotency_ttl`].
+    pub stored_at: i64,
     /// The status answered.
     pub status: u16,
     /// The body answered.
@@ -67,9 +133,28 @@ pub struct StoredAnswer {
     pub cookies: Vec<http::HeaderValue>,
 }
 
-/// One idempotency slot: a lock so that concurrent retries with the same key
-/// wait for the first to finish instead of running twice.
-pub type IdempotencySlot = Arc<tokio::sync::Mutex<Option<StoredAnswer>>>;
+/// Where an idempotent answer is kept within its project: the route, the
+/// credential the caller proved and its `Idempotency-Key`, hashed together
+/// with the route so a replay goes only to a caller of the same route with
+/// the same credential.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencySlot {
+    /// SHA-256 over the route and the proven credential.
+    pub caller: [u8; 32],
+    /// The `Idempotency-Key` as sent.
+    pub key: Box<str>,
+}
+
+/// Weighs a stored answer: the key, the body, the cookies and overhead.
+#[derive(Clone, Copy)]
+pub struct AnswerWeight;
+
+impl quick_cache::Weighter<IdempotencySlot, Arc<StoredAnswer>> for AnswerWeight {
+    fn weight(&self, key: &IdempotencySlot, v: &Arc<StoredAnswer>) -> u64 {
+        let cookies: usize = v.cookies.iter().map(|c| c.len() + 40).sum();
+        (key.key.len() + v.body.len() + cookies + std::mem::size_of::<StoredAnswer>() + 128) as u64
+    }
+}
 
 /// The engine's shared state.
 pub struct Engine {
@@ -81,15 +166,19 @@ pub struct Engine {
     pub store: Arc<dyn DataStore>,
     /// Rate limiter state.
     pub limiter: Limiter,
-    /// Verified client tokens by their full text. quick_cache, like the
-    /// sessions (see `sessions.rs` for the numbers): bounded, no per-entry
+    /// Verified client tokens by project and full text, bounded by bytes
+    /// with a share per project ([`crate::budget`]): a tenant signing large
+    /// tokens with its own key fills only its own share. quick_cache, like
+    /// the sessions (see `sessions.rs` for the numbers): no per-entry
     /// timers, a cheaper hash than moka's SipHash over a ~300-byte token
     /// (which was ~15 % of an uncached verify under load). Expiry is checked
     /// on every read (`claims.exp`), so an expired token is never answered
-    /// from here; it waits for eviction like any unread entry.
-    pub tokens: quick_cache::sync::Cache<Box<str>, Arc<VerifiedToken>>,
-    /// Idempotency slots by (project, route, key).
-    pub idempotency: moka::sync::Cache<Box<str>, IdempotencySlot>,
+    /// from here; it waits for eviction like any unread entry. Only tokens
+    /// verified for an authenticated project are inserted.
+    pub tokens: ProjectCache<Box<str>, Arc<VerifiedToken>, TokenWeight>,
+    /// Idempotent answers by project, then (route and credential, key):
+    /// see [`crate::router::idempotent`] for what a key guarantees.
+    pub idempotency: ProjectCache<IdempotencySlot, Arc<StoredAnswer>, AnswerWeight>,
     /// Writes off the hot path.
     pub background: Background,
     /// Counters and histograms.
@@ -106,21 +195,32 @@ impl Engine {
     pub fn new(store: Arc<dyn DataStore>, options: StateOptions) -> Arc<Self> {
         let engine = Arc::new(Self {
             config: ConfigView::default(),
-            sessions: SessionCache::new(Arc::clone(&store), options.session_cache_capacity),
-            limiter: Limiter::new(LimiterConfig::default()),
-            tokens: quick_cache::sync::Cache::new(
-                usize::try_from(options.token_cache_capacity).unwrap_or(usize::MAX),
+            sessions: SessionCache::new(
+                Arc::clone(&store),
+                options.session_cache,
+                options.unknown_session_cache,
             ),
-            idempotency: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(options.idempotency_ttl)
-                .build(),
+            limiter: Limiter::new(LimiterConfig::default()),
+            tokens: ProjectCache::new(options.token_cache, TokenWeight, 1024),
+            idempotency: ProjectCache::new(options.idempotency_cache, AnswerWeight, 2048),
             background: Background::spawn(Arc::clone(&store)),
             metrics: Metrics::default(),
             traffic: Arc::default(),
             store,
             options,
         });
+        engine
+            .metrics
+            .watch_cache("session", engine.sessions.counters());
+        engine
+            .metrics
+            .watch_cache("unknown_session", engine.sessions.negative_counters());
+        engine
+            .metrics
+            .watch_cache("token", engine.tokens.counters());
+        engine
+            .metrics
+            .watch_cache("idempotency", engine.idempotency.counters());
         // Expired limiter entries are equivalent to absent ones; sweeping
         // them bounds memory. It visits every entry, so it runs off the
         // async workers, and stops when the engine is dropped.

@@ -23,8 +23,10 @@
 //! connections do not hammer one key. One answer of each is checked first
 //! (status and body) so a scenario never measures an error path.
 //!
-//! Token caching: the child's verified-token cache holds
-//! [`TOKEN_CACHE_CAPACITY`] tokens (the engine's default is 1M). The cached
+//! Token caching: the child's verified-token cache holds about
+//! [`TOKEN_CACHE_CAPACITY`] tokens (`--token-cache N` gives it N KiB, a
+//! token with its claims weighing about 1 KiB; the engine's default is
+//! 256 MiB). The cached
 //! scenarios cycle through [`CACHED_TOKENS`] tokens, which stay cached; the
 //! uncached scenario cycles through [`UNCACHED_TOKENS`] distinct tokens
 //! minted by the generator, so a token comes back only after that many
@@ -525,8 +527,14 @@ pub async fn engine_serve(a: EngineServeArgs) -> Result<(), String> {
     let store = Arc::new(
         EmbeddedStore::open(dir.join("engine.redb")).map_err(|e| format!("embedded store: {e}"))?,
     );
+    // The cache is bounded in bytes; a token with its claims weighs about
+    // 1 KiB, so `--token-cache N` keeps about N tokens.
+    let bytes = a.token_cache.saturating_mul(1024);
     let options = qyzar_engine::StateOptions {
-        token_cache_capacity: a.token_cache,
+        token_cache: qyzar_engine::budget::Budget {
+            total_bytes: bytes,
+            project_bytes: bytes,
+        },
         ..Default::default()
     };
     let engine = qyzar_engine::Engine::new(store, options);

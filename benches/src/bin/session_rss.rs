@@ -48,9 +48,17 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("qyzar-session-rss-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temporary directory");
     let store = Arc::new(EmbeddedStore::open(dir.join("engine.redb")).expect("embedded store"));
-    // The engine's default capacity (`StateOptions::default`), so nothing is evicted.
+    // Room for every session in one project, so nothing is evicted.
     let before = rss_kib();
-    let cache = SessionCache::new(store, 2_000_000);
+    let room = qyzar_engine::budget::Budget {
+        total_bytes: n as u64 * 1024,
+        project_bytes: n as u64 * 1024,
+    };
+    let cache = SessionCache::new(
+        store,
+        room,
+        qyzar_engine::StateOptions::default().unknown_session_cache,
+    );
     let mut map: std::collections::HashMap<Box<str>, Arc<qyzar_shared::store::Session>> =
         std::collections::HashMap::new();
     const CHUNK: usize = 10_000;

@@ -150,7 +150,9 @@ async fn run(
         .recent_login_attempts(&project, &identifier, 0, HISTORY)
         .await
         .map_err(unavailable)?;
-    let window_start = now - i64::from(cfg.settings.ato.failed_attempts_window_seconds) * 1000;
+    let window_start = now.saturating_sub(
+        i64::from(cfg.settings.ato.failed_attempts_window_seconds).saturating_mul(1000),
+    );
     let recent_failures = past
         .iter()
         .filter(|a| !a.success && a.at >= window_start)

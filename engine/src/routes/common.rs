@@ -65,6 +65,23 @@ pub fn authorise<'a>(
     Ok((cfg, keys))
 }
 
+/// How a browser route (`/connect`) is authenticated, which has no secret:
+/// the request's `Origin` is one the project allows, and `origin_token` is
+/// live and bound to that origin. The origin on success.
+pub fn origin_authenticated<'h>(
+    cfg: &ProjectConfig,
+    headers: &'h HeaderMap,
+    origin_token: &str,
+    now_ms: i64,
+) -> Option<&'h str> {
+    let origin = super::cors::origin(headers)?;
+    if !cfg.settings.allowed_origins.iter().any(|o| o == origin) {
+        return None;
+    }
+    let bound = cfg.origin_token(&sha256(origin_token.as_bytes()), now_ms)?;
+    (bound.origin == origin).then_some(origin)
+}
+
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, data);

@@ -155,7 +155,7 @@ async fn run(
     let ttl = input
         .ttl_seconds
         .unwrap_or(cfg.settings.client_token_ttl_seconds);
-    let mut exp_ms = now + i64::from(ttl) * 1000;
+    let mut exp_ms = now.saturating_add(i64::from(ttl).saturating_mul(1000));
     let (sid, token) = common::session_credentials(
         cfg,
         headers,
@@ -213,7 +213,11 @@ async fn run(
     // answer
     Ok(response::json(
         StatusCode::OK,
-        answer(&client_token, claims.exp * 1000, claims.sid.as_deref()),
+        answer(
+            &client_token,
+            claims.exp.saturating_mul(1000),
+            claims.sid.as_deref(),
+        ),
     ))
 }
 

@@ -83,7 +83,7 @@ fn invalid(reason: &'static str) -> Response<Body> {
 /// `{"valid":true,"sessionId"?,"metadata","expiresAt"}`, byte for byte what
 /// the derived serialisation gave (a test compares them), in one buffer and
 /// without formatting the date through `fmt`.
-fn valid_answer(claims: &qyzar_shared::crypto::Claims) -> Vec<u8> {
+fn valid_answer(claims: &qyzar_shared::crypto::Claims, exp_ms: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(96 + claims.md.as_ref().map_or(0, |_| 128));
     out.extend_from_slice(b"{\"valid\":true");
     if let Some(sid) = &claims.sid {
@@ -98,7 +98,7 @@ fn valid_answer(claims: &qyzar_shared::crypto::Claims) -> Vec<u8> {
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"expiresAt\":");
-    response::push_rfc3339(&mut out, claims.exp * 1000);
+    response::push_rfc3339(&mut out, exp_ms);
     out.push(b'}');
     out
 }
@@ -138,15 +138,25 @@ async fn run(
     let live = common::live(engine, now)?;
     let (cfg, keys) = common::authorise(&live, &project, headers, now)?;
     // decide: the cache skips the signature for a token verified before.
-    let (verified, cache) = match engine.tokens.get(token) {
-        Some(v) if *v.project == *project.as_str() => (v, CacheStatus::Hit),
+    // A project's tokens are cached in its own byte share, so a tenant
+    // signing large tokens with its own key evicts only its own.
+    let (verified, cache) = match engine.tokens.get(project.as_str(), token) {
+        Some(v) if *v.project == *project.as_str() => {
+            engine.tokens.counters().hit();
+            (v, CacheStatus::Hit)
+        }
         _ => match verify(token, &keys.verify, now / 1000, project.as_str()) {
             Ok(claims) => {
-                let v = Arc::new(VerifiedToken {
-                    claims,
-                    project: project.as_str().into(),
-                });
-                engine.tokens.insert(token.into(), Arc::clone(&v));
+                engine.tokens.counters().miss();
+                // The signer chose `exp`: one past what an answer can write
+                // (or overflowing in milliseconds) is refused, not cached.
+                if expiry_ms(&claims).is_none() {
+                    return Ok(invalid("malformed"));
+                }
+                let v = Arc::new(VerifiedToken::new(claims, project.as_str()));
+                engine
+                    .tokens
+                    .insert(project.as_str(), token.into(), Arc::clone(&v));
                 (v, CacheStatus::Miss)
             }
             Err(JwtError::BadSignature) if other_audience(token, project.as_str()) => {
@@ -156,7 +166,10 @@ async fn run(
         },
     };
     let claims = &verified.claims;
-    if claims.exp * 1000 <= now {
+    let Some(exp_ms) = expiry_ms(claims) else {
+        return Ok(invalid("malformed"));
+    };
+    if exp_ms <= now {
         return Ok(invalid("expired"));
     }
     if let Some(sid) = &claims.sid {
@@ -173,7 +186,7 @@ async fn run(
     }
     // answer: a fresh answer has no `Server-Timing` yet, so the entry is
     // set as a fixed value rather than formatted.
-    let mut res = response::json(StatusCode::OK, valid_answer(claims));
+    let mut res = response::json(StatusCode::OK, valid_answer(claims, exp_ms));
     let timing = if cache == CacheStatus::Hit {
         &TIMING_CACHED
     } else {
@@ -181,6 +194,18 @@ async fn run(
     };
     res.headers_mut().insert(&SERVER_TIMING, timing.clone());
     Ok(res)
+}
+
+/// The last second an answer's `expiresAt` can write (9999-12-31T23:59:59Z).
+const MAX_EXP: i64 = 253_402_300_799;
+
+/// `exp` in Unix milliseconds, or `None` when it is past year 9999 (so no
+/// multiplication can overflow): `exp` comes from whoever signed the token.
+fn expiry_ms(claims: &qyzar_shared::crypto::Claims) -> Option<i64> {
+    claims
+        .exp
+        .checked_mul(1000)
+        .filter(|_| claims.exp <= MAX_EXP)
 }
 
 /// Whether an unverifiable token names another audience. Reading `aud`
@@ -256,7 +281,7 @@ mod tests {
             })
             .unwrap();
             assert_eq!(
-                String::from_utf8(valid_answer(&claims)).unwrap(),
+                String::from_utf8(valid_answer(&claims, expiry_ms(&claims).unwrap())).unwrap(),
                 String::from_utf8(want).unwrap()
             );
         }

@@ -1,0 +1,444 @@
+//! Byte budgets for everything the engine remembers per project.
+//!
+//! Every cache the engine keeps for callers (sessions, unknown session ids,
+//! verified client tokens, idempotent answers) is a [`ProjectCache`]: one
+//! quick_cache per project, each weighed in bytes, under two limits:
+//!
+//! - **A share per project** ([`Budget::project_bytes`]): a project's own
+//!   inserts evict only its own entries once it holds its share. One
+//!   tenant's flood (fresh idempotency keys, large self-signed tokens, a
+//!   burst of `/connect`) therefore never pushes out another tenant's
+//!   entries through the share.
+//! - **A total** ([`Budget::total_bytes`]): shares may add up to more than
+//!   the total (most projects use little). When an insert takes the total
+//!   over, the project holding the **most bytes** gives way (its coldest
+//!   entries go, by CLOCK-PRO), which may be the inserting project itself. A
+//!   project never loses entries to a project holding less than it does, so
+//!   a tenant filling its share costs the others nothing until the total is
+//!   reached, and even then only the largest holder shrinks.
+//!
+//! Why this shape: one global map evicts whoever is coldest, so a tenant
+//! inserting fast pushes out every other tenant's entries; a fixed split
+//! (total / projects) wastes memory on idle projects and lets whoever signs
+//! up many projects shrink everyone. Per-project maps with their own
+//! weight and a largest-gives-way total have neither problem.
+//!
+//! Accounting is exact: each entry's weight is added before it goes in and
+//! taken off in quick_cache's eviction hook (which sees evictions, replaced
+//! values and refused oversize values alike) or when it is removed, so the
+//! byte counters never drift. Weights must be a fair estimate of the heap an
+//! entry holds (key, value, and a fixed overhead for the map's slot).
+//!
+//! Lookups take no lock and allocate nothing beyond quick_cache's own read
+//! path: the project map is an [`ArcSwap`] (a lock-free load), replaced
+//! whole when a project is first seen. Projects get a map only on insert,
+//! and callers insert only after authentication, so the number of maps is
+//! bounded by the projects in the served configuration. A map's own
+//! bookkeeping (its quick_cache shards, a few hundred bytes each, and
+//! "ghost" records of recently evicted keys, a few percent of a share) is
+//! outside the budget; a project removed from the configuration keeps its
+//! (no longer read) map until the engine restarts, its entries going first
+//! whenever the total is reached and it is the largest.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use quick_cache::sync::{Cache, PlaceholderGuard};
+use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, OptionsBuilder, Weighter};
+
+/// Bytes of a mebibyte.
+pub const MIB: u64 = 1024 * 1024;
+
+/// How many bytes a cache may hold, in all and per project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// All projects together.
+    pub total_bytes: u64,
+    /// One project at most (never more than `total_bytes`).
+    pub project_bytes: u64,
+}
+
+impl Budget {
+    /// `total` MiB in all, `project` MiB per project.
+    pub const fn mib(total: u64, project: u64) -> Self {
+        Self {
+            total_bytes: total.saturating_mul(MIB),
+            project_bytes: project.saturating_mul(MIB),
+        }
+    }
+
+    /// Parses `TOTAL` or `TOTAL/PROJECT`, both in MiB (e.g. `512/64`); a
+    /// bare total gives each project a quarter of it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let num = |s: &str| -> Result<u64, String> {
+            let n: u64 = s
+                .trim()
+                .parse()
+                .map_err(|e| format!("{s:?} is not a number of MiB: {e}"))?;
+            if n == 0 {
+                return Err("a budget of 0 MiB caches nothing; give at least 1".into());
+            }
+            n.checked_mul(MIB)
+                .ok_or_else(|| format!("{n} MiB is too large"))
+        };
+        let (total, project) = match text.split_once('/') {
+            Some((t, p)) => (num(t)?, num(p)?),
+            None => {
+                let t = num(text)?;
+                (t, (t / 4).max(1))
+            }
+        };
+        if project > total {
+            return Err("the per-project share is larger than the total".into());
+        }
+        Ok(Self {
+            total_bytes: total,
+            project_bytes: project,
+        })
+    }
+
+    /// `total/project` in MiB, as [`Budget::parse`] reads it.
+    pub fn to_text(self) -> String {
+        format!("{}/{}", self.total_bytes / MIB, self.project_bytes / MIB)
+    }
+}
+
+/// Counters of one cache, read by the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    /// Bytes held now (by the weights).
+    pub bytes: AtomicU64,
+    /// Lookups answered from memory (counted by the cache's users).
+    pub hits: AtomicU64,
+    /// Lookups memory could not answer.
+    pub misses: AtomicU64,
+    /// Entries dropped by the cache: to stay within a project's share,
+    /// replaced by a newer value, or refused as larger than a share allows.
+    pub evictions: AtomicU64,
+    /// Times the total was reached and the largest project gave way.
+    pub budget_evictions: AtomicU64,
+}
+
+impl CacheCounters {
+    /// Counts a lookup answered from memory.
+    pub fn hit(&self) {
+        self.hits.fetch_add(1, Relaxed);
+    }
+    /// Counts a lookup memory could not answer.
+    pub fn miss(&self) {
+        self.misses.fetch_add(1, Relaxed);
+    }
+}
+
+/// quick_cache's eviction hook: takes each leaving entry's weight off its
+/// project's and the cache's byte counts.
+#[derive(Clone)]
+pub struct Accounting<W> {
+    weigher: W,
+    project: Arc<AtomicU64>,
+    counters: Arc<CacheCounters>,
+}
+
+impl<K, V, W: Weighter<K, V>> Lifecycle<K, V> for Accounting<W> {
+    type RequestState = ();
+
+    fn on_evict(&self, _: &mut (), key: K, val: V) {
+        let w = self.weigher.weight(&key, &val);
+        self.project.fetch_sub(w, Relaxed);
+        self.counters.bytes.fetch_sub(w, Relaxed);
+        self.counters.evictions.fetch_add(1, Relaxed);
+    }
+}
+
+type Inner<K, V, W> = Cache<K, V, W, DefaultHashBuilder, Accounting<W>>;
+
+/// One project's entries and its byte count.
+pub struct ProjectShard<K, V, W> {
+    cache: Inner<K, V, W>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl<K, V, W> ProjectShard<K, V, W>
+where
+    K: Eq + Hash + Clone,
+    V: Clone,
+    W: Weighter<K, V> + Clone,
+{
+    /// Bytes this project holds.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Relaxed)
+    }
+
+    /// Entries this project holds.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Whether this project holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+}
+
+type ShardMap<K, V, W> = HashMap<Box<str>, Arc<ProjectShard<K, V, W>>, DefaultHashBuilder>;
+
+/// A byte-budgeted cache with a share per project (see the module docs).
+pub struct ProjectCache<K, V, W> {
+    budget: Budget,
+    weigher: W,
+    /// A typical entry's weight, to size quick_cache's bookkeeping.
+    typical_weight: u64,
+    shards: ArcSwap<ShardMap<K, V, W>>,
+    /// Serialises adding a project (a copy of the map), never lookups.
+    adding: Mutex<()>,
+    counters: Arc<CacheCounters>,
+}
+
+/// quick_cache shards inside one project's map: one per 4 MiB of share, at
+/// most 16, so a small share costs little bookkeeping (a few hundred bytes a
+/// shard, outside the budget, for each project that has entries) and one
+/// busy project with a large share is not one lock.
+fn inner_shards(project_bytes: u64) -> usize {
+    usize::try_from(project_bytes / (4 * MIB)).map_or(16, |n| n.clamp(1, 16))
+}
+
+/// Share of quick_cache's "ghost" records (keys recently evicted, kept to
+/// recognise a returning key) against the items a share holds: each costs a
+/// map slot outside the budget, so they are kept to a few percent.
+const GHOST_ALLOCATION: f64 = 0.05;
+
+impl<K, V, W> ProjectCache<K, V, W>
+where
+    K: Eq + Hash + Clone,
+    V: Clone,
+    W: Weighter<K, V> + Clone,
+{
+    /// An empty cache under `budget`, weighing entries with `weigher`;
+    /// `typical_weight` is a usual entry's weight (for sizing only).
+    pub fn new(budget: Budget, weigher: W, typical_weight: u64) -> Self {
+        let project_bytes = budget.project_bytes.min(budget.total_bytes).max(1);
+        Self {
+            budget: Budget {
+                total_bytes: budget.total_bytes.max(1),
+                project_bytes,
+            },
+            weigher,
+            typical_weight: typical_weight.max(1),
+            shards: ArcSwap::from_pointee(ShardMap::default()),
+            adding: Mutex::new(()),
+            counters: Arc::default(),
+        }
+    }
+
+    /// The limits this cache keeps.
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+
+    /// Its counters (bytes, hits, misses, evictions).
+    pub fn counters(&self) -> &Arc<CacheCounters> {
+        &self.counters
+    }
+
+    /// The value under `key` in `project`'s entries. No lock, no allocation
+    /// beyond cloning the value.
+    #[inline]
+    pub fn get<Q>(&self, project: &str, key: &Q) -> Option<V>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        self.shards.load().get(project)?.cache.get(key)
+    }
+
+    /// Like [`ProjectCache::get`], without marking the entry as used.
+    pub fn peek<Q>(&self, project: &str, key: &Q) -> Option<V>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        self.shards.load().get(project)?.cache.peek(key)
+    }
+
+    /// Removes `key` from `project`'s entries.
+    pub fn remove<Q>(&self, project: &str, key: &Q) -> Option<V>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        let shard = Arc::clone(self.shards.load().get(project)?);
+        let (k, v) = shard.cache.remove(key)?;
+        let w = self.weigher.weight(&k, &v);
+        shard.bytes.fetch_sub(w, Relaxed);
+        self.counters.bytes.fetch_sub(w, Relaxed);
+        Some(v)
+    }
+
+    /// Removes `key` from every project's entries (walks the projects: for
+    /// tests and tools, not request paths).
+    pub fn remove_everywhere<Q>(&self, key: &Q)
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        for shard in self.shards.load().values() {
+            if let Some((k, v)) = shard.cache.remove(key) {
+                let w = self.weigher.weight(&k, &v);
+                shard.bytes.fetch_sub(w, Relaxed);
+                self.counters.bytes.fetch_sub(w, Relaxed);
+            }
+        }
+    }
+
+    /// Stores `val` under `key` for `project` (replacing any older value),
+    /// within the project's share and the total. A value heavier than a
+    /// project's share allows is not kept.
+    pub fn insert(&self, project: &str, key: K, val: V) {
+        let shard = self.shard(project);
+        self.add(&shard, self.weigher.weight(&key, &val));
+        shard.cache.insert(key, val);
+        self.keep_total();
+    }
+
+    /// The value under `key` for `project`, or a guard to compute it with:
+    /// concurrent callers for the same key wait for the first guard's value
+    /// (or, if it is dropped unfilled, one of them gets the next guard).
+    pub async fn get_or_guard<'a>(
+        &'a self,
+        shard: &'a ProjectShard<K, V, W>,
+        key: &K,
+    ) -> Result<V, Guard<'a, K, V, W>> {
+        match shard.cache.get_value_or_guard_async(key).await {
+            Ok(v) => Ok(v),
+            Err(inner) => Err(Guard {
+                inner,
+                key: key.clone(),
+                shard,
+                owner: self,
+            }),
+        }
+    }
+
+    /// `project`'s entries, created when first needed. Callers must have
+    /// authenticated the project: every project named here gets a map.
+    pub fn shard(&self, project: &str) -> Arc<ProjectShard<K, V, W>> {
+        if let Some(s) = self.shards.load().get(project) {
+            return Arc::clone(s);
+        }
+        let _adding = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.shards.load_full();
+        if let Some(s) = current.get(project) {
+            return Arc::clone(s);
+        }
+        let bytes = Arc::new(AtomicU64::new(0));
+        let cap = self.budget.project_bytes;
+        let options = OptionsBuilder::new()
+            .shards(inner_shards(cap))
+            .ghost_allocation(GHOST_ALLOCATION)
+            .estimated_items_capacity(usize::try_from(cap / self.typical_weight).unwrap_or(1 << 20))
+            .weight_capacity(cap)
+            .build()
+            .expect("the options are valid: a positive capacity and a power-of-two shard count");
+        let shard = Arc::new(ProjectShard {
+            cache: Cache::with_options(
+                options,
+                self.weigher.clone(),
+                DefaultHashBuilder::default(),
+                Accounting {
+                    weigher: self.weigher.clone(),
+                    project: Arc::clone(&bytes),
+                    counters: Arc::clone(&self.counters),
+                },
+            ),
+            bytes,
+        });
+        let mut next = ShardMap::clone(&current);
+        next.insert(project.into(), Arc::clone(&shard));
+        self.shards.store(Arc::new(next));
+        shard
+    }
+
+    /// Bytes `project` holds.
+    pub fn project_bytes(&self, project: &str) -> u64 {
+        self.shards.load().get(project).map_or(0, |s| s.bytes())
+    }
+
+    /// Entries `project` holds.
+    pub fn project_len(&self, project: &str) -> usize {
+        self.shards.load().get(project).map_or(0, |s| s.len())
+    }
+
+    /// Bytes all projects hold.
+    pub fn bytes(&self) -> u64 {
+        self.counters.bytes.load(Relaxed)
+    }
+
+    /// Entries all projects hold (walks the projects).
+    pub fn len(&self) -> usize {
+        self.shards.load().values().map(|s| s.len()).sum()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn add(&self, shard: &ProjectShard<K, V, W>, w: u64) {
+        shard.bytes.fetch_add(w, Relaxed);
+        self.counters.bytes.fetch_add(w, Relaxed);
+    }
+
+    /// Past the total, the project holding the most bytes gives way: its
+    /// map is shrunk (quick_cache evicts its coldest entries) by what is
+    /// over plus 1/64 of the total, so the walk over the projects happens
+    /// once per that many bytes inserted, then given its share back.
+    fn keep_total(&self) {
+        let total = self.bytes();
+        let Some(over) = total
+            .checked_sub(self.budget.total_bytes)
+            .filter(|o| *o > 0)
+        else {
+            return;
+        };
+        let map = self.shards.load();
+        let Some(largest) = map.values().max_by_key(|s| s.bytes()) else {
+            return;
+        };
+        let free = over.saturating_add(self.budget.total_bytes / 64);
+        largest
+            .cache
+            .set_capacity(largest.bytes().saturating_sub(free));
+        largest.cache.set_capacity(self.budget.project_bytes);
+        self.counters.budget_evictions.fetch_add(1, Relaxed);
+    }
+}
+
+/// The right to fill a key nobody holds yet (see
+/// [`ProjectCache::get_or_guard`]). Dropped unfilled, it leaves nothing.
+pub struct Guard<'a, K, V, W> {
+    inner: PlaceholderGuard<'a, K, V, W, DefaultHashBuilder, Accounting<W>>,
+    key: K,
+    shard: &'a ProjectShard<K, V, W>,
+    owner: &'a ProjectCache<K, V, W>,
+}
+
+impl<K, V, W> Guard<'_, K, V, W>
+where
+    K: Eq + Hash + Clone,
+    V: Clone,
+    W: Weighter<K, V> + Clone,
+{
+    /// Stores `val` and hands it to whoever waits for it.
+    pub fn insert(self, val: V) {
+        let w = self.owner.weigher.weight(&self.key, &val);
+        self.owner.add(self.shard, w);
+        if self.inner.insert(val).is_err() {
+            // The slot was removed meanwhile: nothing went in.
+            self.shard.bytes.fetch_sub(w, Relaxed);
+            self.owner.counters.bytes.fetch_sub(w, Relaxed);
+        }
+        self.owner.keep_total();
+    }
+}
+
+#[cfg(test)]
+mod tests;

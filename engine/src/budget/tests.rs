@@ -1,0 +1,169 @@
+//! Unit tests of [`super`].
+use super::*;
+
+#[derive(Clone)]
+struct Len;
+impl Weighter<u64, Arc<[u8]>> for Len {
+    fn weight(&self, _: &u64, v: &Arc<[u8]>) -> u64 {
+        v.len() as u64 + 8
+    }
+}
+
+fn cache(total: u64, project: u64) -> ProjectCache<u64, Arc<[u8]>, Len> {
+    ProjectCache::new(
+        Budget {
+            total_bytes: total,
+            project_bytes: project,
+        },
+        Len,
+        1024,
+    )
+}
+
+fn value(n: usize) -> Arc<[u8]> {
+    vec![7u8; n].into()
+}
+
+/// The real weight held, summed entry by entry, against the counters.
+fn held(c: &ProjectCache<u64, Arc<[u8]>, Len>) -> u64 {
+    c.shards
+        .load()
+        .values()
+        .map(|s| s.cache.iter().map(|(_, v)| v.len() as u64 + 8).sum::<u64>())
+        .sum()
+}
+
+#[test]
+fn bytes_never_exceed_the_total_and_counters_match() {
+    let c = cache(256 * 1024, 64 * 1024);
+    for i in 0..20_000u64 {
+        let project = format!("p{}", i % 13);
+        c.insert(&project, i % 3000, value(100 + (i as usize * 37) % 2000));
+        assert!(c.bytes() <= 256 * 1024, "{} held at insert {i}", c.bytes());
+        for p in 0..13 {
+            assert!(c.project_bytes(&format!("p{p}")) <= 64 * 1024 + 8);
+        }
+    }
+    assert_eq!(c.bytes(), held(&c), "the counters are exact");
+    let sum: u64 = (0..13).map(|p| c.project_bytes(&format!("p{p}"))).sum();
+    assert_eq!(sum, c.bytes());
+    // Removing and replacing keep them exact too.
+    for i in 0..3000u64 {
+        c.remove(&format!("p{}", i % 13), &i);
+        c.insert("p0", i, value(10));
+    }
+    assert_eq!(c.bytes(), held(&c));
+}
+
+#[test]
+fn a_flood_in_one_share_never_evicts_another_project() {
+    // Shares add up to less than the total: the flood stops at its share.
+    let c = cache(1024 * 1024, 128 * 1024);
+    for i in 0..50u64 {
+        c.insert("b", i, value(1000));
+    }
+    let b_before = c.project_bytes("b");
+    for i in 0..100_000u64 {
+        c.insert("a", i, value(1500));
+    }
+    assert!(c.project_bytes("a") <= 128 * 1024 + 8);
+    assert_eq!(c.project_bytes("b"), b_before);
+    for i in 0..50u64 {
+        assert!(c.get("b", &i).is_some(), "b's entry {i} survived");
+    }
+}
+
+#[test]
+fn at_the_total_the_largest_project_gives_way() {
+    // Three shares of 128 KiB over a 256 KiB total: over-committed.
+    let c = cache(256 * 1024, 128 * 1024);
+    for i in 0..40u64 {
+        c.insert("small", i, value(1000));
+    }
+    for p in ["big1", "big2"] {
+        for i in 0..10_000u64 {
+            c.insert(p, i, value(1000));
+            assert!(c.bytes() <= 256 * 1024);
+        }
+    }
+    for i in 0..40u64 {
+        assert!(c.get("small", &i).is_some(), "the small project kept {i}");
+    }
+    assert!(c.counters().budget_evictions.load(Relaxed) > 0);
+}
+
+#[test]
+fn too_heavy_values_are_not_kept_and_leave_no_bytes() {
+    let c = cache(64 * 1024, 16 * 1024);
+    c.insert("a", 1, value(100));
+    c.insert("a", 1, value(64 * 1024));
+    assert!(c.get("a", &1).is_none());
+    assert_eq!(c.bytes(), 0);
+    assert_eq!(c.bytes(), held(&c));
+}
+
+#[test]
+fn lookups_are_per_project() {
+    let c = cache(64 * 1024, 16 * 1024);
+    c.insert("a", 1, value(1));
+    assert!(c.get("a", &1).is_some());
+    assert!(c.get("b", &1).is_none());
+    assert_eq!(c.project_len("b"), 0);
+}
+
+#[tokio::test]
+async fn an_unfilled_guard_leaves_nothing_and_a_filled_one_is_shared() {
+    let c = cache(64 * 1024, 16 * 1024);
+    let shard = c.shard("a");
+    match c.get_or_guard(&shard, &5).await {
+        Err(g) => drop(g),
+        Ok(_) => panic!("empty"),
+    }
+    assert_eq!((c.len(), c.bytes()), (0, 0));
+    match c.get_or_guard(&shard, &5).await {
+        Err(g) => g.insert(value(10)),
+        Ok(_) => panic!("empty"),
+    }
+    assert_eq!(
+        c.get_or_guard(&shard, &5).await.ok().map(|v| v.len()),
+        Some(10)
+    );
+    assert_eq!(c.bytes(), 18);
+}
+
+#[test]
+fn budgets_parse_from_mib() {
+    assert_eq!(Budget::parse("512/64").unwrap(), Budget::mib(512, 64));
+    assert_eq!(Budget::parse(" 256 ").unwrap(), Budget::mib(256, 64));
+    assert!(Budget::parse("64/128").is_err());
+    assert!(Budget::parse("0").is_err());
+    assert!(Budget::parse("x/1").is_err());
+    assert!(Budget::parse(&format!("{}", u64::MAX)).is_err());
+    assert_eq!(
+        Budget::parse(&Budget::mib(9, 3).to_text()).unwrap(),
+        Budget::mib(9, 3)
+    );
+}
+
+#[test]
+fn concurrent_inserts_keep_the_counters_exact() {
+    let c = cache(256 * 1024, 128 * 1024);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let c = &c;
+            s.spawn(move || {
+                for i in 0..5_000u64 {
+                    let project = format!("p{}", (i + t) % 3);
+                    c.insert(&project, (i * 7 + t) % 900, value(200 + (i as usize % 900)));
+                    if i % 5 == 0 {
+                        c.remove(&project, &((i * 3) % 900));
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(c.bytes(), held(&c), "no drift under concurrency");
+    // Racing inserts may each see the total before the other evicts: a
+    // few entries of slack, never a drift.
+    assert!(c.bytes() <= 256 * 1024 + 4096, "{} held", c.bytes());
+}
