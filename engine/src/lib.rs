@@ -9,6 +9,7 @@
 //! [`server::run`] with a bound listener and a shutdown future.
 
 pub mod background;
+pub mod client_addr;
 pub mod config;
 pub mod config_view;
 pub mod decide;

@@ -60,7 +60,7 @@ pub async fn run(
                 Err(_) => break,
             },
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -77,7 +77,11 @@ pub async fn run(
         let engine = Arc::clone(&engine);
         let conn = builder.serve_connection(
             TokioIo::new(stream),
-            service_fn(move |req| {
+            service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                // The socket peer, for deciding whether forwarding headers
+                // are believed (`client_addr.rs`).
+                req.extensions_mut()
+                    .insert(crate::client_addr::PeerAddr(peer));
                 let engine = Arc::clone(&engine);
                 async move { Ok::<_, std::convert::Infallible>(router::route(&engine, req).await) }
             }),

@@ -9,7 +9,7 @@ use qyzar_shared::store::DataStore;
 
 use crate::background::Background;
 use crate::config_view::ConfigView;
-use crate::limiter::{Limiter, LimiterConfig};
+use crate::limiter::{Limiters, LimitersConfig};
 use crate::metrics::Metrics;
 use crate::sessions::SessionCache;
 
@@ -31,6 +31,11 @@ pub struct StateOptions {
     /// A MaxMind-format country database, consulted when the region header
     /// gives nothing; `None` to use the header alone.
     pub geo: Option<Arc<crate::geo::Geo>>,
+    /// Proxies whose `X-Forwarded-For` and region header are believed
+    /// (`QYZAR_ENGINE_TRUSTED_PROXIES`); none by default.
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
+    /// Engine-wide sizing of the rate limiter (every project's keys).
+    pub limiter: LimitersConfig,
 }
 
 impl Default for StateOptions {
@@ -41,6 +46,8 @@ impl Default for StateOptions {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             region_header: Some(http::HeaderName::from_static("cf-ipcountry")),
             geo: None,
+            trusted_proxies: Default::default(),
+            limiter: LimitersConfig::default(),
         }
     }
 }
@@ -79,8 +86,8 @@ pub struct Engine {
     pub sessions: SessionCache,
     /// The data-plane store.
     pub store: Arc<dyn DataStore>,
-    /// Rate limiter state.
-    pub limiter: Limiter,
+    /// Rate limiter state: a partition per project, one pool.
+    pub limiter: Limiters,
     /// Verified client tokens by their full text. quick_cache, like the
     /// sessions (see `sessions.rs` for the numbers): bounded, no per-entry
     /// timers, a cheaper hash than moka's SipHash over a ~300-byte token
@@ -107,7 +114,7 @@ impl Engine {
         let engine = Arc::new(Self {
             config: ConfigView::default(),
             sessions: SessionCache::new(Arc::clone(&store), options.session_cache_capacity),
-            limiter: Limiter::new(LimiterConfig::default()),
+            limiter: Limiters::new(options.limiter),
             tokens: quick_cache::sync::Cache::new(
                 usize::try_from(options.token_cache_capacity).unwrap_or(usize::MAX),
             ),

@@ -35,8 +35,8 @@ use super::model::check_identifier;
 use super::{
     check_expiry, check_touch, clamp_limit, now_ms, DataStore, DenyEvent, EntropySnapshot,
     LoginAttempt, Session, StoreError, DAY_MS, DENY_EVENT_RETENTION_MS,
-    ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS, MAX_LIST_LIMIT,
-    MAX_SESSION_LIFETIME_MS,
+    ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS, MAX_ENTROPY_SNAPSHOTS_PER_DAY,
+    MAX_LIST_LIMIT, MAX_SESSION_LIFETIME_MS,
 };
 use crate::ids::{DeviceId, ProjectId, SessionId};
 
@@ -337,6 +337,12 @@ impl DataStore for ScyllaStore {
         else {
             return Ok(());
         };
+        let newest = self
+            .list_entropy_snapshots(&s.project_id, &s.device_id, MAX_ENTROPY_SNAPSHOTS_PER_DAY)
+            .await?;
+        if super::entropy_day_is_full(&newest, s.at) {
+            return Ok(());
+        }
         let values = (
             s.project_id.as_str(),
             s.device_id.as_str(),
