@@ -327,9 +327,10 @@ impl Limiter {
     }
 
     /// Sets the key budget (a plan change); keys above a lowered budget are
-    /// forgotten as their shards next need room or are swept.
+    /// forgotten as their shards next need room or are swept. Rounded down
+    /// per shard, so the partition never holds more than `budget` keys.
     fn set_budget(&self, budget: usize) {
-        let cap = budget.div_ceil(self.inner.shards.len()).max(1);
+        let cap = (budget / self.inner.shards.len()).max(1);
         if self.inner.shard_cap.load(Ordering::Relaxed) != cap {
             self.inner.shard_cap.store(cap, Ordering::Relaxed);
         }
