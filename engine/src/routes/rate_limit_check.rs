@@ -1,9 +1,10 @@
 //! `POST /projects/client/rate-limit-check`: may this client do this now?
 //!
 //! parse (projectId, ip, metadata buckets, cost, settingsOverride, analytics,
-//! dryRun) → authorise (project secret) → decide (GCRA over every bucket,
-//! all-or-nothing: a denied call consumes from no bucket; `dryRun` consumes
-//! nothing) → answer `{allowed, deniedBy, limit, remaining, retryAfterMs,
+//! dryRun) → authorise (project secret; a `settingsOverride` within what the
+//! owner's plan allows) → decide (GCRA over every bucket in the project's own
+//! limiter partition, sized by its plan; all-or-nothing: a denied call
+//! consumes from no bucket; `dryRun` consumes nothing) → answer `{allowed, deniedBy, limit, remaining, retryAfterMs,
 //! resetAt, buckets}`. A deny is an answer (`200`), not an error: `429` is
 //! only for the caller itself being throttled. Denies are recorded off the
 //! hot path when analytics is on.
