@@ -280,7 +280,8 @@ impl RateLimitSettings {
     }
 }
 
-/// Limits per (project, client IP) on the browser routes. Each call costs
+/// Limits per (project, client IP; an IPv6 client by its /64) on the
+/// browser routes. Each call costs
 /// one cell of its route's rule; a throttled call is answered `429
 /// rate_limited` with `Retry-After`, stores nothing and is not counted.
 ///

@@ -268,9 +268,12 @@ pub(super) fn throttle(
     let limiter = engine
         .limiter
         .project(&cfg.project_id, cfg.plan.limits().limiter_keys);
-    let ip = client_ip(headers).unwrap_or_default();
+    let subject = client_ip_addr(headers)
+        .map(throttle_subject)
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
     let key = limiter
-        .bucket_key(&cfg.project_id, bucket, ip.as_bytes())
+        .bucket_key(&cfg.project_id, bucket, subject.as_bytes())
         .ok()?;
     let rule = Rule::new(rule.limit, rule.window_seconds);
     let decision = limiter
@@ -287,6 +290,17 @@ pub(super) fn throttle(
     res.headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from(seconds));
     Some(res)
+}
+
+/// Whom a browser-route limit counts: an IPv4 address as is, an IPv6
+/// address by its /64 (one subscriber's LAN: a single client can rotate
+/// through 2⁶⁴ addresses of its own prefix, so a per-address key would give
+/// it a fresh bucket per call).
+fn throttle_subject(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
 }
 
 /// The region of the browser calling: the region header first (present only
@@ -325,4 +339,25 @@ pub fn client_ip(headers: &HeaderMap) -> Option<String> {
 pub fn client_ip_addr(headers: &HeaderMap) -> Option<IpAddr> {
     let v = headers.get("x-forwarded-for")?.to_str().ok()?;
     v.split(',').next()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64() {
+        let subject = |s: &str| throttle_subject(s.parse().unwrap()).to_string();
+        assert_eq!(subject("203.0.113.7"), "203.0.113.7");
+        assert_eq!(subject("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(
+            subject("2001:db8:1:2:aaaa:bbbb:cccc:dddd"),
+            "2001:db8:1:2::"
+        );
+        assert_eq!(
+            subject("2001:db8:1:2::1"),
+            subject("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_ne!(subject("2001:db8:1:2::1"), subject("2001:db8:1:3::1"));
+    }
 }
