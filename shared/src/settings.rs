@@ -281,9 +281,9 @@ impl RateLimitSettings {
 }
 
 /// Limits per (project, client IP; an IPv6 client by its /64) on the
-/// browser routes. Each call costs
-/// one cell of its route's rule; a throttled call is answered `429
-/// rate_limited` with `Retry-After`, stores nothing and is not counted.
+/// browser routes. Each call costs one cell of its route's rule; a throttled
+/// call is answered `429 rate_limited` with `Retry-After`, stores nothing
+/// and is not counted.
 ///
 /// Why these defaults: a page opens one session per visit and re-verifies a
 /// few times an hour per open tab, so even an office or a carrier NAT with
