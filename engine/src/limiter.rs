@@ -55,7 +55,7 @@
 //! rollback when a later bucket fails, and meanwhile other calls would be
 //! denied by cells that end up not spent.
 //!
-//! # Memory: a share per project, idle keys forgotten, never fail-open
+//! # Memory: a share per project, idle keys forgotten, no tenant fails another open
 //! An entry whose TAT has passed is a full bucket, exactly like an absent
 //! one: forgetting it loses nothing. Each project has a partition of its own
 //! (a [`Limiter`] made by [`Limiters::project`]) holding at most its plan's
@@ -81,10 +81,12 @@
 //! When the engine-wide pool is full (many projects at their budgets at
 //! once), a new key first drops its shard's idle keys, then evicts the
 //! most-refilled key of the project holding the most keys (taken with
-//! `try_lock`, so no lock order is needed); a project is only ever charged
-//! for the pool when it holds more keys than the one asking. If even that
-//! fails (every shard of the largest project busy at that instant) the key
-//! goes untracked and [`LimiterStats::untracked`] counts it.
+//! `try_lock`, so no lock order is needed); a project holding no more keys
+//! than the asker is never charged: then the asker evicts its own. Only if
+//! every shard that could give a key is locked by another call at that very
+//! instant does the key go untracked, and [`LimiterStats::untracked`] counts
+//! it (a sign the pool is too small, never something one tenant can force on
+//! another while it is within its budget and the pool has room).
 //! [`Limiters::sweep`] removes idle keys periodically, off the request path.
 //!
 //! # Time

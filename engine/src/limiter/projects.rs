@@ -116,17 +116,22 @@ impl Pool {
         let Some(victim) = largest else {
             return false;
         };
-        let mine = std::ptr::eq(Arc::as_ptr(&victim), me);
-        if mine && victim.make_room(held, now) {
-            return true;
-        }
-        if !mine && victim.entries.load(Ordering::Relaxed) <= me.entries.load(Ordering::Relaxed) {
-            // Never charge a project holding no more keys than the asker.
-            return false;
-        }
-        victim.shards.iter().any(|shard| match shard.0.try_lock() {
-            Ok(mut map) => victim.make_room(&mut map, now),
-            Err(TryLockError::Poisoned(p)) => victim.make_room(&mut p.into_inner(), now),
+        // The asker pays itself when it holds as many keys as anyone: never
+        // charge a project holding no more keys than the asker.
+        let target: &Inner = if std::ptr::eq(Arc::as_ptr(&victim), me)
+            || victim.entries.load(Ordering::Relaxed) <= me.entries.load(Ordering::Relaxed)
+        {
+            if me.make_room(held, now) {
+                return true;
+            }
+            me
+        } else {
+            &victim
+        };
+        // The asker's own held shard is skipped by `try_lock` (it would block).
+        target.shards.iter().any(|shard| match shard.0.try_lock() {
+            Ok(mut map) => target.make_room(&mut map, now),
+            Err(TryLockError::Poisoned(p)) => target.make_room(&mut p.into_inner(), now),
             Err(TryLockError::WouldBlock) => false,
         })
     }
