@@ -392,3 +392,40 @@ async fn entropy_snapshots_are_capped_per_device(kind: Store) {
     assert_eq!(snaps.len(), MAX_ENTROPY_SNAPSHOTS_PER_DAY);
     e.stop().await;
 }
+
+/// A trusted-proxy list that does not parse stops the start: guessing would
+/// trust nobody (breaking a real proxy) or everybody (trusting clients).
+#[test]
+fn the_engine_does_not_start_over_a_bad_trusted_proxy_list() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qyzar-engine"))
+        .env("QYZAR_ENGINE_TRUSTED_PROXIES", "10.0.0.0/8, 10.0.0.1/8")
+        .env("QYZAR_ENGINE_DATA", dir.path().join("engine.redb"))
+        .env("QYZAR_ENGINE_ADDR", "127.0.0.1:0")
+        .env("QYZAR_ENGINE_INTERNAL_ADDR", "127.0.0.1:0")
+        .env_remove("QYZAR_ENGINE_CQL_NODES")
+        .env_remove("QYZAR_ENGINE_ADMIN_URL")
+        .env_remove("QYZAR_ENGINE_GEOIP_DB")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // An engine that did start would serve forever: stop it and fail.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("the engine started over a bad trusted-proxy list");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("QYZAR_ENGINE_TRUSTED_PROXIES") && err.contains("10.0.0.1/8"),
+        "{err}"
+    );
+}
