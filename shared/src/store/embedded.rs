@@ -301,7 +301,8 @@ impl DataStore for EmbeddedStore {
                 super::MAX_ENTROPY_SNAPSHOTS_PER_DAY,
             )
             .await?;
-        if super::entropy_day_is_full(&newest, snapshot.at) {
+        let times: Vec<i64> = newest.iter().map(|s| s.at).collect();
+        if super::entropy_day_is_full(&times, snapshot.at) {
             return Ok(());
         }
         self.done(Op::PutSnapshot(snapshot.clone())).await

@@ -264,12 +264,11 @@ pub(crate) fn check_touch(last_seen_at: i64, expires_at: i64, now: i64) -> Resul
     Ok(())
 }
 
-/// Whether a device whose newest snapshots (newest first, at most
-/// [`MAX_ENTROPY_SNAPSHOTS_PER_DAY`] of them) are `newest` already has its
+/// Whether a device whose newest snapshots were taken at `newest` (newest
+/// first, at most [`MAX_ENTROPY_SNAPSHOTS_PER_DAY`] of them) already has its
 /// day's worth of snapshots before a capture at `at`.
-pub(crate) fn entropy_day_is_full(newest: &[EntropySnapshot], at: i64) -> bool {
-    newest.len() >= MAX_ENTROPY_SNAPSHOTS_PER_DAY
-        && newest
-            .get(MAX_ENTROPY_SNAPSHOTS_PER_DAY - 1)
-            .is_some_and(|s| s.at > at.saturating_sub(DAY_MS))
+pub(crate) fn entropy_day_is_full(newest: &[i64], at: i64) -> bool {
+    newest
+        .get(MAX_ENTROPY_SNAPSHOTS_PER_DAY - 1)
+        .is_some_and(|&t| t > at.saturating_sub(DAY_MS))
 }

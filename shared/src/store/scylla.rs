@@ -337,10 +337,19 @@ impl DataStore for ScyllaStore {
         else {
             return Ok(());
         };
-        let newest = self
-            .list_entropy_snapshots(&s.project_id, &s.device_id, MAX_ENTROPY_SNAPSHOTS_PER_DAY)
+        let newest: Vec<(CqlTimestamp,)> = self
+            .rows(
+                "read entropy snapshot times",
+                &self.st.select_snapshot_times,
+                (
+                    s.project_id.as_str(),
+                    s.device_id.as_str(),
+                    cql_limit(MAX_ENTROPY_SNAPSHOTS_PER_DAY),
+                ),
+            )
             .await?;
-        if super::entropy_day_is_full(&newest, s.at) {
+        let times: Vec<i64> = newest.into_iter().map(|(t,)| t.0).collect();
+        if super::entropy_day_is_full(&times, s.at) {
             return Ok(());
         }
         let values = (
