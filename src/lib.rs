@@ -15,6 +15,11 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// stops both: each drains its connections, then the process exits.
 pub async fn dev() -> Result<(), Error> {
     let mut engine_cfg = qyzar_engine::config::EngineConfig::from_env()?;
+    // On a developer machine a local proxy (if any) is on loopback: trust
+    // its forwarding headers unless told otherwise.
+    if std::env::var_os("QYZAR_ENGINE_TRUSTED_PROXIES").is_none() {
+        engine_cfg.state.trusted_proxies = qyzar_engine::client_addr::TrustedProxies::loopback();
+    }
     let mut admin_cfg = qyzar_admin::config::AdminConfig::from_env()?;
     let push_key = match (&engine_cfg.push_key, &admin_cfg.push_key) {
         (Some(k), _) | (None, Some(k)) => k.clone(),

@@ -342,7 +342,13 @@ fn token_verify(c: &mut Criterion, w: &World) {
 /// `Limiter::check` without the clock: over many subjects (memory-bound,
 /// as under real traffic) and over one subject (cache-hot: the fixed cost).
 fn decision(c: &mut Criterion, w: &World) {
-    let limiter = &w.engine.limiter;
+    // One project's partition, as the route takes it.
+    let limiter = &w.engine.limiter.project(
+        fixtures::AUDIENCE,
+        qyzar_shared::settings::PlanTier::Enterprise
+            .limits()
+            .limiter_keys,
+    );
     let rule = Rule::new(u32::MAX, 1);
     let subjects: Vec<[BucketCheck; 3]> = (0..VARIANTS)
         .map(|u| {

@@ -173,6 +173,16 @@ impl EngineConfig {
                 }
             }
         }
+        // Forwarding headers (`X-Forwarded-For`, the region header) are
+        // believed only from these proxies; a list that does not parse stops
+        // the start rather than trusting nobody (or everybody) by surprise.
+        if let Ok(list) = std::env::var("QYZAR_ENGINE_TRUSTED_PROXIES") {
+            state.trusted_proxies =
+                crate::client_addr::TrustedProxies::parse(&list).map_err(|reason| ConfigError {
+                    var: "QYZAR_ENGINE_TRUSTED_PROXIES",
+                    reason,
+                })?;
+        }
         // A country database for when the region header is absent; a file
         // that does not open stops the start instead of silently giving no
         // regions.

@@ -10,6 +10,7 @@
 
 pub mod background;
 pub mod budget;
+pub mod client_addr;
 pub mod config;
 pub mod config_view;
 pub mod decide;

@@ -55,22 +55,39 @@
 //! rollback when a later bucket fails, and meanwhile other calls would be
 //! denied by cells that end up not spent.
 //!
-//! # Memory
-//! An entry whose TAT has passed is a full bucket, exactly like an absent one:
-//! [`Limiter::sweep`] removes those, and the engine calls it periodically (off
-//! the request path: it visits every shard). The map is bounded by
-//! [`LimiterConfig::max_entries`], spread evenly over the shards (the keyed
-//! hash spreads keys evenly and an attacker cannot aim at one shard). When a
-//! new key finds its shard full, that shard is swept on the spot (at most once
-//! a second, so a flood cannot turn every call into a scan); if still full,
-//! the call is decided as for a fresh bucket but the new key is **not
-//! recorded** — fail open — and [`LimiterStats::untracked`] counts it for the
-//! metrics. Why open: a full map means more keys live within their windows
-//! than the engine was sized for, usually a flood of fresh keys; failing
-//! closed would turn that memory pressure into denying every new user of
-//! every project (an outage of the customers' sign-ins), while keys already
-//! tracked (the flooding IPs among them) stay limited. The metric is the
-//! signal to raise the cap.
+//! # Memory: a share per project, idle keys forgotten, no tenant fails another open
+//! An entry whose TAT has passed is a full bucket, exactly like an absent
+//! one: forgetting it loses nothing. Each project has a partition of its own
+//! (a [`Limiter`] made by [`Limiters::project`]) holding at most its plan's
+//! key budget (`PlanTier::limits().limiter_keys`), spread evenly over its
+//! shards (the keyed hash spreads keys evenly and an attacker cannot aim at
+//! one shard). All partitions draw on one engine-wide pool of
+//! [`LimitersConfig::max_entries`] keys, the byte bound (about 64 bytes a
+//! key with the hash table's slack).
+//!
+//! When a new key finds its project's shard full, that shard is cleaned on
+//! the spot: every idle key goes; if none is idle, the project's own
+//! most-refilled key (the lowest TAT: the one closest to a full bucket, so
+//! the least is lost by forgetting it) is evicted. A project at its budget
+//! therefore limits its new keys exactly and only ever forgets its own
+//! least-spent counters; no other project's key is touched and nobody fails
+//! open. Why evict rather than refuse: refusing (fail closed) would deny the
+//! project's new users for as long as a flood keeps its old keys busy;
+//! evicting the most-refilled key costs at most that key's few spent cells.
+//! The scan is one shard of the flooding project's own partition (a few
+//! hundred entries), under that project's own lock, so its cost lands on the
+//! flooder.
+//!
+//! When the engine-wide pool is full (many projects at their budgets at
+//! once), a new key first drops its shard's idle keys, then evicts the
+//! most-refilled key of the project holding the most keys (taken with
+//! `try_lock`, so no lock order is needed); a project holding no more keys
+//! than the asker is never charged: then the asker evicts its own. Only if
+//! every shard that could give a key is locked by another call at that very
+//! instant does the key go untracked, and [`LimiterStats::untracked`] counts
+//! it (a sign the pool is too small, never something one tenant can force on
+//! another while it is within its budget and the pool has room).
+//! [`Limiters::sweep`] removes idle keys periodically, off the request path.
 //!
 //! # Time
 //! `now_nanos` is a monotonic clock ([`Limiter::now_nanos`] gives one); the
@@ -80,19 +97,21 @@
 
 mod gcra;
 mod key;
+mod projects;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
 
 pub use gcra::{BucketOutcome, Rule};
 pub use key::{BucketKey, KeyHasher, KeyTooLong, MAX_KEY_LEN};
+pub use projects::{Limiters, LimitersConfig};
 
 use gcra::State;
 use key::KeyIdentityHasher;
+use projects::Pool;
 
 /// Most buckets one call may name: the `ip` bucket plus at most 16 metadata
 /// buckets. Outcomes live in a fixed array of this size, so a decision never
@@ -102,10 +121,6 @@ pub const MAX_BUCKETS: usize = 17;
 /// Calls of up to this many buckets use scratch arrays of this size rather
 /// than [`MAX_BUCKETS`]: `ip` plus a few metadata fields is the usual call.
 const SMALL_CALL: usize = 4;
-
-/// Least time between two on-the-spot sweeps of one full shard: bounds the
-/// scanning a flood of fresh keys can cause on the request path.
-const FULL_SHARD_SWEEP_BACKOFF_NANOS: u64 = 1_000_000_000;
 
 /// One bucket of a call: whose counter, under which rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +212,8 @@ impl std::fmt::Display for TooManyBuckets {
 
 impl std::error::Error for TooManyBuckets {}
 
-/// Sizing of a [`Limiter`].
+/// Sizing of a standalone [`Limiter`] (its own pool of `max_entries`); the
+/// engine's per-project partitions are sized by [`Limiters::project`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimiterConfig {
     /// Most keys held at once. An entry is 32 bytes of payload; with the
@@ -218,17 +234,24 @@ impl Default for LimiterConfig {
     }
 }
 
-/// What the metrics endpoint reports about a [`Limiter`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the metrics endpoint reports about a [`Limiter`] or [`Limiters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LimiterStats {
-    /// Keys currently held (expired ones included until the next sweep).
+    /// Keys currently held (idle ones included until the next sweep).
     pub entries: usize,
-    /// New keys not recorded because their shard was full (fail open) since
-    /// the limiter started. Non-zero means `max_entries` is too small.
+    /// New keys not recorded since the limiter started: only when the
+    /// engine-wide pool was full and no key could be reclaimed at that
+    /// instant. Non-zero means `max_entries` is too small.
     pub untracked: u64,
+    /// Live keys forgotten to make room (a project at its budget with no
+    /// idle key, or the largest project when the pool was full).
+    pub evicted: u64,
+    /// Projects with a partition.
+    pub projects: usize,
 }
 
-/// The rate limiter: a cheap-to-clone handle on shared state.
+/// One project's rate limiter (or a standalone one): a cheap-to-clone handle
+/// on shared state.
 #[derive(Clone)]
 pub struct Limiter {
     inner: Arc<Inner>,
@@ -239,7 +262,7 @@ impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter")
             .field("shards", &self.inner.shards.len())
-            .field("shard_cap", &self.inner.shard_cap)
+            .field("shard_cap", &self.inner.shard_cap())
             .finish_non_exhaustive()
     }
 }
@@ -249,14 +272,23 @@ struct Inner {
     shards: Box<[Shard]>,
     /// `shards.len() - 1`: a power of two minus one, so indexing is a mask.
     mask: u64,
-    /// Entries one shard may hold before new keys go untracked.
-    shard_cap: usize,
+    /// Entries one shard may hold before it must make room: the project's
+    /// budget over its shards. Changes when the project's plan does.
+    shard_cap: AtomicUsize,
     /// The secret under which this limiter's bucket keys are hashed.
     hasher: KeyHasher,
-    /// Origin of [`Limiter::now_nanos`].
-    origin: Instant,
-    /// New keys dropped at the cap (fail open), for [`LimiterStats`].
-    untracked: AtomicU64,
+    /// Keys held by this partition (all shards).
+    entries: AtomicUsize,
+    /// The engine-wide pool every partition draws on (and its clock).
+    pool: Arc<Pool>,
+}
+
+impl Drop for Inner {
+    /// A dropped partition gives its keys back to the pool.
+    fn drop(&mut self) {
+        let n = *self.entries.get_mut();
+        self.pool.release(n);
+    }
 }
 
 /// One shard, on its own cache lines so neighbouring locks do not bounce.
@@ -269,23 +301,40 @@ struct Shard(Mutex<ShardMap>);
 struct ShardMap {
     /// TAT and charging interval per key; absent means a full bucket.
     entries: HashMap<BucketKey, State, BuildHasherDefault<KeyIdentityHasher>>,
-    /// When this shard was last swept because it was full.
-    full_sweep_at: Option<u64>,
 }
 
 impl Limiter {
-    /// An empty limiter with a fresh random key for [`Limiter::bucket_key`].
+    /// An empty standalone limiter (its own pool of `config.max_entries`)
+    /// with a fresh random key for [`Limiter::bucket_key`].
     pub fn new(config: LimiterConfig) -> Self {
-        let shards = config.shards.clamp(1, 1 << 16).next_power_of_two();
-        Self {
+        let pool = Arc::new(Pool::new(config.max_entries));
+        Self::in_pool(pool, config.max_entries, config.shards)
+    }
+
+    /// A partition of `pool` holding at most `budget` keys over `shards`.
+    fn in_pool(pool: Arc<Pool>, budget: usize, shards: usize) -> Self {
+        let shards = shards.clamp(1, 1 << 16).next_power_of_two();
+        let limiter = Self {
             inner: Arc::new(Inner {
                 shards: (0..shards).map(|_| Shard::default()).collect(),
                 mask: shards as u64 - 1,
-                shard_cap: config.max_entries.div_ceil(shards).max(1),
+                shard_cap: AtomicUsize::new(budget.div_ceil(shards).max(1)),
                 hasher: KeyHasher::random(),
-                origin: Instant::now(),
-                untracked: AtomicU64::new(0),
+                entries: AtomicUsize::new(0),
+                pool: Arc::clone(&pool),
             }),
+        };
+        pool.register(&limiter.inner);
+        limiter
+    }
+
+    /// Sets the key budget (a plan change); keys above a lowered budget are
+    /// forgotten as their shards next need room or are swept. Rounded down
+    /// per shard, so the partition never holds more than `budget` keys.
+    fn set_budget(&self, budget: usize) {
+        let cap = (budget / self.inner.shards.len()).max(1);
+        if self.inner.shard_cap.load(Ordering::Relaxed) != cap {
+            self.inner.shard_cap.store(cap, Ordering::Relaxed);
         }
     }
 
@@ -314,7 +363,7 @@ impl Limiter {
     /// Nanoseconds since this limiter was made, on the monotonic clock: the
     /// `now_nanos` to pass to [`Limiter::check`] and [`Limiter::sweep`].
     pub fn now_nanos(&self) -> u64 {
-        u64::try_from(self.inner.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.inner.pool.now_nanos()
     }
 
     /// Decides one call over all its buckets, all or nothing, and consumes
@@ -420,12 +469,13 @@ impl Limiter {
         // The usual call: every bucket in a shard of its own (so no key is
         // repeated) with room for a new key. Then each bucket's map slot is
         // held across the decision and written in place: one lookup each.
+        let shard_cap = inner.shard_cap();
         let has_room = |g: &Option<MutexGuard<'_, ShardMap>>| {
-            g.as_ref()
-                .is_some_and(|m| m.entries.len() < inner.shard_cap)
+            g.as_ref().is_some_and(|m| m.entries.len() < shard_cap)
         };
-        if IN_PLACE && distinct == n && guards[..n].iter().all(has_room) {
+        if IN_PLACE && distinct == n && guards[..n].iter().all(has_room) && inner.pool.has_room(n) {
             return decide_in_place(
+                inner,
                 &mut guards,
                 &guard_of[..n],
                 checks,
@@ -481,25 +531,26 @@ impl Limiter {
     /// a time; run it periodically off the request path (it visits every
     /// entry), e.g. every few seconds from a blocking task.
     pub fn sweep(&self, now_nanos: u64) -> usize {
-        self.inner
+        let inner = &*self.inner;
+        inner
             .shards
             .iter()
-            .map(|shard| sweep_map(&mut lock(shard), now_nanos))
+            .map(|shard| inner.sweep_shard(&mut lock(shard), now_nanos))
             .sum()
     }
 
-    /// Current size and fail-open count, for metrics. Locks every shard in
-    /// turn: call it from the metrics endpoint, not per request.
+    /// Current size and counters of this limiter's pool, for metrics.
+    /// `entries` is this limiter's own; the counters are the pool's.
     pub fn stats(&self) -> LimiterStats {
         LimiterStats {
-            entries: self
-                .inner
-                .shards
-                .iter()
-                .map(|shard| lock(shard).entries.len())
-                .sum(),
-            untracked: self.inner.untracked.load(Ordering::Relaxed),
+            entries: self.entries(),
+            ..self.inner.pool.stats()
         }
+    }
+
+    /// Keys this limiter holds now.
+    pub fn entries(&self) -> usize {
+        self.inner.entries.load(Ordering::Relaxed)
     }
 }
 
@@ -515,6 +566,10 @@ impl Inner {
         (key.shard_bits() & self.mask) as usize
     }
 
+    fn shard_cap(&self) -> usize {
+        self.shard_cap.load(Ordering::Relaxed)
+    }
+
     /// Writes `state` for `key`; a new key goes through [`Inner::insert_new`].
     fn store(&self, map: &mut ShardMap, key: BucketKey, state: State, now: u64) {
         match map.entries.get_mut(&key) {
@@ -523,30 +578,76 @@ impl Inner {
         }
     }
 
-    /// Records a key not yet in `map`; one finding its shard full triggers an
-    /// on-the-spot sweep (rate-limited) and, failing that, goes untracked.
+    /// Records a key not yet in `map`. A full shard makes room from this
+    /// project's own keys ([`Inner::make_room`]); a full pool reclaims from
+    /// the largest project ([`Pool::reclaim`]); only if both fail does the
+    /// key go untracked.
     fn insert_new(&self, map: &mut ShardMap, key: BucketKey, state: State, now: u64) {
-        if map.entries.len() >= self.shard_cap {
-            let due = map
-                .full_sweep_at
-                .is_none_or(|at| now.saturating_sub(at) >= FULL_SHARD_SWEEP_BACKOFF_NANOS);
-            if due {
-                map.full_sweep_at = Some(now);
-                sweep_map(map, now);
-            }
-            if map.entries.len() >= self.shard_cap {
-                self.untracked.fetch_add(1, Ordering::Relaxed);
+        if map.entries.len() >= self.shard_cap() && !self.make_room(map, now) {
+            self.pool.untracked.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if !self.pool.try_reserve() {
+            let freed = self.sweep_shard(map, now) > 0 || self.pool.reclaim(self, map, now);
+            if !(freed && self.pool.try_reserve()) {
+                self.pool.untracked.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         }
         map.entries.insert(key, state);
+        self.entries.fetch_add(1, Ordering::Relaxed);
     }
-}
 
-fn sweep_map(map: &mut ShardMap, now: u64) -> usize {
-    let before = map.entries.len();
-    map.entries.retain(|_, s| s.tat > now);
-    before - map.entries.len()
+    /// Counts a key inserted where room was checked beforehand (the in-place
+    /// path): the pool may overshoot by the calls racing past that check,
+    /// at most a few keys per core.
+    fn count_inserted(&self) {
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        self.pool.add(1);
+    }
+
+    /// Frees at least one slot of `map` from this project's own keys: every
+    /// idle key (a full bucket, so nothing is lost), or if none is idle the
+    /// most-refilled one (lowest TAT). One pass; `false` only for an empty
+    /// shard.
+    fn make_room(&self, map: &mut ShardMap, now: u64) -> bool {
+        let before = map.entries.len();
+        let mut fullest: Option<(BucketKey, u64)> = None;
+        map.entries.retain(|k, s| {
+            let live = s.tat > now;
+            if live && fullest.is_none_or(|(_, tat)| s.tat < tat) {
+                fullest = Some((*k, s.tat));
+            }
+            live
+        });
+        let mut removed = before - map.entries.len();
+        if removed == 0 {
+            if let Some((k, _)) = fullest {
+                map.entries.remove(&k);
+                removed = 1;
+                self.pool.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.forget(removed);
+        removed > 0
+    }
+
+    /// Removes the idle entries of one shard; returns how many went.
+    fn sweep_shard(&self, map: &mut ShardMap, now: u64) -> usize {
+        let before = map.entries.len();
+        map.entries.retain(|_, s| s.tat > now);
+        let removed = before - map.entries.len();
+        self.forget(removed);
+        removed
+    }
+
+    /// Gives `n` removed keys back to this partition's and the pool's counts.
+    fn forget(&self, n: usize) {
+        if n > 0 {
+            self.entries.fetch_sub(n, Ordering::Relaxed);
+            self.pool.release(n);
+        }
+    }
 }
 
 /// Locks a shard, ignoring poison: every write is a single whole-`State`
@@ -559,6 +660,7 @@ fn lock(shard: &Shard) -> MutexGuard<'_, ShardMap> {
 /// `guards[guard_of[i]]` and every shard has room: each check's map entry is
 /// taken once and read, then written through (or filled) at commit.
 fn decide_in_place<const N: usize>(
+    inner: &Inner,
     guards: &mut [Option<MutexGuard<'_, ShardMap>>; N],
     guard_of: &[usize],
     checks: &[BucketCheck],
@@ -604,6 +706,7 @@ fn decide_in_place<const N: usize>(
             (Some(Entry::Occupied(mut o)), Some(next)) => *o.get_mut() = next,
             (Some(Entry::Vacant(v)), Some(next)) => {
                 v.insert(next);
+                inner.count_inserted();
             }
             _ => {}
         }
@@ -623,5 +726,7 @@ fn dedup_sorted(xs: &mut [usize]) -> usize {
     len
 }
 
+#[cfg(test)]
+mod fairness_tests;
 #[cfg(test)]
 mod tests;

@@ -33,7 +33,15 @@ where
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // Forwarding headers are believed only from trusted proxies; after this
+    // every route may read them as they are (see `client_addr.rs`).
+    crate::client_addr::normalise(
+        &mut parts.headers,
+        parts.extensions.get().copied(),
+        &engine.options.trusted_proxies,
+        engine.options.region_header.as_ref(),
+    );
     let m = &parts.method;
     let q = parts.uri.query();
     let h = &parts.headers;

@@ -92,7 +92,7 @@ pub async fn run(
                 Err(_) => break,
             },
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -110,7 +110,11 @@ pub async fn run(
         let (body_timeout, handler_timeout) = (limits.body_read_timeout, limits.handler_timeout);
         let conn = builder.serve_connection(
             TokioIo::new(stream),
-            service_fn(move |req: Request<Incoming>| {
+            service_fn(move |mut req: Request<Incoming>| {
+                // The socket peer, for deciding whether forwarding headers
+                // are believed (`client_addr.rs`).
+                req.extensions_mut()
+                    .insert(crate::client_addr::PeerAddr(peer));
                 let engine = Arc::clone(&engine);
                 let req = req.map(|b| DeadlineBody::new(b, body_timeout));
                 async move {

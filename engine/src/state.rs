@@ -10,7 +10,7 @@ use qyzar_shared::store::DataStore;
 use crate::background::Background;
 use crate::budget::{Budget, ProjectCache};
 use crate::config_view::ConfigView;
-use crate::limiter::{Limiter, LimiterConfig};
+use crate::limiter::{Limiters, LimitersConfig};
 use crate::metrics::Metrics;
 use crate::sessions::SessionCache;
 
@@ -45,6 +45,11 @@ pub struct StateOptions {
     /// A MaxMind-format country database, consulted when the region header
     /// gives nothing; `None` to use the header alone.
     pub geo: Option<Arc<crate::geo::Geo>>,
+    /// Proxies whose `X-Forwarded-For` and region header are believed
+    /// (`QYZAR_ENGINE_TRUSTED_PROXIES`); none by default.
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
+    /// Engine-wide sizing of the rate limiter (every project's keys).
+    pub limiter: LimitersConfig,
 }
 
 impl Default for StateOptions {
@@ -57,6 +62,8 @@ impl Default for StateOptions {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             region_header: Some(http::HeaderName::from_static("cf-ipcountry")),
             geo: None,
+            trusted_proxies: Default::default(),
+            limiter: LimitersConfig::default(),
         }
     }
 }
@@ -164,8 +171,8 @@ pub struct Engine {
     pub sessions: SessionCache,
     /// The data-plane store.
     pub store: Arc<dyn DataStore>,
-    /// Rate limiter state.
-    pub limiter: Limiter,
+    /// Rate limiter state: a partition per project, one pool.
+    pub limiter: Limiters,
     /// Verified client tokens by project and full text, bounded by bytes
     /// with a share per project ([`crate::budget`]): a tenant signing large
     /// tokens with its own key fills only its own share. quick_cache, like
@@ -200,7 +207,7 @@ impl Engine {
                 options.session_cache,
                 options.unknown_session_cache,
             ),
-            limiter: Limiter::new(LimiterConfig::default()),
+            limiter: Limiters::new(options.limiter.clone()),
             tokens: ProjectCache::new(options.token_cache, TokenWeight, 1024),
             idempotency: ProjectCache::new(options.idempotency_cache, AnswerWeight, 2048),
             background: Background::spawn(Arc::clone(&store)),

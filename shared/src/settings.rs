@@ -80,6 +80,10 @@ pub struct ProjectSettings {
     pub token_algorithm: TokenAlgorithm,
     /// Rate-limit rules applied by `/projects/client/rate-limit-check`.
     pub rate_limit: RateLimitSettings,
+    /// Per-client-IP limits on the browser routes (`/connect`,
+    /// `/connect/reverify`), so one client cannot spend the project's
+    /// monthly verifications or fill its stores.
+    pub browser_rate_limit: BrowserRateLimit,
     /// Thresholds of the anti-account-takeover decision.
     pub ato: AtoSettings,
 }
@@ -94,6 +98,7 @@ impl Default for ProjectSettings {
             test_mode: false,
             token_algorithm: TokenAlgorithm::Hs256,
             rate_limit: RateLimitSettings::default(),
+            browser_rate_limit: BrowserRateLimit::default(),
             ato: AtoSettings::default(),
         }
     }
@@ -275,6 +280,194 @@ impl RateLimitSettings {
     }
 }
 
+/// Limits per (project, client IP; an IPv6 client by its /64) on the
+/// browser routes. Each call costs one cell of its route's rule; a throttled
+/// call is answered `429 rate_limited` with `Retry-After`, stores nothing
+/// and is not counted.
+///
+/// Why these defaults: a page opens one session per visit and re-verifies a
+/// few times an hour per open tab, so even an office or a carrier NAT with
+/// many users behind one address stays far below 120 new sessions and 600
+/// re-verifications a minute, while a script opening sessions in a loop (the
+/// abuse these limits exist for) is stopped within a second.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BrowserRateLimit {
+    /// `POST /connect` per client IP.
+    pub connect: RateRule,
+    /// `POST /connect/reverify` per client IP.
+    pub reverify: RateRule,
+}
+
+impl Default for BrowserRateLimit {
+    fn default() -> Self {
+        Self {
+            connect: RateRule {
+                limit: 120,
+                window_seconds: 60,
+            },
+            reverify: RateRule {
+                limit: 600,
+                window_seconds: 60,
+            },
+        }
+    }
+}
+
+/// The plan of a project's owner, as the engine sees it (admin puts it in
+/// the snapshot): it sizes the project's share of the engine's limiter and
+/// bounds what a rate-limit check's `settingsOverride` may ask.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanTier {
+    /// The default of every account (and of an unknown plan key).
+    #[default]
+    Free,
+    /// Paid, self-serve.
+    Pro,
+    /// Paid, large.
+    Enterprise,
+}
+
+/// What a [`PlanTier`] grants a project inside an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanLimits {
+    /// Rate-limit keys the engine holds for the project at once: its share
+    /// of the limiter's memory (about 64 bytes a key, table slack included).
+    /// A project at its budget forgets its own idle or most-refilled keys,
+    /// never another project's.
+    pub limiter_keys: usize,
+    /// Most metadata rules a `settingsOverride` may carry.
+    pub override_max_buckets: usize,
+    /// Longest `windowSeconds` a `settingsOverride` rule may ask: a key is
+    /// held (not idle) for up to one window after its last use, so long
+    /// windows are what keeps limiter memory busy.
+    pub override_max_window_seconds: u32,
+    /// Highest `limit` a `settingsOverride` rule may ask.
+    pub override_max_limit: u32,
+}
+
+impl PlanTier {
+    /// Parses admin's plan key (`free`, `pro`, `enterprise`); anything else
+    /// is free, the least a project can have.
+    pub fn from_key(key: &str) -> Self {
+        match key {
+            "pro" => PlanTier::Pro,
+            "enterprise" => PlanTier::Enterprise,
+            _ => PlanTier::Free,
+        }
+    }
+
+    /// The plan's key, as admin stores it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PlanTier::Free => "free",
+            PlanTier::Pro => "pro",
+            PlanTier::Enterprise => "enterprise",
+        }
+    }
+
+    /// The one table of what each plan grants inside an engine.
+    pub const fn limits(self) -> PlanLimits {
+        match self {
+            PlanTier::Free => PlanLimits {
+                limiter_keys: 10_000,
+                override_max_buckets: 4,
+                override_max_window_seconds: 3_600,
+                override_max_limit: 10_000,
+            },
+            PlanTier::Pro => PlanLimits {
+                limiter_keys: 100_000,
+                override_max_buckets: MAX_METADATA_BUCKETS,
+                override_max_window_seconds: MAX_RATE_WINDOW_SECONDS,
+                override_max_limit: MAX_RATE_LIMIT,
+            },
+            PlanTier::Enterprise => PlanLimits {
+                limiter_keys: 500_000,
+                override_max_buckets: MAX_METADATA_BUCKETS,
+                override_max_window_seconds: MAX_RATE_WINDOW_SECONDS,
+                override_max_limit: MAX_RATE_LIMIT,
+            },
+        }
+    }
+}
+
+impl RateLimitSettings {
+    /// Validates a rate-limit check's `settingsOverride` (at `path`): the
+    /// ranges of [`RateLimitSettings::validate`], then what `plan` allows
+    /// (bucket count, window length, limit), each refused as 422
+    /// `invalid_field` naming the member.
+    pub fn validate_override(&self, path: &str, plan: PlanTier) -> Result<(), ApiError> {
+        self.validate(path)?;
+        let limits = plan.limits();
+        if self.metadata.len() > limits.override_max_buckets {
+            return Err(ApiError::with_message(
+                ErrorCode::InvalidField,
+                format!(
+                    "the {} plan allows at most {} metadata buckets in an override",
+                    plan.as_str(),
+                    limits.override_max_buckets
+                ),
+            )
+            .field(format!("{path}.metadata")));
+        }
+        let rules = std::iter::once((format!("{path}.ip"), &self.ip)).chain(
+            self.metadata
+                .iter()
+                .map(|(name, rule)| (format!("{path}.metadata.{name}"), rule)),
+        );
+        for (at, rule) in rules {
+            if rule.window_seconds > limits.override_max_window_seconds {
+                return Err(ApiError::with_message(
+                    ErrorCode::InvalidField,
+                    format!(
+                        "the {} plan allows override windows of at most {} seconds",
+                        plan.as_str(),
+                        limits.override_max_window_seconds
+                    ),
+                )
+                .field(format!("{at}.windowSeconds")));
+            }
+            if rule.limit > limits.override_max_limit {
+                return Err(ApiError::with_message(
+                    ErrorCode::InvalidField,
+                    format!(
+                        "the {} plan allows override limits of at most {}",
+                        plan.as_str(),
+                        limits.override_max_limit
+                    ),
+                )
+                .field(format!("{at}.limit")));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Thresholds of the anti-ATO decision: `score >= blockScore` blocks,
 /// `score >= challengeScore` challenges, anything lower allows.
 #[derive(
@@ -353,6 +546,12 @@ impl ProjectSettings {
             }
         }
         self.rate_limit.validate("rateLimit")?;
+        self.browser_rate_limit
+            .connect
+            .validate("browserRateLimit.connect")?;
+        self.browser_rate_limit
+            .reverify
+            .validate("browserRateLimit.reverify")?;
         let ato = &self.ato;
         if ato.block_score > MAX_ATO_SCORE {
             return Err(invalid(
@@ -585,6 +784,10 @@ mod tests {
         "ip": {"limit": 60, "windowSeconds": 60},
         "metadata": {"email": {"limit": 5, "windowSeconds": 300}},
         "analyticsOnDeny": true
+      },
+      "browserRateLimit": {
+        "connect": {"limit": 120, "windowSeconds": 60},
+        "reverify": {"limit": 600, "windowSeconds": 60}
       },
       "ato": {"challengeScore": 60, "blockScore": 85, "failedAttemptsWindowSeconds": 900}
     }"#;
@@ -974,5 +1177,78 @@ mod tests {
             Some("settingsOverride.ip.windowSeconds")
         );
         assert_eq!(TokenAlgorithm::EdDsa.as_str(), "EdDSA");
+    }
+
+    #[test]
+    fn browser_rules_are_validated_with_their_path() {
+        accepted(|s| s.browser_rate_limit.connect.limit = 1);
+        assert_eq!(
+            refused(|s| s.browser_rate_limit.connect.limit = 0),
+            "browserRateLimit.connect.limit"
+        );
+        assert_eq!(
+            refused(|s| s.browser_rate_limit.reverify.window_seconds = 86_401),
+            "browserRateLimit.reverify.windowSeconds"
+        );
+        let s = ProjectSettings::parse_and_validate(
+            br#"{"browserRateLimit": {"connect": {"limit": 5, "windowSeconds": 10}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s.browser_rate_limit.connect,
+            RateRule {
+                limit: 5,
+                window_seconds: 10
+            }
+        );
+        assert_eq!(
+            s.browser_rate_limit.reverify,
+            BrowserRateLimit::default().reverify
+        );
+    }
+
+    #[test]
+    fn overrides_are_bounded_by_plan() {
+        let rule = |limit, window_seconds| RateRule {
+            limit,
+            window_seconds,
+        };
+        let field = |o: &RateLimitSettings, plan| {
+            o.validate_override("settingsOverride", plan)
+                .err()
+                .map(|e| (e.status(), e.field.unwrap().into_owned()))
+        };
+        let mut o = RateLimitSettings::default();
+        assert_eq!(field(&o, PlanTier::Free), None);
+        o.ip = rule(10, 3_601);
+        assert_eq!(
+            field(&o, PlanTier::Free),
+            Some((422, "settingsOverride.ip.windowSeconds".into()))
+        );
+        assert_eq!(field(&o, PlanTier::Pro), None);
+        o.ip = rule(10, 60);
+        o.metadata.insert("email".into(), rule(10_001, 60));
+        assert_eq!(
+            field(&o, PlanTier::Free),
+            Some((422, "settingsOverride.metadata.email.limit".into()))
+        );
+        assert_eq!(field(&o, PlanTier::Enterprise), None);
+        o.metadata = (0..5).map(|i| (format!("b{i}"), rule(1, 1))).collect();
+        assert_eq!(
+            field(&o, PlanTier::Free),
+            Some((422, "settingsOverride.metadata".into()))
+        );
+        assert_eq!(field(&o, PlanTier::Pro), None);
+        // The plain range checks still come first.
+        o.ip = rule(0, 60);
+        assert_eq!(
+            field(&o, PlanTier::Enterprise),
+            Some((422, "settingsOverride.ip.limit".into()))
+        );
+        for p in [PlanTier::Free, PlanTier::Pro, PlanTier::Enterprise] {
+            assert_eq!(PlanTier::from_key(p.as_str()), p);
+        }
+        assert_eq!(PlanTier::from_key("gold"), PlanTier::Free);
+        assert!(PlanTier::Free.limits().limiter_keys < PlanTier::Pro.limits().limiter_keys);
     }
 }

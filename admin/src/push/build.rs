@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use qyzar_shared::crypto::{client_token_key, Ed25519Signer, SecretBox};
 use qyzar_shared::ids::ProjectId;
-use qyzar_shared::settings::{ProjectSettings, TokenAlgorithm};
+use qyzar_shared::settings::{PlanTier, ProjectSettings, TokenAlgorithm};
 use qyzar_shared::snapshot::{
     encode_snapshot, provision, Ed25519KeyEntry, Hs256KeyEntry, OriginTokenEntry, ProjectConfig,
     SecretHashEntry, Snapshot,
@@ -57,6 +57,8 @@ pub(super) struct Rows {
     projects: Vec<(String, String, String)>,
     /// Accounts over their monthly verification quota.
     blocked: std::collections::HashSet<String>,
+    /// (account id, plan key): sizes each project's engine-side limits.
+    plans: Vec<(String, String)>,
     secrets: Vec<(String, String, String, Option<i64>)>,
     tokens: Vec<(String, String, String, i64)>,
     opt_outs: Vec<(String, String, String)>,
@@ -76,6 +78,9 @@ pub(super) async fn read_rows(db: &Db, now: i64) -> AdminResult<Rows> {
         .fetch_all(&mut *tx)
         .await?;
     let blocked = crate::usage::blocked_accounts(&mut tx, now).await?;
+    let plans = sqlx::query_as("SELECT id, plan FROM users")
+        .fetch_all(&mut *tx)
+        .await?;
     let secrets = sqlx::query_as(
         "SELECT project_id, secret_sealed, ed25519_sealed, valid_until FROM project_secrets \
          WHERE valid_until IS NULL OR valid_until > $1",
@@ -97,6 +102,7 @@ pub(super) async fn read_rows(db: &Db, now: i64) -> AdminResult<Rows> {
     Ok(Rows {
         projects,
         blocked,
+        plans,
         secrets,
         tokens,
         opt_outs,
@@ -131,6 +137,11 @@ pub(super) fn build(version: u64, now: i64, rows: Rows, secrets: &SecretBox) -> 
             .or_default()
             .push((kind, subject));
     }
+    let plans: HashMap<&str, PlanTier> = rows
+        .plans
+        .iter()
+        .map(|(id, plan)| (id.as_str(), PlanTier::from_key(plan)))
+        .collect();
     let mut configs = Vec::with_capacity(rows.projects.len());
     for (project_id, owner_id, settings_json) in &rows.projects {
         let id = ProjectId::parse(project_id).map_err(AdminError::internal)?;
@@ -169,6 +180,7 @@ pub(super) fn build(version: u64, now: i64, rows: Rows, secrets: &SecretBox) -> 
                 other => tracing::warn!(kind = other, "unknown opt-out kind ignored"),
             }
         }
+        cfg.plan = plans.get(owner_id.as_str()).copied().unwrap_or_default();
         if rows.blocked.contains(owner_id) {
             cfg.verifications_blocked_until_ms = Some(crate::usage::blocked_until(now));
         }

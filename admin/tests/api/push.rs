@@ -37,7 +37,13 @@ impl TestEngine {
         let store = Arc::new(
             qyzar_shared::store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap(),
         );
-        let engine = qyzar_engine::Engine::new(store, Default::default());
+        // Loopback is trusted as a proxy, as under `qyzar dev`, so the
+        // tests' region header counts.
+        let options = qyzar_engine::StateOptions {
+            trusted_proxies: qyzar_engine::client_addr::TrustedProxies::loopback(),
+            ..Default::default()
+        };
+        let engine = qyzar_engine::Engine::new(store, options);
         let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (public_addr, internal_addr) =
             (public.local_addr().unwrap(), internal.local_addr().unwrap());

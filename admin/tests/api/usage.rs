@@ -263,6 +263,13 @@ async fn usage_counts_and_quota_blocks(backend: Backend) {
     qyzar_admin::push::rebuild_and_push(&app.state)
         .await
         .unwrap();
+    // The plan travels in the snapshot: it sizes the project's limits in
+    // the engine (limiter key budget, settingsOverride bounds).
+    let built = app.state.pusher.latest().expect("a built snapshot");
+    assert_eq!(
+        built.snapshot.project(&id).map(|p| p.plan),
+        Some(qyzar_shared::settings::PlanTier::Pro)
+    );
     assert!(
         eventually(Duration::from_secs(2), || async {
             connect(&engine, &id, &origin_token).await.status == 201

@@ -309,46 +309,45 @@ fn sweep_removes_only_expired_entries() {
         "the live entry kept its state"
     );
     assert_eq!(l.sweep(100 * SEC), 1);
-    assert_eq!(
-        l.stats(),
-        LimiterStats {
-            entries: 0,
-            untracked: 0
-        }
-    );
+    assert_eq!(l.stats(), LimiterStats::default());
 }
 
 #[test]
-fn full_map_fails_open_and_counts() {
+fn a_full_shard_forgets_idle_keys_first_then_the_most_refilled_never_fails_open() {
     let l = Limiter::new(LimiterConfig {
         max_entries: 2,
         shards: 1,
     });
     let rule = Rule::new(1, 100);
-    let (a, b, c) = (key(&l, "ip", "a"), key(&l, "ip", "b"), key(&l, "ip", "c"));
+    let (a, b, c, d) = (
+        key(&l, "ip", "a"),
+        key(&l, "ip", "b"),
+        key(&l, "ip", "c"),
+        key(&l, "ip", "d"),
+    );
     assert!(hit(&l, a, rule, 0, 1).allowed);
-    assert!(hit(&l, b, rule, 0, 1).allowed);
-    // The shard is full of live entries: the new key is allowed, not recorded.
-    assert!(hit(&l, c, rule, 0, 1).allowed);
-    assert!(hit(&l, c, rule, 0, 1).allowed);
+    assert!(hit(&l, b, rule, SEC, 1).allowed);
+    // Full of live keys: the new key evicts the most-refilled one (`a`,
+    // spent earliest) and is itself tracked: its second call is denied.
+    assert!(hit(&l, c, rule, 2 * SEC, 1).allowed);
+    assert!(
+        !hit(&l, c, rule, 2 * SEC, 1).allowed,
+        "the new key is limited"
+    );
+    assert!(!hit(&l, b, rule, 2 * SEC, 1).allowed, "`b` kept its state");
     assert_eq!(
         l.stats(),
         LimiterStats {
             entries: 2,
-            untracked: 2
+            untracked: 0,
+            evicted: 1,
+            projects: 0,
         }
     );
-    assert!(!hit(&l, a, rule, 0, 1).allowed, "tracked keys stay limited");
-    // Once the old entries expire, the on-the-spot sweep makes room.
-    assert!(hit(&l, c, rule, 200 * SEC, 1).allowed);
-    assert!(!hit(&l, c, rule, 200 * SEC, 1).allowed);
-    assert_eq!(
-        l.stats(),
-        LimiterStats {
-            entries: 1,
-            untracked: 2
-        }
-    );
+    // Once the keys are idle (full buckets) they go first, losing nothing.
+    assert!(hit(&l, d, rule, 200 * SEC, 1).allowed);
+    assert!(!hit(&l, d, rule, 200 * SEC, 1).allowed);
+    assert_eq!((l.stats().entries, l.stats().evicted), (1, 1));
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //!
 //! parse (projectId, originToken, captchaToken?, entropy; `Origin` header)
 //! → authorise (the origin is allowed and the origin token is live and
-//! bound to it; test captcha tokens only in `testMode`; the owner's monthly
+//! bound to it; the client IP within the project's `browserRateLimit.connect`,
+//! else `429 rate_limited` with `Retry-After`, nothing stored or counted;
+//! test captcha tokens only in `testMode`; the owner's monthly
 //! verifications not used up, else `429 verification_quota_exceeded`) → decide (device id
 //! from the stable entropy, bot score, session + token hash stored durably,
 //! entropy snapshot unless opted out) → answer `201` with both session
@@ -12,11 +14,13 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderValue, SET_COOKIE, USER_AGENT};
+use http::header::{HeaderValue, RETRY_AFTER, SET_COOKIE, USER_AGENT};
 use http::{HeaderMap, Response, StatusCode};
 use qyzar_shared::captcha;
 use qyzar_shared::crypto::{random_token, sign_hs256, Claims};
 use qyzar_shared::ids::SessionId;
+use qyzar_shared::settings::RateRule;
+use qyzar_shared::snapshot::ProjectConfig;
 use qyzar_shared::store::{EntropySnapshot, Session};
 use qyzar_shared::time::rfc3339;
 use qyzar_shared::usage::TrafficKind;
@@ -25,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{common, cors};
 use crate::decide::{self, Entropy, UaInfo};
+use crate::limiter::{BucketCheck, Rule};
 use crate::request;
 use crate::response::{self, Body};
 use crate::state::Engine;
@@ -48,6 +53,12 @@ struct Output<'a> {
     expires_at: String,
     risk: &'a decide::Risk,
 }
+
+/// Limiter bucket of `/connect` calls per client IP (distinct from the
+/// rate-limit check's `ip` and `metadata:*` buckets).
+pub(super) const BROWSER_CONNECT: &str = "route:connect";
+/// Limiter bucket of `/connect/reverify` calls per client IP.
+pub(super) const BROWSER_REVERIFY: &str = "route:reverify";
 
 /// The `iss` of session JWTs.
 pub const SESSION_ISSUER: &str = "qyzar-session";
@@ -99,6 +110,17 @@ async fn run(
             "the origin token is not valid for this origin",
         )
         .field("originToken"));
+    }
+    // One client IP cannot open sessions in a loop: each would be counted
+    // against the owner's monthly quota and store entropy for 90 days.
+    if let Some(throttled) = throttle(
+        engine,
+        cfg,
+        BROWSER_CONNECT,
+        cfg.settings.browser_rate_limit.connect,
+        headers,
+    ) {
+        return Ok(throttled);
     }
     if let Some(t) = &input.captcha_token {
         if !cfg.settings.test_mode {
@@ -230,8 +252,60 @@ async fn run(
     Ok(res)
 }
 
-/// The region of the browser calling: the trusted header first, else the
-/// country database's answer for the `X-Forwarded-For` client IP.
+/// Spends one cell of `rule` for the calling client IP in `bucket` of the
+/// project's limiter partition (the same per-project key budget as the
+/// rate-limit check); `Some(429 rate_limited)` with `Retry-After` (whole
+/// seconds, rounded up) when it is spent. Called after the caller is
+/// authorised and before anything is stored or counted. A request that did
+/// not come through the server (no peer address) shares one bucket.
+pub(super) fn throttle(
+    engine: &Engine,
+    cfg: &ProjectConfig,
+    bucket: &str,
+    rule: RateRule,
+    headers: &HeaderMap,
+) -> Option<Response<Body>> {
+    let limiter = engine
+        .limiter
+        .project(&cfg.project_id, cfg.plan.limits().limiter_keys);
+    let subject = client_ip_addr(headers)
+        .map(throttle_subject)
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    let key = limiter
+        .bucket_key(&cfg.project_id, bucket, subject.as_bytes())
+        .ok()?;
+    let rule = Rule::new(rule.limit, rule.window_seconds);
+    let decision = limiter
+        .check(limiter.now_nanos(), &[BucketCheck { key, rule }], 1, false)
+        .ok()?;
+    if decision.allowed {
+        return None;
+    }
+    let wait_ms = decision
+        .retry_after_ms()
+        .unwrap_or(u64::from(rule.window_seconds) * 1000);
+    let seconds = wait_ms.div_ceil(1000).max(1);
+    let mut res = response::error(&ApiError::new(ErrorCode::RateLimited));
+    res.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    Some(res)
+}
+
+/// Whom a browser-route limit counts: an IPv4 address as is, an IPv6
+/// address by its /64 (one subscriber's LAN: a single client can rotate
+/// through 2⁶⁴ addresses of its own prefix, so a per-address key would give
+/// it a fresh bucket per call).
+fn throttle_subject(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
+/// The region of the browser calling: the region header first (present only
+/// when a trusted proxy sent it), else the country database's answer for the
+/// client IP.
 pub fn region(engine: &Engine, headers: &HeaderMap) -> Option<String> {
     region_for(engine, headers, client_ip_addr(headers))
 }
@@ -253,17 +327,37 @@ fn header_region(engine: &Engine, headers: &HeaderMap) -> Option<String> {
         .then(|| v.to_ascii_uppercase())
 }
 
-/// The client IP from `X-Forwarded-For` (first hop) when it parses.
+/// The client IP as text, when known.
 pub fn client_ip(headers: &HeaderMap) -> Option<String> {
     client_ip_addr(headers).map(|ip| ip.to_string())
 }
 
-/// The first hop of `X-Forwarded-For` as an address. The header is taken
-/// as written, so it is only as trustworthy as the proxy in front of the
-/// engine: that proxy must set it (overwrite, not append to, what the
-/// client sent), or a client can pick its own IP and, through the GeoIP
-/// lookup, its own region.
+/// The client IP. The router has already rewritten `X-Forwarded-For` to the
+/// one address resolved from the socket peer and, only when that peer is a
+/// trusted proxy (`QYZAR_ENGINE_TRUSTED_PROXIES`), its forwarding chain
+/// (`crate::client_addr`), so the header is read as it is.
 pub fn client_ip_addr(headers: &HeaderMap) -> Option<IpAddr> {
     let v = headers.get("x-forwarded-for")?.to_str().ok()?;
     v.split(',').next()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64() {
+        let subject = |s: &str| throttle_subject(s.parse().unwrap()).to_string();
+        assert_eq!(subject("203.0.113.7"), "203.0.113.7");
+        assert_eq!(subject("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(
+            subject("2001:db8:1:2:aaaa:bbbb:cccc:dddd"),
+            "2001:db8:1:2::"
+        );
+        assert_eq!(
+            subject("2001:db8:1:2::1"),
+            subject("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_ne!(subject("2001:db8:1:2::1"), subject("2001:db8:1:3::1"));
+    }
 }

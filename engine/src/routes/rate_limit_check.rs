@@ -1,9 +1,10 @@
 //! `POST /projects/client/rate-limit-check`: may this client do this now?
 //!
 //! parse (projectId, ip, metadata buckets, cost, settingsOverride, analytics,
-//! dryRun) → authorise (project secret) → decide (GCRA over every bucket,
-//! all-or-nothing: a denied call consumes from no bucket; `dryRun` consumes
-//! nothing) → answer `{allowed, deniedBy, limit, remaining, retryAfterMs,
+//! dryRun) → authorise (project secret; a `settingsOverride` within what the
+//! owner's plan allows) → decide (GCRA over every bucket in the project's own
+//! limiter partition, sized by its plan; all-or-nothing: a denied call
+//! consumes from no bucket; `dryRun` consumes nothing) → answer `{allowed, deniedBy, limit, remaining, retryAfterMs,
 //! resetAt, buckets}`. A deny is an answer (`200`), not an error: `429` is
 //! only for the caller itself being throttled. Denies are recorded off the
 //! hot path when analytics is on.
@@ -298,31 +299,35 @@ fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Response<Bod
     // authorise
     let live = common::live(engine, now)?;
     let (cfg, _) = common::authorise(&live, &project, headers, now)?;
+    // What an override may ask depends on the plan: its windows keep keys
+    // busy in the project's share of the limiter.
+    if let Some(o) = &input.settings_override {
+        o.validate_override("settingsOverride", cfg.plan)?;
+    }
     let rules = input
         .settings_override
         .as_ref()
         .unwrap_or(&cfg.settings.rate_limit);
+    // The project's own partition, sized by its plan (state only now that
+    // the caller is authenticated).
+    let limiter = engine
+        .limiter
+        .project(project.as_str(), cfg.plan.limits().limiter_keys);
     // decide: the ip bucket, then one bucket per metadata value with a rule.
     let mut b = Buckets::new(ip, rules);
     buckets(&mut b, &input.metadata, rules)?;
     let mut checks = [BucketCheck {
-        key: bucket_key(engine, &project, ("ip", ""), &b.keys[0])?,
+        key: bucket_key(&limiter, &project, ("ip", ""), &b.keys[0])?,
         rule: b.rules[0],
     }; MAX_BUCKETS];
     for (i, check) in checks.iter_mut().enumerate().take(b.len).skip(1) {
         *check = BucketCheck {
-            key: bucket_key(engine, &project, b.name(i), &b.keys[i])?,
+            key: bucket_key(&limiter, &project, b.name(i), &b.keys[i])?,
             rule: b.rules[i],
         };
     }
-    let decision = engine
-        .limiter
-        .check(
-            engine.limiter.now_nanos(),
-            &checks[..b.len],
-            cost,
-            input.dry_run,
-        )
+    let decision = limiter
+        .check(limiter.now_nanos(), &checks[..b.len], cost, input.dry_run)
         .map_err(|_| too_many_buckets())?;
     if !decision.allowed && !input.dry_run && input.analytics.unwrap_or(rules.analytics_on_deny) {
         if let Some(i) = decision.denied_by {
@@ -362,13 +367,12 @@ fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Response<Bod
 /// The bucket key of (project, `prefix` + `field`, key), hashed without
 /// building the name.
 fn bucket_key(
-    engine: &Engine,
+    limiter: &crate::limiter::Limiter,
     project: &qyzar_shared::ids::ProjectId,
     (prefix, field): (&str, &str),
     key: &str,
 ) -> Result<crate::limiter::BucketKey, ApiError> {
-    engine
-        .limiter
+    limiter
         .bucket_key_parts(project.as_str(), [prefix, field], key.as_bytes())
         .map_err(|_| {
             ApiError::with_message(

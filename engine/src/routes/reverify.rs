@@ -2,6 +2,8 @@
 //!
 //! parse (sessionJwt, entropy) → authorise (the JWT verifies under its
 //! project's session key; the `Origin` is one the project allows; the
+//! client IP within the project's `browserRateLimit.reverify`, else `429
+//! rate_limited` with `Retry-After`, nothing stored or counted; the
 //! owner's monthly verifications not used up) → decide
 //! (session still live? device drift? fresh bot score; the session is
 //! extended durably and the new entropy recorded) → answer `{valid,
@@ -104,6 +106,15 @@ async fn run(
         Ok(_) => return Ok(invalid("bad_signature")),
         Err(e) => return Ok(invalid(e.reason())),
     };
+    if let Some(throttled) = connect::throttle(
+        engine,
+        cfg,
+        connect::BROWSER_REVERIFY,
+        cfg.settings.browser_rate_limit.reverify,
+        headers,
+    ) {
+        return Ok(throttled);
+    }
     if cfg.verifications_blocked(now) {
         return Err(ApiError::new(ErrorCode::VerificationQuotaExceeded));
     }

@@ -62,8 +62,11 @@ async fn geo_engine() -> Option<(TestEngine, TestProject)> {
     let dir = tempfile::tempdir().unwrap();
     let store =
         Arc::new(qyzar_shared::store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap());
+    // The test client is on loopback: trusted as a proxy, so its
+    // forwarding headers count (as under `qyzar dev`).
     let options = qyzar_engine::StateOptions {
         geo: Some(Arc::new(geo)),
+        trusted_proxies: qyzar_engine::client_addr::TrustedProxies::loopback(),
         ..Default::default()
     };
     let engine = TestEngine::spawn_with_options(store, dir, options).await;
@@ -103,9 +106,19 @@ async fn connect_takes_the_region_from_the_header_else_the_database() {
         region_after_connect(&e, &p, &[("x-forwarded-for", "203.0.113.5")]).await,
         "FR"
     );
-    // The first hop is the client; later hops are proxies.
+    // The right-most hop not a trusted proxy is the client; hops to its
+    // left were written by the client itself.
     assert_eq!(
         region_after_connect(&e, &p, &[("x-forwarded-for", "2001:db8::7, 198.51.100.1")]).await,
+        "US"
+    );
+    assert_eq!(
+        region_after_connect(
+            &e,
+            &p,
+            &[("x-forwarded-for", "198.51.100.1, 2001:db8::7, 127.0.0.1")]
+        )
+        .await,
         "DE"
     );
     // The trusted header wins over the database.

@@ -1,7 +1,7 @@
 //! One project's slice of the snapshot and the lookups the hot path makes on it.
 
 use crate::ids::ProjectId;
-use crate::settings::ProjectSettings;
+use crate::settings::{PlanTier, ProjectSettings};
 
 /// Everything an engine knows about one project. Raw key bytes only: the
 /// crypto module turns them into keys, so this type stays plain data.
@@ -34,6 +34,9 @@ pub struct ProjectConfig {
     /// not a flag, so the block lifts by itself at the month's turn even if
     /// no new snapshot arrives; an upgrade lifts it with the next snapshot.
     pub verifications_blocked_until_ms: Option<i64>,
+    /// The owner's plan: sizes the project's share of the engine's rate
+    /// limiter and bounds a rate-limit check's `settingsOverride`.
+    pub plan: PlanTier,
 }
 
 /// One accepted project-secret hash.
@@ -126,6 +129,7 @@ impl ProjectConfig {
             opted_out_devices: Vec::new(),
             opted_out_identifier_hashes: Vec::new(),
             verifications_blocked_until_ms: None,
+            plan: PlanTier::Free,
         }
     }
 

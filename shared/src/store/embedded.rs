@@ -294,6 +294,17 @@ impl DataStore for EmbeddedStore {
 
     async fn put_entropy_snapshot(&self, snapshot: &EntropySnapshot) -> Result<(), StoreError> {
         snapshot.validate()?;
+        let newest = self
+            .list_entropy_snapshots(
+                &snapshot.project_id,
+                &snapshot.device_id,
+                super::MAX_ENTROPY_SNAPSHOTS_PER_DAY,
+            )
+            .await?;
+        let times: Vec<i64> = newest.iter().map(|s| s.at).collect();
+        if super::entropy_day_is_full(&times, snapshot.at) {
+            return Ok(());
+        }
         self.done(Op::PutSnapshot(snapshot.clone())).await
     }
 

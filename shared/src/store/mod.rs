@@ -57,6 +57,15 @@ pub const LOGIN_ATTEMPT_RETENTION_MS: i64 = 90 * DAY_MS;
 /// How long entropy snapshots are kept: enough to see drift across months
 /// without keeping fingerprints forever.
 pub const ENTROPY_SNAPSHOT_RETENTION_MS: i64 = 90 * DAY_MS;
+/// Most entropy snapshots kept per device in any 24 hours: a further
+/// capture within the day is not stored (the call still succeeds). Drift
+/// needs a few captures a day, not one per page view; without the cap one
+/// script re-sending the same entropy fills a device's partition for 90 days.
+/// Checked by reading the device's newest snapshots before writing, which
+/// needs no lightweight transaction on CQL: concurrent captures of one
+/// device may overshoot by the number of writers racing, never more (the
+/// browser routes' per-IP limit keeps that small).
+pub const MAX_ENTROPY_SNAPSHOTS_PER_DAY: usize = 24;
 /// How long deny events are kept: they feed a 30-day analytics view.
 pub const DENY_EVENT_RETENTION_MS: i64 = 30 * DAY_MS;
 
@@ -154,7 +163,10 @@ pub trait DataStore: Send + Sync + 'static {
         device: &DeviceId,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// Stores an entropy snapshot, kept [`ENTROPY_SNAPSHOT_RETENTION_MS`].
+    /// Stores an entropy snapshot, kept [`ENTROPY_SNAPSHOT_RETENTION_MS`],
+    /// unless the device already has [`MAX_ENTROPY_SNAPSHOTS_PER_DAY`]
+    /// snapshots in the 24 hours before `at` (then nothing is written and
+    /// the call succeeds).
     async fn put_entropy_snapshot(&self, snapshot: &EntropySnapshot) -> Result<(), StoreError>;
 
     /// The device's newest snapshot.
@@ -262,4 +274,13 @@ pub(crate) fn check_touch(last_seen_at: i64, expires_at: i64, now: i64) -> Resul
         ));
     }
     Ok(())
+}
+
+/// Whether a device whose newest snapshots were taken at `newest` (newest
+/// first, at most [`MAX_ENTROPY_SNAPSHOTS_PER_DAY`] of them) already has its
+/// day's worth of snapshots before a capture at `at`.
+pub(crate) fn entropy_day_is_full(newest: &[i64], at: i64) -> bool {
+    newest
+        .get(MAX_ENTROPY_SNAPSHOTS_PER_DAY - 1)
+        .is_some_and(|&t| t > at.saturating_sub(DAY_MS))
 }

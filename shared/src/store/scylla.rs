@@ -35,8 +35,8 @@ use super::model::check_identifier;
 use super::{
     check_expiry, check_touch, clamp_limit, now_ms, DataStore, DenyEvent, EntropySnapshot,
     LoginAttempt, Session, StoreError, DAY_MS, DENY_EVENT_RETENTION_MS,
-    ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS, MAX_LIST_LIMIT,
-    MAX_SESSION_LIFETIME_MS,
+    ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS, MAX_ENTROPY_SNAPSHOTS_PER_DAY,
+    MAX_LIST_LIMIT, MAX_SESSION_LIFETIME_MS,
 };
 use crate::ids::{DeviceId, ProjectId, SessionId};
 
@@ -347,6 +347,21 @@ impl DataStore for ScyllaStore {
         else {
             return Ok(());
         };
+        let newest: Vec<(CqlTimestamp,)> = self
+            .rows(
+                "read entropy snapshot times",
+                &self.st.select_snapshot_times,
+                (
+                    s.project_id.as_str(),
+                    s.device_id.as_str(),
+                    cql_limit(MAX_ENTROPY_SNAPSHOTS_PER_DAY),
+                ),
+            )
+            .await?;
+        let times: Vec<i64> = newest.into_iter().map(|(t,)| t.0).collect();
+        if super::entropy_day_is_full(&times, s.at) {
+            return Ok(());
+        }
         let values = (
             s.project_id.as_str(),
             s.device_id.as_str(),

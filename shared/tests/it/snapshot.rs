@@ -26,6 +26,7 @@ fn full_project(seed: u8) -> ProjectConfig {
         ..ProjectSettings::default()
     };
     let mut p = ProjectConfig::new(&id, [seed ^ 0x55; 32], hs, [seed ^ 0xaa; 32], settings);
+    p.plan = qyzar_shared::settings::PlanTier::Enterprise;
     p.secret_hashes.push(SecretHashEntry {
         hash: [seed ^ 0x11; 32],
         valid_until_ms: Some(NOW + 60_000),

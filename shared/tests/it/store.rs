@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use qyzar_shared::store::{
-    DataStore, EmbeddedStore, ScyllaConfig, ScyllaStore, StoreError, DAY_MS, MAX_KEY_BYTES,
-    MAX_LIST_LIMIT,
+    DataStore, EmbeddedStore, ScyllaConfig, ScyllaStore, StoreError, DAY_MS,
+    MAX_ENTROPY_SNAPSHOTS_PER_DAY, MAX_KEY_BYTES, MAX_LIST_LIMIT,
 };
 use qyzar_shared::testing;
 
@@ -47,6 +47,7 @@ conformance!(
     trusted_identifiers_are_an_idempotent_sorted_set,
     trusted_identifiers_survive_concurrent_writers,
     entropy_snapshots_newest_first,
+    entropy_snapshots_are_capped_per_device_and_day,
     login_attempts_newest_first_with_since_and_limit,
     login_attempts_survive_concurrent_writers,
     token_revocation,
@@ -409,6 +410,48 @@ mod suite {
             );
         }
         assert_eq!(store.trusted_identifiers(&p, &d).await.expect("list"), ids);
+    }
+
+    /// At most [`MAX_ENTROPY_SNAPSHOTS_PER_DAY`] captures of one device are
+    /// kept in any 24 hours; a later day has room again; other devices are
+    /// not affected.
+    pub(super) async fn entropy_snapshots_are_capped_per_device_and_day(store: &dyn DataStore) {
+        let p = ProjectId::generate();
+        let (d, other) = (DeviceId::generate(), DeviceId::generate());
+        let base = now() - 3 * DAY_MS;
+        let n = MAX_ENTROPY_SNAPSHOTS_PER_DAY;
+        for i in 0..n + 10 {
+            let s = snapshot(&p, &d, base + i as i64 * 1_000);
+            store.put_entropy_snapshot(&s).await.expect("put");
+        }
+        let p = &p;
+        let count = |dev: DeviceId| async move {
+            store
+                .list_entropy_snapshots(p, &dev, MAX_LIST_LIMIT)
+                .await
+                .expect("list")
+        };
+        let kept = count(d.clone()).await;
+        assert_eq!(
+            kept.len(),
+            n,
+            "captures beyond the day's cap are not stored"
+        );
+        assert_eq!(
+            kept[0].at,
+            base + (n as i64 - 1) * 1_000,
+            "the first n are kept"
+        );
+        // A day later there is room again.
+        let later = snapshot(p, &d, base + DAY_MS + 1_000 * n as i64);
+        store.put_entropy_snapshot(&later).await.expect("put later");
+        assert_eq!(count(d.clone()).await[0], later);
+        // Another device of the same project is not affected.
+        store
+            .put_entropy_snapshot(&snapshot(p, &other, base))
+            .await
+            .expect("put other");
+        assert_eq!(count(other).await.len(), 1);
     }
 
     pub(super) async fn entropy_snapshots_newest_first(store: &dyn DataStore) {

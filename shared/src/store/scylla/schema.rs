@@ -93,6 +93,7 @@ pub(super) struct Statements {
     pub(super) select_trusted: PreparedStatement,
     pub(super) insert_snapshot: PreparedStatement,
     pub(super) select_snapshots: PreparedStatement,
+    pub(super) select_snapshot_times: PreparedStatement,
     pub(super) insert_attempt: PreparedStatement,
     pub(super) select_attempts: PreparedStatement,
     pub(super) insert_revocation: PreparedStatement,
@@ -191,6 +192,16 @@ impl Statements {
             select_snapshots: p(
                 format!(
                     "SELECT project_id, device_id, at, session_id, entropy FROM {ks}.entropy_snapshots \
+                     WHERE project_id = ? AND device_id = ? LIMIT ?"
+                ),
+                read,
+            )
+            .await?,
+            // The per-day cap reads only the newest capture times, not
+            // their (kilobytes of) entropy.
+            select_snapshot_times: p(
+                format!(
+                    "SELECT at FROM {ks}.entropy_snapshots \
                      WHERE project_id = ? AND device_id = ? LIMIT ?"
                 ),
                 read,
