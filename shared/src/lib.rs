@@ -7,10 +7,12 @@
 //!   versioned config snapshot admin pushes to engines;
 //! - [`store`]: the `DataStore` trait for the data-plane tables, with a
 //!   ScyllaDB and an embedded implementation;
+//! - [`channel`]: the internal admin ↔ engine channel's keys and TLS;
 //! - [`usage`]: verification traffic engines report to admin, and the
 //!   calendar months plan quotas are counted in.
 
 pub mod captcha;
+pub mod channel;
 pub mod crypto;
 pub mod error;
 pub mod ids;

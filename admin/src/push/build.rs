@@ -2,6 +2,13 @@
 //! secret generations (current first, rotated-out ones until their grace
 //! end), derived keys, settings, live origin tokens, opt-outs, and the
 //! quota block of accounts whose monthly verifications are used up.
+//!
+//! Each project's lists are held to its owner's plan caps
+//! ([`projects::snapshot_caps`]) here as well as where they grow: rows over
+//! a cap (after a downgrade, or two requests racing past a count) are left
+//! out, the oldest opt-outs and the longest-lived tokens kept, and logged.
+//! So one project can never make the snapshot larger than its share, and a
+//! build never fails because of one tenant's data.
 
 use bytes::Bytes;
 use qyzar_shared::crypto::{client_token_key, Ed25519Signer, SecretBox};
@@ -53,8 +60,8 @@ pub(super) async fn next_version(db: &Db, now: i64) -> AdminResult<u64> {
 
 /// Everything a snapshot is built from, read in one consistent view.
 pub(super) struct Rows {
-    /// (id, owner id, settings JSON).
-    projects: Vec<(String, String, String)>,
+    /// (id, owner id, settings JSON, owner plan).
+    projects: Vec<(String, String, String, String)>,
     /// Accounts over their monthly verification quota.
     blocked: std::collections::HashSet<String>,
     secrets: Vec<(String, String, String, Option<i64>)>,
@@ -72,9 +79,12 @@ pub(super) async fn read_rows(db: &Db, now: i64) -> AdminResult<Rows> {
             .await?;
     }
     // Tuples read by column position; each query names its columns in order.
-    let projects = sqlx::query_as("SELECT id, owner_id, settings_json FROM projects")
-        .fetch_all(&mut *tx)
-        .await?;
+    let projects = sqlx::query_as(
+        "SELECT p.id, p.owner_id, p.settings_json, COALESCE(u.plan, 'free') FROM projects p \
+         LEFT JOIN users u ON u.id = p.owner_id",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     let blocked = crate::usage::blocked_accounts(&mut tx, now).await?;
     let secrets = sqlx::query_as(
         "SELECT project_id, secret_sealed, ed25519_sealed, valid_until FROM project_secrets \
@@ -85,14 +95,16 @@ pub(super) async fn read_rows(db: &Db, now: i64) -> AdminResult<Rows> {
     .await?;
     let tokens = sqlx::query_as(
         "SELECT project_id, token_hash, origin, expires_at FROM origin_tokens \
-         WHERE invalidated_at IS NULL AND expires_at > $1",
+         WHERE invalidated_at IS NULL AND expires_at > $1 ORDER BY expires_at DESC, token_hash",
     )
     .bind(now)
     .fetch_all(&mut *tx)
     .await?;
-    let opt_outs = sqlx::query_as("SELECT project_id, kind, subject FROM opt_outs")
-        .fetch_all(&mut *tx)
-        .await?;
+    let opt_outs = sqlx::query_as(
+        "SELECT project_id, kind, subject FROM opt_outs ORDER BY created_at, kind, subject",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Rows {
         projects,
@@ -132,7 +144,8 @@ pub(super) fn build(version: u64, now: i64, rows: Rows, secrets: &SecretBox) -> 
             .push((kind, subject));
     }
     let mut configs = Vec::with_capacity(rows.projects.len());
-    for (project_id, owner_id, settings_json) in &rows.projects {
+    for (project_id, owner_id, settings_json, plan) in &rows.projects {
+        let caps = projects::snapshot_caps(plan);
         let id = ProjectId::parse(project_id).map_err(AdminError::internal)?;
         let settings: ProjectSettings = serde_json::from_str(settings_json).map_err(|e| {
             AdminError::internal(format!("stored settings of {project_id} do not parse: {e}"))
@@ -160,7 +173,19 @@ pub(super) fn build(version: u64, now: i64, rows: Rows, secrets: &SecretBox) -> 
             add_grace_generation(&mut cfg, &id, old, eddsa)?;
         }
         cfg.origin_tokens = tokens.remove(project_id.as_str()).unwrap_or_default();
-        for (kind, subject) in opt_outs.remove(project_id.as_str()).unwrap_or_default() {
+        let mut outs = opt_outs.remove(project_id.as_str()).unwrap_or_default();
+        if cfg.origin_tokens.len() > caps.origin_tokens || outs.len() > caps.opt_outs {
+            tracing::error!(
+                project = %project_id,
+                plan = %plan,
+                origin_tokens = cfg.origin_tokens.len(),
+                opt_outs = outs.len(),
+                "project over its snapshot caps; the rows past them are left out"
+            );
+            cfg.origin_tokens.truncate(caps.origin_tokens);
+            outs.truncate(caps.opt_outs);
+        }
+        for (kind, subject) in outs {
             match kind {
                 "device" => cfg.opted_out_devices.push(subject.to_owned()),
                 "identifier" => cfg

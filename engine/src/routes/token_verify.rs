@@ -12,7 +12,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
-use qyzar_shared::crypto::{verify, JwtError};
+use qyzar_shared::crypto::{signed_by_known_key, verify, JwtError};
 use qyzar_shared::ApiError;
 use serde::{Deserialize, Serialize};
 
@@ -137,9 +137,12 @@ async fn run(
     // authorise
     let live = common::live(engine, now)?;
     let (cfg, keys) = common::authorise(&live, &project, headers, now)?;
-    // decide: the cache skips the signature for a token verified before.
+    // decide: the cache skips the signature for a token verified before,
+    // as long as its key is still live (a rotation without grace drops it).
     let (verified, cache) = match engine.tokens.get(token) {
-        Some(v) if *v.project == *project.as_str() => (v, CacheStatus::Hit),
+        Some(v) if *v.project == *project.as_str() && signed_by_known_key(token, &keys.verify) => {
+            (v, CacheStatus::Hit)
+        }
         _ => match verify(token, &keys.verify, now / 1000, project.as_str()) {
             Ok(claims) => {
                 let v = Arc::new(VerifiedToken {

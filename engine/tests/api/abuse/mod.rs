@@ -3,6 +3,6 @@
 //! theirs, one module per concern. Each test fails without its fix.
 
 mod caches;
+mod channel;
 mod edges;
 mod limits;
-mod channel;
