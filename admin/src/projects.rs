@@ -41,7 +41,7 @@ pub fn project_quota(plan: &str) -> i64 {
 ///
 /// | list in the snapshot | free | pro | enterprise | element size |
 /// |---|---|---|---|---|
-/// | opt-outs (devices + identifiers) | 500 | 10 000 | 100 000 | ≤ 48 B |
+/// | opt-outs (devices + identifiers) | 300 | 10 000 | 100 000 | ≤ 76 B |
 /// | live origin tokens | 20 | 200 | 1 000 | ≤ 320 B |
 /// | settings (JSON, validated) | 32 KiB | 32 KiB | 32 KiB | |
 /// | secret generations | 1 + those in grace | same | same | ≤ 300 B |
@@ -72,7 +72,7 @@ pub fn snapshot_caps(plan: &str) -> SnapshotCaps {
             origin_tokens: 200,
         },
         _ => SnapshotCaps {
-            opt_outs: 500,
+            opt_outs: 300,
             origin_tokens: 20,
         },
     }

@@ -320,8 +320,9 @@ impl Pusher {
 pub const NEW_PROJECT_BYTES: usize = 4 * 1024;
 /// What one origin token adds at most (hash, a 270-byte origin, expiry).
 pub const ORIGIN_TOKEN_BYTES: usize = 320;
-/// What one opt-out adds at most (a device id or an identifier hash).
-pub const OPT_OUT_BYTES: usize = 48;
+/// What one opt-out adds at most (a device id of up to 68 bytes, or an
+/// identifier hash).
+pub const OPT_OUT_BYTES: usize = 80;
 
 /// Admits a change that may grow the snapshot by up to `growth` bytes:
 /// `409 config_budget_exceeded` when the newest build plus `growth` would

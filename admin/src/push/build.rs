@@ -240,3 +240,150 @@ fn add_grace_generation(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use qyzar_shared::crypto::ProjectSecret;
+
+    /// The longest valid origin, made unique by `i`: a 253-byte host and a
+    /// port (267 bytes).
+    fn longest_origin(i: usize) -> String {
+        let tag = format!("{i:06}");
+        let last = format!("{tag}{}", "c".repeat(61 - tag.len()));
+        let origin = format!(
+            "https://{}.{}.{}.{last}:65535",
+            "a".repeat(63),
+            "b".repeat(63),
+            "d".repeat(63)
+        );
+        qyzar_shared::settings::validate_origin(&origin).expect("a valid origin");
+        origin
+    }
+
+    /// The largest settings document: 100 longest origins, 16 metadata
+    /// buckets with the longest names, the longest cookie names, EdDSA.
+    fn largest_settings() -> String {
+        use qyzar_shared::settings as s;
+        let mut settings = ProjectSettings {
+            allowed_origins: (0..s::MAX_ALLOWED_ORIGINS).map(longest_origin).collect(),
+            ..ProjectSettings::default()
+        };
+        // EdDSA: the signing key's PKCS#8 travels too, the larger case.
+        settings.token_algorithm = TokenAlgorithm::EdDsa;
+        settings.cookie_names.session_id = "i".repeat(s::MAX_COOKIE_NAME_BYTES);
+        settings.cookie_names.session_token = "t".repeat(s::MAX_COOKIE_NAME_BYTES);
+        let rule = settings.rate_limit.ip.clone();
+        settings.rate_limit.metadata = (0..s::MAX_METADATA_BUCKETS)
+            .map(|i| {
+                (
+                    format!("{i:02}{}", "m".repeat(s::MAX_BUCKET_NAME_BYTES - 2)),
+                    rule.clone(),
+                )
+            })
+            .collect();
+        let json = settings.to_json();
+        assert!(json.len() <= s::MAX_SETTINGS_BYTES, "{} bytes", json.len());
+        let checked = ProjectSettings::parse_and_validate(&json).expect("valid settings");
+        String::from_utf8(checked.to_json()).unwrap()
+    }
+
+    /// `n` projects of `plan`, each with `opt_outs` longest device ids and
+    /// `tokens` origin tokens with the longest origins, one key generation
+    /// current and one in grace, the largest settings.
+    fn rows(secrets: &SecretBox, n: usize, plan: &str, opt_outs: usize, tokens: usize) -> Rows {
+        let settings = largest_settings();
+        let now = qyzar_shared::time::now_ms();
+        let mut r = Rows {
+            projects: Vec::new(),
+            blocked: Default::default(),
+            secrets: Vec::new(),
+            tokens: Vec::new(),
+            opt_outs: Vec::new(),
+        };
+        for p in 0..n {
+            let id = ProjectId::generate();
+            let pid = id.to_string();
+            r.projects.push((
+                pid.clone(),
+                format!("usr_{p}"),
+                settings.clone(),
+                plan.into(),
+            ));
+            for valid_until in [None, Some(now + 3_600_000)] {
+                let secret = ProjectSecret::generate();
+                let sealed = secrets.seal(secret.expose().as_bytes(), pid.as_bytes());
+                let pkcs8 = Ed25519Signer::generate_pkcs8();
+                let key = secrets.seal(&pkcs8, format!("{pid}:ed25519").as_bytes());
+                r.secrets.push((
+                    pid.clone(),
+                    STANDARD.encode(sealed),
+                    STANDARD.encode(key),
+                    valid_until,
+                ));
+            }
+            for t in 0..tokens {
+                let hash = projects::hex(&projects::sha256(format!("{pid}/{t}").as_bytes()));
+                r.tokens
+                    .push((pid.clone(), hash, longest_origin(t), now + 3_600_000));
+            }
+            for o in 0..opt_outs {
+                let device = format!("dev_{o:08}{}", "A".repeat(56));
+                r.opt_outs.push((pid.clone(), "device".into(), device));
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn a_thousand_free_projects_at_their_caps_fit_the_engines_limit() {
+        let secrets = SecretBox::new(&SecretBox::generate_key());
+        let caps = projects::snapshot_caps("free");
+        let n = 1_000;
+        let rows = rows(&secrets, n, "free", caps.opt_outs, caps.origin_tokens);
+        let built = build(1, qyzar_shared::time::now_ms(), rows, &secrets).unwrap();
+        let p = &built.snapshot.projects()[0];
+        assert_eq!(p.opted_out_devices.len(), caps.opt_outs);
+        assert_eq!(p.origin_tokens.len(), caps.origin_tokens);
+        assert_eq!(p.secret_hashes.len(), 2);
+        assert_eq!(p.settings.allowed_origins.len(), 100);
+        let size = built.encoded.len();
+        assert!(
+            size < qyzar_shared::snapshot::MAX_ENCODED_BYTES,
+            "{n} projects at the free caps encode to {size} bytes"
+        );
+        assert!(size / n < 64 * 1024, "{} bytes a project", size / n);
+    }
+
+    #[test]
+    fn rows_over_a_cap_are_left_out_of_the_snapshot() {
+        let secrets = SecretBox::new(&SecretBox::generate_key());
+        let caps = projects::snapshot_caps("free");
+        let rows = rows(
+            &secrets,
+            2,
+            "free",
+            caps.opt_outs + 40,
+            caps.origin_tokens + 5,
+        );
+        let built = build(1, qyzar_shared::time::now_ms(), rows, &secrets).unwrap();
+        for p in built.snapshot.projects() {
+            assert_eq!(p.opted_out_devices.len(), caps.opt_outs);
+            assert_eq!(p.origin_tokens.len(), caps.origin_tokens);
+        }
+        let pro = projects::snapshot_caps("pro");
+        let rows = rows_pro(&secrets, caps.opt_outs + 40);
+        let built = build(2, qyzar_shared::time::now_ms(), rows, &secrets).unwrap();
+        assert_eq!(
+            built.snapshot.projects()[0].opted_out_devices.len(),
+            (caps.opt_outs + 40).min(pro.opt_outs),
+            "a larger plan keeps more"
+        );
+    }
+
+    fn rows_pro(secrets: &SecretBox, opt_outs: usize) -> Rows {
+        rows(secrets, 1, "pro", opt_outs, 1)
+    }
+}
