@@ -143,7 +143,9 @@ impl Trust {
                 }))
                 .with_no_client_auth(),
         };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // No ALPN here: the hyper-rustls connector sets the protocols it
+        // speaks (HTTP/1.1) itself and refuses a configuration that has any.
+        config.alpn_protocols.clear();
         Ok(config)
     }
 }

@@ -289,6 +289,18 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_known_only_while_its_key_is_among_the_keys() {
+        let (old, new) = (Hs256Key::from_raw([7u8; 32]), Hs256Key::from_raw([8u8; 32]));
+        let token = sign_hs256(&claims(2_000), &old);
+        let both = VerifyKeys::new().with_hs256(new.clone()).with_hs256(old);
+        assert!(signed_by_known_key(&token, &both));
+        let rotated = VerifyKeys::new().with_hs256(new);
+        assert!(!signed_by_known_key(&token, &rotated));
+        assert!(!signed_by_known_key("not a token", &both));
+        assert!(!signed_by_known_key("", &both));
+    }
+
+    #[test]
     fn none_fields_are_omitted() {
         let token = sign_hs256(&claims(2_000), &Hs256Key::from_raw([7u8; 32]));
         let payload = URL_SAFE_NO_PAD
