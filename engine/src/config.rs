@@ -316,6 +316,9 @@ pub async fn start(
     if config.admin_url.is_some() && config.report_key.is_none() && config.push_key.is_some() {
         tracing::warn!("QYZAR_ADMIN_ENGINE_REPORT_KEY is not set: pulls and traffic reports send the push key; set a separate key per direction");
     }
+    if config.internal_tls.is_none() && !config.internal_addr.ip().is_loopback() {
+        tracing::warn!(addr = %config.internal_addr, "the internal listener is not on loopback and has no TLS: pushed snapshots (every project's keys) travel in clear; set QYZAR_ENGINE_INTERNAL_TLS_CERT_FILE and _KEY_FILE");
+    }
     let store = open_store(&config.store).await?;
     let engine = Engine::new(store, config.state.clone());
     if let Some(path) = &config.snapshot_file {

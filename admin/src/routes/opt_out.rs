@@ -21,7 +21,7 @@
 //! parse → authorise (project known `404`, link unexpired `422 exp`,
 //! signature right `401 sig`; at most [`OPT_OUTS_PER_PROJECT`] confirms a
 //! minute per project, `429` with `Retry-After`) → decide (already opted
-//! out: nothing to do; the project at its plan's opt-out cap
+//! out: nothing to do, not counted; the project at its plan's opt-out cap
 //! ([`projects::snapshot_caps`]): `422 quota_exceeded`; the snapshot at its
 //! budget: `409 config_budget_exceeded`; else record the opt-out and join
 //! the next coalesced snapshot build) → answer a small HTML page to
@@ -33,8 +33,8 @@
 //! lands in every engine's snapshot. Unthrottled and uncapped, one tenant
 //! could grow the snapshot past what engines accept and freeze every
 //! tenant's configuration. The throttle counts only correctly signed links
-//! (strangers cannot use up a project's budget) and forgives a confirm that
-//! recorded nothing new (mail scanners prefetching links).
+//! (strangers cannot use up a project's budget) and only those that would
+//! record something new (mail scanners prefetching links are not counted).
 
 use axum::extract::State;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
@@ -94,6 +94,24 @@ impl Subject {
 /// The message an opt-out link's `sig` signs (see the module docs).
 pub fn message(project_id: &str, subject_canonical: &str, exp: i64) -> String {
     format!("opt-out/v1|{project_id}|{subject_canonical}|{exp}")
+}
+
+/// Whether this subject already opted out of `id`.
+async fn already_opted_out(
+    state: &AppState,
+    id: &qyzar_shared::ids::ProjectId,
+    kind: &str,
+    subject: &str,
+) -> AdminResult<bool> {
+    Ok(
+        sqlx::query("SELECT 1 FROM opt_outs WHERE project_id = $1 AND kind = $2 AND subject = $3")
+            .bind(id.as_str())
+            .bind(kind)
+            .bind(subject)
+            .fetch_optional(state.db.pool())
+            .await?
+            .is_some(),
+    )
 }
 
 /// Records one opt-out unless it is already there; answers whether a row
@@ -230,19 +248,21 @@ pub async fn handle(
         .field("sig")
         .into());
     }
-    let hits = state
-        .throttle
-        .hit(&[(&OPT_OUTS_PER_PROJECT, project.id.as_str())])?;
-    // decide
+    // decide: a link already followed is answered as before without
+    // counting (mail scanners prefetch links); a new one is throttled.
     let (kind, stored) = match &subject {
         Subject::Device(d) => ("device", d.as_str().to_owned()),
         Subject::Identifier(i) => ("identifier", projects::hex(&projects::sha256(i.as_bytes()))),
     };
-    let inserted = record(&state, &project.id, kind, &stored, now).await?;
-    if inserted {
-        push::after_change(&state).await;
-    } else {
-        state.throttle.forgive(hits);
+    if !already_opted_out(&state, &project.id, kind, &stored).await? {
+        let hits = state
+            .throttle
+            .hit(&[(&OPT_OUTS_PER_PROJECT, project.id.as_str())])?;
+        if record(&state, &project.id, kind, &stored, now).await? {
+            push::after_change(&state).await;
+        } else {
+            state.throttle.forgive(hits);
+        }
     }
     // answer
     let wants_html = headers
