@@ -275,12 +275,12 @@ mod tests {
         settings.token_algorithm = TokenAlgorithm::EdDsa;
         settings.cookie_names.session_id = "i".repeat(s::MAX_COOKIE_NAME_BYTES);
         settings.cookie_names.session_token = "t".repeat(s::MAX_COOKIE_NAME_BYTES);
-        let rule = settings.rate_limit.ip.clone();
+        let rule = settings.rate_limit.ip;
         settings.rate_limit.metadata = (0..s::MAX_METADATA_BUCKETS)
             .map(|i| {
                 (
                     format!("{i:02}{}", "m".repeat(s::MAX_BUCKET_NAME_BYTES - 2)),
-                    rule.clone(),
+                    rule,
                 )
             })
             .collect();
