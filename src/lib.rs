@@ -9,8 +9,10 @@ pub mod dev;
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Engine and admin in one process on embedded defaults. The admin pushes
-/// configuration to the engine over the engine's internal port with a key
-/// made for this run, exactly as separate services would; the dev account
+/// configuration to the engine over the engine's internal port with a push
+/// key made for this run, and the engine pulls and reports traffic with a
+/// second, different key (one per direction), exactly as separate services
+/// would; keys given in the environment are kept. The dev account
 /// and project are seeded on first start (see [`dev`]). Ctrl-C (or SIGTERM)
 /// stops both: each drains its connections, then the process exits.
 pub async fn dev() -> Result<(), Error> {
@@ -25,8 +27,16 @@ pub async fn dev() -> Result<(), Error> {
         (Some(k), _) | (None, Some(k)) => k.clone(),
         (None, None) => qyzar_shared::crypto::random_token("qz_pk_", 32),
     };
+    let report_key = match (&engine_cfg.report_key, &admin_cfg.report_key) {
+        (Some(k), _) | (None, Some(k)) => k.clone(),
+        (None, None) => qyzar_shared::crypto::random_token("qz_rk_", 32),
+    };
     engine_cfg.push_key = Some(push_key.clone());
     admin_cfg.push_key = Some(push_key);
+    engine_cfg.report_key = Some(report_key.clone());
+    admin_cfg.report_key = Some(report_key);
+    engine_cfg.validate()?;
+    admin_cfg.validate()?;
     if admin_cfg.engine_urls.is_empty() {
         admin_cfg.engine_urls = vec![format!("http://{}", engine_cfg.internal_addr)];
     }

@@ -32,8 +32,23 @@ pub struct AdminConfig {
     /// Engines' internal base URLs config is pushed to
     /// (`QYZAR_ENGINE_INTERNAL_URLS`, comma-separated).
     pub engine_urls: Vec<String>,
-    /// Shared key authenticating pushes and pulls (`QYZAR_ENGINE_PUSH_KEY`).
+    /// Key admin presents to engines on pushes, admin → engine
+    /// (`QYZAR_ENGINE_PUSH_KEY`, at least 32 bytes).
     pub push_key: Option<String>,
+    /// Key engines present to admin on pulls and traffic reports, engine →
+    /// admin (`QYZAR_ADMIN_ENGINE_REPORT_KEY`, at least 32 bytes, not the
+    /// push key). Unset: the push key is accepted instead, as before keys
+    /// were split, with a warning at start.
+    pub report_key: Option<String>,
+    /// How `https://` engine URLs (internal and public) are checked:
+    /// `QYZAR_ENGINE_TLS_CA_FILE` (PEM) or `QYZAR_ENGINE_TLS_PINS`
+    /// (SHA-256 of the engine certificate's DER, hex, comma-separated);
+    /// neither: the public CA roots.
+    pub engine_tls: qyzar_shared::channel::Trust,
+    /// Largest encoded config snapshot changes may grow it to
+    /// (`QYZAR_CONFIG_BUDGET_BYTES`, default 56 MiB, at most the engines'
+    /// 64 MiB limit); see `push.rs`.
+    pub config_budget_bytes: usize,
     /// An engine's public base URL (`QYZAR_ENGINE_PUBLIC_URL`), which the
     /// dashboard's dry-run `POST /projects/rate-limit/check` is forwarded to,
     /// so the answer is the engine's own decision logic, not a copy of it.
@@ -91,6 +106,9 @@ impl std::fmt::Debug for AdminConfig {
             .field("mail_from", &self.mail_from)
             .field("engine_urls", &self.engine_urls)
             .field("push_key", &set(&self.push_key))
+            .field("report_key", &set(&self.report_key))
+            .field("engine_tls", &self.engine_tls_kind())
+            .field("config_budget_bytes", &self.config_budget_bytes)
             .field("engine_public_url", &self.engine_public_url)
             .field("stripe_secret_key", &set(&self.stripe_secret_key))
             .field("stripe_webhook_secret", &set(&self.stripe_webhook_secret))
@@ -111,10 +129,17 @@ mod debug_tests {
             "postgres://u:pw-secret@db/x".into(),
         );
         c.push_key = Some("pk-secret".into());
+        c.report_key = Some("rk-secret".into());
         c.stripe_secret_key = Some("sk_test_secret".into());
         c.smtp_url = Some("smtp://user:smtp-secret@host".into());
         let text = format!("{c:?}");
-        for s in ["pw-secret", "pk-secret", "sk_test_secret", "smtp-secret"] {
+        for s in [
+            "pw-secret",
+            "pk-secret",
+            "rk-secret",
+            "sk_test_secret",
+            "smtp-secret",
+        ] {
             assert!(!text.contains(s), "{s} leaked: {text}");
         }
     }
@@ -171,7 +196,19 @@ impl AdminConfig {
             None => DEFAULT_BILLING_LOG_RETENTION_DAYS,
         };
         let limits = serve_limits()?;
-        Ok(Self {
+        let config_budget_bytes = match var("QYZAR_CONFIG_BUDGET_BYTES") {
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=qyzar_shared::snapshot::MAX_ENCODED_BYTES).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError {
+                        var: "QYZAR_CONFIG_BUDGET_BYTES",
+                        reason: format!("{v:?} is not a number of bytes from 1 to 67108864"),
+                    })
+                }
+            },
+            None => qyzar_shared::snapshot::DEFAULT_BUDGET_BYTES,
+        };
+        let config = Self {
             billing_log_retention_days,
             limits,
             addr,
@@ -197,6 +234,16 @@ impl AdminConfig {
                 })
                 .unwrap_or_default(),
             push_key: var("QYZAR_ENGINE_PUSH_KEY"),
+            report_key: var("QYZAR_ADMIN_ENGINE_REPORT_KEY"),
+            engine_tls: qyzar_shared::channel::Trust::from_settings(
+                var("QYZAR_ENGINE_TLS_CA_FILE").as_deref().map(str::trim),
+                var("QYZAR_ENGINE_TLS_PINS").as_deref(),
+            )
+            .map_err(|reason| ConfigError {
+                var: "QYZAR_ENGINE_TLS_CA_FILE / QYZAR_ENGINE_TLS_PINS",
+                reason,
+            })?,
+            config_budget_bytes,
             engine_public_url: var("QYZAR_ENGINE_PUBLIC_URL")
                 .map(|u| u.trim().trim_end_matches('/').to_owned()),
             stripe_secret_key: var("STRIPE_SECRET_KEY"),
@@ -205,7 +252,33 @@ impl AdminConfig {
             stripe_price_enterprise: var("STRIPE_PRICE_ENTERPRISE").map(|v| v.trim().to_owned()),
             stripe_api_base: var("STRIPE_API_BASE")
                 .map(|u| u.trim().trim_end_matches('/').to_owned()),
-        })
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Start-up checks that do not depend on where the values came from:
+    /// channel keys of at least 32 bytes, one per direction.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        qyzar_shared::channel::check_key_pair(self.push_key.as_deref(), self.report_key.as_deref())
+            .map_err(|reason| ConfigError {
+                var: "QYZAR_ENGINE_PUSH_KEY / QYZAR_ADMIN_ENGINE_REPORT_KEY",
+                reason,
+            })
+    }
+
+    /// The key engines must present (pull, traffic): the report key, or the
+    /// push key while no report key is configured.
+    pub fn engine_report_key(&self) -> Option<&str> {
+        self.report_key.as_deref().or(self.push_key.as_deref())
+    }
+
+    fn engine_tls_kind(&self) -> &'static str {
+        match self.engine_tls {
+            qyzar_shared::channel::Trust::PublicRoots => "public roots",
+            qyzar_shared::channel::Trust::Ca(_) => "CA file",
+            qyzar_shared::channel::Trust::Pins(_) => "pinned",
+        }
     }
 
     /// A configuration for tests and embedding: everything local, under `dir`.
@@ -221,6 +294,9 @@ impl AdminConfig {
             mail_from: "Qyzar <no-reply@qyzar.local>".into(),
             engine_urls: Vec::new(),
             push_key: None,
+            report_key: None,
+            engine_tls: qyzar_shared::channel::Trust::PublicRoots,
+            config_budget_bytes: qyzar_shared::snapshot::DEFAULT_BUDGET_BYTES,
             engine_public_url: None,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
@@ -310,6 +386,7 @@ pub async fn start(
     config: AdminConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    config.validate()?;
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     let state = crate::AppState::open(config).await?;
     tracing::info!(addr = %listener.local_addr()?, backend = ?state.db.backend(), "admin listening");

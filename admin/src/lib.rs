@@ -66,9 +66,13 @@ impl AppState {
                 std::fs::create_dir_all(dir)?;
             }
         }
+        config.validate()?;
+        if config.report_key.is_none() && config.push_key.is_some() {
+            tracing::warn!("QYZAR_ADMIN_ENGINE_REPORT_KEY is not set: engines' pulls and traffic reports are accepted with the push key; set a separate key per direction");
+        }
         let db = db::Db::connect(&config.database_url, config.max_connections).await?;
         let key = config::master_key(&config)?;
-        let pusher = push::Pusher::new(&config.engine_urls, config.push_key.as_deref());
+        let pusher = push::Pusher::from_config(&config)?;
         let mailer = Arc::new(mail::Mailer::from_config(&config)?);
         let throttle = Arc::new(throttle::Throttle::new());
         let billing = billing::Billing::from_config(&config)?;

@@ -8,7 +8,8 @@
 //! SHA-256, which is all a secret check needs. Each *generation* (one row of
 //! `project_secrets`) also carries the project's Ed25519 signing key, so a
 //! rotation changes the secret, the derived HS256 key and the EdDSA key
-//! together and the old generation stays valid for [`SECRET_GRACE_MS`].
+//! together and the old generation stays valid for the rotation's grace
+//! ([`SECRET_GRACE_MS`] unless the rotation asks for less, down to none).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -32,6 +33,66 @@ pub fn project_quota(plan: &str) -> i64 {
         "pro" => 25,
         _ => 3,
     }
+}
+
+/// What one project may put into the config snapshot, by its owner's plan.
+/// Every list a project carries is bounded, so one tenant's share of the
+/// snapshot (and of every engine's memory) is bounded too:
+///
+/// | list in the snapshot | free | pro | enterprise | element size |
+/// |---|---|---|---|---|
+/// | opt-outs (devices + identifiers) | 300 | 10 000 | 100 000 | ≤ 76 B |
+/// | live origin tokens | 20 | 200 | 1 000 | ≤ 320 B |
+/// | settings (JSON, validated) | 32 KiB | 32 KiB | 32 KiB | |
+/// | secret generations | 1 + those in grace | same | same | ≤ 300 B |
+///
+/// Extra metadata (≤ 32 KiB, [`MAX_EXTRA_METADATA_BYTES`]) is not part of
+/// the snapshot. The routes that grow a list refuse past its cap with
+/// `422 quota_exceeded`; the snapshot builder trims anything over it
+/// (a plan downgrade), so a project can never exceed its share. A free
+/// project at every cap encodes to under 64 KiB: a thousand of them stay
+/// under the engines' 64 MiB limit (a test builds exactly that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotCaps {
+    /// Opt-out rows (devices and identifiers together).
+    pub opt_outs: usize,
+    /// Live (unexpired, not invalidated) origin tokens.
+    pub origin_tokens: usize,
+}
+
+/// The caps of `plan`; an unknown plan gets free's, like [`project_quota`].
+pub fn snapshot_caps(plan: &str) -> SnapshotCaps {
+    match plan {
+        "enterprise" => SnapshotCaps {
+            opt_outs: 100_000,
+            origin_tokens: 1_000,
+        },
+        "pro" => SnapshotCaps {
+            opt_outs: 10_000,
+            origin_tokens: 200,
+        },
+        _ => SnapshotCaps {
+            opt_outs: 300,
+            origin_tokens: 20,
+        },
+    }
+}
+
+/// The plan of the account owning `id` (`free` when the row is gone).
+pub async fn owner_plan<'c, E>(conn: E, id: &ProjectId) -> AdminResult<String>
+where
+    E: sqlx::Executor<'c, Database = Any>,
+{
+    let row = sqlx::query(
+        "SELECT u.plan FROM projects p JOIN users u ON u.id = p.owner_id WHERE p.id = $1",
+    )
+    .bind(id.as_str())
+    .fetch_optional(conn)
+    .await?;
+    Ok(match row {
+        Some(r) => r.try_get("plan")?,
+        None => "free".to_owned(),
+    })
 }
 
 /// Longest project name, in characters: fits a dashboard card.

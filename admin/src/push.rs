@@ -3,7 +3,7 @@
 //!
 //! After every change (project created, renamed, deleted; settings; secret
 //! rotation; origin tokens; opt-outs; plan changes) the handler commits its
-//! write and calls [`rebuild_and_push`]. That builds the *whole* snapshot
+//! write and calls [`after_change`]. That builds the *whole* snapshot
 //! from the database (never patches the previous one, so a snapshot is
 //! always exactly what the database says), stores it under a fresh version
 //! and hands it to one background task per engine. The API answer waits for
@@ -31,15 +31,43 @@
 //! Engines also pull `GET /internal/snapshot` (see
 //! `routes/internal_snapshot.rs`) at start and on an interval, so an engine
 //! that was down during a push heals itself.
+//!
+//! **Coalescing.** Builds read every project, so one per change would let a
+//! burst of changes (a tenant scripting opt-out links) keep admin building
+//! all day. [`after_change`] therefore joins a shared build: the first
+//! change after a quiet spell builds at once; changes arriving within
+//! [`BUILD_DEBOUNCE`] of the last build's start all wait for the *one*
+//! next build, which starts when that interval has passed and covers every
+//! change committed before it. Each caller still answers only once a build
+//! carrying its change is stored. An emergency secret rotation skips the
+//! wait ([`after_change_now`]).
+//!
+//! **Size budget.** Engines refuse a snapshot over
+//! [`MAX_ENCODED_BYTES`](qyzar_shared::snapshot::MAX_ENCODED_BYTES), and
+//! every later snapshot would be at least as large, so the snapshot must
+//! never get there. Each list a project puts in it is capped by its owner's
+//! plan ([`crate::projects::SnapshotCaps`], enforced where the list grows
+//! and again, by trimming, in the builder), and a change that would take
+//! the last build past the configured budget is refused alone with
+//! `409 config_budget_exceeded` ([`admit`]) before it is written.
+//!
+//! **Transport.** Engine URLs may be `https://`: the certificate is checked
+//! against `QYZAR_ENGINE_TLS_CA_FILE` or `QYZAR_ENGINE_TLS_PINS` (see
+//! [`qyzar_shared::channel`]); the same client carries the dashboard's
+//! dry-run check to `QYZAR_ENGINE_PUBLIC_URL`.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use qyzar_shared::channel::Trust;
 use qyzar_shared::crypto::SecretBox;
 use qyzar_shared::snapshot::Snapshot;
+use qyzar_shared::{ApiError, ErrorCode};
 use tokio::sync::watch;
 
+use crate::config::AdminConfig;
 use crate::db::Db;
 use crate::error::{AdminError, AdminResult};
 use crate::AppState;
@@ -57,6 +85,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Longest one push may take, connect to answer: 64 MiB moves in far less
 /// on an internal network, and a hung engine must not stall its task.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Least time between the starts of two coalesced builds: however many
+/// changes arrive within a second, they cost one build (see module docs).
+pub const BUILD_DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// One built snapshot: the value (to compute deltas from) and its encoding
 /// (served to pulling engines and pushed whole).
@@ -85,6 +116,17 @@ struct Inner {
     latest: watch::Sender<Option<Arc<Built>>>,
     /// Shared by the push tasks and the dashboard's dry-run check.
     http: HttpClient,
+    /// Largest encoded snapshot changes may grow it to.
+    budget_bytes: usize,
+    /// Coalesced build requests so far (tickets).
+    requested: AtomicU64,
+    /// Whether a coalesced build is already waiting to start.
+    scheduled: AtomicBool,
+    /// When the last build started (for the debounce).
+    last_start: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// The highest ticket a finished coalesced build covered, and the
+    /// version it built (`None`: that build failed).
+    done: watch::Sender<(u64, Option<u64>)>,
 }
 
 impl std::fmt::Debug for Pusher {
@@ -97,15 +139,42 @@ impl std::fmt::Debug for Pusher {
 
 impl Pusher {
     /// A pusher with one background task per engine in `engine_urls`
-    /// (internal base URLs), authenticating with `push_key`. Must be called
-    /// inside a tokio runtime. The tasks end when the last clone of this
-    /// pusher is dropped.
+    /// (internal base URLs), authenticating with `push_key`, checking
+    /// `https://` engines against the public roots and with the default
+    /// size budget. Must be called inside a tokio runtime. The tasks end
+    /// when the last clone of this pusher is dropped.
     pub fn new(engine_urls: &[String], push_key: Option<&str>) -> Self {
+        Self::with_options(
+            engine_urls,
+            push_key,
+            &Trust::PublicRoots,
+            qyzar_shared::snapshot::DEFAULT_BUDGET_BYTES,
+        )
+        .expect("the public roots always make a TLS client")
+    }
+
+    /// The pusher `config` describes: its engines, push key, the TLS trust
+    /// for `https://` engines and the snapshot size budget.
+    pub fn from_config(config: &AdminConfig) -> Result<Self, String> {
+        Self::with_options(
+            &config.engine_urls,
+            config.push_key.as_deref(),
+            &config.engine_tls,
+            config.config_budget_bytes,
+        )
+    }
+
+    fn with_options(
+        engine_urls: &[String],
+        push_key: Option<&str>,
+        trust: &Trust,
+        budget_bytes: usize,
+    ) -> Result<Self, String> {
         let (latest, _) = watch::channel(None);
         if !engine_urls.is_empty() && push_key.is_none() {
             tracing::warn!("engines are configured but QYZAR_ENGINE_PUSH_KEY is not: engines will refuse every push");
         }
-        let client = engine::http_client();
+        let client = engine::http_client(trust)?;
         for url in engine_urls {
             match engine::EngineTarget::new(url, push_key, client.clone()) {
                 Ok(target) => {
@@ -116,13 +185,18 @@ impl Pusher {
                 }
             }
         }
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 build: tokio::sync::Mutex::new(()),
                 latest,
                 http: client,
+                budget_bytes,
+                requested: AtomicU64::new(0),
+                scheduled: AtomicBool::new(false),
+                last_start: std::sync::Mutex::new(None),
+                done: watch::channel((0, None)).0,
             }),
-        }
+        })
     }
 
     /// The outgoing HTTP client (connection pool shared with the pushes).
@@ -142,9 +216,14 @@ impl Pusher {
 
     /// Builds the snapshot from the database under a fresh version and hands
     /// it to the engine tasks; answers once the build is stored, before any
-    /// engine has it.
+    /// engine has it. Not debounced: see [`Pusher::coalesced`].
     pub async fn rebuild(&self, db: &Db, secrets: &Arc<SecretBox>) -> AdminResult<Arc<Built>> {
         let _serial = self.inner.build.lock().await;
+        *self
+            .inner
+            .last_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
         let now = qyzar_shared::time::now_ms();
         build::cleanup(db, now).await?;
         let version = build::next_version(db, now).await?;
@@ -155,6 +234,14 @@ impl Pusher {
         let built = tokio::task::spawn_blocking(move || build::build(version, now, rows, &secrets))
             .await
             .map_err(AdminError::internal)??;
+        if built.encoded.len() > qyzar_shared::snapshot::MAX_ENCODED_BYTES {
+            // Admission keeps this from happening; if it does anyway, the
+            // engines would refuse it, so keep serving the last good build.
+            return Err(AdminError::internal(format!(
+                "the snapshot is {} bytes, over the engines' limit; not published",
+                built.encoded.len()
+            )));
+        }
         let built = Arc::new(built);
         self.inner.latest.send_replace(Some(Arc::clone(&built)));
         tracing::info!(
@@ -164,6 +251,49 @@ impl Pusher {
             "config snapshot built"
         );
         Ok(built)
+    }
+
+    /// Joins the next coalesced build and answers its version once it is
+    /// stored (`None` if it failed). The build covers every change
+    /// committed before this call.
+    pub async fn coalesced(&self, db: &Db, secrets: &Arc<SecretBox>) -> Option<u64> {
+        let inner = &self.inner;
+        let mut done = inner.done.subscribe();
+        let ticket = inner.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        if !inner.scheduled.swap(true, Ordering::SeqCst) {
+            // A task, not this future, runs the build: a caller that goes
+            // away (its client hung up) must not cancel the others' build.
+            let (pusher, db, secrets) = (self.clone(), db.clone(), Arc::clone(secrets));
+            tokio::spawn(async move { pusher.coalesced_build(&db, &secrets).await });
+        }
+        let result = done.wait_for(|(covered, _)| *covered >= ticket).await;
+        result.ok().and_then(|d| d.1)
+    }
+
+    async fn coalesced_build(&self, db: &Db, secrets: &Arc<SecretBox>) {
+        let inner = &self.inner;
+        let last = *inner.last_start.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(last) = last {
+            tokio::time::sleep_until(last + BUILD_DEBOUNCE).await;
+        }
+        // From here on a new request schedules the next build; every ticket
+        // taken before the load below is covered by this one.
+        inner.scheduled.store(false, Ordering::SeqCst);
+        let covered = inner.requested.load(Ordering::SeqCst);
+        let version = match self.rebuild(db, secrets).await {
+            Ok(b) => Some(b.version),
+            Err(e) => {
+                tracing::error!(error = %e, "config snapshot rebuild failed after a change; engines keep the previous one");
+                None
+            }
+        };
+        inner.done.send_if_modified(|d| {
+            let newer = covered > d.0;
+            if newer {
+                *d = (covered, version);
+            }
+            newer
+        });
     }
 
     /// The newest build, building one first when this process has none yet
@@ -178,10 +308,42 @@ impl Pusher {
             None => self.rebuild(db, secrets).await,
         }
     }
+
+    /// The size budget changes are admitted against.
+    pub fn budget_bytes(&self) -> usize {
+        self.inner.budget_bytes
+    }
 }
 
-/// Rebuilds the snapshot after a change and queues it for every engine;
-/// answers the new version. Call after the change is committed.
+/// What a new project adds to the snapshot at most before its lists grow
+/// (secret hash, keys, default settings), for [`admit`].
+pub const NEW_PROJECT_BYTES: usize = 4 * 1024;
+/// What one origin token adds at most (hash, a 270-byte origin, expiry).
+pub const ORIGIN_TOKEN_BYTES: usize = 320;
+/// What one opt-out adds at most (a device id of up to 68 bytes, or an
+/// identifier hash).
+pub const OPT_OUT_BYTES: usize = 80;
+
+/// Admits a change that may grow the snapshot by up to `growth` bytes:
+/// `409 config_budget_exceeded` when the newest build plus `growth` would
+/// pass the budget. Only this caller is refused; the snapshot, and every
+/// change that does not grow it, keeps flowing.
+pub fn admit(state: &AppState, growth: usize) -> Result<(), ApiError> {
+    let size = state.pusher.latest().map_or(0, |b| b.encoded.len());
+    if size.saturating_add(growth) > state.pusher.budget_bytes() {
+        tracing::warn!(
+            size,
+            growth,
+            budget = state.pusher.budget_bytes(),
+            "a change was refused: the config snapshot would pass its size budget"
+        );
+        return Err(ApiError::new(ErrorCode::ConfigBudgetExceeded));
+    }
+    Ok(())
+}
+
+/// Rebuilds the snapshot at once (no debounce) and queues it for every
+/// engine; answers the new version. Call after the change is committed.
 pub async fn rebuild_and_push(state: &AppState) -> AdminResult<u64> {
     Ok(state
         .pusher
@@ -190,11 +352,18 @@ pub async fn rebuild_and_push(state: &AppState) -> AdminResult<u64> {
         .version)
 }
 
-/// [`rebuild_and_push`] for handlers whose change is already committed: a
-/// failed build is logged, not answered, because the change itself is
-/// durable (answering an error would invite a retry that duplicates it) and
-/// the next successful build carries it. Answers the version when built.
+/// For handlers whose change is already committed: joins the next
+/// coalesced build (see the module docs) and answers its version. A failed
+/// build is logged, not answered, because the change itself is durable
+/// (answering an error would invite a retry that duplicates it) and the
+/// next successful build carries it.
 pub async fn after_change(state: &AppState) -> Option<u64> {
+    state.pusher.coalesced(&state.db, &state.secrets).await
+}
+
+/// [`after_change`] without the debounce, for changes that must reach the
+/// engines at once (a secret rotation without grace).
+pub async fn after_change_now(state: &AppState) -> Option<u64> {
     match rebuild_and_push(state).await {
         Ok(v) => Some(v),
         Err(e) => {

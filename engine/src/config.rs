@@ -29,8 +29,24 @@ pub struct EngineConfig {
     /// The internal listener for config push and metrics
     /// (`QYZAR_ENGINE_INTERNAL_ADDR`, default `127.0.0.1:8090`; never public).
     pub internal_addr: SocketAddr,
-    /// Shared key admin authenticates pushes with (`QYZAR_ENGINE_PUSH_KEY`).
+    /// Key admin authenticates pushes with, admin → engine
+    /// (`QYZAR_ENGINE_PUSH_KEY`, at least 32 bytes).
     pub push_key: Option<String>,
+    /// Key this engine presents to admin on pulls and traffic reports,
+    /// engine → admin (`QYZAR_ADMIN_ENGINE_REPORT_KEY`, at least 32 bytes,
+    /// not the push key). Unset: the push key is sent instead, as before
+    /// keys were split, with a warning at start.
+    pub report_key: Option<String>,
+    /// TLS for the internal listener: the certificate chain and key PEM
+    /// files (`QYZAR_ENGINE_INTERNAL_TLS_CERT_FILE`,
+    /// `QYZAR_ENGINE_INTERNAL_TLS_KEY_FILE`); with it the listener speaks
+    /// TLS only.
+    pub internal_tls: Option<Arc<rustls::ServerConfig>>,
+    /// How an `https://` admin URL's certificate is checked:
+    /// `QYZAR_ENGINE_ADMIN_TLS_CA_FILE` (PEM) or
+    /// `QYZAR_ENGINE_ADMIN_TLS_PINS` (SHA-256 of admin's certificate DER,
+    /// hex, comma-separated); neither: the public CA roots.
+    pub admin_tls: qyzar_shared::channel::Trust,
     /// Admin's internal base url (`QYZAR_ENGINE_ADMIN_URL`, e.g.
     /// `http://admin.internal:8091`); the engine pulls the newest snapshot
     /// from `{admin_url}/internal/snapshot` at start and every `pull_every`,
@@ -68,6 +84,8 @@ impl std::fmt::Debug for EngineConfig {
             .field("public_addr", &self.public_addr)
             .field("internal_addr", &self.internal_addr)
             .field("push_key", &self.push_key.as_ref().map(|_| "<set>"))
+            .field("report_key", &self.report_key.as_ref().map(|_| "<set>"))
+            .field("internal_tls", &self.internal_tls.is_some())
             .field("admin_url", &self.admin_url)
             .field("pull_every", &self.pull_every)
             .field("traffic_every", &self.traffic_every)
@@ -211,17 +229,46 @@ impl EngineConfig {
             Ok(p) if !p.trim().is_empty() => Some(PathBuf::from(p.trim())),
             _ => Some(default_snapshot_path(&store)),
         };
+        let internal_tls = match (
+            env_text("QYZAR_ENGINE_INTERNAL_TLS_CERT_FILE"),
+            env_text("QYZAR_ENGINE_INTERNAL_TLS_KEY_FILE"),
+        ) {
+            (Some(cert), Some(key)) => Some(
+                qyzar_shared::channel::server_config(&cert, &key).map_err(|reason| {
+                    ConfigError {
+                        var: "QYZAR_ENGINE_INTERNAL_TLS_CERT_FILE",
+                        reason,
+                    }
+                })?,
+            ),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError {
+                    var: "QYZAR_ENGINE_INTERNAL_TLS_CERT_FILE",
+                    reason: "set both the certificate and the key file, or neither".into(),
+                })
+            }
+        };
+        let admin_tls = qyzar_shared::channel::Trust::from_settings(
+            env_text("QYZAR_ENGINE_ADMIN_TLS_CA_FILE").as_deref(),
+            env_text("QYZAR_ENGINE_ADMIN_TLS_PINS").as_deref(),
+        )
+        .map_err(|reason| ConfigError {
+            var: "QYZAR_ENGINE_ADMIN_TLS_CA_FILE / QYZAR_ENGINE_ADMIN_TLS_PINS",
+            reason,
+        })?;
         let pull_every = seconds("QYZAR_ENGINE_PULL_SECONDS", 30)?;
         let traffic_every = seconds("QYZAR_ENGINE_TRAFFIC_SECONDS", 10)?;
-        Ok(Self {
+        let config = Self {
             public_addr,
             internal_addr,
             admin_url,
             pull_every,
             traffic_every,
-            push_key: std::env::var("QYZAR_ENGINE_PUSH_KEY")
-                .ok()
-                .filter(|k| !k.is_empty()),
+            push_key: env_text("QYZAR_ENGINE_PUSH_KEY"),
+            report_key: env_text("QYZAR_ADMIN_ENGINE_REPORT_KEY"),
+            internal_tls,
+            admin_tls,
             snapshot_file: std::env::var("QYZAR_ENGINE_SNAPSHOT_FILE")
                 .ok()
                 .map(PathBuf::from),
@@ -229,6 +276,29 @@ impl EngineConfig {
             store,
             limits,
             state,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Start-up checks whatever the values came from: channel keys of at
+    /// least 32 bytes, one per direction ([`qyzar_shared::channel`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        qyzar_shared::channel::check_key_pair(self.push_key.as_deref(), self.report_key.as_deref())
+            .map_err(|reason| ConfigError {
+                var: "QYZAR_ENGINE_PUSH_KEY / QYZAR_ADMIN_ENGINE_REPORT_KEY",
+                reason,
+            })
+    }
+
+    /// How this engine reaches admin, when an admin URL is configured: the
+    /// report key (the push key while none is set) and the TLS trust.
+    pub fn admin_link(&self) -> Option<crate::internal::AdminLink> {
+        let url = self.admin_url.clone()?;
+        Some(crate::internal::AdminLink {
+            url,
+            key: self.report_key.clone().or_else(|| self.push_key.clone()),
+            trust: self.admin_tls.clone(),
         })
     }
 }
@@ -255,6 +325,9 @@ impl EngineConfig {
             public_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             internal_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             push_key: None,
+            report_key: None,
+            internal_tls: None,
+            admin_tls: Default::default(),
             admin_url: None,
             pull_every: Duration::from_secs(30),
             traffic_every: Duration::from_secs(10),
@@ -265,6 +338,14 @@ impl EngineConfig {
             state: StateOptions::default(),
         }
     }
+}
+
+/// A variable's value, trimmed; unset and blank are `None`.
+fn env_text(var: &str) -> Option<String> {
+    std::env::var(var)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 fn env_addr(var: &'static str, default: &str) -> Result<SocketAddr, ConfigError> {
@@ -356,6 +437,13 @@ pub async fn start_on(
     internal: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
+    config.validate()?;
+    if config.admin_url.is_some() && config.report_key.is_none() && config.push_key.is_some() {
+        tracing::warn!("QYZAR_ADMIN_ENGINE_REPORT_KEY is not set: pulls and traffic reports send the push key; set a separate key per direction");
+    }
+    if config.internal_tls.is_none() && !config.internal_addr.ip().is_loopback() {
+        tracing::warn!(addr = %config.internal_addr, "the internal listener is not on loopback and has no TLS: pushed snapshots (every project's keys) travel in clear; set QYZAR_ENGINE_INTERNAL_TLS_CERT_FILE and _KEY_FILE");
+    }
     let store = open_store(&config.store).await?;
     let engine = Engine::new(store, config.state.clone());
     if let Some(path) = &config.snapshot_file {
@@ -388,17 +476,17 @@ pub async fn start_on(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let mut tasks = vec![tokio::spawn(crate::internal::run_internal(
+    let mut tasks = vec![tokio::spawn(crate::internal::serve_internal(
         internal,
         Arc::clone(&engine),
         config.push_key.clone(),
+        config.internal_tls.clone(),
         stopped(),
     ))];
-    if let Some(admin_url) = config.admin_url.clone() {
-        tasks.push(tokio::spawn(crate::internal::pull_loop(
+    if let Some(admin) = config.admin_link() {
+        tasks.push(tokio::spawn(crate::internal::pull_loop_with(
             Arc::clone(&engine),
-            admin_url,
-            config.push_key.clone(),
+            admin,
             config.pull_every,
             stopped(),
         )));
@@ -406,11 +494,10 @@ pub async fn start_on(
     // The traffic reporter stops only after the public listener has
     // drained, so its last report carries the verifications answered last.
     let (report_stop, report_stopped) = tokio::sync::oneshot::channel::<()>();
-    if let Some(admin_url) = config.admin_url.clone() {
-        tasks.push(tokio::spawn(crate::traffic::report_loop(
+    if let Some(admin) = config.admin_link() {
+        tasks.push(tokio::spawn(crate::traffic::report_loop_with(
             Arc::clone(&engine.traffic),
-            admin_url,
-            config.push_key.clone(),
+            admin,
             config.traffic_every,
             async {
                 let _ = report_stopped.await;

@@ -7,6 +7,12 @@
 //! hand-written hyper server like [`crate::server`], with a low connection
 //! cap because its only callers are a handful of internal services.
 //!
+//! Pushes carry every project's secret hashes and signing keys, so the
+//! listener can speak TLS only ([`serve_internal`] with a rustls server
+//! configuration, `QYZAR_ENGINE_INTERNAL_TLS_CERT_FILE` and `_KEY_FILE`): a
+//! client that does not complete a handshake within the header timeout is
+//! dropped, and a plain-HTTP client gets no answer at all.
+//!
 //! Routes:
 //! - `PUT /internal/snapshot`: an encoded full snapshot or delta (told apart
 //!   by its header), authenticated with `Authorization: Bearer <push key>`;
@@ -46,12 +52,13 @@ use crate::config_view::SwapError;
 use crate::response::{self, Body};
 use crate::state::Engine;
 
-pub use pull::{admin_snapshot_uri, pull_loop, PULL_TIMEOUT};
+pub use pull::{admin_snapshot_uri, pull_loop, pull_loop_with, AdminLink, PULL_TIMEOUT};
 
 /// Largest snapshot or delta accepted, pushed or pulled (64 MiB). A snapshot
 /// carries every project, so it is far bigger than any public request body;
-/// the cap still bounds what one caller can make the engine buffer.
-pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
+/// the cap still bounds what one caller can make the engine buffer. Admin
+/// keeps its snapshots under it (see `admin/src/push.rs`).
+pub const MAX_SNAPSHOT_BYTES: usize = qyzar_shared::snapshot::MAX_ENCODED_BYTES;
 
 /// Most connections served at once: the callers are admin instances and a
 /// metrics scraper, so a few dozen is plenty and bounds the memory a burst
@@ -83,6 +90,18 @@ pub async fn run_internal(
     push_key: Option<String>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_internal(listener, engine, push_key, None, shutdown).await
+}
+
+/// [`run_internal`], speaking TLS with `tls` when given (and nothing else).
+pub async fn serve_internal(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    push_key: Option<String>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     if push_key.is_none() {
         tracing::warn!(
             "no push key configured (QYZAR_ENGINE_PUSH_KEY): configuration pushes will be refused"
@@ -119,20 +138,34 @@ pub async fn run_internal(
         let _ = stream.set_nodelay(true);
         let engine = Arc::clone(&engine);
         let key = key.clone();
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            service_fn(move |req| {
-                let engine = Arc::clone(&engine);
-                let key = key.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(route(engine, key.as_deref(), req).await)
+        let service = service_fn(move |req| {
+            let engine = Arc::clone(&engine);
+            let key = key.clone();
+            async move { Ok::<_, std::convert::Infallible>(route(engine, key.as_deref(), req).await) }
+        });
+        let Some(acceptor) = acceptor.clone() else {
+            let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "internal connection ended with an error");
                 }
-            }),
-        );
-        let conn = graceful.watch(conn);
+                drop(permit);
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, bounded like a header
+        // read, so a client that never finishes it holds one slot briefly.
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "internal connection ended with an error");
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let conn = watcher.watch(builder.serve_connection(TokioIo::new(tls), service));
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "internal connection ended with an error");
+                    }
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "internal TLS handshake failed"),
+                Err(_) => tracing::debug!("internal TLS handshake timed out"),
             }
             drop(permit);
         });

@@ -5,7 +5,8 @@
 //! [`qyzar_shared::usage`] for what counts and why. Every few seconds the
 //! [`report_loop`] swaps the counters out, turns them into
 //! [`TrafficBatch`]es with ids of their own, and sends them to admin's
-//! `POST /internal/traffic` with the push key. Admin turns them into the
+//! `POST /internal/traffic` with the engine → admin report key (over TLS
+//! for an `https://` admin, see [`crate::internal::AdminLink`]). Admin turns them into the
 //! dashboard's traffic rollups and the owners' monthly usage, which is what
 //! blocks a project whose plan has used up its verifications.
 //!
@@ -32,7 +33,6 @@ use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use qyzar_shared::ids::ProjectId;
 use qyzar_shared::usage::{hour_start_ms, TrafficBatch, TrafficKind, TrafficRow, MAX_BATCH_ROWS};
 
@@ -211,37 +211,33 @@ pub enum ReportError {
 
 /// Admin's traffic endpoint with a client and credentials, built once.
 pub struct Reporter {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: Uri,
     authorization: Option<HeaderValue>,
 }
 
 impl Reporter {
-    /// A reporter for `{admin_url}/internal/traffic` (plain http, no
-    /// credentials in the URL: the same rules as the snapshot pull).
-    pub fn new(admin_url: &str, push_key: Option<&str>) -> Result<Self, ReportError> {
-        // Same checks as the pull: plain http, a host, no credentials.
-        crate::internal::admin_snapshot_uri(admin_url).map_err(ReportError::Url)?;
-        let uri: Uri = format!("{}/internal/traffic", admin_url.trim_end_matches('/'))
+    /// A reporter for `{admin_url}/internal/traffic` with `key` and the
+    /// public CA roots for https; see [`Reporter::with_link`].
+    pub fn new(admin_url: &str, key: Option<&str>) -> Result<Self, ReportError> {
+        Self::with_link(&crate::internal::AdminLink::new(
+            admin_url,
+            key.map(str::to_owned),
+        ))
+    }
+
+    /// A reporter for `{url}/internal/traffic` of `link` (the same URL rules
+    /// and TLS trust as the snapshot pull).
+    pub fn with_link(link: &crate::internal::AdminLink) -> Result<Self, ReportError> {
+        // Same checks as the pull: http or https, a host, no credentials.
+        crate::internal::admin_snapshot_uri(&link.url).map_err(ReportError::Url)?;
+        let uri: Uri = format!("{}/internal/traffic", link.url.trim_end_matches('/'))
             .parse()
             .map_err(|e: http::uri::InvalidUri| ReportError::Url(e.to_string()))?;
-        let authorization = match push_key {
-            Some(k) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| {
-                    ReportError::Url("the push key is not a valid header value".into())
-                })?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-            None => None,
-        };
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_nodelay(true);
         Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: link.client().map_err(ReportError::Url)?,
             uri,
-            authorization,
+            authorization: link.authorization().map_err(ReportError::Url)?,
         })
     }
 
@@ -308,11 +304,22 @@ impl Reporter {
 pub async fn report_loop(
     traffic: Arc<Traffic>,
     admin_url: String,
-    push_key: Option<String>,
+    key: Option<String>,
     every: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    let reporter = match Reporter::new(&admin_url, push_key.as_deref()) {
+    let link = crate::internal::AdminLink::new(admin_url, key);
+    report_loop_with(traffic, link, every, shutdown).await
+}
+
+/// [`report_loop`] over `admin`, with its TLS trust.
+pub async fn report_loop_with(
+    traffic: Arc<Traffic>,
+    admin: crate::internal::AdminLink,
+    every: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let reporter = match Reporter::with_link(&admin) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "traffic reporting disabled");
@@ -422,7 +429,8 @@ mod tests {
 
     #[test]
     fn admin_urls_are_checked_like_the_pull() {
-        assert!(Reporter::new("https://admin:1", None).is_err());
+        assert!(Reporter::new("ftp://admin:1", None).is_err());
+        assert!(Reporter::new("https://admin:1", None).is_ok());
         assert!(Reporter::new("http://user:pw@admin:1", None).is_err());
         assert!(Reporter::new("http://admin:1/", Some("k")).is_ok());
     }

@@ -73,6 +73,11 @@ error_codes! {
     RequestTimeout => (408, "request_timeout", "the request body did not arrive in time"),
     /// The object already exists or changed meanwhile.
     Conflict => (409, "conflict", "the request conflicts with the current state"),
+    /// The change would make the config snapshot larger than every engine
+    /// accepts: refused alone, so every other tenant's changes still reach
+    /// the engines. Free some room (invalidate origin tokens, trim settings)
+    /// or contact the operator.
+    ConfigBudgetExceeded => (409, "config_budget_exceeded", "this change would make the configuration too large to deliver to the engines"),
     /// The idempotency key was used before with a different request.
     IdempotencyKeyReused => (409, "idempotency_key_reused", "this idempotency key was used for a different request"),
     /// The body is larger than the route allows.

@@ -33,6 +33,17 @@ pub use project::{
 };
 pub use wire::{decode_delta, decode_snapshot, encode_delta, encode_snapshot, SnapshotKind};
 
+/// Largest encoded snapshot or delta an engine accepts, pushed or pulled
+/// (64 MiB): it bounds what one caller can make an engine buffer.
+pub const MAX_ENCODED_BYTES: usize = 64 * 1024 * 1024;
+
+/// What admin lets the encoded snapshot grow to by default: the engines'
+/// limit less 8 MiB of headroom for changes admitted concurrently against
+/// the same last build. A change that would pass it is refused alone
+/// (`409 config_budget_exceeded`), so the snapshot never reaches the limit
+/// after which every push would be refused.
+pub const DEFAULT_BUDGET_BYTES: usize = 56 * 1024 * 1024;
+
 /// Why a snapshot or delta was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {

@@ -12,20 +12,22 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use qyzar_shared::channel::Trust;
 use qyzar_shared::snapshot::{encode_delta, SnapshotDelta};
 use tokio::sync::watch;
 
 use super::{Built, MAX_BACKOFF, MIN_BACKOFF, PUSH_TIMEOUT};
 
-/// The admin's outgoing HTTP client (plain HTTP/1 to internal services).
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// The admin's outgoing HTTP/1 client to engines: `http://` plain,
+/// `https://` with the certificate checked by the configured [`Trust`].
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The HTTP client pushes (and the dashboard's dry-run check) go through.
-pub(super) fn http_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).build(connector)
+pub(super) fn http_client(trust: &Trust) -> Result<HttpClient, String> {
+    let connector = qyzar_shared::channel::connector(trust)?;
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector))
 }
 
 /// One engine's internal endpoint.
@@ -44,12 +46,10 @@ impl EngineTarget {
         push_key: Option<&str>,
         client: HttpClient,
     ) -> Result<Self, String> {
-        let uri: http::Uri = format!("{}/internal/snapshot", base.trim_end_matches('/'))
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
-        if uri.scheme_str() != Some("http") {
-            return Err("engine internal urls must start with http:// (put a TLS sidecar in front when needed)".into());
-        }
+        let uri = qyzar_shared::channel::check_url(
+            &format!("{}/internal/snapshot", base.trim_end_matches('/')),
+            "an engine internal url",
+        )?;
         let authorization = push_key
             .map(|k| {
                 let mut v = HeaderValue::from_str(&format!("Bearer {k}"))

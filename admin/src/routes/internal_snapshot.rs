@@ -1,13 +1,15 @@
 //! `GET /internal/snapshot`: the newest config snapshot, for engines that
 //! pull (at start and on an interval, so a missed push heals itself).
 //!
-//! authorise (`Authorization: Bearer <push key>`, compared in constant time
-//! on SHA-256 digests so the key's length does not leak) → decide (the
+//! authorise (`Authorization: Bearer <report key>`, the engine → admin key
+//! `QYZAR_ADMIN_ENGINE_REPORT_KEY` (the push key while none is set),
+//! compared in constant time on SHA-256 digests so the key's length does
+//! not leak) → decide (the
 //! newest build, building one when this process has none yet) → answer
 //! `200` with the encoded snapshot and `ETag: "<version>"`, or `304` when
 //! `If-None-Match` names this version or a newer one (the engine already has
-//! it, or got a newer one from another admin). Without a configured push
-//! key every pull is refused: the snapshot holds every project's keys.
+//! it, or got a newer one from another admin). Without a configured key
+//! every pull is refused: the snapshot holds every project's keys.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -24,7 +26,7 @@ use crate::AppState;
 /// Serves the newest snapshot to a pulling engine.
 pub async fn handle(State(state): State<AppState>, headers: HeaderMap) -> AdminResult<Response> {
     // authorise
-    authorise(state.config.push_key.as_deref(), &headers)?;
+    authorise(state.config.engine_report_key(), &headers)?;
     // decide
     let built = state
         .pusher
@@ -73,13 +75,14 @@ fn held_version(value: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Checks `Authorization: Bearer <push key>` for the internal routes
-/// engines call; refuses everything when no key is configured.
+/// Checks `Authorization: Bearer <report key>` for the internal routes
+/// engines call; refuses everything when no key is configured. The push
+/// key (admin → engine) is not accepted here once a report key is set.
 pub(crate) fn authorise(key: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(key) = key else {
         return Err(ApiError::with_message(
             ErrorCode::InvalidCredentials,
-            "this admin has no push key configured (QYZAR_ENGINE_PUSH_KEY), so it refuses engines' calls",
+            "this admin has no engine key configured (QYZAR_ADMIN_ENGINE_REPORT_KEY), so it refuses engines' calls",
         ));
     };
     let presented = headers
@@ -92,12 +95,12 @@ pub(crate) fn authorise(key: Option<&str>, headers: &HeaderMap) -> Result<(), Ap
         .map(|(_, token)| token.trim())
         .ok_or(ApiError::with_message(
             ErrorCode::InvalidCredentials,
-            "the Authorization header must be `Bearer <push key>`",
+            "the Authorization header must be `Bearer <report key>`",
         ))?;
     if !ct_eq(&sha256(presented.as_bytes()), &sha256(key.as_bytes())) {
         return Err(ApiError::with_message(
             ErrorCode::InvalidCredentials,
-            "the push key is not valid",
+            "the engine report key is not valid",
         ));
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! `POST /internal/traffic`: an engine reports the verifications it answered.
 //!
-//! authorise (`Authorization: Bearer <push key>`, as for the snapshot pull,
+//! authorise (`Authorization: Bearer <report key>`, as for the snapshot pull,
 //! checked before the body is read) → parse (a [`TrafficBatch`], checked whole: one bad row refuses the batch
 //! with the row's field named, and nothing is written) → decide (the batch
 //! id is counted once; rows go into the traffic rollups and the owners'
@@ -43,7 +43,7 @@ pub async fn handle(
     body: Bytes,
 ) -> AdminResult<Json<Output>> {
     // authorise (before parsing: a caller without the key learns nothing)
-    super::internal_snapshot::authorise(state.config.push_key.as_deref(), &headers)?;
+    super::internal_snapshot::authorise(state.config.engine_report_key(), &headers)?;
     // parse
     let batch: TrafficBatch = parse_object(&body)?;
     let now = qyzar_shared::time::now_ms();

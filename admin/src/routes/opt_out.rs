@@ -19,9 +19,22 @@
 //! idempotent), which also makes mail scanners that prefetch links safe.
 //!
 //! parse → authorise (project known `404`, link unexpired `422 exp`,
-//! signature right `401 sig`) → decide (record the opt-out, rebuild and push
-//! the snapshot) → answer a small HTML page to browsers (`Accept:
-//! text/html`), `{optedOut, projectId, subject}` JSON to anything else.
+//! signature right `401 sig`; at most [`OPT_OUTS_PER_PROJECT`] confirms a
+//! minute per project, `429` with `Retry-After`) → decide (already opted
+//! out: nothing to do, not counted; the project at its plan's opt-out cap
+//! ([`projects::snapshot_caps`]): `422 quota_exceeded`; the snapshot at its
+//! budget: `409 config_budget_exceeded`; else record the opt-out and join
+//! the next coalesced snapshot build) → answer a small HTML page to
+//! browsers (`Accept: text/html`), `{optedOut, projectId, subject}` JSON to
+//! anything else.
+//!
+//! Why the limits: links are signed by the customer, so a customer (or
+//! whoever holds its secret) can mint them without end, and each new row
+//! lands in every engine's snapshot. Unthrottled and uncapped, one tenant
+//! could grow the snapshot past what engines accept and freeze every
+//! tenant's configuration. The throttle counts only correctly signed links
+//! (strangers cannot use up a project's budget) and only those that would
+//! record something new (mail scanners prefetching links are not counted).
 
 use axum::extract::State;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
@@ -38,7 +51,16 @@ use serde_json::json;
 
 use crate::error::AdminResult;
 use crate::extract::ApiQuery;
+use crate::throttle::Policy;
 use crate::{projects, push, AppState};
+
+/// Opt-out confirms per project: 120 a minute is far above what people
+/// clicking links produce, and bounds how fast a tenant can grow its rows.
+pub const OPT_OUTS_PER_PROJECT: Policy = Policy {
+    name: "opt-out-project",
+    limit: 120,
+    window: std::time::Duration::from_secs(60),
+};
 
 /// Longest identifier accepted: the engine's identifier limit.
 const MAX_IDENTIFIER_BYTES: usize = 256;
@@ -72,6 +94,81 @@ impl Subject {
 /// The message an opt-out link's `sig` signs (see the module docs).
 pub fn message(project_id: &str, subject_canonical: &str, exp: i64) -> String {
     format!("opt-out/v1|{project_id}|{subject_canonical}|{exp}")
+}
+
+/// Whether this subject already opted out of `id`.
+async fn already_opted_out(
+    state: &AppState,
+    id: &qyzar_shared::ids::ProjectId,
+    kind: &str,
+    subject: &str,
+) -> AdminResult<bool> {
+    Ok(
+        sqlx::query("SELECT 1 FROM opt_outs WHERE project_id = $1 AND kind = $2 AND subject = $3")
+            .bind(id.as_str())
+            .bind(kind)
+            .bind(subject)
+            .fetch_optional(state.db.pool())
+            .await?
+            .is_some(),
+    )
+}
+
+/// Records one opt-out unless it is already there; answers whether a row
+/// was added. The project's row is locked first, so concurrent confirms
+/// count and insert one after the other and cannot race past the cap.
+async fn record(
+    state: &AppState,
+    id: &qyzar_shared::ids::ProjectId,
+    kind: &str,
+    subject: &str,
+    now: i64,
+) -> AdminResult<bool> {
+    use sqlx::Row as _;
+    let mut tx = state.db.pool().begin().await?;
+    sqlx::query("UPDATE projects SET settings_json = settings_json WHERE id = $1")
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let present =
+        sqlx::query("SELECT 1 FROM opt_outs WHERE project_id = $1 AND kind = $2 AND subject = $3")
+            .bind(id.as_str())
+            .bind(kind)
+            .bind(subject)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+    if present {
+        return Ok(false);
+    }
+    let count: i64 = sqlx::query("SELECT COUNT(*) FROM opt_outs WHERE project_id = $1")
+        .bind(id.as_str())
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    let plan = projects::owner_plan(&mut *tx, id).await?;
+    let cap = projects::snapshot_caps(&plan).opt_outs;
+    if usize::try_from(count).unwrap_or(usize::MAX) >= cap {
+        return Err(ApiError::with_message(
+            ErrorCode::QuotaExceeded,
+            format!("this project has reached its plan's {cap} opt-outs; its owner must upgrade or contact support"),
+        )
+        .into());
+    }
+    push::admit(state, push::OPT_OUT_BYTES)?;
+    let inserted = sqlx::query(
+        "INSERT INTO opt_outs (project_id, kind, subject, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (project_id, kind, subject) DO NOTHING",
+    )
+    .bind(id.as_str())
+    .bind(kind)
+    .bind(subject)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(inserted > 0)
 }
 
 /// Confirms an opt-out link.
@@ -151,24 +248,21 @@ pub async fn handle(
         .field("sig")
         .into());
     }
-    // decide
+    // decide: a link already followed is answered as before without
+    // counting (mail scanners prefetch links); a new one is throttled.
     let (kind, stored) = match &subject {
         Subject::Device(d) => ("device", d.as_str().to_owned()),
         Subject::Identifier(i) => ("identifier", projects::hex(&projects::sha256(i.as_bytes()))),
     };
-    let inserted = sqlx::query(
-        "INSERT INTO opt_outs (project_id, kind, subject, created_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (project_id, kind, subject) DO NOTHING",
-    )
-    .bind(project.id.as_str())
-    .bind(kind)
-    .bind(&stored)
-    .bind(now)
-    .execute(state.db.pool())
-    .await?
-    .rows_affected();
-    if inserted > 0 {
-        push::after_change(&state).await;
+    if !already_opted_out(&state, &project.id, kind, &stored).await? {
+        let hits = state
+            .throttle
+            .hit(&[(&OPT_OUTS_PER_PROJECT, project.id.as_str())])?;
+        if record(&state, &project.id, kind, &stored, now).await? {
+            push::after_change(&state).await;
+        } else {
+            state.throttle.forgive(hits);
+        }
     }
     // answer
     let wants_html = headers

@@ -102,8 +102,7 @@ impl TestApp {
         let mut config = qyzar_admin::config::AdminConfig::local(dir.path(), String::new());
         adjust(&mut config);
         let key = qyzar_admin::config::master_key(&config).unwrap();
-        let pusher =
-            qyzar_admin::push::Pusher::new(&config.engine_urls, config.push_key.as_deref());
+        let pusher = qyzar_admin::push::Pusher::from_config(&config).unwrap();
         let mailer = std::sync::Arc::new(qyzar_admin::mail::Mailer::from_config(&config).unwrap());
         let state = qyzar_admin::AppState {
             pusher,

@@ -3,11 +3,14 @@
 //! push) heals itself without anyone noticing.
 //!
 //! The request is `GET {admin}/internal/snapshot` with
-//! `Authorization: Bearer <push key>` (the same shared key pushes carry) and,
+//! `Authorization: Bearer <report key>` (the engine → admin key,
+//! `QYZAR_ADMIN_ENGINE_REPORT_KEY`; see [`qyzar_shared::channel`]) and,
 //! once a snapshot is held, `If-None-Match: "<version>"`: admin may answer
 //! `304 Not Modified` when it has nothing newer, so a quiet interval costs a
 //! few hundred bytes instead of the whole snapshot. A `200` body is applied
-//! exactly as a push is; an older or equal version is ignored.
+//! exactly as a push is; an older or equal version is ignored. An
+//! `https://` admin URL is checked against the configured CA or pinned
+//! certificate ([`AdminLink::trust`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use qyzar_shared::channel::Trust;
 
 use super::{apply_encoded, ApplyError, MAX_SNAPSHOT_BYTES};
 use crate::state::Engine;
@@ -28,45 +32,94 @@ use crate::state::Engine;
 /// not stall the loop, and 30 s moves 64 MiB on any internal network.
 pub const PULL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The snapshot URL under `admin_url`, checked: plain `http` only (the
-/// internal channel runs on a private network; put a TLS sidecar in front of
-/// admin if it must cross an untrusted one) and no credentials in the URL,
-/// because the key belongs in `QYZAR_ENGINE_PUSH_KEY` where it is never logged.
+/// The snapshot URL under `admin_url`, checked: `http` or `https` (checked
+/// against [`AdminLink::trust`]) and no credentials in the URL, because the
+/// key belongs in `QYZAR_ADMIN_ENGINE_REPORT_KEY` where it is never logged.
 pub fn admin_snapshot_uri(admin_url: &str) -> Result<Uri, String> {
-    let uri: Uri = format!("{}/internal/snapshot", admin_url.trim_end_matches('/'))
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
-    if uri.scheme_str() != Some("http") {
-        return Err("the admin url must start with http://".into());
-    }
-    match uri.authority() {
-        None => Err("the admin url has no host".into()),
-        Some(a) if a.as_str().contains('@') => {
-            Err("the admin url must not carry credentials; set QYZAR_ENGINE_PUSH_KEY".into())
+    qyzar_shared::channel::check_url(
+        &format!("{}/internal/snapshot", admin_url.trim_end_matches('/')),
+        "the admin url",
+    )
+}
+
+/// How an engine reaches admin (pull and traffic reports).
+#[derive(Clone, Debug)]
+pub struct AdminLink {
+    /// Admin's internal base URL.
+    pub url: String,
+    /// The engine → admin key sent as `Bearer`.
+    pub key: Option<String>,
+    /// How an `https://` admin's certificate is checked.
+    pub trust: Trust,
+}
+
+impl AdminLink {
+    /// A link to `url` with `key`, trusting the public CA roots for https.
+    pub fn new(url: impl Into<String>, key: Option<String>) -> Self {
+        Self {
+            url: url.into(),
+            key,
+            trust: Trust::PublicRoots,
         }
-        Some(_) => Ok(uri),
+    }
+
+    /// `Bearer <key>`, marked sensitive so hyper never logs it.
+    pub(crate) fn authorization(&self) -> Result<Option<HeaderValue>, String> {
+        self.key
+            .as_deref()
+            .map(|k| {
+                let mut v = HeaderValue::from_str(&format!("Bearer {k}"))
+                    .map_err(|_| "the report key is not a valid header value".to_owned())?;
+                v.set_sensitive(true);
+                Ok(v)
+            })
+            .transpose()
+    }
+
+    /// A client for this link: plain for `http://`, TLS checked by
+    /// [`AdminLink::trust`] for `https://`.
+    pub(crate) fn client<B>(
+        &self,
+    ) -> Result<Client<hyper_rustls::HttpsConnector<HttpConnector>, B>, String>
+    where
+        B: hyper::body::Body + Send,
+        B::Data: Send,
+    {
+        Ok(Client::builder(TokioExecutor::new())
+            .build(qyzar_shared::channel::connector(&self.trust)?))
     }
 }
 
 /// Pulls from `admin_url` now and then every `every` until `shutdown`
-/// resolves. Failures are logged at `warn` (with admin's host, never the
-/// key) and retried at the next tick; the served snapshot stays meanwhile.
+/// resolves, with `key` and the public CA roots; see [`pull_loop_with`].
 pub async fn pull_loop(
     engine: Arc<Engine>,
     admin_url: String,
-    push_key: Option<String>,
+    key: Option<String>,
     every: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    let puller = match Puller::new(&admin_url, push_key.as_deref()) {
+    pull_loop_with(engine, AdminLink::new(admin_url, key), every, shutdown).await
+}
+
+/// Pulls from `admin` now and then every `every` until `shutdown`
+/// resolves. Failures are logged at `warn` (with admin's host, never the
+/// key) and retried at the next tick; the served snapshot stays meanwhile.
+pub async fn pull_loop_with(
+    engine: Arc<Engine>,
+    admin: AdminLink,
+    every: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let puller = match Puller::new(&admin) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "configuration pull disabled");
             return;
         }
     };
-    if push_key.is_none() {
-        tracing::warn!("no push key configured (QYZAR_ENGINE_PUSH_KEY): admin will refuse pulls");
+    if admin.key.is_none() {
+        tracing::warn!("no engine → admin key configured (QYZAR_ADMIN_ENGINE_REPORT_KEY): admin will refuse pulls");
     }
     let every = if every.is_zero() {
         Duration::from_secs(1)
@@ -135,7 +188,7 @@ enum PullError {
 
 /// One admin endpoint with its client and credentials, built once.
 struct Puller {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
     uri: Uri,
     /// `Bearer <key>`, marked sensitive so hyper never logs it.
     authorization: Option<HeaderValue>,
@@ -144,24 +197,12 @@ struct Puller {
 }
 
 impl Puller {
-    fn new(admin_url: &str, push_key: Option<&str>) -> Result<Self, PullError> {
-        let uri = admin_snapshot_uri(admin_url).map_err(PullError::Url)?;
-        let authorization = match push_key {
-            Some(k) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| {
-                    PullError::Url("the push key is not a valid header value".into())
-                })?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-            None => None,
-        };
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_nodelay(true);
+    fn new(link: &AdminLink) -> Result<Self, PullError> {
+        let uri = admin_snapshot_uri(&link.url).map_err(PullError::Url)?;
+        let authorization = link.authorization().map_err(PullError::Url)?;
         let admin = uri.authority().map(|a| a.to_string()).unwrap_or_default();
         Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: link.client().map_err(PullError::Url)?,
             uri,
             authorization,
             admin,

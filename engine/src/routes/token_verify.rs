@@ -12,7 +12,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
-use qyzar_shared::crypto::{verify, JwtError};
+use qyzar_shared::crypto::{signed_by_known_key, verify, JwtError};
 use qyzar_shared::ApiError;
 use serde::{Deserialize, Serialize};
 
@@ -137,11 +137,14 @@ async fn run(
     // authorise
     let live = common::live(engine, now)?;
     let (cfg, keys) = common::authorise(&live, &project, headers, now)?;
-    // decide: the cache skips the signature for a token verified before.
+    // decide: the cache skips the signature for a token verified before,
+    // as long as its key is still live (a rotation without grace drops it).
     // A project's tokens are cached in its own byte share, so a tenant
     // signing large tokens with its own key evicts only its own.
     let (verified, cache) = match engine.tokens.get(project.as_str(), token) {
-        Some(v) if *v.project == *project.as_str() => {
+        Some(v)
+            if *v.project == *project.as_str() && signed_by_known_key(token, &keys.verify) =>
+        {
             engine.tokens.counters().hit();
             (v, CacheStatus::Hit)
         }

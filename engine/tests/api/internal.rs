@@ -437,7 +437,7 @@ async fn the_pull_loop_takes_the_newest_snapshot_from_admin_and_then_asks_if_mod
 }
 
 #[test]
-fn admin_urls_must_be_plain_http_without_credentials() {
+fn admin_urls_must_be_http_or_https_without_credentials() {
     use qyzar_engine::internal::admin_snapshot_uri;
     assert_eq!(
         admin_snapshot_uri("http://admin.internal:8091/")
@@ -445,7 +445,8 @@ fn admin_urls_must_be_plain_http_without_credentials() {
             .to_string(),
         "http://admin.internal:8091/internal/snapshot"
     );
-    assert!(admin_snapshot_uri("https://admin.internal").is_err());
+    assert!(admin_snapshot_uri("https://admin.internal").is_ok());
+    assert!(admin_snapshot_uri("ftp://admin.internal").is_err());
     assert!(admin_snapshot_uri("http://user:pw@admin.internal").is_err());
     assert!(admin_snapshot_uri("admin.internal").is_err());
 }

@@ -171,6 +171,18 @@ pub fn verify(
     Ok(claims)
 }
 
+/// Whether the key named by `token`'s header is still among `keys`; the
+/// signature is not checked. For caches of verified tokens: a token
+/// verified before its key left the configuration (an emergency rotation)
+/// must not keep being answered from the cache.
+pub fn signed_by_known_key(token: &str, keys: &VerifyKeys) -> bool {
+    let header_b64 = token.split('.').next().unwrap_or_default();
+    if header_b64.len() > MAX_HEADER_B64 || !is_b64url_segment(header_b64) {
+        return false;
+    }
+    keys.find_by_header(header_b64).is_some() || key_from_header(keys, header_b64).is_ok()
+}
+
 /// `header_b64 . payload_b64`, with room for the signature that follows.
 fn signing_input(header_b64: &str, claims: &Claims, sig_b64_len: usize) -> String {
     let payload =
@@ -274,6 +286,18 @@ mod tests {
         let signer = Ed25519Signer::from_pkcs8(&Ed25519Signer::generate_pkcs8()).unwrap();
         assert!(signer.kid().starts_with("ed1-"));
         assert_eq!(signer.kid().len(), 12);
+    }
+
+    #[test]
+    fn a_token_is_known_only_while_its_key_is_among_the_keys() {
+        let (old, new) = (Hs256Key::from_raw([7u8; 32]), Hs256Key::from_raw([8u8; 32]));
+        let token = sign_hs256(&claims(2_000), &old);
+        let both = VerifyKeys::new().with_hs256(new.clone()).with_hs256(old);
+        assert!(signed_by_known_key(&token, &both));
+        let rotated = VerifyKeys::new().with_hs256(new);
+        assert!(!signed_by_known_key(&token, &rotated));
+        assert!(!signed_by_known_key("not a token", &both));
+        assert!(!signed_by_known_key("", &both));
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //!
 //! parse (`origin` a serialised web origin as browsers send it, checked by
 //! `validate_origin`; `ttlSeconds` 60 s – 1 year, default 30 days) →
-//! authorise (owner, else `404`; at most [`MAX_LIVE_TOKENS`] live tokens
-//! per project, `422 quota_exceeded`) → decide (store the token's SHA-256,
+//! authorise (owner, else `404`; at most the plan's live tokens per project
+//! ([`projects::snapshot_caps`]: free 20, pro 200, enterprise 1 000),
+//! `422 quota_exceeded`; room in the snapshot budget, else
+//! `409 config_budget_exceeded`) → decide (store the token's SHA-256,
 //! rebuild and push) → answer `201 {token, projectId, origin, expiresAt}`.
 //! The token is shown once. `/connect` also needs the origin in the
 //! project's `allowedOrigins`; `originAllowed` in the answer says whether
@@ -31,8 +33,9 @@ pub const DEFAULT_TTL_SECONDS: i64 = 30 * 24 * 3600;
 pub const MIN_TTL_SECONDS: i64 = 60;
 /// Longest lifetime: a token sits in public pages, so it must expire.
 pub const MAX_TTL_SECONDS: i64 = 365 * 24 * 3600;
-/// Most live tokens per project: every live token travels in every
-/// snapshot to every engine.
+/// Most live tokens per project on any plan: every live token travels in
+/// every snapshot to every engine (each plan's own cap is in
+/// [`projects::snapshot_caps`]).
 pub const MAX_LIVE_TOKENS: i64 = 1_000;
 
 /// The request body.
@@ -82,13 +85,18 @@ pub async fn handle(
         .fetch_one(state.db.pool())
         .await?
         .try_get(0)?;
-    if live >= MAX_LIVE_TOKENS {
+    let plan = projects::owner_plan(state.db.pool(), &project.id).await?;
+    let cap = projects::snapshot_caps(&plan).origin_tokens as i64;
+    if live >= cap.min(MAX_LIVE_TOKENS) {
         return Err(ApiError::with_message(
             ErrorCode::QuotaExceeded,
-            "a project may have at most 1000 live origin tokens; invalidate some",
+            format!(
+                "the {plan} plan allows {cap} live origin tokens per project; invalidate some or upgrade"
+            ),
         )
         .into());
     }
+    push::admit(&state, push::ORIGIN_TOKEN_BYTES)?;
     // decide
     let token = random_token(super::TOKEN_PREFIX, 24);
     let expires_at = now + ttl * 1000;

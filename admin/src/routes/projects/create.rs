@@ -72,6 +72,8 @@ pub async fn handle(
         )
         .into());
     }
+    // A new project adds keys and default settings to every snapshot.
+    push::admit(&state, push::NEW_PROJECT_BYTES)?;
     // decide
     let id = ProjectId::generate();
     let settings = ProjectSettings::default().to_json();

@@ -5,7 +5,10 @@
 //! public `POST /projects/client/rate-limit-check` (`QYZAR_ENGINE_PUBLIC_URL`)
 //! with `dryRun: true` forced and the project secret (opened from its sealed
 //! copy) in `X-Qyzar-Project-Secret`, so nothing is consumed and no deny is
-//! recorded, and admin never re-implements the limiter.
+//! recorded, and admin never re-implements the limiter. The engine URL may
+//! be `https://`; its certificate is checked like the internal pushes'
+//! (`QYZAR_ENGINE_TLS_CA_FILE` / `QYZAR_ENGINE_TLS_PINS`), since the
+//! request carries the project secret.
 //!
 //! parse → authorise (owner, else `404`) → decide (forward; no engine
 //! configured or no answer → `503 store_unavailable`; an engine that does

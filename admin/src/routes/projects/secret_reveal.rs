@@ -1,15 +1,23 @@
-//! `POST /projects/secret/reveal {projectId, grantToken, rotate?}`: the
-//! project secret, in exchange for a reveal grant from
+//! `POST /projects/secret/reveal {projectId, grantToken, rotate?,
+//! graceSeconds?}`: the project secret, in exchange for a reveal grant from
 //! `POST /projects/secret/2fa`; with `rotate: true` a new secret replaces it.
 //!
-//! parse → authorise (owner, else `404`; the grant is consumed atomically:
-//! it must be this user's, for this project, unused and unexpired, else
+//! parse (`graceSeconds` 0–86 400, only with `rotate`, default 86 400) →
+//! authorise (owner, else `404`; the grant is consumed atomically: it must
+//! be this user's, for this project, unused and unexpired, else
 //! `401 grantToken`) → decide (read the current secret; or, rotating, end
-//! the current generation's validity at now + 24 h and insert a new one, in
-//! the same transaction as the grant, then rebuild and push: engines accept
-//! both secrets and verify tokens of both HS256 keys until the grace ends)
-//! → answer `{secret}` plus `{rotated: true, previousSecretValidUntil}` on
-//! rotation.
+//! the validity of every older generation at now + grace at the latest and
+//! insert a new one, in the same transaction as the grant, then rebuild and
+//! push at once, skipping the build debounce: engines accept the old
+//! secrets and verify tokens of their HS256/Ed25519 keys until the grace
+//! ends) → answer `{secret}` plus `{rotated: true, previousSecretValidUntil}`
+//! on rotation.
+//!
+//! `graceSeconds: 0` is the emergency rotation for a leaked secret: the old
+//! secret, its derived keys and any generation still in an earlier grace
+//! leave the snapshot in this very build, so every engine refuses them as
+//! soon as the push lands (well within a second on a healthy network), and
+//! engines also refuse client tokens they had cached under a dropped key.
 
 use axum::extract::State;
 use axum::Json;
@@ -30,6 +38,29 @@ pub struct Input {
     grant_token: String,
     #[serde(default)]
     rotate: bool,
+    /// How long the rotated-out secret keeps working, in seconds.
+    grace_seconds: Option<i64>,
+}
+
+/// Longest grace a rotation may give the old secret: a day (the default).
+pub const MAX_GRACE_SECONDS: i64 = projects::SECRET_GRACE_MS / 1000;
+
+/// The grace asked for, checked: only with `rotate`, 0 to a day.
+fn grace_ms(input: &Input) -> Result<i64, ApiError> {
+    match input.grace_seconds {
+        None => Ok(projects::SECRET_GRACE_MS),
+        Some(_) if !input.rotate => Err(ApiError::with_message(
+            ErrorCode::InvalidField,
+            "graceSeconds applies only with rotate: true",
+        )
+        .field("graceSeconds")),
+        Some(s) if (0..=MAX_GRACE_SECONDS).contains(&s) => Ok(s * 1000),
+        Some(_) => Err(ApiError::with_message(
+            ErrorCode::InvalidField,
+            "graceSeconds must be between 0 and 86400",
+        )
+        .field("graceSeconds")),
+    }
 }
 
 /// The answer.
@@ -49,6 +80,8 @@ pub async fn handle(
     ApiJson(input): ApiJson<Input>,
 ) -> AdminResult<Json<Output>> {
     let now = qyzar_shared::time::now_ms();
+    // parse
+    let grace = grace_ms(&input)?;
     // authorise
     let mut tx = state.db.pool().begin().await?;
     let project = projects::owned(&mut *tx, &user.user_id, &input.project_id).await?;
@@ -74,8 +107,10 @@ pub async fn handle(
     }
     // decide
     let (secret, previous_until) = if input.rotate {
-        let until = now + projects::SECRET_GRACE_MS;
-        sqlx::query("UPDATE project_secrets SET valid_until = $1 WHERE project_id = $2 AND valid_until IS NULL")
+        // Every older generation ends at `until` at the latest: an
+        // emergency rotation also cuts short an earlier rotation's grace.
+        let until = now + grace;
+        sqlx::query("UPDATE project_secrets SET valid_until = $1 WHERE project_id = $2 AND (valid_until IS NULL OR valid_until > $1)")
             .bind(until)
             .bind(project.id.as_str())
             .execute(&mut *tx)
@@ -97,8 +132,8 @@ pub async fn handle(
     };
     tx.commit().await?;
     if input.rotate {
-        push::after_change(&state).await;
-        tracing::info!(project = %project.id, user = %user.user_id, "project secret rotated");
+        push::after_change_now(&state).await;
+        tracing::info!(project = %project.id, user = %user.user_id, grace_ms = grace, "project secret rotated");
     } else {
         tracing::info!(project = %project.id, user = %user.user_id, "project secret revealed");
     }

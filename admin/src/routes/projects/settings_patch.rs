@@ -71,6 +71,11 @@ pub async fn handle(
     })?;
     let stored = String::from_utf8(settings.to_json()).map_err(AdminError::internal)?;
     let changed = stored != project.settings_json;
+    if stored.len() > project.settings_json.len() {
+        // Growing settings grow every engine's snapshot: admitted against
+        // the budget (409 `config_budget_exceeded`, this change alone).
+        push::admit(&state, stored.len() - project.settings_json.len())?;
+    }
     if changed {
         sqlx::query("UPDATE projects SET settings_json = $1 WHERE id = $2")
             .bind(&stored)
