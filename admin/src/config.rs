@@ -57,6 +57,10 @@ pub struct AdminConfig {
     /// The log is also the webhook's idempotency guard, and Stripe resends
     /// an event for up to three days, so it never goes below a month.
     pub billing_log_retention_days: u32,
+    /// Reverse proxies whose `X-Forwarded-For` names the client, for the
+    /// per-client sign-in limits (`QYZAR_ADMIN_TRUSTED_PROXIES`, CIDRs,
+    /// comma-separated; default none: the socket address is the client).
+    pub trusted_proxies: Vec<crate::throttle::client_ip::Cidr>,
 }
 
 /// Debug output with every secret redacted: the database URL may carry a
@@ -93,6 +97,7 @@ impl std::fmt::Debug for AdminConfig {
             .field("stripe_price_pro", &self.stripe_price_pro)
             .field("stripe_price_enterprise", &self.stripe_price_enterprise)
             .field("stripe_api_base", &self.stripe_api_base)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -165,7 +170,15 @@ impl AdminConfig {
             },
             None => DEFAULT_BILLING_LOG_RETENTION_DAYS,
         };
+        let trusted_proxies = crate::throttle::client_ip::parse_list(
+            &var("QYZAR_ADMIN_TRUSTED_PROXIES").unwrap_or_default(),
+        )
+        .map_err(|reason| ConfigError {
+            var: "QYZAR_ADMIN_TRUSTED_PROXIES",
+            reason,
+        })?;
         Ok(Self {
+            trusted_proxies,
             billing_log_retention_days,
             addr,
             database_url: var("QYZAR_DATABASE_URL")
@@ -221,6 +234,7 @@ impl AdminConfig {
             stripe_price_enterprise: None,
             stripe_api_base: None,
             billing_log_retention_days: DEFAULT_BILLING_LOG_RETENTION_DAYS,
+            trusted_proxies: Vec::new(),
         }
     }
 }
