@@ -5,9 +5,14 @@
 //!   handed out during sign-in (all stored only as SHA-256);
 //! - [`passwords`]: argon2id hashing and the password policy;
 //! - [`totp`]: TOTP seeds (sealed at rest), codes with a replay guard, and
-//!   recovery codes.
+//!   recovery codes;
+//! - [`reauth`]: the fresh proof (password, then a second factor) that
+//!   sensitive changes ask for on top of a token;
+//! - [`notices`]: the mails that tell an owner their account's security changed.
 
+pub mod notices;
 pub mod passwords;
+pub mod reauth;
 pub mod tokens;
 pub mod totp;
 

@@ -76,6 +76,10 @@ pub struct AdminConfig {
     /// `QYZAR_ADMIN_IDLE_TIMEOUT_SECONDS`, `QYZAR_ADMIN_BODY_TIMEOUT_SECONDS`,
     /// `QYZAR_ADMIN_REQUEST_TIMEOUT_SECONDS`; see [`crate::server`]).
     pub limits: crate::server::ServeLimits,
+    /// Reverse proxies whose `X-Forwarded-For` names the client, for the
+    /// per-client sign-in limits (`QYZAR_ADMIN_TRUSTED_PROXIES`, CIDRs,
+    /// comma-separated; default none: the socket address is the client).
+    pub trusted_proxies: Vec<crate::throttle::client_ip::Cidr>,
 }
 
 /// Debug output with every secret redacted: the database URL may carry a
@@ -116,6 +120,7 @@ impl std::fmt::Debug for AdminConfig {
             .field("stripe_price_enterprise", &self.stripe_price_enterprise)
             .field("stripe_api_base", &self.stripe_api_base)
             .field("limits", &self.limits)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -208,7 +213,15 @@ impl AdminConfig {
             },
             None => qyzar_shared::snapshot::DEFAULT_BUDGET_BYTES,
         };
+        let trusted_proxies = crate::throttle::client_ip::parse_list(
+            &var("QYZAR_ADMIN_TRUSTED_PROXIES").unwrap_or_default(),
+        )
+        .map_err(|reason| ConfigError {
+            var: "QYZAR_ADMIN_TRUSTED_PROXIES",
+            reason,
+        })?;
         let config = Self {
+            trusted_proxies,
             billing_log_retention_days,
             limits,
             addr,
@@ -305,6 +318,7 @@ impl AdminConfig {
             stripe_api_base: None,
             billing_log_retention_days: DEFAULT_BILLING_LOG_RETENTION_DAYS,
             limits: crate::server::ServeLimits::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -96,6 +96,38 @@ pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// A request field that holds a credential (password, TOTP or recovery
+/// code, single-use token): deserialised like `T`, but its `Debug` prints
+/// `<redacted>`, so a `{:?}` of a request body (a log line, a panic message,
+/// a test failure) never shows the value. Reading it takes an explicit
+/// [`Redacted::expose`], which is easy to spot in review.
+#[derive(Clone, Default, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Redacted<T>(T);
+
+impl<T> Redacted<T> {
+    /// Wraps a value.
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    /// The value itself; do not log it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+
+    /// The value itself, taking it out; do not log it.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::fmt::Debug for Redacted<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// `axum::extract::Query` with the shared error shape on rejection.
 pub struct ApiQuery<T>(pub T);
 
@@ -141,6 +173,43 @@ mod tests {
     #[allow(dead_code)]
     struct Inner {
         limit: u32,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Secretive {
+        email: String,
+        password: Redacted<String>,
+        code: Option<Redacted<String>>,
+    }
+
+    #[test]
+    fn redacted_fields_never_show_in_debug() {
+        let body: Secretive = parse_object(
+            br#"{"email":"ann@example.com","password":"hunter2-hunter2","code":"123456"}"#,
+        )
+        .unwrap();
+        assert_eq!(body.password.expose(), "hunter2-hunter2");
+        for text in [format!("{body:?}"), format!("{body:#?}")] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(!text.contains("123456"), "{text}");
+            assert!(
+                text.contains("ann@example.com"),
+                "other fields still show: {text}"
+            );
+            assert!(text.contains("<redacted>"), "{text}");
+        }
+        let e = parse_object::<Secretive>(br#"{"email":"a","password":7}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::InvalidField, Some("password")),
+            "a wrapped field is checked like the plain type"
+        );
+        let e = parse_object::<Secretive>(br#"{"email":"a"}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::MissingField, Some("password"))
+        );
     }
 
     #[test]

@@ -119,6 +119,12 @@ pub fn router(state: AppState) -> Router {
             post(routes::auth::two_factor_recovery::handle),
         )
         .route(
+            "/auth/2fa/disable",
+            post(routes::auth::two_factor_disable::handle),
+        )
+        .route("/auth/signout", post(routes::auth::signout::handle))
+        .route("/auth/signout-all", post(routes::auth::signout_all::handle))
+        .route(
             "/auth/password-reset-request",
             post(routes::auth::password_reset_request::handle),
         )

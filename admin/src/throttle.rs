@@ -1,32 +1,48 @@
 //! Brute-force limits for the credential routes (`/auth/*`).
 //!
-//! A small in-memory, keyed **sliding-log** limiter: for each key (an email,
-//! a client IP, a user id, a challenge token's hash) it remembers the instants
-//! of the last `limit` attempts inside the policy's window. It is exact (no
-//! burst at window edges) and, unlike a GCRA limiter such as `governor`, it can
-//! *forgive* an attempt: sign-in counts every try up front (so a burst of
-//! parallel guesses cannot all slip past a check made before any of them is
-//! recorded) and takes the try back when the password was right, so only
-//! failures use up a user's budget.
+//! Two mechanisms:
+//!
+//! - [`signin`]: sign-in's exponential back-off per (email, client) pair,
+//!   with a per-email ceiling that slows but never hard-locks (so a stranger
+//!   cannot lock an owner out by failing on purpose).
+//! - A small in-memory, keyed **sliding-log** limiter for everything else:
+//!   for each key (a client IP, a user id, an email asking for mail, a
+//!   challenge token's hash) it remembers the instants of the last `limit`
+//!   attempts inside the policy's window. It is exact (no burst at window
+//!   edges) and, unlike a GCRA limiter such as `governor`, it can *forgive*
+//!   an attempt: a route counts every try up front (so a burst of parallel
+//!   guesses cannot all slip past a check made before any of them is
+//!   recorded) and takes the try back when the credential was right, so only
+//!   failures use up a budget.
+//!
+//! **Bounded, flood-proof state.** Each policy has its own map of at most
+//! [`MAX_KEYS_PER_POLICY`] keys (keys longer than 128 bytes are stored as
+//! their SHA-256; an entry holds at most `limit` instants), so spraying keys
+//! under one policy (random emails) never evicts another policy's counters
+//! (per-IP ones). Within a map, expired logs go first, then the logs with the
+//! fewest attempts; a key at its limit (actively refused) is never evicted.
+//! Worst case about 16 MB for the 50-attempt per-IP sign-in policy and 6 MB
+//! for each of the others.
 //!
 //! The state is per process: several admin instances each enforce the limits
 //! on their own, and a restart forgets them. That is enough against online
 //! guessing (argon2id and 128-bit+ tokens do the rest); a shared store is the
 //! step up for a large fleet.
 
+pub mod client_ip;
+pub mod signin;
+
+pub use client_ip::ClientIp;
+pub use signin::SigninHit;
+
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 
 /// One limit: at most `limit` attempts per key within `window`.
 #[derive(Debug)]
 pub struct Policy {
-    /// Names the policy inside the key, so two policies never share counts.
+    /// Names the policy's own map, so two policies never share counts.
     pub name: &'static str,
     /// Attempts allowed within the window.
     pub limit: usize,
@@ -36,14 +52,8 @@ pub struct Policy {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// Failed sign-ins per email address: 10 per 15 minutes (OWASP's order of
-/// magnitude), counted for unknown addresses exactly as for known ones.
-pub const SIGNIN_PER_EMAIL: Policy = Policy {
-    name: "signin-email",
-    limit: 10,
-    window: Duration::from_secs(15 * 60),
-};
 /// Failed sign-ins per client IP, across addresses (credential stuffing).
+/// Per email, sign-in uses [`signin`]'s back-off instead of a hard limit.
 pub const SIGNIN_PER_IP: Policy = Policy {
     name: "signin-ip",
     limit: 50,
@@ -62,10 +72,11 @@ pub const SECOND_FACTOR_PER_USER: Policy = Policy {
     limit: 10,
     window: Duration::from_secs(15 * 60),
 };
-/// Wrong current passwords on `PATCH /auth/password` per user (a stolen
-/// dashboard token must not become a password oracle).
-pub const PASSWORD_CHANGE_PER_USER: Policy = Policy {
-    name: "password-user",
+/// Wrong current passwords per user on the routes that ask for it again
+/// (`PATCH /auth/password`, `2fa/create`, `2fa/disable`): a stolen
+/// dashboard token must not become a password oracle.
+pub const REAUTH_PER_USER: Policy = Policy {
+    name: "reauth-user",
     limit: 5,
     window: Duration::from_secs(15 * 60),
 };
@@ -95,10 +106,12 @@ pub const TOKEN_PER_IP: Policy = Policy {
     window: Duration::from_secs(15 * 60),
 };
 
-/// Keys tracked at most; past this, expired keys are swept and then
-/// arbitrary ones dropped, so an attacker spraying keys bounds our memory
-/// (at the price of some leniency while that attack lasts).
-const MAX_KEYS: usize = 100_000;
+/// Keys tracked at most per policy; past this, expired keys are swept and
+/// then the least-used ones dropped (see the module docs), so an attacker
+/// spraying keys bounds our memory without freeing anyone under a limit.
+pub const MAX_KEYS_PER_POLICY: usize = 10_000;
+/// Longest key stored as is (longer ones are stored as their SHA-256).
+const MAX_KEY_LEN: usize = 128;
 /// A sweep of expired keys every this many hits keeps the map small.
 const SWEEP_EVERY: u64 = 1024;
 
@@ -119,7 +132,7 @@ impl From<Throttled> for crate::error::AdminError {
 /// Attempts recorded by one [`Throttle::hit`], for [`Throttle::forgive`].
 #[must_use = "forgive the hits on success, or drop them to keep them counted"]
 #[derive(Debug, Default)]
-pub struct Hits(Vec<String>);
+pub struct Hits(Vec<(&'static str, String)>);
 
 #[derive(Debug)]
 struct Log {
@@ -129,7 +142,9 @@ struct Log {
 
 #[derive(Debug, Default)]
 struct Inner {
-    logs: HashMap<String, Log>,
+    /// Policy name → key → log.
+    logs: HashMap<&'static str, HashMap<String, Log>>,
+    signin: signin::Backoff,
     hits: u64,
 }
 
@@ -139,14 +154,23 @@ pub struct Throttle {
     inner: Mutex<Inner>,
 }
 
-fn key(policy: &Policy, key: &str) -> String {
-    format!("{}\u{0}{key}", policy.name)
+fn key(key: &str) -> String {
+    if key.len() <= MAX_KEY_LEN {
+        return key.to_owned();
+    }
+    let d = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 impl Throttle {
     /// An empty limiter.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records one attempt under every `(policy, key)` pair, or none of them
@@ -157,14 +181,20 @@ impl Throttle {
     }
 
     fn hit_at(&self, pairs: &[(&Policy, &str)], now: Instant) -> Result<Hits, Throttled> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.lock();
         inner.hits += 1;
-        if inner.hits % SWEEP_EVERY == 0 || inner.logs.len() >= MAX_KEYS {
-            sweep(&mut inner.logs, now);
+        if inner.hits % SWEEP_EVERY == 0 {
+            for logs in inner.logs.values_mut() {
+                sweep(logs, now);
+            }
         }
         let mut worst: Option<Duration> = None;
         for (policy, k) in pairs {
-            if let Some(log) = inner.logs.get_mut(&key(policy, k)) {
+            let log = inner
+                .logs
+                .get_mut(policy.name)
+                .and_then(|logs| logs.get_mut(&key(k)));
+            if let Some(log) = log {
                 prune(log, now);
                 if log.attempts.len() >= policy.limit {
                     let oldest = log.attempts.front().copied().unwrap_or(now);
@@ -180,28 +210,69 @@ impl Throttle {
         }
         let mut recorded = Vec::with_capacity(pairs.len());
         for (policy, k) in pairs {
-            let k = key(policy, k);
-            let log = inner.logs.entry(k.clone()).or_insert_with(|| Log {
+            let k = key(k);
+            let logs = inner.logs.entry(policy.name).or_default();
+            if !logs.contains_key(&k) && logs.len() >= MAX_KEYS_PER_POLICY {
+                make_room(logs, policy.limit, now);
+                if logs.len() >= MAX_KEYS_PER_POLICY {
+                    tracing::warn!(
+                        policy = policy.name,
+                        "limiter full of keys at their limit; one goes untracked"
+                    );
+                    continue;
+                }
+            }
+            let log = logs.entry(k.clone()).or_insert_with(|| Log {
                 window: policy.window,
                 attempts: VecDeque::new(),
             });
             log.attempts.push_back(now);
-            recorded.push(k);
+            recorded.push((policy.name, k));
         }
         Ok(Hits(recorded))
     }
 
     /// Takes back the attempts of a [`Hits`] (the credential was right).
     pub fn forgive(&self, hits: Hits) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        for k in hits.0 {
-            if let Some(log) = inner.logs.get_mut(&k) {
-                log.attempts.pop_back();
-                if log.attempts.is_empty() {
-                    inner.logs.remove(&k);
+        let mut inner = self.lock();
+        for (policy, k) in hits.0 {
+            if let Some(logs) = inner.logs.get_mut(policy) {
+                if let Some(log) = logs.get_mut(&k) {
+                    log.attempts.pop_back();
+                    if log.attempts.is_empty() {
+                        logs.remove(&k);
+                    }
                 }
             }
         }
+    }
+
+    /// A sign-in attempt on `email` from `client` (its [`ClientIp::key`], or
+    /// `None` when unknown): refused while that pair owes a wait (see
+    /// [`signin`]), else recorded as a failure until
+    /// [`Throttle::forgive_signin`] takes it back.
+    pub fn signin_attempt(
+        &self,
+        email: &str,
+        client: Option<&str>,
+    ) -> Result<SigninHit, Throttled> {
+        self.signin_attempt_at(email, client, Instant::now())
+    }
+
+    fn signin_attempt_at(
+        &self,
+        email: &str,
+        client: Option<&str>,
+        now: Instant,
+    ) -> Result<SigninHit, Throttled> {
+        self.lock()
+            .signin
+            .attempt(email, client.unwrap_or("unknown"), now)
+    }
+
+    /// Takes a sign-in attempt back (the password was right).
+    pub fn forgive_signin(&self, hit: SigninHit) {
+        self.lock().signin.forgive(hit);
     }
 }
 
@@ -220,68 +291,24 @@ fn sweep(logs: &mut HashMap<String, Log>, now: Instant) {
         prune(log, now);
         !log.attempts.is_empty()
     });
-    if logs.len() >= MAX_KEYS {
-        let excess: Vec<String> = logs
-            .keys()
-            .take(logs.len() - MAX_KEYS / 2)
-            .cloned()
-            .collect();
-        for k in excess {
-            logs.remove(&k);
-        }
-    }
 }
 
-/// The client's address, for per-IP limits: the TCP peer, or, when the peer
-/// is a loopback or private address (a reverse proxy in front of us), the
-/// right-most `X-Forwarded-For` entry, which that proxy appended and the
-/// client cannot forge. IPv6 clients are keyed by their /64, since one host
-/// usually holds a whole /64 and could otherwise rotate through it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientIp(pub Option<IpAddr>);
-
-impl ClientIp {
-    /// The per-IP limiter key, when the address is known.
-    pub fn key(&self) -> Option<String> {
-        self.0.map(|ip| match ip {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        })
+/// Sweeps expired logs; if the map is still full, drops the logs with the
+/// fewest attempts (never one at its `limit`) down to three quarters full.
+fn make_room(logs: &mut HashMap<String, Log>, limit: usize, now: Instant) {
+    sweep(logs, now);
+    if logs.len() < MAX_KEYS_PER_POLICY {
+        return;
     }
-}
-
-fn is_proxy(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
-        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
-    }
-}
-
-fn forwarded_for(parts: &Parts) -> Option<IpAddr> {
-    let last = parts
-        .headers
-        .get_all("x-forwarded-for")
+    let mut candidates: Vec<(usize, String)> = logs
         .iter()
-        .next_back()?;
-    last.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        Ok(ClientIp(match peer {
-            Some(p) if is_proxy(p) => forwarded_for(parts).or(Some(p)),
-            Some(p) => Some(p),
-            None => forwarded_for(parts),
-        }))
+        .filter(|(_, log)| log.attempts.len() < limit)
+        .map(|(k, log)| (log.attempts.len(), k.clone()))
+        .collect();
+    candidates.sort_unstable();
+    let excess = logs.len().saturating_sub(MAX_KEYS_PER_POLICY * 3 / 4);
+    for (_, k) in candidates.into_iter().take(excess) {
+        logs.remove(&k);
     }
 }
 
@@ -358,14 +385,37 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_clients_are_keyed_by_their_64() {
-        let a = ClientIp(Some("2001:db8:1:2:aaaa::1".parse().unwrap()));
-        let b = ClientIp(Some("2001:db8:1:2:bbbb::9".parse().unwrap()));
-        assert_eq!(a.key(), b.key());
-        assert_eq!(
-            ClientIp(Some("10.1.2.3".parse().unwrap())).key().as_deref(),
-            Some("10.1.2.3")
+    fn a_flood_under_one_policy_evicts_nothing_at_its_limit_nor_other_policies() {
+        let t = Throttle::new();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            let _ = t.hit_at(&[(&P, "victim")], t0).unwrap();
+        }
+        let _ = t.hit_at(&[(&Q, "ip")], t0).unwrap();
+        for i in 0..(3 * MAX_KEYS_PER_POLICY) {
+            let _ = t.hit_at(&[(&P, &format!("rnd{i}"))], t0).unwrap();
+        }
+        assert!(t.lock().logs["p"].len() <= MAX_KEYS_PER_POLICY);
+        assert!(
+            t.hit_at(&[(&P, "victim")], t0).is_err(),
+            "still at its limit"
         );
-        assert_eq!(ClientIp(None).key(), None);
+        assert!(
+            t.hit_at(&[(&Q, "ip")], t0).is_err(),
+            "another policy untouched"
+        );
+    }
+
+    #[test]
+    fn sign_in_attempts_go_through_the_back_off() {
+        let t = Throttle::new();
+        let t0 = Instant::now();
+        for _ in 0..signin::FREE_PER_PAIR {
+            let _ = t.signin_attempt_at("a@x.com", Some("1.2.3.4"), t0).unwrap();
+        }
+        assert!(t.signin_attempt_at("a@x.com", Some("1.2.3.4"), t0).is_err());
+        let ok = t.signin_attempt_at("a@x.com", None, t0).unwrap();
+        t.forgive_signin(ok);
+        assert_eq!(t.lock().signin.sizes().0, 1, "the forgiven pair is gone");
     }
 }

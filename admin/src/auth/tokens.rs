@@ -78,8 +78,8 @@ pub async fn issue_dashboard_token(conn: &mut AnyConnection, user_id: &str) -> A
 
 /// Revokes every live dashboard token of `user_id`, except `keep` (a token
 /// id) when given; answers how many were revoked. Used by a password change
-/// (keeps the caller's own session), a password reset (keeps none), and
-/// available to a future sign-out.
+/// and a two-factor enrolment (both keep the caller's own session), a
+/// password reset and `signout-all` (keep none).
 pub async fn revoke_user_tokens(
     conn: &mut AnyConnection,
     user_id: &str,
@@ -94,7 +94,7 @@ pub async fn revoke_user_tokens(
     Ok(res.rows_affected())
 }
 
-/// Revokes one dashboard token by id (sign-out of one session).
+/// Revokes one dashboard token by id (`POST /auth/signout`).
 pub async fn revoke_token(conn: &mut AnyConnection, token_id: &str) -> AdminResult<bool> {
     let res = sqlx::query(
         "UPDATE dashboard_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
@@ -237,6 +237,21 @@ pub async fn spend_password_bound_tokens(
         .bind(Purpose::SigninChallenge.as_str())
         .execute(&mut *conn)
         .await?;
+    Ok(())
+}
+
+/// Spends every pending sign-in challenge of `user_id`: after its second
+/// factor changes (on, replaced, off) or all its sessions are signed out, a
+/// challenge issued before must not complete a sign-in.
+pub async fn spend_challenges(conn: &mut AnyConnection, user_id: &str) -> AdminResult<()> {
+    sqlx::query(
+        "UPDATE auth_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL AND purpose = $3",
+    )
+    .bind(now_ms())
+    .bind(user_id)
+    .bind(Purpose::SigninChallenge.as_str())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

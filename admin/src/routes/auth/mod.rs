@@ -17,6 +17,15 @@
 //!   so a malformed request neither changes anything nor uses up a budget.
 //! - Proof tokens in bodies (`token`, `challengeToken`) that are unknown,
 //!   spent or expired answer `401 invalid_credentials` naming the field.
+//! - **A token alone changes no second factor.** `2fa/create` and
+//!   `2fa/disable` also ask for the current password, and a current code or
+//!   recovery code once two-factor authentication is on
+//!   ([`crate::auth::reauth`]); turning it on signs out every other session;
+//!   every such change, and a password reset, mails the owner a notice.
+//! - **Sessions end on demand**: `signout` revokes the request's token,
+//!   `signout-all` every token of the account.
+//! - Credentials in request bodies are [`crate::extract::Redacted`]: a
+//!   `Debug` of a body never shows a password, code or token.
 
 pub mod me;
 pub mod password;
@@ -24,7 +33,10 @@ pub mod password_reset_confirm;
 pub mod password_reset_request;
 pub mod register;
 pub mod signin;
+pub mod signout;
+pub mod signout_all;
 pub mod two_factor_create;
+pub mod two_factor_disable;
 pub mod two_factor_recovery;
 pub mod two_factor_verify;
 pub mod verify_email;

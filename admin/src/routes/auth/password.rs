@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{passwords, tokens, CurrentUser};
 use crate::error::AdminResult;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, Redacted};
 use crate::throttle;
 use crate::AppState;
 
@@ -16,8 +16,8 @@ use crate::AppState;
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Body {
-    current_password: String,
-    new_password: String,
+    current_password: Redacted<String>,
+    new_password: Redacted<String>,
 }
 
 /// `200 {passwordChanged: true}`: the password is replaced and every
@@ -32,10 +32,10 @@ pub async fn handle(
     user: CurrentUser,
     ApiJson(body): ApiJson<Body>,
 ) -> AdminResult<Json<Value>> {
-    passwords::check_policy(&body.new_password, "newPassword")?;
+    passwords::check_policy(body.new_password.expose(), "newPassword")?;
     let hits = state
         .throttle
-        .hit(&[(&throttle::PASSWORD_CHANGE_PER_USER, user.user_id.as_str())])?;
+        .hit(&[(&throttle::REAUTH_PER_USER, user.user_id.as_str())])?;
 
     let stored: Option<String> =
         sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
@@ -43,15 +43,16 @@ pub async fn handle(
             .fetch_optional(state.db.pool())
             .await?
             .flatten();
-    let ok = body.current_password.chars().count() <= passwords::MAX_CHARS
-        && passwords::verify(body.current_password, stored).await?;
+    let current = body.current_password.into_inner();
+    let ok = current.chars().count() <= passwords::MAX_CHARS
+        && passwords::verify(current, stored).await?;
     if !ok {
         return Err(super::invalid(
             "currentPassword",
             "the current password is not right",
         ));
     }
-    let hash = passwords::hash(body.new_password).await?;
+    let hash = passwords::hash(body.new_password.into_inner()).await?;
 
     let mut tx = state.db.pool().begin().await?;
     sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{passwords, tokens};
 use crate::error::AdminResult;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, Redacted};
 use crate::throttle::{self, ClientIp};
 use crate::AppState;
 
@@ -18,7 +18,7 @@ use crate::AppState;
 #[derive(Debug, Deserialize)]
 pub struct Body {
     email: String,
-    password: String,
+    password: Redacted<String>,
 }
 
 /// `201`: the account as it now stands.
@@ -44,7 +44,7 @@ pub async fn handle(
     ApiJson(body): ApiJson<Body>,
 ) -> AdminResult<(StatusCode, Json<Registered>)> {
     let email = super::parse_email(&body.email)?;
-    passwords::check_policy(&body.password, "password")?;
+    passwords::check_policy(body.password.expose(), "password")?;
     let ip = ip.key();
     let keys = throttle::with_ip(
         &ip,
@@ -53,7 +53,7 @@ pub async fn handle(
     );
     let _hits = state.throttle.hit(&keys)?;
 
-    let hash = passwords::hash(body.password).await?;
+    let hash = passwords::hash(body.password.into_inner()).await?;
     let user_id = UserId::generate();
     let mut tx = state.db.pool().begin().await?;
     let created = sqlx::query(

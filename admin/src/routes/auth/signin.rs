@@ -10,7 +10,7 @@ use sqlx::Row as _;
 use crate::auth::passwords;
 use crate::auth::tokens::{self, Purpose};
 use crate::error::AdminResult;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, Redacted};
 use crate::throttle::{self, ClientIp};
 use crate::AppState;
 
@@ -18,7 +18,7 @@ use crate::AppState;
 #[derive(Debug, Deserialize)]
 pub struct Body {
     email: String,
-    password: String,
+    password: Redacted<String>,
 }
 
 /// - `200 {token, expiresAt}`: a dashboard token (`qz_dt_…`, 7 days).
@@ -30,8 +30,13 @@ pub struct Body {
 ///   apart.
 /// - `403 email_not_verified` when the password is right but the address
 ///   is not verified yet (only someone who knows the password learns that).
-/// - `422` for a malformed address; `429` after 10 failures per address or 50
-///   per client within 15 minutes (successes do not count).
+/// - `422` for a malformed address; `429` with `Retry-After` while this
+///   client owes a wait on this address (after 10 failures from it, or 1
+///   once the address has 10 failures from anywhere in 15 minutes; the wait
+///   starts at 5 s and doubles up to 15 minutes), or after 50 failures from
+///   this client within 15 minutes. Successes do not count. A stranger's
+///   failures never make the owner wait on another client's first try: see
+///   [`crate::throttle::signin`].
 pub async fn handle(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -42,8 +47,16 @@ pub async fn handle(
     let hits = state.throttle.hit(&throttle::with_ip(
         &ip,
         &throttle::SIGNIN_PER_IP,
-        vec![(&throttle::SIGNIN_PER_EMAIL, email.as_str())],
+        Vec::new(),
     ))?;
+    let attempt = match state.throttle.signin_attempt(email.as_str(), ip.as_deref()) {
+        Ok(a) => a,
+        Err(wait) => {
+            // A refused try checks nothing, so it costs the client nothing.
+            state.throttle.forgive(hits);
+            return Err(wait.into());
+        }
+    };
 
     let row = sqlx::query(&format!(
         "SELECT id, password_hash, {} FROM users WHERE email = $1",
@@ -61,12 +74,14 @@ pub async fn handle(
         None => (None, None, false),
     };
     // Oversized passwords are wrong without hashing them (none can be set).
-    let password_ok = body.password.chars().count() <= passwords::MAX_CHARS
-        && passwords::verify(body.password, stored).await?;
+    let password = body.password.into_inner();
+    let password_ok = password.chars().count() <= passwords::MAX_CHARS
+        && passwords::verify(password, stored).await?;
     let Some(user_id) = user_id.filter(|_| password_ok) else {
         return Err(ErrorCode::InvalidCredentials.into());
     };
     state.throttle.forgive(hits);
+    state.throttle.forgive_signin(attempt);
     if !verified {
         return Err(qyzar_shared::ApiError::with_message(
             ErrorCode::EmailNotVerified,

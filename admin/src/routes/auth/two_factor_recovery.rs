@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::auth::tokens::{self, Purpose};
 use crate::auth::totp;
 use crate::error::AdminResult;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, Redacted};
 use crate::throttle::{self, ClientIp};
 use crate::AppState;
 
@@ -18,8 +18,8 @@ use crate::AppState;
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Body {
-    challenge_token: String,
-    recovery_code: String,
+    challenge_token: Redacted<String>,
+    recovery_code: Redacted<String>,
 }
 
 /// `200 {token, expiresAt, recoveryCodesLeft}`: the code is spent for good
@@ -32,8 +32,9 @@ pub async fn handle(
     ip: ClientIp,
     ApiJson(body): ApiJson<Body>,
 ) -> AdminResult<Json<Value>> {
-    super::check_token_len(&body.challenge_token, "challengeToken")?;
-    let code = totp::normalise_recovery_code(&body.recovery_code).ok_or_else(|| {
+    let challenge = body.challenge_token.expose().as_str();
+    super::check_token_len(challenge, "challengeToken")?;
+    let code = totp::normalise_recovery_code(body.recovery_code.expose()).ok_or_else(|| {
         crate::error::AdminError::from(
             qyzar_shared::ApiError::with_message(
                 qyzar_shared::ErrorCode::InvalidField,
@@ -42,7 +43,7 @@ pub async fn handle(
             .field("recoveryCode"),
         )
     })?;
-    let challenge_key = tokens::hash(&body.challenge_token);
+    let challenge_key = tokens::hash(challenge);
     let ip = ip.key();
     let challenge_hits = state.throttle.hit(&throttle::with_ip(
         &ip,
@@ -58,7 +59,7 @@ pub async fn handle(
 
     let mut tx = state.db.pool().begin().await?;
     let Some(user_id) =
-        tokens::peek_single_use(&mut tx, Purpose::SigninChallenge, &body.challenge_token).await?
+        tokens::peek_single_use(&mut tx, Purpose::SigninChallenge, challenge).await?
     else {
         return Err(invalid_challenge());
     };
@@ -78,7 +79,7 @@ pub async fn handle(
             "the recovery code is not right, or was already used",
         ));
     }
-    if tokens::consume_single_use(&mut tx, Purpose::SigninChallenge, &body.challenge_token)
+    if tokens::consume_single_use(&mut tx, Purpose::SigninChallenge, challenge)
         .await?
         .is_none()
     {

@@ -3,7 +3,9 @@
 //! - `{challengeToken, code}` (no sign-in needed): completes a sign-in that
 //!   `POST /auth/signin` answered with `twoFactorRequired`.
 //! - `{code}` with `Authorization: Bearer qz_dt_…`: confirms the pending
-//!   enrolment from `POST /auth/2fa/create`, which turns TOTP on.
+//!   enrolment from `POST /auth/2fa/create`, which turns TOTP on, signs out
+//!   every other session of the account (whoever else held a token must now
+//!   pass the second factor) and mails the owner a notice.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -13,10 +15,11 @@ use qyzar_shared::{ApiError, ErrorCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::auth::notices::{self, Notice};
 use crate::auth::tokens::{self, Purpose};
 use crate::auth::totp::{self, CodeCheck};
 use crate::error::{AdminError, AdminResult};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, Redacted};
 use crate::throttle::{self, ClientIp};
 use crate::AppState;
 
@@ -24,8 +27,8 @@ use crate::AppState;
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Body {
-    code: String,
-    challenge_token: Option<String>,
+    code: Redacted<String>,
+    challenge_token: Option<Redacted<String>>,
 }
 
 /// See the module docs. `422` (field `code`) for a code that is not six
@@ -36,7 +39,8 @@ pub struct Body {
 /// used in its 30-second window); `429` after 5 wrong codes on one challenge
 /// or 10 per user in 15 minutes. A wrong code does not spend the challenge.
 ///
-/// Enrolment: `200 {twoFactorEnabled: true}`; `422 invalid_field` (field
+/// Enrolment: `200 {twoFactorEnabled: true}`, every other dashboard token of
+/// the account revoked (this one stays); `422 invalid_field` (field
 /// `code`) for a wrong code (the caller is signed in; only the value is
 /// wrong); `409 conflict` when nothing is pending; `401` without a valid
 /// dashboard token; `429` after 10 wrong codes in 15 minutes.
@@ -46,9 +50,10 @@ pub async fn handle(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Body>,
 ) -> AdminResult<Json<Value>> {
-    let code = totp::normalise_code(&body.code).ok_or_else(|| totp::bad_code_format("code"))?;
+    let code =
+        totp::normalise_code(body.code.expose()).ok_or_else(|| totp::bad_code_format("code"))?;
     match body.challenge_token {
-        Some(challenge) => complete_signin(&state, ip, &challenge, &code).await,
+        Some(challenge) => complete_signin(&state, ip, challenge.expose(), &code).await,
         None => confirm_enrolment(&state, &headers, &code).await,
     }
 }
@@ -145,6 +150,7 @@ async fn confirm_enrolment(
         .field("code")
         .into());
     };
+    let mut tx = state.db.pool().begin().await?;
     let confirmed = sqlx::query(
         "UPDATE user_totp SET confirmed_at = $1, last_used_step = $2 WHERE user_id = $3 AND confirmed_at IS NULL AND seed_sealed = $4",
     )
@@ -152,7 +158,7 @@ async fn confirm_enrolment(
     .bind(i64::try_from(step).map_err(AdminError::internal)?)
     .bind(&user.user_id)
     .bind(&sealed)
-    .execute(state.db.pool())
+    .execute(&mut *tx)
     .await?
     .rows_affected();
     state.throttle.forgive(hits);
@@ -164,6 +170,12 @@ async fn confirm_enrolment(
         )
         .into());
     }
-    tracing::info!(user_id = %user.user_id, "two-factor authentication on");
+    // Sessions opened before the second factor existed (a stolen token
+    // among them) must not outlive it; this one just proved both factors.
+    let revoked = tokens::revoke_user_tokens(&mut tx, &user.user_id, Some(&user.token_id)).await?;
+    tokens::spend_challenges(&mut tx, &user.user_id).await?;
+    tx.commit().await?;
+    notices::send(state, &user.email, Notice::TwoFactorOn);
+    tracing::info!(user_id = %user.user_id, revoked, "two-factor authentication on");
     Ok(Json(json!({ "twoFactorEnabled": true })))
 }

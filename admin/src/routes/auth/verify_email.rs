@@ -7,14 +7,14 @@ use serde_json::{json, Value};
 
 use crate::auth::tokens::{self, Purpose};
 use crate::error::AdminResult;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, Redacted};
 use crate::throttle::{self, ClientIp};
 use crate::AppState;
 
 /// The request body.
 #[derive(Debug, Deserialize)]
 pub struct Body {
-    token: String,
+    token: Redacted<String>,
 }
 
 /// `200 {emailVerified: true}` and the token is spent; `401
@@ -25,15 +25,15 @@ pub async fn handle(
     ip: ClientIp,
     ApiJson(body): ApiJson<Body>,
 ) -> AdminResult<Json<Value>> {
-    super::check_token_len(&body.token, "token")?;
+    let token = body.token.expose().as_str();
+    super::check_token_len(token, "token")?;
     let ip = ip.key();
     let hits = state
         .throttle
         .hit(&throttle::with_ip(&ip, &throttle::TOKEN_PER_IP, Vec::new()))?;
 
     let mut tx = state.db.pool().begin().await?;
-    let Some(user_id) =
-        tokens::consume_single_use(&mut tx, Purpose::VerifyEmail, &body.token).await?
+    let Some(user_id) = tokens::consume_single_use(&mut tx, Purpose::VerifyEmail, token).await?
     else {
         return Err(super::invalid(
             "token",

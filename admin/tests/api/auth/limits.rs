@@ -8,7 +8,12 @@ use crate::helpers::{request, Backend, TestApp};
 on_both_stores!(brute_force_is_throttled, bad_input_changes_nothing);
 
 async fn brute_force_is_throttled(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
+    // Behind a proxy on loopback, configured as trusted.
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        c.trusted_proxies = qyzar_admin::throttle::client_ip::parse_list("127.0.0.0/8").unwrap();
+    })
+    .await
+    else {
         return;
     };
     let email = unique_email("victim");
@@ -66,8 +71,8 @@ async fn brute_force_is_throttled(backend: Backend) {
     .await;
     assert_eq!(r.status, 429);
 
-    // Per client: wrong single-use tokens from one address (behind a proxy
-    // on loopback, X-Forwarded-For names the client).
+    // Per client: wrong single-use tokens from one address (behind the
+    // trusted proxy on loopback, X-Forwarded-For names the client).
     let xff = [("x-forwarded-for", "203.0.113.7")];
     for _ in 0..20 {
         let r = request(
@@ -119,6 +124,8 @@ async fn bad_input_changes_nothing(backend: Backend) {
         ("POST", "/auth/verify-email/resend", false),
         ("POST", "/auth/signin", false),
         ("POST", "/auth/2fa/verify", true),
+        ("POST", "/auth/2fa/create", true),
+        ("POST", "/auth/2fa/disable", true),
         ("POST", "/auth/2fa/recovery", false),
         ("POST", "/auth/password-reset-request", false),
         ("POST", "/auth/password-reset-confirm", false),

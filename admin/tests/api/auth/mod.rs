@@ -181,10 +181,17 @@ pub fn now_secs() -> u64 {
         .as_secs()
 }
 
-/// Turns TOTP on for the holder of `token`; answers the base32 secret and
-/// the recovery codes. The enrolment spends the code of the current step.
+/// Turns TOTP on for the holder of `token` (whose password is
+/// [`PASSWORD`]); answers the base32 secret and the recovery codes. The
+/// enrolment spends the code of the current step.
 pub async fn enrol_two_factor(app: &TestApp, token: &str) -> (String, Vec<String>) {
-    let r = post(app, "/auth/2fa/create", json!({}), Some(token)).await;
+    let r = post(
+        app,
+        "/auth/2fa/create",
+        json!({"password": PASSWORD}),
+        Some(token),
+    )
+    .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let secret = r.body["secret"].as_str().unwrap().to_owned();
     let codes: Vec<String> = r.body["recoveryCodes"]

@@ -17,8 +17,31 @@ async fn two_factor_enrolment_signin_and_replay(backend: Backend) {
     let email = unique_email("tfa");
     let dt = verified_user(&app, &email).await;
 
-    // Pending enrolment: sign-in does not ask for a code yet.
+    // A token alone gets no seed: the password is asked for.
     let r = post(&app, "/auth/2fa/create", json!({}), Some(&dt)).await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (400, Some("password"))
+    );
+    let r = post(
+        &app,
+        "/auth/2fa/create",
+        json!({"password": "not the password"}),
+        Some(&dt),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (401, Some("password"))
+    );
+    // Pending enrolment: sign-in does not ask for a code yet.
+    let r = post(
+        &app,
+        "/auth/2fa/create",
+        json!({"password": PASSWORD}),
+        Some(&dt),
+    )
+    .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let secret = r.body["secret"].as_str().unwrap().to_owned();
     assert_eq!(secret.len(), 32);
@@ -71,8 +94,18 @@ async fn two_factor_enrolment_signin_and_replay(backend: Backend) {
         (200, &json!({"twoFactorEnabled": true}))
     );
     assert_eq!(me(&app, &dt).await.body["twoFactorEnabled"], true);
-    let r = post(&app, "/auth/2fa/create", json!({}), Some(&dt)).await;
-    assert_eq!(r.status, 409, "an active second factor is not replaced");
+    let r = post(
+        &app,
+        "/auth/2fa/create",
+        json!({"password": PASSWORD}),
+        Some(&dt),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (401, Some("code")),
+        "an active second factor is not replaced without a code"
+    );
 
     // Sign-in now stops at a challenge.
     let ch = challenge(&app, &email).await;

@@ -47,7 +47,14 @@ async fn secret_reveal_and_rotation(backend: Backend) {
     assert_eq!(r.status, 403, "{:?}", r.body);
     // Enrol, confirming with the previous step's code, so the current and
     // the next step stay fresh for two grants (each code works once).
-    let r = ann.send(&app, "POST", "/auth/2fa/create", json!({})).await;
+    let r = ann
+        .send(
+            &app,
+            "POST",
+            "/auth/2fa/create",
+            json!({"password": super::PASSWORD}),
+        )
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let seed = r.body["secret"].as_str().unwrap().to_owned();
     let r = ann
