@@ -98,7 +98,8 @@ fn valid_answer(claims: &qyzar_shared::crypto::Claims) -> Vec<u8> {
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"expiresAt\":");
-    response::push_rfc3339(&mut out, claims.exp * 1000);
+    // `exp` is the token's number: a self-signed token may carry any i64.
+    response::push_rfc3339(&mut out, claims.exp.saturating_mul(1000));
     out.push(b'}');
     out
 }
@@ -156,7 +157,7 @@ async fn run(
         },
     };
     let claims = &verified.claims;
-    if claims.exp * 1000 <= now {
+    if claims.exp.saturating_mul(1000) <= now {
         return Ok(invalid("expired"));
     }
     if let Some(sid) = &claims.sid {
