@@ -153,7 +153,7 @@ proptest! {
         match verify(&token, &keys(), now, "prj_a") {
             Ok(back) => {
                 prop_assert!(now < c.exp);
-                prop_assert_eq!(back, c.clone());
+                prop_assert_eq!(back, c);
             }
             Err(JwtError::Expired) => prop_assert!(now >= c.exp),
             Err(e) => prop_assert!(false, "{:?} for a token we signed", e),
@@ -252,7 +252,7 @@ proptest! {
     ) {
         let snap = snapshot(version, eddsa, origins);
         let bytes = encode_snapshot(&snap).unwrap();
-        prop_assert_eq!(decode_snapshot(&bytes).unwrap(), snap.clone());
+        prop_assert_eq!(decode_snapshot(&bytes).unwrap(), snap);
         let wrong_kind = matches!(decode_delta(&bytes), Err(SnapshotError::WrongKind { .. }));
         prop_assert!(wrong_kind);
 
@@ -410,8 +410,8 @@ proptest! {
     ) {
         if let Ok(e) = Email::parse(&s) {
             prop_assert_eq!(e.as_str(), e.as_str().to_ascii_lowercase());
-            prop_assert_eq!(Email::parse(e.as_str()).unwrap(), e.clone());
             prop_assert!(e.as_str().len() <= 254);
+            prop_assert_eq!(Email::parse(e.as_str()).unwrap(), e);
         }
     }
 
