@@ -143,7 +143,7 @@ proptest! {
 
     #[test]
     fn merge_patch_is_idempotent(target in json_value(), patch in json_value()) {
-        let mut once = target.clone();
+        let mut once = target;
         merge_patch(&mut once, &patch);
         let mut twice = once.clone();
         merge_patch(&mut twice, &patch);
