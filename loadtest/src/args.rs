@@ -18,6 +18,9 @@ usage:
   qyzar-loadtest engine-compare [load] [--rounds 5] [--projects 1000] [--sessions 100000]
                           [--scenarios a,b,...] [--pin-server CPUS] [--json FILE]
   qyzar-loadtest engine-serve --dir DIR [--host 127.0.0.1] [--port 0] [--token-cache N]
+  qyzar-loadtest abuse    [--duration 60s] [--victim-rate 200] [--victim-connections 8]
+                          [--attack-connections 16] [--attack-rate 2000] [--slow-connections 64]
+                          [--sessions 1000] [--pin-server CPUS] [--json FILE]
 
 engine-compare starts its own engine (this binary's engine-serve, a child
 process over a temporary embedded store and a generated snapshot) and the
@@ -25,6 +28,13 @@ baseline, and compares every hot route with the baseline. Scenarios:
 session-verify-hit, rate-limit-3-buckets, token-mint-hs256,
 token-verify-hs256-cached, token-verify-hs256-uncached,
 token-verify-eddsa-cached, ato-login-attempt.
+
+abuse starts a fresh child engine twice: the victim tenant's fixed mix
+alone (control), then the same mix under a hostile one (junk bodies, fresh
+Idempotency-Keys on 60 KiB bodies, 8 KiB self-signed tokens, a unique-IP
+rate-limit flood with a one-day settingsOverride, trickling connections).
+It reports the engine's peak RSS, the victim's decisions (equal or not) and
+latency percentiles of both runs. --attack-rate 0 attacks at full speed.
 
 request:
   --url URL            http://host:port/path (the path is used unless --scenario or --mix)
@@ -63,6 +73,8 @@ pub enum Command {
     EngineCompare(EngineCompareArgs),
     /// The engine over a generated world (started by `engine-compare`).
     EngineServe(EngineServeArgs),
+    /// A victim tenant's traffic with and without a hostile mix.
+    Abuse(AbuseArgs),
     /// Print the usage.
     Help,
 }
@@ -76,6 +88,7 @@ impl Command {
             Command::Compare(a) => a.common.clone(),
             Command::EngineCompare(a) => a.common.clone(),
             Command::EngineServe(a) => a.common.clone(),
+            Command::Abuse(a) => a.common.clone(),
             Command::Help => Common::default(),
         }
     }
@@ -217,6 +230,33 @@ pub struct EngineServeArgs {
     pub common: Common,
 }
 
+/// `abuse`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AbuseArgs {
+    /// Planned length of each phase: the victim's requests are
+    /// `victim_rate × duration`, sent on that schedule.
+    pub duration: Duration,
+    /// The victim's requests per second.
+    pub victim_rate: f64,
+    /// The victim's connections.
+    pub victim_connections: usize,
+    /// Connections sending the hostile request kinds.
+    pub attack_connections: usize,
+    /// Hostile requests per second, all attack connections together; 0 is
+    /// as fast as the engine answers.
+    pub attack_rate: f64,
+    /// Connections that trickle headers or bodies.
+    pub slow_connections: usize,
+    /// The victim's seeded sessions.
+    pub sessions: usize,
+    /// CPU list for the spawned engines.
+    pub pin_server: Option<String>,
+    /// Where to write the JSON report.
+    pub json: Option<PathBuf>,
+    /// Process options.
+    pub common: Common,
+}
+
 /// A command line that cannot be run; the message names the culprit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArgError(pub String);
@@ -311,6 +351,35 @@ pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
             token_cache: flags.parsed("token-cache")?.unwrap_or(1_000_000),
             common: common(&mut flags)?,
         }),
+        "abuse" => {
+            let a = AbuseArgs {
+                duration: flags
+                    .duration("duration")?
+                    .unwrap_or(Duration::from_secs(60)),
+                victim_rate: flags.parsed("victim-rate")?.unwrap_or(200.0),
+                victim_connections: flags.parsed("victim-connections")?.unwrap_or(8),
+                attack_connections: flags.parsed("attack-connections")?.unwrap_or(16),
+                attack_rate: flags.parsed("attack-rate")?.unwrap_or(2000.0),
+                slow_connections: flags.parsed("slow-connections")?.unwrap_or(64),
+                sessions: flags.parsed("sessions")?.unwrap_or(1000),
+                pin_server: flags.take("pin-server").map(cpu_list).transpose()?,
+                json: flags.take("json").map(PathBuf::from),
+                common: common(&mut flags)?,
+            };
+            if a.duration.is_zero() {
+                return err("--duration must be above zero");
+            }
+            if !(a.victim_rate.is_finite() && a.victim_rate > 0.0) {
+                return err("--victim-rate must be a positive number of requests per second");
+            }
+            if !(a.attack_rate.is_finite() && a.attack_rate >= 0.0) {
+                return err("--attack-rate must be 0 (full speed) or a positive rate");
+            }
+            if a.victim_connections == 0 {
+                return err("--victim-connections must be at least 1");
+            }
+            Command::Abuse(a)
+        }
         other => return err(format!("unknown command `{other}`")),
     };
     flags.finish()?;

@@ -512,7 +512,8 @@ pub fn summary_table(rows: &[Row]) -> String {
     s
 }
 
-struct RemoveOnDrop(PathBuf);
+/// Removes a temporary directory when dropped, on error paths too.
+pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

@@ -11,10 +11,13 @@
 //! - [`compare`]: baseline and route interleaved, ratio of medians;
 //! - [`engine`]: `engine-compare`, every hot engine route against the
 //!   baseline on a generated world, with its own child engine;
+//! - [`abuse`]: a victim tenant's traffic alone and under a hostile mix,
+//!   on its own child engines: peak RSS, decisions, latency;
 //! - [`pin`]: CPU pinning through `taskset`.
 //!
 //! BENCHMARKS.md at the workspace root has the commands and the numbers.
 
+pub mod abuse;
 pub mod args;
 pub mod baseline;
 pub mod compare;
@@ -54,6 +57,7 @@ pub async fn execute(command: Command) -> Result<(), String> {
         }
         Command::EngineCompare(a) => engine::engine_compare(a).await,
         Command::EngineServe(a) => engine::engine_serve(a).await,
+        Command::Abuse(a) => abuse::abuse(a).await,
         Command::Help => {
             print!("{}", args::USAGE);
             Ok(())

@@ -53,7 +53,9 @@ pub fn verify(
     if tags.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if (now_secs - t).abs() > TOLERANCE_SECS {
+    // `t` is the caller's number: `now - t` overflows for `t` near
+    // `i64::MIN`, so compare the distance without subtracting signed values.
+    if now_secs.abs_diff(t) > TOLERANCE_SECS.unsigned_abs() {
         return Err(SignatureError::OutsideTolerance);
     }
     let mut signed = Vec::with_capacity(t_text.len() + 1 + body.len());
@@ -163,6 +165,19 @@ mod tests {
             verify("", body.as_bytes(), "whsec_a", 1_000),
             Err(SignatureError::Malformed)
         );
+        // A timestamp at the ends of i64 is refused, not an overflow.
+        for t in [i64::MIN, i64::MAX] {
+            let tag = sign("whsec_a", t, body);
+            assert_eq!(
+                verify(
+                    &format!("t={t},v1={tag}"),
+                    body.as_bytes(),
+                    "whsec_a",
+                    1_000
+                ),
+                Err(SignatureError::OutsideTolerance)
+            );
+        }
     }
 
     #[test]

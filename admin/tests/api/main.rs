@@ -5,6 +5,7 @@ mod abuse;
 mod auth;
 mod billing;
 mod db;
+mod fuzz;
 mod helpers;
 mod openapi;
 mod ping;

@@ -464,6 +464,9 @@ fn push_name(out: &mut Vec<u8>, (prefix, field): (&str, &str)) {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use qyzar_shared::settings::RateRule;

@@ -4,6 +4,7 @@
 mod abuse;
 mod browser;
 mod cql_kill;
+mod fuzz;
 mod geo;
 mod helpers;
 mod internal;

@@ -140,3 +140,36 @@ fn engine_compare_and_serve() {
         assert!(e.0.contains(needle), "`{line}` gave `{e}`");
     }
 }
+
+#[test]
+fn abuse_defaults_and_refusals() {
+    let Command::Abuse(a) = parse(&argv("abuse")).unwrap() else {
+        panic!("not abuse")
+    };
+    assert_eq!(a.duration, Duration::from_secs(60));
+    assert_eq!((a.victim_rate, a.attack_rate), (200.0, 2000.0));
+    assert_eq!(
+        (
+            a.victim_connections,
+            a.attack_connections,
+            a.slow_connections
+        ),
+        (8, 16, 64)
+    );
+    let Command::Abuse(a) =
+        parse(&argv("abuse --duration 2s --attack-rate 0 --json r.json")).unwrap()
+    else {
+        panic!("not abuse")
+    };
+    assert_eq!((a.duration, a.attack_rate), (Duration::from_secs(2), 0.0));
+    assert_eq!(a.json, Some(PathBuf::from("r.json")));
+    for bad in [
+        "abuse --victim-rate 0",
+        "abuse --attack-rate -1",
+        "abuse --duration 0s",
+        "abuse --victim-connections 0",
+        "abuse --rounds 3",
+    ] {
+        assert!(parse(&argv(bad)).is_err(), "{bad}");
+    }
+}

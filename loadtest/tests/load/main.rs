@@ -1,6 +1,8 @@
 //! The load loop end to end against the in-process baseline server on a
 //! random port: the same code paths `run` and `compare` use.
 
+mod abuse;
+
 use std::sync::Arc;
 use std::time::Duration;
 

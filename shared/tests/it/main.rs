@@ -2,5 +2,6 @@
 #![allow(unreachable_pub)] // test helpers are `pub` for the modules of this one binary
 
 mod crypto;
+mod fuzz;
 mod snapshot;
 mod store;
