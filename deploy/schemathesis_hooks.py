@@ -157,10 +157,14 @@ def prepare(dev_path, out_path):
 # Operations whose real credentials or ids would end the run's own access.
 SIGN_OUT = ("/auth/signout", "/auth/signout-all")
 # Optional parameters without which the operation only answers
-# `400 missing_field`: added to the query when the case has none.
+# `400 missing_field`: (body field, where else it may come, its name there),
+# added there when the case carries it nowhere.
 MUST_HAVE = {
-    "/projects/client/token-verify": ("clientToken",),
-    "/projects/client/session-verify": ("sessionId", "sessionToken"),
+    "/projects/client/token-verify": [("clientToken", "query", "clientToken")],
+    "/projects/client/session-verify": [
+        ("sessionId", "cookies", "qyzar_session_id"),
+        ("sessionToken", "cookies", "qyzar_session_token"),
+    ],
 }
 
 
@@ -279,10 +283,11 @@ def install():
             case.headers["Origin"] = fx["origin"]
         if "X-Qyzar-Client-Token" in case.headers and real():
             case.headers["X-Qyzar-Client-Token"] = fx["clientToken"]
-        for name in MUST_HAVE.get(path, ()):
+        for field, where, name in MUST_HAVE.get(path, ()):
             body = case.body if isinstance(case.body, dict) else {}
-            if name not in case.query and name not in body and real():
-                case.query[name] = values[name]
+            container = getattr(case, where)
+            if field not in body and name not in container and real():
+                container[name] = values[field]
         if "Idempotency-Key" in case.headers and real():
             # Generated keys repeat across cases with other bodies (`409`).
             case.headers["Idempotency-Key"] = f"st-{next(keys)}"
