@@ -113,7 +113,6 @@ log "starting qyzar dev ($bin) in $work: engine $engine_url, admin $admin_url"
 		QYZAR_ENGINE_ADDR="127.0.0.1:$engine_port" \
 		QYZAR_ENGINE_INTERNAL_ADDR="127.0.0.1:$internal_port" \
 		QYZAR_ADMIN_ADDR="127.0.0.1:$admin_port" \
-		QYZAR_ENGINE_PUBLIC_URL="$engine_url" \
 		QYZAR_ENGINE_PUSH_KEY="$push_key" \
 		"$bin" dev >"$work/qyzar.log" 2>&1
 ) &
