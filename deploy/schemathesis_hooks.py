@@ -214,7 +214,7 @@ def protect(case, fx, method, path):
                     container[k] = swap[v.strip()]
 
 
-def credentials(fx, scheme, rng):
+def credentials(fx, scheme):
     """Headers and query entries presenting the real credential of `scheme`."""
     secret, client = fx["projectSecret"], fx["clientToken"]
     return {
@@ -229,7 +229,7 @@ def credentials(fx, scheme, rng):
 
 
 def sign_opt_out(fx, query):
-    """Turns the query into a valid opt-out link of the dev project, as a
+    """Turns the query into a valid opt-out link of the run's project, as a
     customer backend signs it: one subject, an expiry an hour away, `sig`
     over both with the key derived from the project secret."""
     query["projectId"] = fx["projectId"]
@@ -295,10 +295,10 @@ def install():
             sign_opt_out(fx, case.query)
         schemes = [name for req in (case.operation.definition.raw.get("security") or []) for name in req]
         if schemes and path not in SIGN_OUT and real():
-            headers, query = credentials(fx, rng.choice(schemes), rng)
+            headers, query = credentials(fx, rng.choice(schemes))
             # A generated credential where the operation reads one would win over ours.
             for scheme in schemes:
-                carrier_headers, carrier_query = credentials(fx, scheme, rng)
+                carrier_headers, carrier_query = credentials(fx, scheme)
                 for h in carrier_headers:
                     case.headers.pop(h, None)
                 for q in carrier_query:
