@@ -132,7 +132,8 @@ for _ in $(seq 1 300); do
 done
 [[ -f $work/.qyzar/dev.json ]] || die "qyzar dev did not seed its project within 60 s (log: $work/qyzar.log)"
 
-export QYZAR_ENGINE_PUSH_KEY="$push_key" QYZAR_ST_FIXTURES="$work/fixtures.json" QYZAR_ST_SEED="$SEED"
+# PYTHONDONTWRITEBYTECODE: importing the hooks leaves no __pycache__ in deploy/.
+export QYZAR_ENGINE_PUSH_KEY="$push_key" QYZAR_ST_FIXTURES="$work/fixtures.json" QYZAR_ST_SEED="$SEED" PYTHONDONTWRITEBYTECODE=1
 "$VENV/bin/python" deploy/schemathesis_hooks.py prepare "$work/.qyzar/dev.json" "$QYZAR_ST_FIXTURES"
 
 # One document against one service. The examples and coverage phases walk
