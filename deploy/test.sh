@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README and CI call this): starts the real
-# backends the tests talk to, then runs the whole workspace's tests.
+# backends the tests talk to, runs the whole workspace's tests, then
+# schemathesis against both OpenAPI documents (deploy/schemathesis.sh).
+# Fails when either fails.
 #
 #   deploy/test.sh [extra cargo test args...]   e.g. deploy/test.sh -- --nocapture
 #
@@ -54,6 +56,14 @@ python3 deploy/cql_ping.py "$cql_host" "$cql_port" --drop-keyspaces-with-prefix 
 
 status=0
 cargo test --workspace --all-targets "$@" || status=$?
+echo "deploy/test.sh: cargo test exited $status after $((SECONDS - started))s" >&2
 
-echo "deploy/test.sh: cargo test exited $status; total $((SECONDS - started))s" >&2
-exit "$status"
+# Both OpenAPI documents against a running `qyzar dev` (the debug binary
+# cargo test just built): no 5xx, no answer the documents do not describe.
+st_status=0
+deploy/schemathesis.sh || st_status=$?
+echo "deploy/test.sh: schemathesis exited $st_status" >&2
+
+echo "deploy/test.sh: total $((SECONDS - started))s" >&2
+if [[ $status != 0 ]]; then exit "$status"; fi
+exit "$st_status"

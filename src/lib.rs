@@ -44,6 +44,11 @@ pub async fn dev() -> Result<(), Error> {
         engine_cfg.admin_url = Some(format!("http://{}", admin_cfg.addr));
     }
     let engine_url = format!("http://{}", engine_cfg.public_addr);
+    // The dashboard's dry-run rate-limit check asks this engine; without it
+    // that route could only answer 503.
+    if admin_cfg.engine_public_url.is_none() {
+        admin_cfg.engine_public_url = Some(engine_url.clone());
+    }
     let admin_url = format!("http://{}", admin_cfg.addr);
 
     let (tx, rx) = watch::channel(false);

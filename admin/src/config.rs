@@ -55,7 +55,7 @@ pub struct AdminConfig {
     pub engine_public_url: Option<String>,
     /// Stripe secret API key (`STRIPE_SECRET_KEY`). Unset means billing is
     /// off: `/billing/status` says `configured: false` and the other billing
-    /// routes answer `503 billing_not_configured`. Never logged.
+    /// routes answer `409 billing_not_configured`. Never logged.
     pub stripe_secret_key: Option<String>,
     /// Signing secret of the Stripe webhook endpoint (`STRIPE_WEBHOOK_SECRET`,
     /// `whsec_…`); without it `POST /stripe/webhook` accepts nothing.

@@ -94,8 +94,12 @@ error_codes! {
     /// calendar month (UTC); new browser verifications resume at the next
     /// month or after an upgrade. Sessions already open keep verifying.
     VerificationQuotaExceeded => (429, "verification_quota_exceeded", "the plan's monthly verifications are used up; upgrade or wait for the next month"),
-    /// Billing is not configured on this deployment.
-    BillingNotConfigured => (503, "billing_not_configured", "billing is not configured on this deployment"),
+    /// Billing is not configured on this deployment (no Stripe key or
+    /// price). A lasting state of the deployment, not an outage: `409` (the
+    /// request conflicts with how this deployment is set up), so clients,
+    /// load balancers and monitors do not retry it or count it as a failure
+    /// the way they do a `503`.
+    BillingNotConfigured => (409, "billing_not_configured", "billing is not configured on this deployment"),
     /// The engine has no config snapshot yet and will not guess.
     NotConfigured => (503, "not_configured", "the engine has no configuration yet"),
     /// A backing store is down and no safe answer exists.

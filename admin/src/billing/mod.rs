@@ -55,7 +55,7 @@ impl Billing {
         self.client.is_some()
     }
 
-    /// The client, or `503 billing_not_configured`.
+    /// The client, or `409 billing_not_configured`.
     pub fn client(&self) -> AdminResult<&StripeClient> {
         self.client
             .as_deref()

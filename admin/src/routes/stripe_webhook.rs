@@ -10,7 +10,7 @@
 //! A replayed event id is acknowledged and not applied again. When the
 //! account's plan moved, the snapshot is rebuilt and pushed to the engines.
 //!
-//! Failures: no webhook secret configured `503 billing_not_configured`; no
+//! Failures: no webhook secret configured `409 billing_not_configured`; no
 //! header `401 missing_credentials`; a bad, stale or future signature `401
 //! invalid_credentials`. A database failure answers 5xx, so Stripe retries.
 

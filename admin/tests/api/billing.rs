@@ -163,33 +163,33 @@ async fn not_configured(backend: Backend) {
     let r = ann
         .send(&app, "POST", "/billing/checkout", json!({"planKey": "pro"}))
         .await;
-    error(&r, 503, "billing_not_configured");
+    error(&r, 409, "billing_not_configured");
     let r = ann.send(&app, "POST", "/billing/portal", json!({})).await;
-    error(&r, 503, "billing_not_configured");
+    error(&r, 409, "billing_not_configured");
     let r = ann.get(&app, "/billing/subscriptions").await;
-    error(&r, 503, "billing_not_configured");
+    error(&r, 409, "billing_not_configured");
     let sub = json!({"subscriptionId": "sub_123", "newPriceId": "price_x"});
     error(
         &ann.send(&app, "PATCH", "/billing/subscription", sub.clone())
             .await,
-        503,
+        409,
         "billing_not_configured",
     );
     error(
         &ann.send(&app, "POST", "/billing/subscription/cancel", sub.clone())
             .await,
-        503,
+        409,
         "billing_not_configured",
     );
     error(
         &ann.send(&app, "POST", "/billing/subscription/resume", sub)
             .await,
-        503,
+        409,
         "billing_not_configured",
     );
     let body = event("evt_nc", "ping", now_secs(), json!({})).to_string();
     let r = post_webhook(&app, Some(&sign(WHSEC, now_secs(), &body)), &body).await;
-    error(&r, 503, "billing_not_configured");
+    error(&r, 409, "billing_not_configured");
     // Dashboard routes still want a user.
     let r = request("GET", &app.url("/billing/status"), &[], None).await;
     error(&r, 401, "missing_credentials");
