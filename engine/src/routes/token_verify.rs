@@ -142,9 +142,7 @@ async fn run(
     // A project's tokens are cached in its own byte share, so a tenant
     // signing large tokens with its own key evicts only its own.
     let (verified, cache) = match engine.tokens.get(project.as_str(), token) {
-        Some(v)
-            if *v.project == *project.as_str() && signed_by_known_key(token, &keys.verify) =>
-        {
+        Some(v) if *v.project == *project.as_str() && signed_by_known_key(token, &keys.verify) => {
             engine.tokens.counters().hit();
             (v, CacheStatus::Hit)
         }
