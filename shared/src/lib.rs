@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod deadline;
 pub mod error;
 pub mod ids;
+pub mod net;
 pub mod settings;
 pub mod snapshot;
 pub mod store;

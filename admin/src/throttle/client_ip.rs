@@ -17,64 +17,7 @@ use axum::http::request::Parts;
 
 use crate::AppState;
 
-/// An address range (`10.0.0.0/8`, `fd00::/8`, or a single address).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `addr/prefix` or a bare address (a range of one).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
-        };
-        let net: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{text:?} is not an address or CIDR range"))?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?}: the prefix must be 0 to {max}"))?,
-        };
-        Ok(Self { net, prefix })
-    }
-
-    /// Whether `ip` is inside the range (IPv4-mapped IPv6 addresses count as
-    /// their IPv4 address).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.net, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// Parses `QYZAR_ADMIN_TRUSTED_PROXIES`: comma-separated ranges, blanks skipped.
-pub fn parse_list(text: &str) -> Result<Vec<Cidr>, String> {
-    text.split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(Cidr::parse)
-        .collect()
-}
+pub use qyzar_shared::net::{parse_list, Cidr};
 
 /// The client's address, for per-client limits (see the module docs). IPv6
 /// clients are keyed by their /64, since one host usually holds a whole /64
