@@ -356,7 +356,8 @@ fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Response<Bod
         } else {
             primary.retry_after_ms
         },
-        reset_at_ms: now + reset_after as i64,
+        // bounded by the plan's window today; saturating so it stays so
+        reset_at_ms: now.saturating_add(i64::try_from(reset_after).unwrap_or(i64::MAX)),
     };
     Ok(response::json(
         StatusCode::OK,

@@ -151,7 +151,7 @@ async fn run(
     let device_id = decide::device_id(&entropy);
     let device_changed = device_id != session.device_id;
     let mut next = (*session).clone();
-    next.expires_at = now + i64::from(cfg.settings.session_ttl_seconds) * 1000;
+    next.expires_at = now.saturating_add(i64::from(cfg.settings.session_ttl_seconds) * 1000);
     next.last_seen_at = now;
     next.risk = (&risk).into();
     let snapshot = (!cfg.is_device_opted_out(device_id.as_str())).then(|| EntropySnapshot {
