@@ -4,14 +4,17 @@
 //! as fast, as without the attack?
 //!
 //! Two phases, each on a fresh child engine (this binary's `engine-serve`
-//! over its own directory, so nothing carries over):
+//! over its own directory, so nothing carries over, with the engine's
+//! default cache budgets):
 //! 1. **control**: the victim's mix alone;
 //! 2. **attack**: the same victim mix while [`attack`] runs the hostile mix:
-//!    junk bodies, fresh `Idempotency-Key`s on 60 KiB bodies (with and
-//!    without credentials), 8 KiB client tokens the attacker signs with its
+//!    junk bodies, fresh `Idempotency-Key`s on 60 KiB bodies without
+//!    credentials and on the attacker's valid token mints with the largest
+//!    metadata a token may carry (every answer kept), 8 KiB client tokens the attacker signs with its
 //!    own project key and verifies (each one new), a rate-limit flood with
-//!    unique IPs and sixteen unique metadata values per call under a
-//!    `settingsOverride` of one-day windows, and slow connections that
+//!    unique IPs and four unique metadata values per call under a
+//!    `settingsOverride` of the longest windows its free plan allows (an
+//!    hour, so every key stays held), and slow connections that
 //!    trickle their headers or body a byte a second.
 //!
 //! The victim mix ([`victim`]) is a fixed list of requests sent on a fixed
@@ -32,6 +35,8 @@
 
 mod attack;
 mod victim;
+
+pub use attack::KINDS as ATTACK_KINDS;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -20,6 +20,7 @@ usage:
   qyzar-loadtest engine-serve --dir DIR [--host 127.0.0.1] [--port 0] [--token-cache N]
   qyzar-loadtest abuse    [--duration 60s] [--victim-rate 200] [--victim-connections 8]
                           [--attack-connections 16] [--attack-rate 2000] [--slow-connections 64]
+                          [--attack-kinds junk,idempotency,big_token,limiter_flood]
                           [--sessions 1000] [--pin-server CPUS] [--json FILE]
 
 engine-compare starts its own engine (this binary's engine-serve, a child
@@ -224,8 +225,9 @@ pub struct EngineServeArgs {
     pub host: String,
     /// Port to bind; 0 picks a free one (printed on stdout).
     pub port: u16,
-    /// The verified-token cache capacity.
-    pub token_cache: u64,
+    /// The verified-token cache, in KiB, for one project; `None` keeps the
+    /// engine's default budgets (what `abuse` measures against).
+    pub token_cache: Option<u64>,
     /// Process options.
     pub common: Common,
 }
@@ -247,6 +249,9 @@ pub struct AbuseArgs {
     pub attack_rate: f64,
     /// Connections that trickle headers or bodies.
     pub slow_connections: usize,
+    /// The hostile request kinds the attack connections take in turn (a
+    /// subset of the built-in ones, to find which kind costs what).
+    pub attack_kinds: Vec<String>,
     /// The victim's seeded sessions.
     pub sessions: usize,
     /// CPU list for the spawned engines.
@@ -348,7 +353,7 @@ pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
                 .ok_or_else(|| ArgError("engine-serve needs --dir".into()))?,
             host: flags.take("host").unwrap_or_else(|| "127.0.0.1".into()),
             port: flags.parsed("port")?.unwrap_or(0),
-            token_cache: flags.parsed("token-cache")?.unwrap_or(1_000_000),
+            token_cache: flags.parsed("token-cache")?,
             common: common(&mut flags)?,
         }),
         "abuse" => {
@@ -361,6 +366,10 @@ pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
                 attack_connections: flags.parsed("attack-connections")?.unwrap_or(16),
                 attack_rate: flags.parsed("attack-rate")?.unwrap_or(2000.0),
                 slow_connections: flags.parsed("slow-connections")?.unwrap_or(64),
+                attack_kinds: match flags.take("attack-kinds") {
+                    None => crate::abuse::ATTACK_KINDS.iter().map(|k| k.to_string()).collect(),
+                    Some(list) => list.split(',').map(str::to_owned).collect(),
+                },
                 sessions: flags.parsed("sessions")?.unwrap_or(1000),
                 pin_server: flags.take("pin-server").map(cpu_list).transpose()?,
                 json: flags.take("json").map(PathBuf::from),
@@ -368,6 +377,16 @@ pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
             };
             if a.duration.is_zero() {
                 return err("--duration must be above zero");
+            }
+            if let Some(k) = a
+                .attack_kinds
+                .iter()
+                .find(|k| !crate::abuse::ATTACK_KINDS.contains(&k.as_str()))
+            {
+                return err(format!(
+                    "--attack-kinds: unknown kind `{k}` (known: {})",
+                    crate::abuse::ATTACK_KINDS.join(",")
+                ));
             }
             if !(a.victim_rate.is_finite() && a.victim_rate > 0.0) {
                 return err("--victim-rate must be a positive number of requests per second");

@@ -529,15 +529,16 @@ pub async fn engine_serve(a: EngineServeArgs) -> Result<(), String> {
         EmbeddedStore::open(dir.join("engine.redb")).map_err(|e| format!("embedded store: {e}"))?,
     );
     // The cache is bounded in bytes; a token with its claims weighs about
-    // 1 KiB, so `--token-cache N` keeps about N tokens.
-    let bytes = a.token_cache.saturating_mul(1024);
-    let options = qyzar_engine::StateOptions {
-        token_cache: qyzar_engine::budget::Budget {
+    // 1 KiB, so `--token-cache N` keeps about N tokens (for one project:
+    // the share is the whole). Without it, the engine's own budgets.
+    let mut options = qyzar_engine::StateOptions::default();
+    if let Some(kib) = a.token_cache {
+        let bytes = kib.saturating_mul(1024);
+        options.token_cache = qyzar_engine::budget::Budget {
             total_bytes: bytes,
             project_bytes: bytes,
-        },
-        ..Default::default()
-    };
+        };
+    }
     let engine = qyzar_engine::Engine::new(store, options);
     let bytes = std::fs::read(dir.join("snapshot.bin")).map_err(|e| e.to_string())?;
     let snap =

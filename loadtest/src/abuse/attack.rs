@@ -29,7 +29,7 @@ use super::World;
 use crate::args::AbuseArgs;
 
 /// The hostile request kinds, taken in turn by the attack connections.
-pub(crate) const KINDS: &[&str] = &["junk", "idempotency", "big_token", "limiter_flood"];
+pub const KINDS: &[&str] = &["junk", "idempotency", "big_token", "limiter_flood"];
 
 /// Body size of the idempotency kind: just under the engine's 64 KiB cap.
 const BIG_BODY: usize = 60 * 1024;
@@ -62,7 +62,12 @@ pub(crate) fn start(
     let big = Bytes::from(big_body(&world.victim.id));
     let tasks = (0..a.attack_connections)
         .map(|i| {
-            let kind = KINDS[i % KINDS.len()];
+            let kind: &'static str = KINDS
+                .iter()
+                .copied()
+                .filter(|k| a.attack_kinds.iter().any(|c| c == k))
+                .nth(i % a.attack_kinds.len().max(1))
+                .unwrap_or(KINDS[0]);
             let ctx = Ctx {
                 world: Arc::clone(&world),
                 seq: Arc::clone(&seq),
@@ -215,16 +220,23 @@ impl Ctx {
                     (CONTENT_TYPE, HeaderValue::from_static("application/json")),
                     (HeaderName::from_static("idempotency-key"), key),
                 ];
-                let body = if n % 2 == 0 {
-                    self.big.clone()
+                // Outsiders: 60 KiB bodies without credentials, refused
+                // before anything is kept. The attacker: valid token mints
+                // with the largest metadata a token may carry, each under a
+                // fresh key, so every answer (a 5 KiB token) is remembered
+                // and its project's idempotency share is what must hold.
+                let (path, body) = if n % 2 == 0 {
+                    let path = if n % 4 == 0 {
+                        "/projects/client/token"
+                    } else {
+                        "/projects/client/ato-login-attempt"
+                    };
+                    (path, self.big.clone())
                 } else {
                     h.push((secret_name(), w.attacker.secret.clone()));
-                    Bytes::from(big_body(&w.attacker.id))
-                };
-                let path = if n % 4 < 2 {
-                    "/projects/client/token"
-                } else {
-                    "/projects/client/ato-login-attempt"
+                    let pad = "x".repeat(4000);
+                    let body = json!({"projectId": w.attacker.id, "metadata": {"pad": pad}});
+                    ("/projects/client/token", Bytes::from(body.to_string()))
                 };
                 (path, body, h)
             }
@@ -241,12 +253,15 @@ impl Ctx {
                 )
             }
             _ => {
-                let long = json!({"limit": 1_000_000, "windowSeconds": 86_400});
-                let metadata: serde_json::Map<String, Value> = (0..16)
+                // The longest hold a free plan may ask (an hour, a generous
+                // limit, four buckets): every key stays busy for the whole
+                // run, so the project's key budget is what must hold.
+                let long = json!({"limit": 10_000, "windowSeconds": 3_600});
+                let metadata: serde_json::Map<String, Value> = (0..4)
                     .map(|b| (format!("b{b}"), json!(format!("{n:x}-{b}-{:x}", step(rng)))))
                     .collect();
                 let rules: serde_json::Map<String, Value> =
-                    (0..16).map(|b| (format!("b{b}"), long.clone())).collect();
+                    (0..4).map(|b| (format!("b{b}"), long.clone())).collect();
                 let body = json!({
                     "projectId": w.attacker.id,
                     "ip": format!("2001:db8:{:x}:{:x}::{:x}", n >> 32, (n >> 16) & 0xffff, n & 0xffff),
