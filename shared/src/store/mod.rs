@@ -31,6 +31,7 @@ use crate::ids::{DeviceId, ProjectId, SessionId};
 mod background;
 mod embedded;
 mod model;
+pub mod profile;
 mod scylla;
 
 pub use self::background::BackgroundStore;
@@ -39,6 +40,7 @@ pub use self::model::{
     DenyEvent, DeviceInfo, EntropySnapshot, LoginAttempt, Risk, Session, MAX_ENTROPY_BYTES,
     MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_SIGNALS,
 };
+pub use self::profile::{AtoProfile, ProfileUpdate};
 pub use self::scylla::{Consistency, ScyllaConfig, ScyllaStore};
 
 /// Largest number of rows any list returns. Bigger caller limits are clamped:
@@ -66,6 +68,11 @@ pub const ENTROPY_SNAPSHOT_RETENTION_MS: i64 = 90 * DAY_MS;
 /// device may overshoot by the number of writers racing, never more (the
 /// browser routes' per-IP limit keeps that small).
 pub const MAX_ENTROPY_SNAPSHOTS_PER_DAY: usize = 24;
+/// How long an anti-ATO profile's devices, regions and last success are kept
+/// after they were last written (each success writes them again): a year,
+/// so a user who logs in once a season is still known. Trusted devices are
+/// kept until the profile goes; failure cells only as long as they count.
+pub const PROFILE_RETENTION_MS: i64 = 365 * DAY_MS;
 /// How long deny events are kept: they feed a 30-day analytics view.
 pub const DENY_EVENT_RETENTION_MS: i64 = 30 * DAY_MS;
 
@@ -196,6 +203,38 @@ pub trait DataStore: Send + Sync + 'static {
         since_ms: i64,
         limit: usize,
     ) -> Result<Vec<LoginAttempt>, StoreError>;
+
+    /// The anti-ATO profile of (`project`, `identifier`), the identifier
+    /// already normalised by the caller; `None` when no profile was ever
+    /// written for it (the caller then builds one from
+    /// [`DataStore::recent_login_attempts`], see
+    /// [`profile::AtoProfile::from_attempts`]). Cells past their retention
+    /// are not returned; the result is bounded ([`profile::AtoProfile::bound`]).
+    async fn ato_profile(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+    ) -> Result<Option<AtoProfile>, StoreError> {
+        let _ = (project, identifier);
+        Err(StoreError::Unavailable("ato profiles are not stored yet".into()))
+    }
+
+    /// Joins `update` into the identifier's profile (deleting the cells its
+    /// `forget` names, each only if not newer) and, with `attempt`, logs the
+    /// attempt as [`DataStore::record_login_attempt`] does; durable before
+    /// it returns. Concurrent calls for one identifier, from any number of
+    /// processes, end in the same profile whatever their order (the join of
+    /// [`profile`]); a retried call changes nothing more.
+    async fn record_ato(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+        attempt: Option<&LoginAttempt>,
+        update: &ProfileUpdate,
+    ) -> Result<(), StoreError> {
+        let _ = (project, identifier, attempt, update);
+        Err(StoreError::Unavailable("ato profiles are not stored yet".into()))
+    }
 
     /// Revokes a client token (by `jti`) until `expires_at`, the token's own
     /// `exp`; after that the token is dead anyway and the mark vanishes. A
