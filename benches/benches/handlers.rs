@@ -395,6 +395,7 @@ fn ato_score(c: &mut Criterion) {
         region: Some("DE".into()),
         platform: Some("desktop".into()),
         browser: Some("Chrome".into()),
+        location: None,
         at: now - 3_600_000,
     };
     let thresholds = Thresholds {
@@ -408,6 +409,7 @@ fn ato_score(c: &mut Criterion) {
         platform: Some("desktop"),
         browser: Some("Chrome"),
         bot: false,
+        location: None,
         now,
     };
     let cases = [
@@ -419,6 +421,7 @@ fn ato_score(c: &mut Criterion) {
                 recent_failures: 3,
                 trusted: false,
                 known_device: false,
+                ..History::default()
             },
         ),
         (
@@ -429,6 +432,7 @@ fn ato_score(c: &mut Criterion) {
                 recent_failures: 0,
                 trusted: true,
                 known_device: true,
+                ..History::default()
             },
         ),
     ];

@@ -183,12 +183,29 @@ impl EngineConfig {
                 "QYZAR_ENGINE_IDEMPOTENCY_CACHE_MIB",
                 &mut state.idempotency_cache,
             ),
+            ("QYZAR_ENGINE_PROFILE_CACHE_MIB", &mut state.profile_cache),
         ] {
             if let Ok(v) = std::env::var(var) {
                 if !v.trim().is_empty() {
                     *budget = crate::budget::Budget::parse(&v)
                         .map_err(|reason| ConfigError { var, reason })?;
                 }
+            }
+        }
+        // Anti-ATO profiles are written by every engine on a shared CQL
+        // store: a cached one is joined with the store's after a second
+        // unless told otherwise (0 = on every use). The embedded store has
+        // one writer, this engine, and never needs it.
+        if matches!(store, StoreChoice::Scylla(_)) {
+            state.profile_refresh_ms = Some(1_000);
+        }
+        if let Ok(v) = std::env::var("QYZAR_ENGINE_PROFILE_REFRESH_MS") {
+            if !v.trim().is_empty() {
+                let ms: i64 = v.trim().parse().map_err(|_| ConfigError {
+                    var: "QYZAR_ENGINE_PROFILE_REFRESH_MS",
+                    reason: format!("`{v}` is not a number of milliseconds"),
+                })?;
+                state.profile_refresh_ms = Some(ms.max(0));
             }
         }
         // Forwarding headers (`X-Forwarded-For`, the region header) are

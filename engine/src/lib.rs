@@ -18,6 +18,7 @@ pub mod geo;
 pub mod internal;
 pub mod limiter;
 pub mod metrics;
+pub mod profiles;
 pub mod request;
 pub mod response;
 pub mod router;

@@ -36,6 +36,15 @@ pub struct StateOptions {
     /// Answers remembered for `Idempotency-Key` retries
     /// (`QYZAR_ENGINE_IDEMPOTENCY_CACHE_MIB`, default 128/8).
     pub idempotency_cache: Budget,
+    /// Anti-ATO profiles (`QYZAR_ENGINE_PROFILE_CACHE_MIB`, default 256/32:
+    /// a typical profile weighs about 600 bytes, so about 50 000 identifiers
+    /// per project stay warm).
+    pub profile_cache: Budget,
+    /// How stale a cached profile may be before its next use joins it with
+    /// the store's (`QYZAR_ENGINE_PROFILE_REFRESH_MS`): other engines write
+    /// the same profiles through a shared CQL store. `None` (the embedded
+    /// store's default: it has one writer) never re-reads.
+    pub profile_refresh_ms: Option<i64>,
     /// How long an `Idempotency-Key` answer is remembered at most; it may go
     /// sooner when its project's share or the total is full.
     pub idempotency_ttl: Duration,
@@ -59,6 +68,8 @@ impl Default for StateOptions {
             unknown_session_cache: Budget::mib(32, 4),
             token_cache: Budget::mib(256, 32),
             idempotency_cache: Budget::mib(128, 8),
+            profile_cache: Budget::mib(256, 32),
+            profile_refresh_ms: None,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             region_header: Some(http::HeaderName::from_static("cf-ipcountry")),
             geo: None,
@@ -186,6 +197,8 @@ pub struct Engine {
     /// Idempotent answers by project, then (route and credential, key):
     /// see [`crate::router::idempotent`] for what a key guarantees.
     pub idempotency: ProjectCache<IdempotencySlot, Arc<StoredAnswer>, AnswerWeight>,
+    /// Anti-ATO profiles, write-through ([`crate::profiles`]).
+    pub profiles: crate::profiles::Profiles,
     /// Writes off the hot path.
     pub background: Background,
     /// Counters and histograms.
@@ -210,6 +223,10 @@ impl Engine {
             limiter: Limiters::new(options.limiter.clone()),
             tokens: ProjectCache::new(options.token_cache, TokenWeight, 1024),
             idempotency: ProjectCache::new(options.idempotency_cache, AnswerWeight, 2048),
+            profiles: crate::profiles::Profiles::new(
+                options.profile_cache,
+                options.profile_refresh_ms,
+            ),
             background: Background::spawn(Arc::clone(&store)),
             metrics: Metrics::default(),
             traffic: Arc::default(),
@@ -228,6 +245,9 @@ impl Engine {
         engine
             .metrics
             .watch_cache("idempotency", engine.idempotency.counters());
+        engine
+            .metrics
+            .watch_cache("profile", engine.profiles.counters());
         // Expired limiter entries are equivalent to absent ones; sweeping
         // them bounds memory. It visits every entry, so it runs off the
         // async workers, and stops when the engine is dropped.

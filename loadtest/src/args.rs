@@ -28,7 +28,8 @@ process over a temporary embedded store and a generated snapshot) and the
 baseline, and compares every hot route with the baseline. Scenarios:
 session-verify-hit, rate-limit-3-buckets, token-mint-hs256,
 token-verify-hs256-cached, token-verify-hs256-uncached,
-token-verify-eddsa-cached, ato-login-attempt.
+token-verify-eddsa-cached, ato-login-attempt (50 000 identifiers),
+ato-login-attempt-hot (one identifier).
 
 abuse starts a fresh child engine twice: the victim tenant's fixed mix
 alone (control), then the same mix under a hostile one (junk bodies, fresh
@@ -367,7 +368,10 @@ pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
                 attack_rate: flags.parsed("attack-rate")?.unwrap_or(2000.0),
                 slow_connections: flags.parsed("slow-connections")?.unwrap_or(64),
                 attack_kinds: match flags.take("attack-kinds") {
-                    None => crate::abuse::ATTACK_KINDS.iter().map(|k| k.to_string()).collect(),
+                    None => crate::abuse::ATTACK_KINDS
+                        .iter()
+                        .map(|k| k.to_string())
+                        .collect(),
                     Some(list) => list.split(',').map(str::to_owned).collect(),
                 },
                 sessions: flags.parsed("sessions")?.unwrap_or(1000),

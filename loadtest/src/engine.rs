@@ -74,6 +74,7 @@ pub const SCENARIOS: &[&str] = &[
     "token-verify-hs256-uncached",
     "token-verify-eddsa-cached",
     "ato-login-attempt",
+    "ato-login-attempt-hot",
 ];
 
 /// The settings every project gets; EdDSA projects add `tokenAlgorithm`.
@@ -331,6 +332,24 @@ fn scenario(name: &str, w: &World) -> Result<Entry, String> {
                     )
                 })
                 .collect();
+            post("/projects/client/ato-login-attempt", v)
+        }
+        "ato-login-attempt-hot" => {
+            // One identifier under attack: every request is a login for
+            // the same user, from one session, as `engine_ratios.py` sends.
+            let s = &w.sessions[0];
+            let p = &w.projects[s.project];
+            let v = vec![variant(
+                p,
+                json!({
+                    "projectId": p.id,
+                    "identifier": "perf@example.com",
+                    "success": true,
+                    "ip": "203.0.113.9",
+                    "sessionId": s.id,
+                    "sessionToken": s.token,
+                }),
+            )];
             post("/projects/client/ato-login-attempt", v)
         }
         other => Err(format!(

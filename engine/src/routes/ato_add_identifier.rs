@@ -3,7 +3,9 @@
 //!
 //! parse (projectId, identifier, deviceId or sessionId + sessionToken) →
 //! authorise (project secret; the session must verify when used) → store
-//! durably → answer `{deviceId, trustedIdentifiers}`.
+//! durably, in the device's trusted set (what the answer lists) and in the
+//! identifier's anti-ATO profile (what `ato-login-attempt` reads) → answer
+//! `{deviceId, trustedIdentifiers}`.
 
 use http::{HeaderMap, Response, StatusCode};
 use qyzar_shared::ids::DeviceId;
@@ -93,14 +95,42 @@ async fn run(
         }
     };
     // decide: durable before the answer; adding twice changes nothing.
+    let unavailable = |e: qyzar_shared::store::StoreError| {
+        tracing::warn!(error = %e, "trusted identifier not stored");
+        ApiError::new(ErrorCode::StoreUnavailable)
+    };
     let trusted = engine
         .store
         .add_trusted_identifier(&project, &device, &identifier)
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "trusted identifier not stored");
-            ApiError::new(ErrorCode::StoreUnavailable)
-        })?;
+        .map_err(unavailable)?;
+    let window_ms = i64::from(cfg.settings.ato.failed_attempts_window_seconds).saturating_mul(1000);
+    let (loaded, _) = engine
+        .profiles
+        .get(
+            &*engine.store,
+            &project,
+            &identifier,
+            &identifier,
+            window_ms,
+            now,
+        )
+        .await
+        .map_err(unavailable)?;
+    let update = engine
+        .profiles
+        .hold(&project, &identifier, loaded)
+        .trust(&device, now);
+    if update != Default::default() {
+        if let Err(e) = engine
+            .store
+            .record_ato(&project, &identifier, None, &update)
+            .await
+        {
+            engine.profiles.forget(&project, &identifier);
+            return Err(unavailable(e));
+        }
+    }
     // answer
     Ok(response::json_of(
         StatusCode::OK,

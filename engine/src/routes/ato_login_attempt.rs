@@ -2,10 +2,16 @@
 //! whether it looks like an account takeover.
 //!
 //! parse (projectId, identifier, success, ip?, session from body or cookies,
-//! deviceId?) → authorise (project secret) → decide (prior successful login,
-//! failed-attempt velocity in the project's window, known/trusted device,
-//! region change, bot flag → score, action, reasons, changes) → store the
-//! attempt durably → answer.
+//! deviceId?) → authorise (project secret) → decide from the identifier's
+//! profile ([`crate::profiles`]: last successful login, known devices and
+//! regions, trusted devices, failures in the project's window; the bot
+//! flag → score, action, reasons, details, changes) → join the attempt into
+//! the profile and store it with the attempt's log row, durably → answer.
+//!
+//! The profile is read from memory once warm, so the hot path does no
+//! store read; the write goes through the store's group commit. A failed
+//! attempt only counts a failure: it adds no device and no region, so a
+//! flood of failures cannot push the real login out of the profile.
 //!
 //! A session that does not verify is treated as absent (the attempt is
 //! scored without its device) rather than refused: the login is the
@@ -20,6 +26,8 @@ use qyzar_shared::time::rfc3339;
 use qyzar_shared::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
+use qyzar_shared::store::profile::AttemptFacts;
+
 use super::common::{self, SessionCheck};
 use super::connect;
 use crate::decide::{self, Attempt, History, PriorSnapshot, Thresholds};
@@ -29,8 +37,6 @@ use crate::state::Engine;
 
 /// Longest identifier (an email, a username, a user id).
 pub const MAX_IDENTIFIER: usize = 256;
-/// How many past attempts are read to find the prior login and the device history.
-const HISTORY: usize = 200;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -142,59 +148,21 @@ async fn run(
     let bot = session.as_ref().is_some_and(|s| s.risk_bot);
 
     let unavailable = |e: qyzar_shared::store::StoreError| {
-        tracing::warn!(error = %e, "ato history read failed");
+        tracing::warn!(error = %e, "ato profile read failed");
         ApiError::new(ErrorCode::StoreUnavailable)
     };
-    let past = engine
-        .store
-        .recent_login_attempts(&project, &identifier, 0, HISTORY)
+    let window_seconds = cfg.settings.ato.failed_attempts_window_seconds;
+    let window_ms = i64::from(window_seconds).saturating_mul(1000);
+    let raw = identifier.clone();
+    let (loaded, warm) = engine
+        .profiles
+        .get(&*engine.store, &project, &identifier, &raw, window_ms, now)
         .await
         .map_err(unavailable)?;
-    let window_start = now.saturating_sub(
-        i64::from(cfg.settings.ato.failed_attempts_window_seconds).saturating_mul(1000),
-    );
-    let recent_failures = past
-        .iter()
-        .filter(|a| !a.success && a.at >= window_start)
-        .count() as u32;
-    let prior_attempt = past.iter().find(|a| a.success);
-    let prior = prior_attempt.map(PriorSnapshot::from_attempt);
-    let known_device = device_id.as_ref().is_some_and(|d| {
-        past.iter()
-            .any(|a| a.success && a.device_id.as_ref() == Some(d))
-    });
-    let trusted = match &device_id {
-        Some(d) => engine
-            .store
-            .trusted_identifiers(&project, d)
-            .await
-            .map_err(unavailable)?
-            .contains(&identifier),
-        None => false,
-    };
     let thresholds = Thresholds {
         challenge: cfg.settings.ato.challenge_score.min(100) as u8,
         block: cfg.settings.ato.block_score.min(100) as u8,
     };
-    let decision = decide::score_login(
-        &Attempt {
-            ip,
-            region: region.as_deref(),
-            device_id: device_id.as_ref(),
-            platform: platform.as_deref(),
-            browser: browser.as_deref(),
-            bot,
-            now,
-        },
-        &History {
-            prior: prior.as_ref(),
-            recent_failures,
-            trusted,
-            known_device,
-        },
-        thresholds,
-    );
-    // The attempt is durable before the answer.
     let attempt = LoginAttempt {
         project_id: project.clone(),
         identifier,
@@ -208,29 +176,83 @@ async fn run(
         platform,
         browser,
     };
-    engine
+    let location = None;
+    // Decide from the profile as it stands and join this attempt into it,
+    // under the identifier's lock (no await until the write).
+    let (prior, decision, update) = {
+        let held = engine.profiles.hold(&project, &attempt.identifier, loaded);
+        let profile = held.profile();
+        let prior = profile
+            .last_success
+            .as_ref()
+            .map(PriorSnapshot::from_record);
+        let device = attempt.device_id.as_ref();
+        let decision = decide::score_login(
+            &Attempt {
+                ip,
+                region: attempt.region.as_deref(),
+                device_id: device,
+                platform: attempt.platform.as_deref(),
+                browser: attempt.browser.as_deref(),
+                bot,
+                location,
+                now,
+            },
+            &History {
+                prior: prior.as_ref(),
+                recent_failures: profile.failures_at(now),
+                window_seconds,
+                trusted: device.is_some_and(|d| profile.is_trusted(d)),
+                known_device: device.is_some_and(|d| profile.device(d).is_some()),
+                known_devices: profile.devices.len(),
+                trusted_devices: profile.trusted.len(),
+                known_regions: &profile.regions,
+            },
+            thresholds,
+        );
+        let update = held.record(
+            &AttemptFacts {
+                attempt: &attempt,
+                location,
+            },
+            window_ms,
+        );
+        (prior, decision, update)
+    };
+    // The attempt and the profile are durable before the answer.
+    let write_started = std::time::Instant::now();
+    if let Err(e) = engine
         .store
-        .record_login_attempt(&attempt)
+        .record_ato(&project, &attempt.identifier, Some(&attempt), &update)
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "login attempt not stored");
-            ApiError::new(ErrorCode::StoreUnavailable)
-        })?;
+    {
+        tracing::warn!(error = %e, "login attempt not stored");
+        engine.profiles.forget(&project, &attempt.identifier);
+        return Err(ApiError::new(ErrorCode::StoreUnavailable));
+    }
     // answer
-    let prior_snapshot = prior_attempt.map(|a| Prior {
-        device_id: a.device_id.as_ref().map(|d| d.to_string()),
-        ip: a.ip.clone(),
-        region: a.region.clone(),
-        platform: a.platform.clone(),
-        browser: a.browser.clone(),
-        at: rfc3339(a.at),
+    let prior_snapshot = prior.as_ref().map(|p| Prior {
+        device_id: p.device_id.as_ref().map(|d| d.to_string()),
+        ip: p.ip.map(|i| i.to_string()),
+        region: p.region.clone(),
+        platform: p.platform.clone(),
+        browser: p.browser.clone(),
+        at: rfc3339(p.at),
     });
-    Ok(response::json_of(
+    let res = response::json_of(
         StatusCode::OK,
         &Output {
             decision,
-            last_login_at: prior_attempt.map(|a| rfc3339(a.at)),
+            last_login_at: prior.as_ref().map(|p| rfc3339(p.at)),
             prior_snapshot,
         },
+    );
+    // Where the answer came from: the profile from memory or loaded, and
+    // how long the durable write took.
+    let store_ms = write_started.elapsed().as_secs_f64() * 1000.0;
+    let desc = if warm { "hit" } else { "miss" };
+    Ok(response::timing(
+        res,
+        &format!("profile;desc={desc}, store;dur={store_ms:.3}"),
     ))
 }

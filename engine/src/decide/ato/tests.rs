@@ -19,6 +19,7 @@ fn prior(device: &DeviceId, region: &str, ago_ms: i64) -> PriorSnapshot {
         region: Some(region.into()),
         platform: Some("desktop".into()),
         browser: Some("Chrome".into()),
+        location: None,
         at: NOW - ago_ms,
     }
 }
@@ -31,6 +32,7 @@ fn attempt<'a>(device: Option<&'a DeviceId>, region: Option<&'a str>) -> Attempt
         platform: Some("desktop"),
         browser: Some("Chrome"),
         bot: false,
+        location: None,
         now: NOW,
     }
 }
@@ -52,7 +54,8 @@ fn first_sight_is_allowed_with_no_reasons() {
             score: 0,
             reasons: vec![],
             changes: vec![],
-            trusted_device: false
+            trusted_device: false,
+            details: Details::default(),
         }
     );
     let r = judge(&attempt(None, None), &History::default());
@@ -328,26 +331,127 @@ fn decision_serialises_as_the_answer_expects() {
 }
 
 #[test]
-fn prior_snapshot_from_a_stored_attempt() {
-    let stored = LoginAttempt {
-        project_id: qyzar_shared::ids::ProjectId::generate(),
-        identifier: "ann@example.com".into(),
+fn prior_snapshot_from_the_profiles_last_success() {
+    let stored = LoginRecord {
         at: NOW,
-        attempt_id: LoginAttempt::new_id(),
-        success: true,
+        attempt_id: "a1".into(),
         ip: Some("not an ip".into()),
         device_id: Some(dev(3)),
-        session_id: None,
         region: Some("FR".into()),
+        location: None,
         platform: Some("mobile".into()),
         browser: Some("Safari".into()),
     };
-    let p = PriorSnapshot::from_attempt(&stored);
+    let p = PriorSnapshot::from_record(&stored);
     assert_eq!((p.ip, p.at, p.device_id), (None, NOW, Some(dev(3))));
     assert_eq!(p.region.as_deref(), Some("FR"));
-    let p = PriorSnapshot::from_attempt(&LoginAttempt {
+    let p = PriorSnapshot::from_record(&LoginRecord {
         ip: Some("203.0.113.7".into()),
         ..stored
     });
     assert_eq!(p.ip, Some("203.0.113.7".parse().unwrap()));
+}
+
+fn region(r: &str) -> KnownRegion {
+    KnownRegion {
+        region: r.into(),
+        first_seen: NOW - 30 * DAY,
+        last_seen: NOW - DAY,
+    }
+}
+
+#[test]
+fn a_known_region_is_not_new_and_details_name_them() {
+    let d = dev(1);
+    let p = prior(&d, "FR", 2 * DAY);
+    let known = [region("FR"), region("DE")];
+    let h = History {
+        prior: Some(&p),
+        known_device: true,
+        known_devices: 1,
+        known_regions: &known,
+        ..History::default()
+    };
+    let r = judge(&attempt(Some(&d), Some("DE")), &h);
+    assert!(!r.reasons.contains(&"new_region"), "{r:?}");
+    let r = judge(&attempt(Some(&d), Some("BR")), &h);
+    assert!(r.reasons.contains(&"new_region"));
+    let v = serde_json::to_value(&r.details).unwrap();
+    assert_eq!(
+        v["new_region"],
+        serde_json::json!({"region": "BR", "lastRegion": "FR", "knownRegions": ["FR", "DE"]})
+    );
+}
+
+fn point(lat: f64, lon: f64) -> GeoPoint {
+    GeoPoint {
+        lat_e4: (lat * 10_000.0) as i32,
+        lon_e4: (lon * 10_000.0) as i32,
+        radius_km: 20,
+    }
+}
+
+#[test]
+fn impossible_travel_is_a_speed_when_coordinates_are_known() {
+    let d = dev(1);
+    let paris = point(48.8566, 2.3522);
+    let new_york = point(40.7128, -74.0060);
+    let lyon = point(45.7640, 4.8357);
+    let mut p = prior(&d, "FR", 30 * 60_000);
+    p.location = Some(paris);
+    let h = History {
+        prior: Some(&p),
+        known_device: true,
+        ..History::default()
+    };
+    // Paris to New York in 30 minutes: about 11 700 km/h.
+    let mut a = attempt(Some(&d), Some("US"));
+    a.location = Some(new_york);
+    let r = judge(&a, &h);
+    assert!(r.reasons.contains(&"impossible_travel"), "{r:?}");
+    let t = r.details.impossible_travel.expect("details");
+    assert!((5_700..6_000).contains(&t.distance_km.unwrap()), "{t:?}");
+    assert!(t.speed_kmh.unwrap() > 10_000);
+    assert_eq!(t.minutes_since_last_login, 30);
+    // Paris to Lyon in 30 minutes (390 km): fast, but a region-free
+    // speed rule does not fire in the same country either way.
+    let mut a = attempt(Some(&d), Some("FR"));
+    a.location = Some(lyon);
+    assert!(!judge(&a, &h).reasons.contains(&"impossible_travel"));
+    // Paris to Lyon in 10 minutes: 2 300 km/h, impossible even in one region.
+    let mut p10 = p.clone();
+    p10.at = NOW - 10 * 60_000;
+    let h10 = History {
+        prior: Some(&p10),
+        ..h
+    };
+    assert!(judge(&a, &h10).reasons.contains(&"impossible_travel"));
+}
+
+#[test]
+fn every_fired_reason_has_details() {
+    let d = dev(1);
+    let other = dev(2);
+    let p = prior(&d, "FR", 10 * 60_000);
+    let known = [region("FR")];
+    let h = History {
+        prior: Some(&p),
+        recent_failures: 7,
+        window_seconds: 900,
+        known_devices: 1,
+        known_regions: &known,
+        ..History::default()
+    };
+    let mut a = attempt(Some(&other), Some("KP"));
+    a.bot = true;
+    let r = judge(&a, &h);
+    let v = serde_json::to_value(&r.details).unwrap();
+    for reason in &r.reasons {
+        assert!(v.get(reason).is_some(), "{reason} has no details: {v}");
+    }
+    assert_eq!(v.as_object().unwrap().len(), r.reasons.len());
+    assert_eq!(
+        v["failed_attempt_velocity"],
+        serde_json::json!({"failures": 7, "freeFailures": 2, "windowSeconds": 900})
+    );
 }

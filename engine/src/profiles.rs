@@ -1,0 +1,289 @@
+//! Anti-ATO profiles in memory, write-through over the store.
+//!
+//! `ato-login-attempt` decides from one [`AtoProfile`] per (project,
+//! identifier) (see [`qyzar_shared::store::profile`] for what it holds and
+//! why it merges). This cache keeps them in memory so the hot path reads no
+//! store at all once an identifier is warm:
+//!
+//! - **Bounded**: a [`ProjectCache`] by bytes with a share per project
+//!   (`QYZAR_ENGINE_PROFILE_CACHE_MIB`, default 256/32, about 400 bytes a
+//!   typical profile), so one tenant's 10 million identifiers evict only
+//!   its own profiles. Only authenticated calls reach it.
+//! - **Write-through**: [`Profiles::record`] updates the cached profile and
+//!   returns the [`ProfileUpdate`] the caller writes durably before it
+//!   answers. A write that fails drops the cached profile
+//!   ([`Profiles::forget`]), so the next attempt reloads what the store has.
+//! - **One loader**: concurrent misses on one identifier wait for one load
+//!   ([`ProjectCache::get_or_guard`]).
+//! - **Lazy build**: an identifier without a profile (its attempts predate
+//!   profiles) is built from its logged attempts and the trust its devices
+//!   carry, then written whole with the next attempt, so nothing recorded
+//!   before is lost.
+//! - **Fresh across engines**: with a store other engines also write (CQL),
+//!   a profile older than `refresh` is joined with the store's on its next
+//!   use; the join is commutative, so nothing this engine wrote is lost.
+//!   With the embedded store this engine is the only writer and never
+//!   re-reads.
+//!
+//! Updates to one profile are serialised by a striped lock held only for
+//! the in-memory decide-and-update (no `.await` under it); the durable
+//! writes of concurrent attempts then share the store's group commit.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use quick_cache::Weighter;
+use qyzar_shared::ids::{DeviceId, ProjectId};
+use qyzar_shared::store::profile::{AtoProfile, AttemptFacts, ProfileUpdate};
+use qyzar_shared::store::{DataStore, LoginAttempt, StoreError, MAX_LIST_LIMIT};
+
+use crate::budget::{Budget, ProjectCache};
+
+/// Lock stripes: enough that unrelated identifiers rarely share one.
+const STRIPES: usize = 256;
+
+/// A profile as cached: immutable, replaced whole by each update (so its
+/// weight is exact for the cache's byte accounting).
+#[derive(Debug, Clone)]
+pub struct CachedProfile {
+    /// The profile.
+    pub profile: AtoProfile,
+    /// When it was last joined with the store's, unix ms.
+    pub loaded_at: i64,
+    /// Built from attempt rows and not yet written: the next write sends
+    /// every cell.
+    pub unsaved: bool,
+}
+
+/// Weighs a cached profile: the identifier, the profile, slot overhead.
+#[derive(Clone, Copy)]
+pub struct ProfileWeight;
+
+impl Weighter<Box<str>, Arc<CachedProfile>> for ProfileWeight {
+    fn weight(&self, key: &Box<str>, v: &Arc<CachedProfile>) -> u64 {
+        (key.len() + v.profile.weight() + std::mem::size_of::<CachedProfile>() + 64) as u64
+    }
+}
+
+/// The cache and what it needs to load and count.
+pub struct Profiles {
+    cache: ProjectCache<Box<str>, Arc<CachedProfile>, ProfileWeight>,
+    stripes: Vec<Mutex<()>>,
+    /// This process's failure-counter cell ([`qyzar_shared::store::profile::new_writer_id`]).
+    writer: u64,
+    /// How stale a profile may be before it is joined with the store's;
+    /// `None` when this engine is the store's only writer.
+    refresh_ms: Option<i64>,
+}
+
+/// One identifier's profile, loaded and locked for one attempt.
+pub struct Held<'a> {
+    profiles: &'a Profiles,
+    _lock: MutexGuard<'a, ()>,
+    project: &'a ProjectId,
+    identifier: &'a str,
+    current: Arc<CachedProfile>,
+}
+
+impl Profiles {
+    /// An empty cache within `budget`.
+    pub fn new(budget: Budget, refresh_ms: Option<i64>) -> Self {
+        Self {
+            cache: ProjectCache::new(budget, ProfileWeight, 512),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            writer: qyzar_shared::store::profile::new_writer_id(),
+            refresh_ms,
+        }
+    }
+
+    /// The cache's counters, for `/metrics`.
+    pub fn counters(&self) -> &Arc<crate::budget::CacheCounters> {
+        self.cache.counters()
+    }
+
+    /// The profile of (`project`, `identifier`), from memory or loaded
+    /// (see the module docs); `raw` is the identifier as sent, whose
+    /// pre-normalisation attempt rows a lazy build also reads. Whether it
+    /// came from memory is the second value.
+    pub async fn get(
+        &self,
+        store: &dyn DataStore,
+        project: &ProjectId,
+        identifier: &str,
+        raw: &str,
+        window_ms: i64,
+        now: i64,
+    ) -> Result<(Arc<CachedProfile>, bool), StoreError> {
+        let shard = self.cache.shard(project.as_str());
+        let key: Box<str> = identifier.into();
+        let cached = match self.cache.get_or_guard(&shard, &key).await {
+            Ok(v) => v,
+            Err(guard) => {
+                self.cache.counters().miss();
+                let loaded = Arc::new(
+                    self.load(store, project, identifier, raw, window_ms, now)
+                        .await?,
+                );
+                guard.insert(Arc::clone(&loaded));
+                return Ok((loaded, false));
+            }
+        };
+        self.cache.counters().hit();
+        match self.refresh_ms {
+            Some(ms) if now.saturating_sub(cached.loaded_at) >= ms => {
+                // Claim the refresh first so concurrent attempts do not all
+                // read; then join the store's profile into the newest cached.
+                self.replace(project, &key, |c| c.loaded_at = now);
+                if let Some(stored) = store.ato_profile(project, identifier).await? {
+                    let joined = self.replace(project, &key, |c| {
+                        c.profile.join(&stored);
+                        c.profile.bound(now);
+                    });
+                    return Ok((joined.unwrap_or(cached), true));
+                }
+                Ok((cached, true))
+            }
+            _ => Ok((cached, true)),
+        }
+    }
+
+    /// Locks the identifier's profile for one decide-and-update; the
+    /// profile is the newest cached (or `fallback` when it was evicted
+    /// meanwhile).
+    pub fn hold<'a>(
+        &'a self,
+        project: &'a ProjectId,
+        identifier: &'a str,
+        fallback: Arc<CachedProfile>,
+    ) -> Held<'a> {
+        let lock = self.stripe(project, identifier);
+        let current = self
+            .cache
+            .peek(project.as_str(), identifier)
+            .unwrap_or(fallback);
+        Held {
+            profiles: self,
+            _lock: lock,
+            project,
+            identifier,
+            current,
+        }
+    }
+
+    /// Drops the cached profile (after a failed write), so the next use
+    /// reloads the store's.
+    pub fn forget(&self, project: &ProjectId, identifier: &str) {
+        let _lock = self.stripe(project, identifier);
+        self.cache.remove(project.as_str(), identifier);
+    }
+
+    fn stripe(&self, project: &ProjectId, identifier: &str) -> MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+        let mut h = quick_cache::DefaultHashBuilder::default().build_hasher();
+        project.as_str().hash(&mut h);
+        identifier.hash(&mut h);
+        let i = (h.finish() as usize) % self.stripes.len();
+        self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `f` to a copy of the cached profile and caches the copy,
+    /// under the identifier's stripe; `None` when it is no longer cached.
+    fn replace(
+        &self,
+        project: &ProjectId,
+        key: &str,
+        f: impl FnOnce(&mut CachedProfile),
+    ) -> Option<Arc<CachedProfile>> {
+        let _lock = self.stripe(project, key);
+        let current = self.cache.peek(project.as_str(), key)?;
+        let mut next = (*current).clone();
+        f(&mut next);
+        let next = Arc::new(next);
+        self.cache
+            .insert(project.as_str(), key.into(), Arc::clone(&next));
+        Some(next)
+    }
+
+    /// Reads the stored profile, or builds one from attempt rows.
+    async fn load(
+        &self,
+        store: &dyn DataStore,
+        project: &ProjectId,
+        identifier: &str,
+        raw: &str,
+        window_ms: i64,
+        now: i64,
+    ) -> Result<CachedProfile, StoreError> {
+        if let Some(mut profile) = store.ato_profile(project, identifier).await? {
+            profile.bound(now);
+            return Ok(CachedProfile {
+                profile,
+                loaded_at: now,
+                unsaved: false,
+            });
+        }
+        let since = now.saturating_sub(qyzar_shared::store::LOGIN_ATTEMPT_RETENTION_MS);
+        let mut rows: Vec<LoginAttempt> = store
+            .recent_login_attempts(project, identifier, since, MAX_LIST_LIMIT)
+            .await?;
+        if raw != identifier {
+            rows.extend(
+                store
+                    .recent_login_attempts(project, raw, since, MAX_LIST_LIMIT)
+                    .await?,
+            );
+        }
+        let mut profile = AtoProfile::from_attempts(&rows, self.writer, window_ms);
+        let devices: Vec<DeviceId> = profile
+            .devices
+            .iter()
+            .map(|d| d.device_id.clone())
+            .collect();
+        for d in devices {
+            let trusted = store.trusted_identifiers(project, &d).await?;
+            if trusted.iter().any(|t| t == identifier || t == raw) {
+                profile.trust(&d, now);
+            }
+        }
+        profile.bound(now);
+        let unsaved = profile != AtoProfile::default();
+        Ok(CachedProfile {
+            profile,
+            loaded_at: now,
+            unsaved,
+        })
+    }
+}
+
+impl Held<'_> {
+    /// The profile as it stands, for the decision.
+    pub fn profile(&self) -> &AtoProfile {
+        &self.current.profile
+    }
+
+    /// Joins `facts` into the cached profile and returns what the store
+    /// must write (every cell when the profile was built lazily).
+    pub fn record(self, facts: &AttemptFacts<'_>, window_ms: i64) -> ProfileUpdate {
+        let writer = self.profiles.writer;
+        self.update(|p| p.record(facts, writer, window_ms))
+    }
+
+    /// Marks `device` trusted and returns what the store must write.
+    pub fn trust(self, device: &DeviceId, now: i64) -> ProfileUpdate {
+        self.update(|p| p.trust(device, now))
+    }
+
+    fn update(self, f: impl FnOnce(&mut AtoProfile) -> ProfileUpdate) -> ProfileUpdate {
+        let mut next = (*self.current).clone();
+        let mut update = f(&mut next.profile);
+        if next.unsaved {
+            update.cells = next.profile.clone();
+            next.unsaved = false;
+        }
+        self.profiles.cache.insert(
+            self.project.as_str(),
+            self.identifier.into(),
+            Arc::new(next),
+        );
+        update
+    }
+}
