@@ -26,8 +26,9 @@ use self::rows::{db_err, decode, scan_newest, trusted_set};
 use self::writer::{Msg, Op, Outcome, Writer};
 use super::model::check_identifier;
 use super::{
-    check_expiry, check_touch, now_ms, DataStore, DenyEvent, EntropySnapshot, LoginAttempt,
-    Session, StoreError,
+    check_ato_write, check_expiry, check_touch, expire_profile, now_ms, profile_is_empty,
+    AtoProfile, DataStore, DenyEvent, EntropySnapshot, LoginAttempt, ProfileUpdate, Session,
+    StoreError,
 };
 use crate::ids::{DeviceId, ProjectId, SessionId};
 
@@ -85,6 +86,7 @@ impl EmbeddedStore {
             keys::ATTEMPTS,
             keys::REVOKED,
             keys::DENIES,
+            keys::PROFILES,
         ] {
             txn.open_table(t).map_err(db_err)?;
         }
@@ -349,6 +351,51 @@ impl DataStore for EmbeddedStore {
             .into_bytes();
         self.read(move |txn| scan_newest(txn, keys::ATTEMPTS, &prefix, since_ms, limit))
             .await
+    }
+
+    async fn ato_profile(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+    ) -> Result<Option<AtoProfile>, StoreError> {
+        check_identifier("identifier", identifier)?;
+        let key = Key::new()
+            .str(project.as_str())
+            .str(identifier)
+            .into_bytes();
+        self.read(move |txn| {
+            let t = txn.open_table(keys::PROFILES).map_err(db_err)?;
+            let Some(v) = t.get(key.as_slice()).map_err(db_err)? else {
+                return Ok(None);
+            };
+            let mut p: AtoProfile = decode(v.value())?;
+            // The purge runs once a minute: drop what expired since.
+            let now = now_ms();
+            expire_profile(&mut p, now);
+            p.bound(now);
+            Ok((!profile_is_empty(&p)).then_some(p))
+        })
+        .await
+    }
+
+    /// One writer op: the join happens inside the write transaction, so
+    /// concurrent callers (all funnelled through the single writer) are
+    /// joined one after the other and none can overwrite another's cells.
+    async fn record_ato(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+        attempt: Option<&LoginAttempt>,
+        update: &ProfileUpdate,
+    ) -> Result<(), StoreError> {
+        check_ato_write(project, identifier, attempt, update)?;
+        self.done(Op::RecordAto {
+            project: project.clone(),
+            identifier: identifier.into(),
+            attempt: attempt.cloned(),
+            update: update.clone(),
+        })
+        .await
     }
 
     async fn revoke_token(
