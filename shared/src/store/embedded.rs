@@ -10,7 +10,10 @@
 //! - **Expiry**: reads filter on `expires_at`, and an expiry index lets the
 //!   writer delete due rows every [`PURGE_INTERVAL`](writer::PURGE_INTERVAL)
 //!   without scanning live data ([`EmbeddedStore::purge_expired`] runs the
-//!   same pass on demand). Retained lists (attempts, snapshots, denies) may
+//!   same pass on demand). An ATO profile is indexed at the earliest time
+//!   one of its cells expires; the purge then drops what expired and
+//!   deletes the row once nothing, not even a trusted device, is left.
+//!   Retained lists (attempts, snapshots, denies) may
 //!   show a row up to one purge interval past its retention.
 
 use std::path::Path;
@@ -392,8 +395,8 @@ impl DataStore for EmbeddedStore {
         self.done(Op::RecordAto {
             project: project.clone(),
             identifier: identifier.into(),
-            attempt: attempt.cloned(),
-            update: update.clone(),
+            attempt: attempt.cloned().map(Box::new),
+            update: Box::new(update.clone()),
         })
         .await
     }

@@ -10,8 +10,11 @@
 //!   read sees every acknowledged write (a session written by one engine is
 //!   found by the next). With RF=1 (a single test node) it is simply ONE.
 //!   Both levels are configurable in [`ScyllaConfig`].
-//! - Expiry: `USING TTL` on every table but trusted identifiers; reads
-//!   also filter on `expires_at`, since TTLs have one-second granularity.
+//! - Expiry: `USING TTL` on every table but trusted identifiers (and the
+//!   trusted devices of ATO profiles); reads also filter on `expires_at`,
+//!   since TTLs have one-second granularity.
+//! - ATO profiles: no read-before-write; each cell is written `USING
+//!   TIMESTAMP` so that last-write-wins is the profile's join (see [`ato`]).
 //!
 //! Schema creation at start is safe for one engine at a time; when many
 //! engines start at once against a fresh cluster, create the schema first
@@ -476,7 +479,7 @@ impl DataStore for ScyllaStore {
     }
 
     /// One batch: a write per changed cell and a delete per forgotten one,
-    /// each `USING TIMESTAMP` per the rules in [`ato`], plus the attempt
+    /// each `USING TIMESTAMP` per the rules of the `ato` module, plus the attempt
     /// row. Per-statement timestamps are allowed in a batch that sets none
     /// of its own, and each statement keeps its own, so batching changes no
     /// merge; the batch is `LOGGED` when it holds the attempt (two tables,
@@ -506,25 +509,52 @@ impl DataStore for ScyllaStore {
         }
         for d in &c.devices {
             if let Some(ttl) = ttl_until(ato::retained_until(d.last_seen), now) {
-                let v = (ato::device_ts(d), ttl, d.device_id.as_str(), ato::encode_device(d), p, i);
+                let v = (
+                    ato::device_ts(d),
+                    ttl,
+                    d.device_id.as_str(),
+                    ato::encode_device(d),
+                    p,
+                    i,
+                );
                 writes.push((&st.set_device, Box::new(v)));
             }
         }
         for r in &c.regions {
             if let Some(ttl) = ttl_until(ato::retained_until(r.last_seen), now) {
-                let v = (ato::region_ts(r), ttl, r.region.as_str(), ato::encode_region(r), p, i);
+                let v = (
+                    ato::region_ts(r),
+                    ttl,
+                    r.region.as_str(),
+                    ato::encode_region(r),
+                    p,
+                    i,
+                );
                 writes.push((&st.set_region, Box::new(v)));
             }
         }
         for t in &c.trusted {
-            let v = (ato::trusted_ts(t.since), t.device_id.as_str(), t.since, p, i);
+            let v = (
+                ato::trusted_ts(t.since),
+                t.device_id.as_str(),
+                t.since,
+                p,
+                i,
+            );
             writes.push((&st.set_trusted, Box::new(v)));
         }
         for f in &c.failures {
             if let Some(ttl) = ttl_until(ato::failure_deadline(f), now) {
                 // The writer id is a u64; CQL has only signed bigints, and
                 // the cast round-trips.
-                let v = (ato::failure_ts(f), ttl, f.writer as i64, ato::encode_failure(f), p, i);
+                let v = (
+                    ato::failure_ts(f),
+                    ttl,
+                    f.writer as i64,
+                    ato::encode_failure(f),
+                    p,
+                    i,
+                );
                 writes.push((&st.set_failure, Box::new(v)));
             }
         }
@@ -543,8 +573,8 @@ impl DataStore for ScyllaStore {
         }
         // `f.failures` (spent cells) need no delete: their TTL ends when
         // they stop counting, and a reader drops what lingers.
-        let logged = match attempt.and_then(|a| Some((a, attempt_values(a, now)?))) {
-            Some((_, v)) => {
+        let logged = match attempt.and_then(|a| attempt_values(a, now)) {
+            Some(v) => {
                 writes.push((&st.insert_attempt, Box::new(v)));
                 true
             }

@@ -20,9 +20,9 @@ use super::keys::{self, expiry_key, split_expiry_key, Key, Tag};
 use super::rows::{db_err, decode, encode, trusted_set};
 use crate::ids::{DeviceId, ProjectId, SessionId};
 use crate::store::{
-    expire_profile, now_ms, profile_is_empty, AtoProfile, DenyEvent, EntropySnapshot,
-    LoginAttempt, ProfileUpdate, Session, StoreError, DENY_EVENT_RETENTION_MS,
-    ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS, PROFILE_RETENTION_MS,
+    expire_profile, now_ms, profile_is_empty, AtoProfile, DenyEvent, EntropySnapshot, LoginAttempt,
+    ProfileUpdate, Session, StoreError, DENY_EVENT_RETENTION_MS, ENTROPY_SNAPSHOT_RETENTION_MS,
+    LOGIN_ATTEMPT_RETENTION_MS, PROFILE_RETENTION_MS,
 };
 
 /// Most writes folded into one transaction: bounds the latency the first
@@ -63,11 +63,12 @@ pub(super) enum Op {
     RecordDenies(Vec<DenyEvent>),
     /// One `record_ato`: the profile join and the attempt row (if any) in
     /// the same transaction, so both are written or neither.
+    /// Boxed: a profile update is several times the other writes' size.
     RecordAto {
         project: ProjectId,
         identifier: String,
-        attempt: Option<LoginAttempt>,
-        update: ProfileUpdate,
+        attempt: Option<Box<LoginAttempt>>,
+        update: Box<ProfileUpdate>,
     },
     Purge {
         now: i64,
@@ -297,7 +298,7 @@ impl<'txn> Tables<'txn> {
                 identifier,
                 attempt,
                 update,
-            } => self.record_ato(&project, &identifier, attempt.as_ref(), &update, now),
+            } => self.record_ato(&project, &identifier, attempt.as_deref(), &update, now),
             Op::RevokeToken {
                 project,
                 jti,
@@ -374,7 +375,10 @@ impl<'txn> Tables<'txn> {
         update: &ProfileUpdate,
         now: i64,
     ) -> Applied {
-        let key = Key::new().str(project.as_str()).str(identifier).into_bytes();
+        let key = Key::new()
+            .str(project.as_str())
+            .str(identifier)
+            .into_bytes();
         let old = match self.read_profile(&key)? {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
@@ -571,9 +575,10 @@ fn profile_deadline(p: &AtoProfile) -> Option<i64> {
         .map(|r| kept(r.at))
         .chain(p.devices.iter().map(|d| kept(d.last_seen)))
         .chain(p.regions.iter().map(|r| kept(r.last_seen)))
-        .chain(p.failures.iter().map(|c| {
-            c.start
-                .saturating_add(c.window_ms.max(1).saturating_mul(2))
-        }))
+        .chain(
+            p.failures
+                .iter()
+                .map(|c| c.start.saturating_add(c.window_ms.max(1).saturating_mul(2))),
+        )
         .min()
 }

@@ -102,8 +102,7 @@ pub(super) fn failure_ts(c: &FailureCell) -> i64 {
 
 /// When a failure cell stops counting (see [`FailureCell::is_spent`]).
 pub(super) fn failure_deadline(c: &FailureCell) -> i64 {
-    c.start
-        .saturating_add(c.window_ms.max(1).saturating_mul(2))
+    c.start.saturating_add(c.window_ms.max(1).saturating_mul(2))
 }
 
 /// When a device, region or last success written at `t` expires.
@@ -297,10 +296,7 @@ mod tests {
             first_seen: 0,
             last_seen: 7,
         };
-        assert_eq!(
-            decode_region("FR".into(), &encode_region(&r)).ok(),
-            Some(r)
-        );
+        assert_eq!(decode_region("FR".into(), &encode_region(&r)).ok(), Some(r));
     }
 
     #[test]

@@ -100,7 +100,11 @@ pub(crate) async fn ato_profile_round_trip_and_isolation(store: &dyn DataStore) 
         .await
         .expect("attempts");
     let ids: Vec<_> = logged.iter().map(|a| a.attempt_id.as_str()).collect();
-    let want: Vec<_> = attempts.iter().rev().map(|a| a.attempt_id.as_str()).collect();
+    let want: Vec<_> = attempts
+        .iter()
+        .rev()
+        .map(|a| a.attempt_id.as_str())
+        .collect();
     assert_eq!(ids, want);
     // Other projects and identifiers see nothing.
     assert_eq!(read(store, &ProjectId::generate(), ident).await, None);
@@ -120,7 +124,14 @@ pub(crate) async fn ato_profile_keeps_success_after_210_failures(store: &dyn Dat
     let ok = attempt(&p, ident, t, true, Some(&d), Some("FR"));
     record(store, &mut prof, w, &ok).await;
     for k in 1..=210 {
-        let bad = attempt(&p, ident, t + k, false, Some(&DeviceId::generate()), Some("RU"));
+        let bad = attempt(
+            &p,
+            ident,
+            t + k,
+            false,
+            Some(&DeviceId::generate()),
+            Some("RU"),
+        );
         record(store, &mut prof, w, &bad).await;
     }
     let stored = read(store, &p, ident).await.expect("a profile");
@@ -141,7 +152,13 @@ pub(crate) async fn ato_forget_is_conditional_and_bounds_hold(store: &dyn DataSt
     let d = DeviceId::generate();
     let t = window_start();
     let mut prof = AtoProfile::default();
-    record(store, &mut prof, 1, &attempt(&p, ident, t, true, Some(&d), Some("FR"))).await;
+    record(
+        store,
+        &mut prof,
+        1,
+        &attempt(&p, ident, t, true, Some(&d), Some("FR")),
+    )
+    .await;
     store
         .record_ato(&p, ident, None, &prof.trust(&d, t + 5))
         .await
@@ -172,7 +189,9 @@ pub(crate) async fn ato_forget_is_conditional_and_bounds_hold(store: &dyn DataSt
         .record_ato(&p, ident, None, &forget(exact))
         .await
         .expect("forget");
-    let left = read(store, &p, ident).await.expect("the last success stays");
+    let left = read(store, &p, ident)
+        .await
+        .expect("the last success stays");
     assert!(left.devices.is_empty() && left.regions.is_empty() && left.trusted.is_empty());
     assert_eq!(left.last_success, prof.last_success);
 
@@ -283,8 +302,22 @@ mod embedded_only {
         let p = ProjectId::generate();
         let t = window_start();
         let mut gone = AtoProfile::default();
-        let a = attempt(&p, "old@example.com", t, true, Some(&DeviceId::generate()), None);
-        let u = gone.record(&AttemptFacts { attempt: &a, location: None }, 1, WINDOW_MS);
+        let a = attempt(
+            &p,
+            "old@example.com",
+            t,
+            true,
+            Some(&DeviceId::generate()),
+            None,
+        );
+        let u = gone.record(
+            &AttemptFacts {
+                attempt: &a,
+                location: None,
+            },
+            1,
+            WINDOW_MS,
+        );
         store
             .record_ato(&p, "old@example.com", None, &u)
             .await
@@ -292,7 +325,14 @@ mod embedded_only {
         let d = DeviceId::generate();
         let mut kept = AtoProfile::default();
         let a = attempt(&p, "kept@example.com", t, true, Some(&d), None);
-        let mut u = kept.record(&AttemptFacts { attempt: &a, location: None }, 1, WINDOW_MS);
+        let mut u = kept.record(
+            &AttemptFacts {
+                attempt: &a,
+                location: None,
+            },
+            1,
+            WINDOW_MS,
+        );
         u.cells.trusted = kept.trust(&d, t).cells.trusted;
         store
             .record_ato(&p, "kept@example.com", None, &u)
@@ -304,7 +344,9 @@ mod embedded_only {
         let later = t + PROFILE_RETENTION_MS + 1;
         assert_eq!(store.purge_expired(later).await.expect("purge"), 1);
         assert_eq!(read(&store, &p, "old@example.com").await, None);
-        let left = read(&store, &p, "kept@example.com").await.expect("trusted stays");
+        let left = read(&store, &p, "kept@example.com")
+            .await
+            .expect("trusted stays");
         assert!(left.devices.is_empty() && left.last_success.is_none());
         assert!(left.is_trusted(&d));
     }
@@ -317,7 +359,14 @@ mod embedded_only {
         let mut prof = AtoProfile::default();
         {
             let store = EmbeddedStore::open(&path).expect("open");
-            let a = attempt(&p, "ann@example.com", window_start(), true, Some(&DeviceId::generate()), Some("FR"));
+            let a = attempt(
+                &p,
+                "ann@example.com",
+                window_start(),
+                true,
+                Some(&DeviceId::generate()),
+                Some("FR"),
+            );
             record(&store, &mut prof, 7, &a).await;
             store.close().await.expect("close");
         }
