@@ -497,82 +497,8 @@ impl DataStore for ScyllaStore {
     ) -> Result<(), StoreError> {
         check_ato_write(project, identifier, attempt, update)?;
         let now = now_ms();
-        let (p, i) = (project.as_str(), identifier);
         let st = &self.st;
-        let mut writes: Vec<(&PreparedStatement, ato::Values<'_>)> = Vec::new();
-        let c = &update.cells;
-        if let Some(r) = &c.last_success {
-            if let Some(ttl) = ttl_until(ato::retained_until(r.at), now) {
-                let v = (ato::last_success_ts(r), ttl, ato::encode_record(r), p, i);
-                writes.push((&st.set_last_success, Box::new(v)));
-            }
-        }
-        for d in &c.devices {
-            if let Some(ttl) = ttl_until(ato::retained_until(d.last_seen), now) {
-                let v = (
-                    ato::device_ts(d),
-                    ttl,
-                    d.device_id.as_str(),
-                    ato::encode_device(d),
-                    p,
-                    i,
-                );
-                writes.push((&st.set_device, Box::new(v)));
-            }
-        }
-        for r in &c.regions {
-            if let Some(ttl) = ttl_until(ato::retained_until(r.last_seen), now) {
-                let v = (
-                    ato::region_ts(r),
-                    ttl,
-                    r.region.as_str(),
-                    ato::encode_region(r),
-                    p,
-                    i,
-                );
-                writes.push((&st.set_region, Box::new(v)));
-            }
-        }
-        for t in &c.trusted {
-            let v = (
-                ato::trusted_ts(t.since),
-                t.device_id.as_str(),
-                t.since,
-                p,
-                i,
-            );
-            writes.push((&st.set_trusted, Box::new(v)));
-        }
-        for f in &c.failures {
-            if let Some(ttl) = ttl_until(ato::failure_deadline(f), now) {
-                // The writer id is a u64; CQL has only signed bigints, and
-                // the cast round-trips.
-                let v = (
-                    ato::failure_ts(f),
-                    ttl,
-                    f.writer as i64,
-                    ato::encode_failure(f),
-                    p,
-                    i,
-                );
-                writes.push((&st.set_failure, Box::new(v)));
-            }
-        }
-        let f = &update.forget;
-        for (d, seen) in &f.devices {
-            let v = (d.as_str(), ato::seen_cut_ts(*seen), p, i);
-            writes.push((&st.del_device, Box::new(v)));
-        }
-        for (r, seen) in &f.regions {
-            let v = (r.as_str(), ato::seen_cut_ts(*seen), p, i);
-            writes.push((&st.del_region, Box::new(v)));
-        }
-        for (d, since) in &f.trusted {
-            let v = (d.as_str(), ato::trusted_ts(*since), p, i);
-            writes.push((&st.del_trusted, Box::new(v)));
-        }
-        // `f.failures` (spent cells) need no delete: their TTL ends when
-        // they stop counting, and a reader drops what lingers.
+        let mut writes = ato::profile_writes(st, project.as_str(), identifier, update, now);
         let logged = match attempt.and_then(|a| attempt_values(a, now)) {
             Some(v) => {
                 writes.push((&st.insert_attempt, Box::new(v)));

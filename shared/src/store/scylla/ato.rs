@@ -23,11 +23,14 @@
 use std::collections::BTreeMap;
 
 use ::scylla::serialize::row::SerializeRow;
+use ::scylla::statement::prepared::PreparedStatement;
 use ::scylla::DeserializeRow;
 
+use super::schema::Statements;
+use super::ttl_until;
 use crate::ids::DeviceId;
 use crate::store::profile::{FailureCell, KnownDevice, KnownRegion, LoginRecord, TrustedDevice};
-use crate::store::{AtoProfile, StoreError, PROFILE_RETENTION_MS};
+use crate::store::{AtoProfile, ProfileUpdate, StoreError, PROFILE_RETENTION_MS};
 
 /// The base of trusted cells' timestamps. A trusted device merges to the
 /// *earliest* `since`, the opposite of last-write-wins, so the timestamp
@@ -241,6 +244,72 @@ impl ProfileRow {
 
 /// One statement's bound values in a batch of differently shaped statements.
 pub(super) type Values<'a> = Box<dyn SerializeRow + Send + Sync + 'a>;
+
+/// The statements and values of one update: a write per changed cell (none
+/// for a cell already past its retention) and a delete per forgotten one.
+/// `forget.failures` (spent cells) needs no delete: their TTL ends when
+/// they stop counting, and a reader drops what lingers.
+pub(super) fn profile_writes<'a>(
+    st: &'a Statements,
+    p: &'a str,
+    i: &'a str,
+    update: &'a ProfileUpdate,
+    now: i64,
+) -> Vec<(&'a PreparedStatement, Values<'a>)> {
+    let mut writes: Vec<(&PreparedStatement, Values<'_>)> = Vec::new();
+    let c = &update.cells;
+    if let Some(r) = &c.last_success {
+        if let Some(ttl) = ttl_until(retained_until(r.at), now) {
+            let v = (last_success_ts(r), ttl, encode_record(r), p, i);
+            writes.push((&st.set_last_success, Box::new(v)));
+        }
+    }
+    for d in &c.devices {
+        if let Some(ttl) = ttl_until(retained_until(d.last_seen), now) {
+            let v = (
+                device_ts(d),
+                ttl,
+                d.device_id.as_str(),
+                encode_device(d),
+                p,
+                i,
+            );
+            writes.push((&st.set_device, Box::new(v)));
+        }
+    }
+    for r in &c.regions {
+        if let Some(ttl) = ttl_until(retained_until(r.last_seen), now) {
+            let v = (region_ts(r), ttl, r.region.as_str(), encode_region(r), p, i);
+            writes.push((&st.set_region, Box::new(v)));
+        }
+    }
+    for t in &c.trusted {
+        let v = (trusted_ts(t.since), t.device_id.as_str(), t.since, p, i);
+        writes.push((&st.set_trusted, Box::new(v)));
+    }
+    for f in &c.failures {
+        if let Some(ttl) = ttl_until(failure_deadline(f), now) {
+            // The writer id is a u64; CQL has only signed bigints, and
+            // the cast round-trips.
+            let v = (failure_ts(f), ttl, f.writer as i64, encode_failure(f), p, i);
+            writes.push((&st.set_failure, Box::new(v)));
+        }
+    }
+    let f = &update.forget;
+    for (d, seen) in &f.devices {
+        let v = (d.as_str(), seen_cut_ts(*seen), p, i);
+        writes.push((&st.del_device, Box::new(v)));
+    }
+    for (r, seen) in &f.regions {
+        let v = (r.as_str(), seen_cut_ts(*seen), p, i);
+        writes.push((&st.del_region, Box::new(v)));
+    }
+    for (d, since) in &f.trusted {
+        let v = (d.as_str(), trusted_ts(*since), p, i);
+        writes.push((&st.del_trusted, Box::new(v)));
+    }
+    writes
+}
 
 #[cfg(test)]
 mod tests {
