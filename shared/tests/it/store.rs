@@ -59,6 +59,7 @@ conformance!(
     ato_profile_round_trip_and_isolation,
     ato_profile_keeps_success_after_210_failures,
     ato_forget_is_conditional_and_bounds_hold,
+    ato_updates_commute,
 );
 
 mod ato;
@@ -132,7 +133,7 @@ fn assert_invalid<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str) {
 mod suite {
     pub(super) use super::ato::{
         ato_forget_is_conditional_and_bounds_hold, ato_profile_keeps_success_after_210_failures,
-        ato_profile_round_trip_and_isolation,
+        ato_profile_round_trip_and_isolation, ato_updates_commute,
     };
     use futures::future::join_all;
     use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};

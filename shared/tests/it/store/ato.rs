@@ -210,6 +210,64 @@ pub(crate) async fn ato_forget_is_conditional_and_bounds_hold(store: &dyn DataSt
     assert_eq!(stored, prof);
 }
 
+/// The store's merge does not depend on the order updates land in (on CQL
+/// this checks the write-timestamp rules): one writer's updates (devices
+/// past the cap, regions, failures, a trust, the cuts of the bound) sent
+/// forwards for one identifier and backwards for another end equal; two
+/// successes in one millisecond keep the greater attempt id either way.
+pub(crate) async fn ato_updates_commute(store: &dyn DataStore) {
+    let p = ProjectId::generate();
+    let t = window_start();
+    let mut prof = AtoProfile::default();
+    let mut updates = Vec::new();
+    for k in 0..50_i64 {
+        let d = DeviceId::generate();
+        let region = format!("R{:02}", k % 18);
+        let a = attempt(&p, "x", t + k, k % 3 != 1, Some(&d), Some(&region));
+        let facts = AttemptFacts {
+            attempt: &a,
+            location: None,
+        };
+        updates.push(prof.record(&facts, 9, WINDOW_MS));
+        if k == 2 {
+            updates.push(prof.trust(&d, t + k));
+        }
+    }
+    // Two successes in the last millisecond, from two writers.
+    for id in ["zzzz-late", "AAAA-early"] {
+        let mut a = attempt(&p, "x", t + 60, true, None, None);
+        a.attempt_id = id.into();
+        let facts = AttemptFacts {
+            attempt: &a,
+            location: None,
+        };
+        updates.push(AtoProfile::default().record(&facts, 10, WINDOW_MS));
+    }
+    for u in &updates {
+        store
+            .record_ato(&p, "fwd", None, u)
+            .await
+            .expect("forwards");
+    }
+    for u in updates.iter().rev() {
+        store
+            .record_ato(&p, "rev", None, u)
+            .await
+            .expect("backwards");
+    }
+    let fwd = read(store, &p, "fwd").await.expect("forwards profile");
+    let rev = read(store, &p, "rev").await.expect("backwards profile");
+    assert_eq!(fwd, rev);
+    assert_eq!(
+        fwd.last_success.as_ref().map(|r| r.attempt_id.as_str()),
+        Some("zzzz-late")
+    );
+    assert_eq!(fwd.devices.len(), MAX_PROFILE_DEVICES);
+    assert_eq!(fwd.devices, prof.devices);
+    assert_eq!(fwd.trusted, prof.trusted);
+    assert_eq!(fwd.failures_at(t + 70), 17);
+}
+
 /// N writers (one engine each: own empty profile, own writer id) record
 /// successes from their own device and failures, all at once, on one
 /// identifier. The store ends with every device, the newest success and
@@ -293,84 +351,4 @@ macro_rules! conformance_arc {
 
 conformance_arc!(ato_concurrent_writers_lose_nothing);
 
-mod embedded_only {
-    use super::*;
-
-    #[tokio::test]
-    async fn purge_drops_an_expired_profile_and_keeps_trust() {
-        let (store, _dir) = super::super::open_embedded();
-        let p = ProjectId::generate();
-        let t = window_start();
-        let mut gone = AtoProfile::default();
-        let a = attempt(
-            &p,
-            "old@example.com",
-            t,
-            true,
-            Some(&DeviceId::generate()),
-            None,
-        );
-        let u = gone.record(
-            &AttemptFacts {
-                attempt: &a,
-                location: None,
-            },
-            1,
-            WINDOW_MS,
-        );
-        store
-            .record_ato(&p, "old@example.com", None, &u)
-            .await
-            .expect("record");
-        let d = DeviceId::generate();
-        let mut kept = AtoProfile::default();
-        let a = attempt(&p, "kept@example.com", t, true, Some(&d), None);
-        let mut u = kept.record(
-            &AttemptFacts {
-                attempt: &a,
-                location: None,
-            },
-            1,
-            WINDOW_MS,
-        );
-        u.cells.trusted = kept.trust(&d, t).cells.trusted;
-        store
-            .record_ato(&p, "kept@example.com", None, &u)
-            .await
-            .expect("record");
-        // Nothing is due yet.
-        assert_eq!(store.purge_expired(t + 1000).await.expect("purge"), 0);
-        assert_eq!(read(&store, &p, "old@example.com").await, Some(gone));
-        let later = t + PROFILE_RETENTION_MS + 1;
-        assert_eq!(store.purge_expired(later).await.expect("purge"), 1);
-        assert_eq!(read(&store, &p, "old@example.com").await, None);
-        let left = read(&store, &p, "kept@example.com")
-            .await
-            .expect("trusted stays");
-        assert!(left.devices.is_empty() && left.last_success.is_none());
-        assert!(left.is_trusted(&d));
-    }
-
-    #[tokio::test]
-    async fn reopened_store_keeps_profiles() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("data.redb");
-        let p = ProjectId::generate();
-        let mut prof = AtoProfile::default();
-        {
-            let store = EmbeddedStore::open(&path).expect("open");
-            let a = attempt(
-                &p,
-                "ann@example.com",
-                window_start(),
-                true,
-                Some(&DeviceId::generate()),
-                Some("FR"),
-            );
-            record(&store, &mut prof, 7, &a).await;
-            store.close().await.expect("close");
-        }
-        let store = EmbeddedStore::open(&path).expect("reopen");
-        assert_eq!(read(&store, &p, "ann@example.com").await, Some(prof));
-    }
-}
+mod embedded_only;
