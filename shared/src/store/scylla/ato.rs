@@ -43,6 +43,10 @@ pub(super) const TRUST_TS_BASE: i64 = 0;
 /// Most failures one writer can count in one window with distinct
 /// timestamps: a window is at least a second (1 000 000 µs), so
 /// `start`·1000 + `current` stays below the next window's first timestamp.
+/// (Right after a window-length change the start is not aligned and the
+/// next window may begin sooner; a writer that counted more than 1000
+/// failures per millisecond of that gap could then keep its old cell until
+/// the next write: a bounded undercount, never a lost device or success.)
 const MAX_FAILURE_TICKS: i64 = 999_999;
 
 /// A deterministic 0..=999 from the first two bytes of an attempt id that
