@@ -386,8 +386,9 @@ impl<'txn> Tables<'txn> {
         let mut p = old.clone().unwrap_or_default();
         p.join(&update.cells);
         p.forget(&update.forget);
-        p.bound(now);
+        // Expired cells first, so the caps keep live ones.
         expire_profile(&mut p, now);
+        p.bound(now);
         self.put_profile(&key, old.as_ref(), &p)?;
         if let Some(a) = attempt {
             self.put_attempt(a)?;
