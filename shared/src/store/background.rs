@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{DataStore, DenyEvent, EntropySnapshot, LoginAttempt, Session, StoreError};
+use super::{
+    AtoProfile, DataStore, DenyEvent, EntropySnapshot, LoginAttempt, ProfileUpdate, Session,
+    StoreError,
+};
 use crate::ids::{DeviceId, ProjectId, SessionId};
 
 /// First wait between connect attempts.
@@ -175,6 +178,26 @@ impl DataStore for BackgroundStore {
     ) -> Result<Vec<LoginAttempt>, StoreError> {
         self.store()?
             .recent_login_attempts(project, identifier, since_ms, limit)
+            .await
+    }
+
+    async fn ato_profile(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+    ) -> Result<Option<AtoProfile>, StoreError> {
+        self.store()?.ato_profile(project, identifier).await
+    }
+
+    async fn record_ato(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+        attempt: Option<&LoginAttempt>,
+        update: &ProfileUpdate,
+    ) -> Result<(), StoreError> {
+        self.store()?
+            .record_ato(project, identifier, attempt, update)
             .await
     }
 

@@ -10,7 +10,10 @@
 //! - **Expiry**: reads filter on `expires_at`, and an expiry index lets the
 //!   writer delete due rows every [`PURGE_INTERVAL`](writer::PURGE_INTERVAL)
 //!   without scanning live data ([`EmbeddedStore::purge_expired`] runs the
-//!   same pass on demand). Retained lists (attempts, snapshots, denies) may
+//!   same pass on demand). An ATO profile is indexed at the earliest time
+//!   one of its cells expires; the purge then drops what expired and
+//!   deletes the row once nothing, not even a trusted device, is left.
+//!   Retained lists (attempts, snapshots, denies) may
 //!   show a row up to one purge interval past its retention.
 
 use std::path::Path;
@@ -26,8 +29,9 @@ use self::rows::{db_err, decode, scan_newest, trusted_set};
 use self::writer::{Msg, Op, Outcome, Writer};
 use super::model::check_identifier;
 use super::{
-    check_expiry, check_touch, now_ms, DataStore, DenyEvent, EntropySnapshot, LoginAttempt,
-    Session, StoreError,
+    check_ato_write, check_expiry, check_touch, expire_profile, now_ms, profile_is_empty,
+    AtoProfile, DataStore, DenyEvent, EntropySnapshot, LoginAttempt, ProfileUpdate, Session,
+    StoreError,
 };
 use crate::ids::{DeviceId, ProjectId, SessionId};
 
@@ -85,6 +89,7 @@ impl EmbeddedStore {
             keys::ATTEMPTS,
             keys::REVOKED,
             keys::DENIES,
+            keys::PROFILES,
         ] {
             txn.open_table(t).map_err(db_err)?;
         }
@@ -349,6 +354,51 @@ impl DataStore for EmbeddedStore {
             .into_bytes();
         self.read(move |txn| scan_newest(txn, keys::ATTEMPTS, &prefix, since_ms, limit))
             .await
+    }
+
+    async fn ato_profile(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+    ) -> Result<Option<AtoProfile>, StoreError> {
+        check_identifier("identifier", identifier)?;
+        let key = Key::new()
+            .str(project.as_str())
+            .str(identifier)
+            .into_bytes();
+        self.read(move |txn| {
+            let t = txn.open_table(keys::PROFILES).map_err(db_err)?;
+            let Some(v) = t.get(key.as_slice()).map_err(db_err)? else {
+                return Ok(None);
+            };
+            let mut p: AtoProfile = decode(v.value())?;
+            // The purge runs once a minute: drop what expired since.
+            let now = now_ms();
+            expire_profile(&mut p, now);
+            p.bound(now);
+            Ok((!profile_is_empty(&p)).then_some(p))
+        })
+        .await
+    }
+
+    /// One writer op: the join happens inside the write transaction, so
+    /// concurrent callers (all funnelled through the single writer) are
+    /// joined one after the other and none can overwrite another's cells.
+    async fn record_ato(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+        attempt: Option<&LoginAttempt>,
+        update: &ProfileUpdate,
+    ) -> Result<(), StoreError> {
+        check_ato_write(project, identifier, attempt, update)?;
+        self.done(Op::RecordAto {
+            project: project.clone(),
+            identifier: identifier.into(),
+            attempt: attempt.cloned().map(Box::new),
+            update: Box::new(update.clone()),
+        })
+        .await
     }
 
     async fn revoke_token(

@@ -214,10 +214,7 @@ pub trait DataStore: Send + Sync + 'static {
         &self,
         project: &ProjectId,
         identifier: &str,
-    ) -> Result<Option<AtoProfile>, StoreError> {
-        let _ = (project, identifier);
-        Err(StoreError::Unavailable("ato profiles are not stored yet".into()))
-    }
+    ) -> Result<Option<AtoProfile>, StoreError>;
 
     /// Joins `update` into the identifier's profile (deleting the cells its
     /// `forget` names, each only if not newer) and, with `attempt`, logs the
@@ -231,10 +228,7 @@ pub trait DataStore: Send + Sync + 'static {
         identifier: &str,
         attempt: Option<&LoginAttempt>,
         update: &ProfileUpdate,
-    ) -> Result<(), StoreError> {
-        let _ = (project, identifier, attempt, update);
-        Err(StoreError::Unavailable("ato profiles are not stored yet".into()))
-    }
+    ) -> Result<(), StoreError>;
 
     /// Revokes a client token (by `jti`) until `expires_at`, the token's own
     /// `exp`; after that the token is dead anyway and the mark vanishes. A
@@ -311,6 +305,64 @@ pub(crate) fn check_touch(last_seen_at: i64, expires_at: i64, now: i64) -> Resul
         return Err(StoreError::Invalid(
             "expires_at is beyond the longest session lifetime".into(),
         ));
+    }
+    Ok(())
+}
+
+/// Drops what a profile keeps no longer at `now`: devices, regions and the
+/// last success not written for [`PROFILE_RETENTION_MS`], and failure cells
+/// that count nothing any more. Both stores apply it on read (CQL TTLs have
+/// one-second granularity; the embedded purge runs once a minute) and the
+/// embedded purge applies it to stored rows, so both answer the same.
+pub(crate) fn expire_profile(p: &mut AtoProfile, now: i64) {
+    let live = |t: i64| t.saturating_add(PROFILE_RETENTION_MS) > now;
+    if p.last_success.as_ref().is_some_and(|r| !live(r.at)) {
+        p.last_success = None;
+    }
+    p.devices.retain(|d| live(d.last_seen));
+    p.regions.retain(|r| live(r.last_seen));
+    p.failures.retain(|c| !c.is_spent(now));
+}
+
+/// Whether a profile holds nothing at all (no cell, no trusted device): a
+/// store then has no profile for the identifier and answers `None`.
+pub(crate) fn profile_is_empty(p: &AtoProfile) -> bool {
+    p.last_success.is_none()
+        && p.devices.is_empty()
+        && p.regions.is_empty()
+        && p.trusted.is_empty()
+        && p.failures.is_empty()
+}
+
+/// The checks both stores make before [`DataStore::record_ato`] writes: a
+/// valid identifier, an attempt that belongs to this (project, identifier),
+/// and region keys a store can hold.
+pub(crate) fn check_ato_write(
+    project: &ProjectId,
+    identifier: &str,
+    attempt: Option<&LoginAttempt>,
+    update: &ProfileUpdate,
+) -> Result<(), StoreError> {
+    model::check_identifier("identifier", identifier)?;
+    if let Some(a) = attempt {
+        a.validate()?;
+        if &a.project_id != project || a.identifier != identifier {
+            return Err(StoreError::Invalid(
+                "the attempt belongs to another project or identifier".into(),
+            ));
+        }
+    }
+    let c = &update.cells;
+    for r in c
+        .regions
+        .iter()
+        .map(|r| r.region.as_str())
+        .chain(update.forget.regions.iter().map(|(r, _)| r.as_str()))
+    {
+        model::check_identifier("region", r)?;
+    }
+    if let Some(r) = &c.last_success {
+        model::check_identifier("attempt_id", &r.attempt_id)?;
     }
     Ok(())
 }

@@ -195,7 +195,8 @@ pub struct FailureCell {
     /// The window length the cell counts in, ms (the project's setting when
     /// it last counted).
     pub window_ms: i64,
-    /// Start of the current window, unix ms, a multiple of `window_ms`.
+    /// Start of the current window, unix ms, a multiple of `window_ms`
+    /// (except just after the window length changed, see [`FailureCell::count`]).
     pub start: i64,
     /// Failures in `[start, start + window_ms)`.
     pub current: u32,
@@ -243,10 +244,18 @@ impl FailureCell {
         let mut c = if self.window_ms == window_ms {
             self.rolled(now)
         } else {
+            // A longer window's aligned start can lie before this cell's,
+            // and a cell that starts earlier is never the newer one in a
+            // join: the count would be dropped. So the new window starts no
+            // earlier than this cell (as rolled); with the estimate carried
+            // in, the result is always newer. Such a start is not a
+            // multiple of `window_ms`, which only means the first roll
+            // after the change starts afresh instead of carrying `current`.
+            let aligned = now - now.rem_euclid(window_ms);
             FailureCell {
                 writer: self.writer,
                 window_ms,
-                start: now - now.rem_euclid(window_ms),
+                start: aligned.max(self.rolled(now).start),
                 current: self.estimate(now).round() as u32,
                 previous: 0,
             }

@@ -10,8 +10,11 @@
 //!   read sees every acknowledged write (a session written by one engine is
 //!   found by the next). With RF=1 (a single test node) it is simply ONE.
 //!   Both levels are configurable in [`ScyllaConfig`].
-//! - Expiry: `USING TTL` on every table but trusted identifiers; reads
-//!   also filter on `expires_at`, since TTLs have one-second granularity.
+//! - Expiry: `USING TTL` on every table but trusted identifiers (and the
+//!   trusted devices of ATO profiles); reads also filter on `expires_at`,
+//!   since TTLs have one-second granularity.
+//! - ATO profiles: no read-before-write; each cell is written `USING
+//!   TIMESTAMP` so that last-write-wins is the profile's join (see [`ato`]).
 //!
 //! Schema creation at start is safe for one engine at a time; when many
 //! engines start at once against a fresh cluster, create the schema first
@@ -24,6 +27,7 @@ use ::scylla::client::execution_profile::ExecutionProfile;
 use ::scylla::client::session::Session as CqlSession;
 use ::scylla::client::session_builder::SessionBuilder;
 use ::scylla::response::query_result::QueryResult;
+use ::scylla::statement::batch::{Batch, BatchType};
 use ::scylla::statement::prepared::PreparedStatement;
 use ::scylla::value::{CqlTimestamp, MaybeUnset};
 use async_trait::async_trait;
@@ -33,13 +37,15 @@ use self::rows::{AttemptRow, AttemptValues, DenyRow, SessionRow, SessionValues, 
 use self::schema::Statements;
 use super::model::check_identifier;
 use super::{
-    check_expiry, check_touch, clamp_limit, now_ms, DataStore, DenyEvent, EntropySnapshot,
-    LoginAttempt, Session, StoreError, DAY_MS, DENY_EVENT_RETENTION_MS,
+    check_ato_write, check_expiry, check_touch, clamp_limit, expire_profile, now_ms,
+    profile_is_empty, AtoProfile, DataStore, DenyEvent, EntropySnapshot, LoginAttempt,
+    ProfileUpdate, Session, StoreError, DAY_MS, DENY_EVENT_RETENTION_MS,
     ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS, MAX_ENTROPY_SNAPSHOTS_PER_DAY,
     MAX_LIST_LIMIT, MAX_SESSION_LIFETIME_MS,
 };
 use crate::ids::{DeviceId, ProjectId, SessionId};
 
+mod ato;
 mod errors;
 mod rows;
 mod schema;
@@ -113,6 +119,9 @@ impl ScyllaConfig {
 pub struct ScyllaStore {
     session: CqlSession,
     st: Statements,
+    /// For batches, which carry their own consistency (the prepared
+    /// statements in them do not count).
+    write_consistency: Consistency,
     /// Deny-event tie-breaker, seeded randomly so engines do not collide.
     next_event_id: AtomicI64,
 }
@@ -150,6 +159,7 @@ impl ScyllaStore {
         Ok(ScyllaStore {
             session,
             st,
+            write_consistency: config.write_consistency,
             next_event_id: AtomicI64::new(random_i64()),
         })
     }
@@ -409,22 +419,8 @@ impl DataStore for ScyllaStore {
 
     async fn record_login_attempt(&self, a: &LoginAttempt) -> Result<(), StoreError> {
         a.validate()?;
-        let Some(ttl) = ttl_until(a.at.saturating_add(LOGIN_ATTEMPT_RETENTION_MS), now_ms()) else {
+        let Some(values) = attempt_values(a, now_ms()) else {
             return Ok(());
-        };
-        let values = AttemptValues {
-            project_id: a.project_id.as_str(),
-            identifier: &a.identifier,
-            at: CqlTimestamp(a.at),
-            attempt_id: &a.attempt_id,
-            success: a.success,
-            ip: unset_if_none(a.ip.as_deref()),
-            device_id: unset_if_none(a.device_id.as_ref().map(DeviceId::as_str)),
-            session_id: unset_if_none(a.session_id.as_ref().map(SessionId::as_str)),
-            region: unset_if_none(a.region.as_deref()),
-            platform: unset_if_none(a.platform.as_deref()),
-            browser: unset_if_none(a.browser.as_deref()),
-            ttl,
         };
         self.exec("write login attempt", &self.st.insert_attempt, values)
             .await
@@ -453,6 +449,83 @@ impl DataStore for ScyllaStore {
             .rows("read login attempts", &self.st.select_attempts, values)
             .await?;
         rows.into_iter().map(AttemptRow::into_attempt).collect()
+    }
+
+    /// Reads the row, decodes every cell, then drops what expired and
+    /// bounds it: cells beyond the caps (a concurrent writer's device the
+    /// bound cut elsewhere) may linger until their TTL, but are never
+    /// returned.
+    async fn ato_profile(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+    ) -> Result<Option<AtoProfile>, StoreError> {
+        check_identifier("identifier", identifier)?;
+        let rows: Vec<ato::ProfileRow> = self
+            .rows(
+                "read ato profile",
+                &self.st.select_profile,
+                (project.as_str(), identifier),
+            )
+            .await?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut p = row.into_profile()?;
+        let now = now_ms();
+        expire_profile(&mut p, now);
+        p.bound(now);
+        Ok((!profile_is_empty(&p)).then_some(p))
+    }
+
+    /// One batch: a write per changed cell and a delete per forgotten one,
+    /// each `USING TIMESTAMP` per the rules of the `ato` module, plus the attempt
+    /// row. Per-statement timestamps are allowed in a batch that sets none
+    /// of its own, and each statement keeps its own, so batching changes no
+    /// merge; the batch is `LOGGED` when it holds the attempt (two tables,
+    /// two partitions: the batch log makes it both or neither) and
+    /// `UNLOGGED` otherwise (one partition is applied atomically anyway).
+    /// Every statement has explicit values, so a retried batch writes the
+    /// same cells again and changes nothing (the attempt row is the same
+    /// row).
+    async fn record_ato(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+        attempt: Option<&LoginAttempt>,
+        update: &ProfileUpdate,
+    ) -> Result<(), StoreError> {
+        check_ato_write(project, identifier, attempt, update)?;
+        let now = now_ms();
+        let st = &self.st;
+        let mut writes = ato::profile_writes(st, project.as_str(), identifier, update, now);
+        let logged = match attempt.and_then(|a| attempt_values(a, now)) {
+            Some(v) => {
+                writes.push((&st.insert_attempt, Box::new(v)));
+                true
+            }
+            None => false,
+        };
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch::new(if logged {
+            BatchType::Logged
+        } else {
+            BatchType::Unlogged
+        });
+        batch.set_consistency(self.write_consistency);
+        batch.set_is_idempotent(true);
+        let mut values = Vec::with_capacity(writes.len());
+        for (st, v) in writes {
+            batch.append_statement(st.clone());
+            values.push(v);
+        }
+        self.session
+            .batch(&batch, values)
+            .await
+            .map(drop)
+            .map_err(|e| exec_err("write ato profile", e))
     }
 
     async fn revoke_token(
@@ -545,6 +618,26 @@ impl DataStore for ScyllaStore {
     async fn health(&self) -> Result<(), StoreError> {
         self.exec("health", &self.st.health, ()).await.map(drop)
     }
+}
+
+/// The attempt row's values; `None` when it is already past its retention
+/// (nothing worth writing).
+fn attempt_values(a: &LoginAttempt, now: i64) -> Option<AttemptValues<'_>> {
+    let ttl = ttl_until(a.at.saturating_add(LOGIN_ATTEMPT_RETENTION_MS), now)?;
+    Some(AttemptValues {
+        project_id: a.project_id.as_str(),
+        identifier: &a.identifier,
+        at: CqlTimestamp(a.at),
+        attempt_id: &a.attempt_id,
+        success: a.success,
+        ip: unset_if_none(a.ip.as_deref()),
+        device_id: unset_if_none(a.device_id.as_ref().map(DeviceId::as_str)),
+        session_id: unset_if_none(a.session_id.as_ref().map(SessionId::as_str)),
+        region: unset_if_none(a.region.as_deref()),
+        platform: unset_if_none(a.platform.as_deref()),
+        browser: unset_if_none(a.browser.as_deref()),
+        ttl,
+    })
 }
 
 /// Seconds from `now` until `deadline_ms`, rounded up so a row never dies

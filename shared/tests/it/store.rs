@@ -56,7 +56,13 @@ conformance!(
     lists_are_clamped_to_the_max_limit,
     invalid_input_is_refused,
     health_answers,
+    ato_profile_round_trip_and_isolation,
+    ato_profile_keeps_success_after_210_failures,
+    ato_forget_is_conditional_and_bounds_hold,
+    ato_updates_commute,
 );
+
+mod ato;
 
 fn open_embedded() -> (EmbeddedStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -125,6 +131,10 @@ fn assert_invalid<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str) {
 }
 
 mod suite {
+    pub(super) use super::ato::{
+        ato_forget_is_conditional_and_bounds_hold, ato_profile_keeps_success_after_210_failures,
+        ato_profile_round_trip_and_isolation, ato_updates_commute,
+    };
     use futures::future::join_all;
     use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
     use qyzar_shared::store::{

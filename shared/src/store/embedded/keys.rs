@@ -24,6 +24,11 @@ pub(super) const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 pub(super) const REVOKED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("token_revocations");
 /// `project, !at, seq` → JSON [`DenyEvent`](crate::store::DenyEvent).
 pub(super) const DENIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deny_events");
+/// `project, identifier` → JSON [`AtoProfile`](crate::store::AtoProfile),
+/// already bounded. Its [`EXPIRY`] entry is the earliest moment a cell of
+/// it expires, so the purge visits a profile only when something in it is
+/// due.
+pub(super) const PROFILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ato_profiles");
 /// `deadline, table tag, key in that table` → nothing: what to delete when.
 /// Scanning it from the start finds everything due without touching live rows.
 pub(super) const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry_index");
@@ -37,6 +42,7 @@ pub(super) enum Tag {
     Attempt = 3,
     Revocation = 4,
     Deny = 5,
+    Profile = 6,
 }
 
 impl Tag {
@@ -47,6 +53,7 @@ impl Tag {
             3 => Tag::Attempt,
             4 => Tag::Revocation,
             5 => Tag::Deny,
+            6 => Tag::Profile,
             _ => return None,
         })
     }

@@ -20,8 +20,9 @@ use super::keys::{self, expiry_key, split_expiry_key, Key, Tag};
 use super::rows::{db_err, decode, encode, trusted_set};
 use crate::ids::{DeviceId, ProjectId, SessionId};
 use crate::store::{
-    now_ms, DenyEvent, EntropySnapshot, LoginAttempt, Session, StoreError, DENY_EVENT_RETENTION_MS,
-    ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS,
+    expire_profile, now_ms, profile_is_empty, AtoProfile, DenyEvent, EntropySnapshot, LoginAttempt,
+    ProfileUpdate, Session, StoreError, DENY_EVENT_RETENTION_MS, ENTROPY_SNAPSHOT_RETENTION_MS,
+    LOGIN_ATTEMPT_RETENTION_MS, PROFILE_RETENTION_MS,
 };
 
 /// Most writes folded into one transaction: bounds the latency the first
@@ -60,6 +61,15 @@ pub(super) enum Op {
         expires_at: i64,
     },
     RecordDenies(Vec<DenyEvent>),
+    /// One `record_ato`: the profile join and the attempt row (if any) in
+    /// the same transaction, so both are written or neither.
+    /// Boxed: a profile update is several times the other writes' size.
+    RecordAto {
+        project: ProjectId,
+        identifier: String,
+        attempt: Option<Box<LoginAttempt>>,
+        update: Box<ProfileUpdate>,
+    },
     Purge {
         now: i64,
     },
@@ -183,6 +193,7 @@ impl Writer {
                 attempts: txn.open_table(keys::ATTEMPTS).map_err(db_err)?,
                 revoked: txn.open_table(keys::REVOKED).map_err(db_err)?,
                 denies: txn.open_table(keys::DENIES).map_err(db_err)?,
+                profiles: txn.open_table(keys::PROFILES).map_err(db_err)?,
                 expiry: txn.open_table(keys::EXPIRY).map_err(db_err)?,
             };
             for op in ops {
@@ -202,6 +213,7 @@ struct Tables<'txn> {
     attempts: Table<'txn, &'static [u8], &'static [u8]>,
     revoked: Table<'txn, &'static [u8], &'static [u8]>,
     denies: Table<'txn, &'static [u8], &'static [u8]>,
+    profiles: Table<'txn, &'static [u8], &'static [u8]>,
     expiry: Table<'txn, &'static [u8], ()>,
 }
 
@@ -278,20 +290,15 @@ impl<'txn> Tables<'txn> {
                 Ok(Ok(Outcome::Done))
             }
             Op::RecordAttempt(a) => {
-                let key = Key::new()
-                    .str(a.project_id.as_str())
-                    .str(&a.identifier)
-                    .newest_first(a.at)
-                    .str(&a.attempt_id)
-                    .into_bytes();
-                self.put_row(
-                    Tag::Attempt,
-                    &key,
-                    &encode(&a),
-                    a.at.saturating_add(LOGIN_ATTEMPT_RETENTION_MS),
-                )?;
+                self.put_attempt(&a)?;
                 Ok(Ok(Outcome::Done))
             }
+            Op::RecordAto {
+                project,
+                identifier,
+                attempt,
+                update,
+            } => self.record_ato(&project, &identifier, attempt.as_deref(), &update, now),
             Op::RevokeToken {
                 project,
                 jti,
@@ -331,6 +338,111 @@ impl<'txn> Tables<'txn> {
         }
     }
 
+    fn put_attempt(&mut self, a: &LoginAttempt) -> Result<(), Fatal> {
+        let key = Key::new()
+            .str(a.project_id.as_str())
+            .str(&a.identifier)
+            .newest_first(a.at)
+            .str(&a.attempt_id)
+            .into_bytes();
+        self.put_row(
+            Tag::Attempt,
+            &key,
+            &encode(a),
+            a.at.saturating_add(LOGIN_ATTEMPT_RETENTION_MS),
+        )
+    }
+
+    /// The stored profile at `key`; an undecodable one answers this write
+    /// (nothing of it is written), not the whole batch.
+    fn read_profile(&self, key: &[u8]) -> Result<Result<Option<AtoProfile>, StoreError>, Fatal> {
+        Ok(match self.profiles.get(key)? {
+            None => Ok(None),
+            Some(v) => decode::<AtoProfile>(v.value()).map(Some),
+        })
+    }
+
+    /// Joins the update into the stored profile, applies its deletions,
+    /// bounds it at `now` and writes it back with its expiry entry moved;
+    /// then logs the attempt. Everything that can fail for this write alone
+    /// (decoding the stored row) happens before anything is written, so
+    /// the profile and the attempt row land together or not at all.
+    fn record_ato(
+        &mut self,
+        project: &ProjectId,
+        identifier: &str,
+        attempt: Option<&LoginAttempt>,
+        update: &ProfileUpdate,
+        now: i64,
+    ) -> Applied {
+        let key = Key::new()
+            .str(project.as_str())
+            .str(identifier)
+            .into_bytes();
+        let old = match self.read_profile(&key)? {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut p = old.clone().unwrap_or_default();
+        p.join(&update.cells);
+        p.forget(&update.forget);
+        // Expired cells first, so the caps keep live ones.
+        expire_profile(&mut p, now);
+        p.bound(now);
+        self.put_profile(&key, old.as_ref(), &p)?;
+        if let Some(a) = attempt {
+            self.put_attempt(a)?;
+        }
+        Ok(Ok(Outcome::Done))
+    }
+
+    /// Writes `p` at `key` (or deletes the row when `p` holds nothing) and
+    /// moves its expiry entry from `old`'s deadline to `p`'s. Returns
+    /// whether a row was deleted.
+    fn put_profile(
+        &mut self,
+        key: &[u8],
+        old: Option<&AtoProfile>,
+        p: &AtoProfile,
+    ) -> Result<bool, Fatal> {
+        if let Some(d) = old.and_then(profile_deadline) {
+            self.expiry
+                .remove(expiry_key(d, Tag::Profile, key).as_slice())?;
+        }
+        if profile_is_empty(p) {
+            return Ok(self.profiles.remove(key)?.is_some());
+        }
+        self.profiles.insert(key, encode(p).as_slice())?;
+        if let Some(d) = profile_deadline(p) {
+            self.expiry
+                .insert(expiry_key(d, Tag::Profile, key).as_slice(), ())?;
+        }
+        Ok(false)
+    }
+
+    /// Visits one profile whose earliest cell is due: drops what expired
+    /// and deletes the row when nothing (not even a trusted device) is
+    /// left. Returns whether the row went. An undecodable row is left for
+    /// a reader to report, not deleted.
+    fn purge_profile(&mut self, key: &[u8], now: i64) -> Result<bool, Fatal> {
+        let Ok(Some(old)) = self.read_profile(key)? else {
+            return Ok(false);
+        };
+        let mut p = old.clone();
+        expire_profile(&mut p, now);
+        p.bound(now);
+        if p == old {
+            // A stale index entry (the row moved on): re-index at its own
+            // deadline, which `put_profile` would also do.
+            if let Some(d) = profile_deadline(&p).filter(|d| *d > now) {
+                self.expiry
+                    .insert(expiry_key(d, Tag::Profile, key).as_slice(), ())?;
+            }
+            return Ok(false);
+        }
+        self.put_profile(key, Some(&old), &p)
+    }
+
     /// Writes `value` at `key` in `tag`'s table and schedules its deletion.
     fn put_row(&mut self, tag: Tag, key: &[u8], value: &[u8], deadline: i64) -> Result<(), Fatal> {
         self.data(tag).insert(key, value)?;
@@ -346,6 +458,7 @@ impl<'txn> Tables<'txn> {
             Tag::Attempt => &mut self.attempts,
             Tag::Revocation => &mut self.revoked,
             Tag::Deny => &mut self.denies,
+            Tag::Profile => &mut self.profiles,
         }
     }
 
@@ -427,6 +540,12 @@ impl<'txn> Tables<'txn> {
             let Some((_, tag, key)) = split_expiry_key(&ek) else {
                 continue;
             };
+            if tag == Tag::Profile {
+                if self.purge_profile(key, now)? {
+                    removed += 1;
+                }
+                continue;
+            }
             let still_live = match tag {
                 Tag::Session => {
                     matches!(self.read_session(key)?, Some(Ok(s)) if s.expires_at > now)
@@ -436,7 +555,7 @@ impl<'txn> Tables<'txn> {
                     .get(key)?
                     .and_then(|v| keys::read_time_value(v.value()))
                     .is_some_and(|t| t > now),
-                Tag::Snapshot | Tag::Attempt | Tag::Deny => false,
+                Tag::Snapshot | Tag::Attempt | Tag::Deny | Tag::Profile => false,
             };
             if !still_live && self.data(tag).remove(key)?.is_some() {
                 removed += 1;
@@ -444,4 +563,23 @@ impl<'txn> Tables<'txn> {
         }
         Ok(Ok(Outcome::Purged(removed)))
     }
+}
+
+/// The earliest moment a cell of `p` expires (see
+/// [`expire_profile`]), when any can: the profile's [`keys::EXPIRY`]
+/// deadline. `None` for a profile of trusted devices only, which stays
+/// until they are removed.
+fn profile_deadline(p: &AtoProfile) -> Option<i64> {
+    let kept = |t: i64| t.saturating_add(PROFILE_RETENTION_MS);
+    p.last_success
+        .iter()
+        .map(|r| kept(r.at))
+        .chain(p.devices.iter().map(|d| kept(d.last_seen)))
+        .chain(p.regions.iter().map(|r| kept(r.last_seen)))
+        .chain(
+            p.failures
+                .iter()
+                .map(|c| c.start.saturating_add(c.window_ms.max(1).saturating_mul(2))),
+        )
+        .min()
 }

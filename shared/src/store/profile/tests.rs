@@ -198,7 +198,34 @@ proptest! {
     #[test]
     fn join_is_idempotent(a in arb_profile(), b in arb_profile()) {
         let ab = joined(&a, &b);
-        prop_assert_eq!(joined(&ab, &b), ab.clone());
+        prop_assert_eq!(joined(&ab, &b), ab);
         prop_assert_eq!(joined(&a, &a), a);
     }
+}
+
+/// A project lengthening its failure window must not freeze its writers'
+/// counters: the new window's aligned start lies before the old cell's,
+/// and a cell that starts earlier is never the newer one in a join.
+#[test]
+fn a_longer_window_keeps_counting() {
+    let t0 = 1_700_000_000_000 + 30 * MIN; // mid-hour, mid-minute
+    let mut p = AtoProfile::default();
+    let mut store = AtoProfile::default();
+    fn facts(a: &LoginAttempt) -> AttemptFacts<'_> {
+        AttemptFacts {
+            attempt: a,
+            location: None,
+        }
+    }
+    for i in 0..5 {
+        let u = p.record(&facts(&attempt(t0 + i, false, None, None)), 1, MIN);
+        store.join(&u.cells);
+    }
+    let u = p.record(&facts(&attempt(t0 + 10, false, None, None)), 1, 60 * MIN);
+    store.join(&u.cells);
+    assert_eq!(p.failures_at(t0 + 11), 6);
+    assert_eq!(store.failures_at(t0 + 11), 6);
+    let u = p.record(&facts(&attempt(t0 + 20, false, None, None)), 1, 60 * MIN);
+    store.join(&u.cells);
+    assert_eq!(store.failures_at(t0 + 21), 7);
 }

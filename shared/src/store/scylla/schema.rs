@@ -73,6 +73,20 @@ const TABLES: &[&str] = &[
         bucket text, deny_key text, ip text,
         PRIMARY KEY ((project_id, utc_day), at, event_id))
         WITH CLUSTERING ORDER BY (at DESC, event_id ASC)",
+    // One row per identifier, one cell per profile cell (see `ato.rs` for
+    // the write timestamps that make last-write-wins the profile's join).
+    // Maps, not clustering rows: the whole profile is one small partition
+    // read in one go, and each map entry carries its own timestamp and TTL.
+    // Device and region maps are bounded by the writers' caps (cells cut
+    // by a bound are deleted; stragglers expire with their TTL).
+    "CREATE TABLE IF NOT EXISTS {ks}.ato_profiles (
+        project_id text, identifier text,
+        last_success blob,
+        devices map<text, blob>,
+        regions map<text, blob>,
+        trusted map<text, bigint>,
+        failures map<bigint, blob>,
+        PRIMARY KEY ((project_id, identifier)))",
 ];
 
 /// Session columns in bind order; shared by the insert and the select.
@@ -101,6 +115,18 @@ pub(super) struct Statements {
     pub(super) insert_deny: PreparedStatement,
     pub(super) select_denies: PreparedStatement,
     pub(super) health: PreparedStatement,
+    /// Profile cell writes: bound `(timestamp, ttl, [key,] value, project,
+    /// identifier)`; trusted cells have no TTL marker.
+    pub(super) set_last_success: PreparedStatement,
+    pub(super) set_device: PreparedStatement,
+    pub(super) set_region: PreparedStatement,
+    pub(super) set_trusted: PreparedStatement,
+    pub(super) set_failure: PreparedStatement,
+    /// Profile cell deletes: bound `(key, timestamp, project, identifier)`.
+    pub(super) del_device: PreparedStatement,
+    pub(super) del_region: PreparedStatement,
+    pub(super) del_trusted: PreparedStatement,
+    pub(super) select_profile: PreparedStatement,
 }
 
 /// Creates the keyspace and tables if missing and waits until every node
@@ -254,6 +280,29 @@ impl Statements {
             // Answered by whichever node the driver picks; ONE is enough to
             // prove the cluster answers.
             health: p("SELECT release_version FROM system.local".into(), Consistency::One).await?,
+            set_last_success: p(
+                format!(
+                    "UPDATE {ks}.ato_profiles USING TIMESTAMP ? AND TTL ? SET last_success = ? \
+                     WHERE project_id = ? AND identifier = ?"
+                ),
+                write,
+            )
+            .await?,
+            set_device: p(set_map_cell(ks, "devices", true), write).await?,
+            set_region: p(set_map_cell(ks, "regions", true), write).await?,
+            set_trusted: p(set_map_cell(ks, "trusted", false), write).await?,
+            set_failure: p(set_map_cell(ks, "failures", true), write).await?,
+            del_device: p(del_map_cell(ks, "devices"), write).await?,
+            del_region: p(del_map_cell(ks, "regions"), write).await?,
+            del_trusted: p(del_map_cell(ks, "trusted"), write).await?,
+            select_profile: p(
+                format!(
+                    "SELECT last_success, devices, regions, trusted, failures FROM {ks}.ato_profiles \
+                     WHERE project_id = ? AND identifier = ?"
+                ),
+                read,
+            )
+            .await?,
         })
     }
 }
@@ -261,4 +310,21 @@ impl Statements {
 /// `?, ?, …` with `n` markers.
 fn marks(n: usize) -> String {
     vec!["?"; n].join(", ")
+}
+
+/// `UPDATE … USING TIMESTAMP ? [AND TTL ?] SET <map>[?] = ? WHERE <key>`.
+fn set_map_cell(ks: &str, map: &str, ttl: bool) -> String {
+    let ttl = if ttl { " AND TTL ?" } else { "" };
+    format!(
+        "UPDATE {ks}.ato_profiles USING TIMESTAMP ?{ttl} SET {map}[?] = ? \
+         WHERE project_id = ? AND identifier = ?"
+    )
+}
+
+/// `DELETE <map>[?] FROM … USING TIMESTAMP ? WHERE <key>`.
+fn del_map_cell(ks: &str, map: &str) -> String {
+    format!(
+        "DELETE {map}[?] FROM {ks}.ato_profiles USING TIMESTAMP ? \
+         WHERE project_id = ? AND identifier = ?"
+    )
 }
