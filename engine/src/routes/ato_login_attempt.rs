@@ -14,6 +14,7 @@
 use std::net::IpAddr;
 
 use http::{HeaderMap, Response, StatusCode};
+use qyzar_shared::identifier::normalise;
 use qyzar_shared::ids::DeviceId;
 use qyzar_shared::store::LoginAttempt;
 use qyzar_shared::time::rfc3339;
@@ -27,8 +28,8 @@ use crate::request;
 use crate::response::{self, Body};
 use crate::state::Engine;
 
-/// Longest identifier (an email, a username, a user id).
-pub const MAX_IDENTIFIER: usize = 256;
+/// Longest identifier once normalised (an email, a username, a user id).
+pub const MAX_IDENTIFIER: usize = qyzar_shared::identifier::MAX_BYTES;
 /// How many past attempts are read to find the prior login and the device history.
 const HISTORY: usize = 200;
 
@@ -64,17 +65,13 @@ struct Output {
     prior_snapshot: Option<Prior>,
 }
 
-/// Parses and checks an identifier field.
+/// Parses an identifier field: present, and passing the checks that need
+/// no project settings ([`qyzar_shared::identifier::precheck`]). The raw
+/// text is returned; it is normalised once the project (and so its
+/// `ato.caseSensitiveIdentifiers`) is known.
 pub fn identifier(raw: Option<String>) -> Result<String, ApiError> {
     let id = raw.ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("identifier"))?;
-    let id = id.trim().to_owned();
-    if id.is_empty() || id.len() > MAX_IDENTIFIER || id.chars().any(char::is_control) {
-        return Err(ApiError::with_message(
-            ErrorCode::InvalidField,
-            "identifier must be 1 to 256 printable characters",
-        )
-        .field("identifier"));
-    }
+    qyzar_shared::identifier::precheck(&id)?;
     Ok(id)
 }
 
@@ -115,6 +112,7 @@ async fn run(
     // authorise
     let live = common::live(engine, now)?;
     let (cfg, _) = common::authorise(&live, &project, headers, now)?;
+    let identifier = normalise(&identifier, cfg.settings.ato.case_sensitive_identifiers)?;
     // decide
     let (sid, token) = common::session_credentials(
         cfg,
