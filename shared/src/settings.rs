@@ -870,8 +870,9 @@ mod tests {
         )
         .unwrap();
         assert!(!old.ato.case_sensitive_identifiers);
-        let on = ProjectSettings::parse_and_validate(br#"{"ato": {"caseSensitiveIdentifiers": true}}"#)
-            .unwrap();
+        let on =
+            ProjectSettings::parse_and_validate(br#"{"ato": {"caseSensitiveIdentifiers": true}}"#)
+                .unwrap();
         assert_eq!(
             on.ato,
             AtoSettings {

@@ -94,7 +94,10 @@ async fn spellings_share_one_history(kind: Store) {
     // Another capitalisation, padded with a no-break space: the same account.
     let second = f.attempt("\u{a0}victim@EXAMPLE.com ", false).await;
     assert!(second.body["lastLoginAt"].is_string(), "{:?}", second.body);
-    assert_eq!(second.body["lastLoginAt"], second.body["priorSnapshot"]["at"]);
+    assert_eq!(
+        second.body["lastLoginAt"],
+        second.body["priorSnapshot"]["at"]
+    );
     // Full-width forms too.
     let third = f.attempt("Ｖｉｃｔｉｍ＠ＥＸＡＭＰＬＥ.com", false).await;
     assert_eq!(third.body["lastLoginAt"], second.body["lastLoginAt"]);
@@ -117,7 +120,10 @@ async fn spellings_share_one_trust_list(kind: Store) {
         "POST",
         &f.engine.url("/connect"),
         &[("origin", ORIGIN)],
-        Some(&json!({"projectId": f.p.id, "originToken": f.p.origin_token, "entropy": entropy()}).to_string()),
+        Some(
+            &json!({"projectId": f.p.id, "originToken": f.p.origin_token, "entropy": entropy()})
+                .to_string(),
+        ),
     )
     .await;
     assert_eq!(c.status, 201, "{:?}", c.body);
@@ -126,7 +132,11 @@ async fn spellings_share_one_trust_list(kind: Store) {
         c.body["sessionToken"].clone(),
         c.body["deviceId"].clone(),
     );
-    for spelling in ["Victim@Example.com", "victim@example.com", " VICTIM@example.COM"] {
+    for spelling in [
+        "Victim@Example.com",
+        "victim@example.com",
+        " VICTIM@example.COM",
+    ] {
         let r = f
             .post(
                 "/projects/client/ato-add-identifier",
