@@ -198,7 +198,7 @@ proptest! {
     #[test]
     fn join_is_idempotent(a in arb_profile(), b in arb_profile()) {
         let ab = joined(&a, &b);
-        prop_assert_eq!(joined(&ab, &b), ab.clone());
+        prop_assert_eq!(joined(&ab, &b), ab);
         prop_assert_eq!(joined(&a, &a), a);
     }
 }
