@@ -29,7 +29,7 @@
 //!    Turkish, so `İstanbul`, `Istanbul` and `ıstanbul` stay three
 //!    identifiers. Skipped when the project set
 //!    `ato.caseSensitiveIdentifiers` (its user ids are case-significant);
-//!    steps 1, 2, 4 and 5 still apply.
+//!    every other step still applies.
 //! 4. **Trim** Unicode white space at both ends (NFKC can turn a leading
 //!    `´` into a space and a combining accent, so the trim comes last).
 //! 5. **Phone numbers to E.164.** A result that is `+` or `00`, then ASCII
@@ -70,7 +70,9 @@ pub const MAX_RAW_BYTES: usize = 1024;
 /// How many fold + NFKC rounds [`normalise`] runs at most. One is enough for
 /// nearly every string; a second catches the few whose NFKC recomposition
 /// yields something that folds again (Unicode's own caseless-match
-/// definition folds twice for the same reason).
+/// definition folds twice for the same reason). A round that changes
+/// nothing ends the loop, and so does one that comes back to its input
+/// (U+0390 folds to three characters NFKC composes back into U+0390).
 pub const FOLD_ROUNDS: usize = 3;
 
 /// The one refusal every rule answers with, as the route did before.
