@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes the small MaxMind-format country database the engine's GeoIP tests
+# Makes the small MaxMind-format City database the engine's GeoIP tests
 # read (engine/tests/api/geo.rs) and prints its path. There is no real
 # GeoLite2 file to download here, so deploy/mmdb_fixture.py writes one
 # with PyPI's `mmdb-writer`, installed in a private venv.
@@ -8,7 +8,9 @@
 # is missing or older than the script that writes it.
 #
 # Usage: deploy/mmdb-fixture.sh [OUT.mmdb]
-#   default OUT: ${QYZAR_CACHE:-~/.cache/qyzar}/mmdb/geolite2-country-test.mmdb
+#   default OUT: ${QYZAR_CACHE:-~/.cache/qyzar}/mmdb/geolite2-city-test.mmdb
+#   (named apart from the older Country-shaped fixture, which other
+#   checkouts sharing the cache may still expect)
 set -euo pipefail
 
 log() { printf 'mmdb-fixture: %s\n' "$*" >&2; }
@@ -17,7 +19,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${QYZAR_CACHE:-$HOME/.cache/qyzar}"
 venv="$cache/mmdb-venv"
 writer_version="0.2.7" # mmdb-writer; pinned so the fixture's bytes stay the same
-out="${1:-$cache/mmdb/geolite2-country-test.mmdb}"
+out="${1:-$cache/mmdb/geolite2-city-test.mmdb}"
 script="$here/mmdb_fixture.py"
 
 if ! "$venv/bin/python" -c 'import mmdb_writer' >/dev/null 2>&1 ||

@@ -220,7 +220,7 @@ impl Engine {
                 options.session_cache,
                 options.unknown_session_cache,
             ),
-            limiter: Limiters::new(options.limiter.clone()),
+            limiter: Limiters::new(options.limiter),
             tokens: ProjectCache::new(options.token_cache, TokenWeight, 1024),
             idempotency: ProjectCache::new(options.idempotency_cache, AnswerWeight, 2048),
             profiles: crate::profiles::Profiles::new(

@@ -1,6 +1,7 @@
 //! What the engine and the admin must agree on.
 //!
 //! - [`ids`]: ids and newtypes that parse once;
+//! - [`identifier`]: the one normalised spelling of an anti-ATO identifier;
 //! - [`error`]: the one error-code table and the JSON error shape;
 //! - [`crypto`]: secrets, secrets at rest, HMAC/HKDF and client-token JWTs on `ring`;
 //! - [`settings`] and [`snapshot`]: the project settings document and the
@@ -17,6 +18,7 @@ pub mod channel;
 pub mod crypto;
 pub mod deadline;
 pub mod error;
+pub mod identifier;
 pub mod ids;
 pub mod net;
 pub mod settings;

@@ -490,6 +490,12 @@ pub struct AtoSettings {
     pub block_score: u32,
     /// Window over which failed attempts count towards velocity.
     pub failed_attempts_window_seconds: u32,
+    /// Compare identifiers with their case (`Alice` and `alice` are two
+    /// accounts). Off by default: emails and usernames are case-insensitive
+    /// nearly everywhere, and a case-sensitive history lets an attacker dodge
+    /// it with an unseen capitalisation. NFKC, trimming and the phone rule
+    /// apply either way ([`crate::identifier`]).
+    pub case_sensitive_identifiers: bool,
 }
 
 impl Default for AtoSettings {
@@ -498,6 +504,7 @@ impl Default for AtoSettings {
             challenge_score: 60,
             block_score: 85,
             failed_attempts_window_seconds: 900,
+            case_sensitive_identifiers: false,
         }
     }
 }
@@ -789,7 +796,8 @@ mod tests {
         "connect": {"limit": 120, "windowSeconds": 60},
         "reverify": {"limit": 600, "windowSeconds": 60}
       },
-      "ato": {"challengeScore": 60, "blockScore": 85, "failedAttemptsWindowSeconds": 900}
+      "ato": {"challengeScore": 60, "blockScore": 85, "failedAttemptsWindowSeconds": 900,
+              "caseSensitiveIdentifiers": false}
     }"#;
 
     fn field_of(json: &str) -> (ErrorCode, Option<String>) {
@@ -852,6 +860,35 @@ mod tests {
         );
         assert_eq!(s.token_algorithm, TokenAlgorithm::EdDsa);
         assert_eq!(s.rate_limit, RateLimitSettings::default());
+    }
+
+    #[test]
+    fn case_sensitive_identifiers_is_optional_and_off_by_default() {
+        // A document written before the field existed still parses.
+        let old = ProjectSettings::parse_and_validate(
+            br#"{"ato": {"challengeScore": 60, "blockScore": 85, "failedAttemptsWindowSeconds": 900}}"#,
+        )
+        .unwrap();
+        assert!(!old.ato.case_sensitive_identifiers);
+        let on =
+            ProjectSettings::parse_and_validate(br#"{"ato": {"caseSensitiveIdentifiers": true}}"#)
+                .unwrap();
+        assert_eq!(
+            on.ato,
+            AtoSettings {
+                case_sensitive_identifiers: true,
+                ..AtoSettings::default()
+            }
+        );
+        let json: serde_json::Value = serde_json::from_slice(&on.to_json()).unwrap();
+        assert_eq!(json["ato"]["caseSensitiveIdentifiers"], true);
+        assert_eq!(
+            field_of(r#"{"ato": {"caseSensitiveIdentifiers": "yes"}}"#),
+            (
+                ErrorCode::InvalidField,
+                Some("ato.caseSensitiveIdentifiers".into())
+            )
+        );
     }
 
     #[test]

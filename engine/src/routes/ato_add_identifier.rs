@@ -8,6 +8,7 @@
 //! `{deviceId, trustedIdentifiers}`.
 
 use http::{HeaderMap, Response, StatusCode};
+use qyzar_shared::identifier::normalise;
 use qyzar_shared::ids::DeviceId;
 use qyzar_shared::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,7 @@ async fn run(
     // authorise
     let live = common::live(engine, now)?;
     let (cfg, _) = common::authorise(&live, &project, headers, now)?;
+    let identifier = normalise(&identifier, cfg.settings.ato.case_sensitive_identifiers)?;
     let device = match body_device {
         Some(d) => d,
         None => {

@@ -20,6 +20,7 @@
 use std::net::IpAddr;
 
 use http::{HeaderMap, Response, StatusCode};
+use qyzar_shared::identifier::normalise;
 use qyzar_shared::ids::DeviceId;
 use qyzar_shared::store::LoginAttempt;
 use qyzar_shared::time::rfc3339;
@@ -35,8 +36,8 @@ use crate::request;
 use crate::response::{self, Body};
 use crate::state::Engine;
 
-/// Longest identifier (an email, a username, a user id).
-pub const MAX_IDENTIFIER: usize = 256;
+/// Longest identifier once normalised (an email, a username, a user id).
+pub const MAX_IDENTIFIER: usize = qyzar_shared::identifier::MAX_BYTES;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -70,17 +71,13 @@ struct Output {
     prior_snapshot: Option<Prior>,
 }
 
-/// Parses and checks an identifier field.
+/// Parses an identifier field: present, and passing the checks that need
+/// no project settings ([`qyzar_shared::identifier::precheck`]). The raw
+/// text is returned; it is normalised once the project (and so its
+/// `ato.caseSensitiveIdentifiers`) is known.
 pub fn identifier(raw: Option<String>) -> Result<String, ApiError> {
     let id = raw.ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("identifier"))?;
-    let id = id.trim().to_owned();
-    if id.is_empty() || id.len() > MAX_IDENTIFIER || id.chars().any(char::is_control) {
-        return Err(ApiError::with_message(
-            ErrorCode::InvalidField,
-            "identifier must be 1 to 256 printable characters",
-        )
-        .field("identifier"));
-    }
+    qyzar_shared::identifier::precheck(&id)?;
     Ok(id)
 }
 
@@ -121,6 +118,10 @@ async fn run(
     // authorise
     let live = common::live(engine, now)?;
     let (cfg, _) = common::authorise(&live, &project, headers, now)?;
+    // The spelling as sent (trimmed) is kept only to find attempt rows
+    // logged before identifiers were normalised (a lazy profile build).
+    let raw = identifier.trim().to_owned();
+    let identifier = normalise(&identifier, cfg.settings.ato.case_sensitive_identifiers)?;
     // decide
     let (sid, token) = common::session_credentials(
         cfg,
@@ -153,7 +154,6 @@ async fn run(
     };
     let window_seconds = cfg.settings.ato.failed_attempts_window_seconds;
     let window_ms = i64::from(window_seconds).saturating_mul(1000);
-    let raw = identifier.clone();
     let (loaded, warm) = engine
         .profiles
         .get(&*engine.store, &project, &identifier, &raw, window_ms, now)
@@ -176,7 +176,11 @@ async fn run(
         platform,
         browser,
     };
-    let location = None;
+    // Coordinates from a City database, for the speed behind impossible travel.
+    let location = match (engine.options.geo.as_ref(), ip) {
+        (Some(geo), Some(ip)) => geo.locate(ip).and_then(|l| l.point),
+        _ => None,
+    };
     // Decide from the profile as it stands and join this attempt into it,
     // under the identifier's lock (no await until the write).
     let (prior, decision, update) = {

@@ -156,7 +156,10 @@ async fn concurrent_logins_keep_every_device(kind: Store) {
         .unwrap()
         .expect("a profile");
     assert_eq!(stored.devices.len(), 16, "{stored:?}");
-    assert!(stored.devices.iter().all(|d| d.successes == 3), "{stored:?}");
+    assert!(
+        stored.devices.iter().all(|d| d.successes == 3),
+        "{stored:?}"
+    );
     assert_eq!(stored.failures_at(qyzar_shared::time::now_ms()), 48);
     let newest = f
         .engine

@@ -1,8 +1,9 @@
-//! Regions from a MaxMind-format country database: the reader on a real
-//! file, `/connect` and `ato-login-attempt` with the database configured,
-//! and an engine start refused over a file that is not a database.
+//! Regions (and City coordinates) from a MaxMind-format database: the
+//! reader on a real file, `/connect` and `ato-login-attempt` with the
+//! database configured, and an engine start refused over a file that is not
+//! a database.
 //!
-//! The file is the GeoLite2-Country-shaped fixture `deploy/mmdb-fixture.sh`
+//! The file is the GeoLite2-City-shaped fixture `deploy/mmdb-fixture.sh`
 //! writes (documentation ranges only) and `deploy/test.sh` names in
 //! `QYZAR_TEST_GEOIP_DB`; these tests skip with a printed line without it.
 
@@ -11,7 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use qyzar_engine::geo::Geo;
+use qyzar_engine::geo::{Geo, Located};
+use qyzar_shared::store::profile::GeoPoint;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -32,7 +34,7 @@ fn ip(s: &str) -> IpAddr {
 #[test]
 fn the_fixture_database_answers_countries() {
     let Some(geo) = fixture_db() else { return };
-    assert_eq!(geo.database_type(), "GeoLite2-Country");
+    assert_eq!(geo.database_type(), "GeoLite2-City");
     let cases = [
         ("203.0.113.5", Some("FR")),
         ("203.0.113.255", Some("FR")),
@@ -53,6 +55,59 @@ fn the_fixture_database_answers_countries() {
     for (addr, want) in cases {
         assert_eq!(geo.country(ip(addr)).as_deref(), want, "{addr}");
     }
+}
+
+#[test]
+fn the_fixture_database_answers_city_locations_in_the_same_lookup() {
+    let Some(geo) = fixture_db() else { return };
+    let paris = GeoPoint {
+        lat_e4: 488_566,
+        lon_e4: 23_522,
+        radius_km: 20,
+    };
+    let new_york = GeoPoint {
+        lat_e4: 407_128,
+        lon_e4: -740_060,
+        radius_km: 20,
+    };
+    let found = |country: &str, point: Option<GeoPoint>| {
+        Some(Located {
+            country: Some(country.to_owned()),
+            point,
+        })
+    };
+    let cases = [
+        ("203.0.113.5", found("FR", Some(paris))),
+        ("203.0.113.255", found("FR", Some(paris))),
+        ("::ffff:203.0.113.5", found("FR", Some(paris))),
+        ("198.51.100.7", found("US", Some(new_york))),
+        // Country-only records: no point.
+        ("2001:db8::1", found("DE", None)),
+        ("192.0.2.1", found("JP", None)),
+        // A record with neither part usable is still a record.
+        (
+            "198.18.0.1",
+            Some(Located {
+                country: None,
+                point: None,
+            }),
+        ),
+        // Not in the database.
+        ("10.0.0.1", None),
+        ("2001:db9::1", None),
+    ];
+    for (addr, want) in cases {
+        assert_eq!(geo.locate(ip(addr)), want, "{addr}");
+        // The country agrees with the country-only lookup.
+        assert_eq!(
+            geo.locate(ip(addr)).and_then(|l| l.country),
+            geo.country(ip(addr)),
+            "{addr}"
+        );
+    }
+    // The two fixture cities are about 5 837 km apart.
+    let km = paris.distance_km(&new_york);
+    assert!((5_800.0..5_880.0).contains(&km), "{km}");
 }
 
 /// An engine with the fixture database and the default `cf-ipcountry`

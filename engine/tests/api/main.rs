@@ -2,6 +2,7 @@
 #![allow(unreachable_pub)] // test helpers are `pub` for the modules of this one binary
 
 mod abuse;
+mod ato_identifier;
 mod ato_profile;
 mod browser;
 mod cql_kill;

@@ -113,6 +113,24 @@ impl DataStore for Switchable {
         self.check()?;
         self.inner.recent_login_attempts(p, i, since, l).await
     }
+    async fn ato_profile(
+        &self,
+        p: &ProjectId,
+        i: &str,
+    ) -> Result<Option<qyzar_shared::store::AtoProfile>, StoreError> {
+        self.check()?;
+        self.inner.ato_profile(p, i).await
+    }
+    async fn record_ato(
+        &self,
+        p: &ProjectId,
+        i: &str,
+        a: Option<&LoginAttempt>,
+        u: &qyzar_shared::store::ProfileUpdate,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.record_ato(p, i, a, u).await
+    }
     async fn revoke_token(&self, p: &ProjectId, j: &str, exp: i64) -> Result<(), StoreError> {
         self.check()?;
         self.inner.revoke_token(p, j, exp).await

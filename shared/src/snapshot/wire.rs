@@ -28,7 +28,7 @@ pub const MAGIC: [u8; 4] = *b"QZSN";
 /// Encoding version. Bump it whenever an archived type changes (settings
 /// included): an engine then refuses the new bytes cleanly instead of
 /// misreading them, and keeps serving its last snapshot.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 4 + 2 + 1 + 8 + 32;
 

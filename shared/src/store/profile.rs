@@ -287,7 +287,9 @@ impl FailureCell {
 
     /// Whether the cell counts nothing at `now` or later.
     pub fn is_spent(&self, now: i64) -> bool {
-        now >= self.start.saturating_add(self.window_ms.max(1).saturating_mul(2))
+        now >= self
+            .start
+            .saturating_add(self.window_ms.max(1).saturating_mul(2))
     }
 }
 
@@ -485,7 +487,12 @@ impl AtoProfile {
     /// and the device's and region's last seen; a failure counts in
     /// `writer`'s cell with windows of `window_ms`. Returns the update the
     /// store needs: the changed cells and what the bounds cut.
-    pub fn record(&mut self, facts: &AttemptFacts<'_>, writer: u64, window_ms: i64) -> ProfileUpdate {
+    pub fn record(
+        &mut self,
+        facts: &AttemptFacts<'_>,
+        writer: u64,
+        window_ms: i64,
+    ) -> ProfileUpdate {
         let a = facts.attempt;
         let mut cells = AtoProfile::default();
         if a.success {
@@ -584,15 +591,24 @@ impl AtoProfile {
     /// vectors' capacity and the text they point to.
     pub fn weight(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.last_success.as_ref().map_or(0, |r| {
-                std::mem::size_of::<LoginRecord>() + r.heap()
-            })
+            + self
+                .last_success
+                .as_ref()
+                .map_or(0, |r| std::mem::size_of::<LoginRecord>() + r.heap())
             + self.devices.capacity() * std::mem::size_of::<KnownDevice>()
-            + self.devices.iter().map(|d| d.device_id.as_str().len()).sum::<usize>()
+            + self
+                .devices
+                .iter()
+                .map(|d| d.device_id.as_str().len())
+                .sum::<usize>()
             + self.regions.capacity() * std::mem::size_of::<KnownRegion>()
             + self.regions.iter().map(|r| r.region.len()).sum::<usize>()
             + self.trusted.capacity() * std::mem::size_of::<TrustedDevice>()
-            + self.trusted.iter().map(|t| t.device_id.as_str().len()).sum::<usize>()
+            + self
+                .trusted
+                .iter()
+                .map(|t| t.device_id.as_str().len())
+                .sum::<usize>()
             + self.failures.capacity() * std::mem::size_of::<FailureCell>()
     }
 }

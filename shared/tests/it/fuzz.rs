@@ -311,9 +311,10 @@ fn settings_doc() -> impl Strategy<Value = Value> {
                 "rateLimit".to_owned(),
                 json!({"ip": ip, "metadata": md, "analyticsOnDeny": a})
             )),
-        (0u32..200, 0u32..200, 0u32..100_000).prop_map(|(c, b, w)| (
+        (0u32..200, 0u32..200, 0u32..100_000, any::<bool>()).prop_map(|(c, b, w, cs)| (
             "ato".to_owned(),
-            json!({"challengeScore": c, "blockScore": b, "failedAttemptsWindowSeconds": w})
+            json!({"challengeScore": c, "blockScore": b, "failedAttemptsWindowSeconds": w,
+                   "caseSensitiveIdentifiers": cs})
         )),
         prop_oneof![Just("HS256"), Just("EdDSA"), Just("RS256")]
             .prop_map(|a| ("tokenAlgorithm".to_owned(), json!(a))),

@@ -25,8 +25,14 @@ fn attempt(at: i64, success: bool, device: Option<&str>, region: Option<&str>) -
 
 /// A device id from a short name (ids need at least a few characters).
 fn dev(name: &str) -> DeviceId {
-    DeviceId::parse(&format!("dev_{}", name.trim_start_matches("dev_").replace(' ', "_")).chars().chain("padpadpadpadpadpad".chars()).take(24).collect::<String>())
-        .expect("device id")
+    DeviceId::parse(
+        &format!("dev_{}", name.trim_start_matches("dev_").replace(' ', "_"))
+            .chars()
+            .chain("padpadpadpadpadpad".chars())
+            .take(24)
+            .collect::<String>(),
+    )
+    .expect("device id")
 }
 
 fn record(p: &mut AtoProfile, a: &LoginAttempt, writer: u64) -> ProfileUpdate {
@@ -46,7 +52,11 @@ fn a_flood_of_failures_keeps_the_last_success() {
     let mut p = AtoProfile::default();
     record(&mut p, &attempt(t0, true, Some("home"), Some("FR")), 1);
     for i in 1..=210 {
-        record(&mut p, &attempt(t0 + i * 100, false, Some(&format!("x{i}")), Some("KP")), 1);
+        record(
+            &mut p,
+            &attempt(t0 + i * 100, false, Some(&format!("x{i}")), Some("KP")),
+            1,
+        );
     }
     let last = p.last_success.as_ref().expect("kept");
     assert_eq!(last.at, t0);
@@ -100,7 +110,11 @@ fn bounds_keep_the_most_recent_devices_and_say_what_was_cut() {
     let mut p = AtoProfile::default();
     let mut cut = Vec::new();
     for i in 0..(MAX_PROFILE_DEVICES as i64 + 5) {
-        let u = record(&mut p, &attempt(t0 + i, true, Some(&format!("{i:03}")), None), 1);
+        let u = record(
+            &mut p,
+            &attempt(t0 + i, true, Some(&format!("{i:03}")), None),
+            1,
+        );
         cut.extend(u.forget.devices);
     }
     assert_eq!(p.devices.len(), MAX_PROFILE_DEVICES);
@@ -162,18 +176,33 @@ fn arb_profile() -> impl Strategy<Value = AtoProfile> {
             // A profile as joins build it: one entry per key.
             let mut p = AtoProfile::default();
             for d in devices {
-                p.join(&AtoProfile { devices: vec![d], ..Default::default() });
+                p.join(&AtoProfile {
+                    devices: vec![d],
+                    ..Default::default()
+                });
             }
             for r in regions {
-                p.join(&AtoProfile { regions: vec![r], ..Default::default() });
+                p.join(&AtoProfile {
+                    regions: vec![r],
+                    ..Default::default()
+                });
             }
             for t in trusted {
-                p.join(&AtoProfile { trusted: vec![t], ..Default::default() });
+                p.join(&AtoProfile {
+                    trusted: vec![t],
+                    ..Default::default()
+                });
             }
             for f in failures {
-                p.join(&AtoProfile { failures: vec![f], ..Default::default() });
+                p.join(&AtoProfile {
+                    failures: vec![f],
+                    ..Default::default()
+                });
             }
-            p.join(&AtoProfile { last_success, ..Default::default() });
+            p.join(&AtoProfile {
+                last_success,
+                ..Default::default()
+            });
             p
         })
 }
