@@ -68,6 +68,10 @@ impl Weighter<Box<str>, Arc<CachedProfile>> for ProfileWeight {
 pub struct Profiles {
     cache: ProjectCache<Box<str>, Arc<CachedProfile>, ProfileWeight>,
     stripes: Vec<Mutex<()>>,
+    /// Picks an identifier's stripe: one hasher for the cache's life (a
+    /// fresh `default()` may be seeded anew, which would put one identifier
+    /// on different stripes and lock nothing).
+    stripe_hasher: quick_cache::DefaultHashBuilder,
     /// This process's failure-counter cell ([`qyzar_shared::store::profile::new_writer_id`]).
     writer: u64,
     /// How stale a profile may be before it is joined with the store's;
@@ -90,6 +94,7 @@ impl Profiles {
         Self {
             cache: ProjectCache::new(budget, ProfileWeight, 512),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripe_hasher: quick_cache::DefaultHashBuilder::default(),
             writer: qyzar_shared::store::profile::new_writer_id(),
             refresh_ms,
         }
@@ -178,7 +183,7 @@ impl Profiles {
 
     fn stripe(&self, project: &ProjectId, identifier: &str) -> MutexGuard<'_, ()> {
         use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
-        let mut h = quick_cache::DefaultHashBuilder::default().build_hasher();
+        let mut h = self.stripe_hasher.build_hasher();
         project.as_str().hash(&mut h);
         identifier.hash(&mut h);
         let i = (h.finish() as usize) % self.stripes.len();

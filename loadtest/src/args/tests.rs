@@ -129,7 +129,10 @@ fn engine_compare_and_serve() {
     else {
         panic!("not engine-serve")
     };
-    assert_eq!((s.dir.as_str(), s.port, s.token_cache), ("/tmp/x", 0, Some(9)));
+    assert_eq!(
+        (s.dir.as_str(), s.port, s.token_cache),
+        ("/tmp/x", 0, Some(9))
+    );
     for (line, needle) in [
         ("engine-compare --rate 5", "picks its own rate"),
         ("engine-compare --sessions 0", "at least 1"),
