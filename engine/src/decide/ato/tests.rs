@@ -320,10 +320,13 @@ fn decision_serialises_as_the_answer_expects() {
         ..History::default()
     };
     let v = serde_json::to_value(judge(&attempt(Some(&dev(2)), Some("FR")), &h)).unwrap();
+    let device = dev(2).to_string();
     assert_eq!(
         v,
         serde_json::json!({"action": "allow", "score": 45,
-            "reasons": ["new_device", "untrusted_identifier"], "changes": ["device"], "trustedDevice": false})
+            "reasons": ["new_device", "untrusted_identifier"], "changes": ["device"], "trustedDevice": false,
+            "details": {"new_device": {"deviceId": device, "knownDevices": 0},
+                "untrusted_identifier": {"deviceId": device, "trustedDevices": 0}}})
     );
     for a in [Action::Allow, Action::Challenge, Action::Block] {
         assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
