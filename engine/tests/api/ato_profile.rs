@@ -90,7 +90,13 @@ async fn a_flood_does_not_erase_the_last_login(kind: Store) {
     assert!(why.contains(&"new_device".to_owned()), "{r:?}");
     assert!(why.contains(&"failed_attempt_velocity".to_owned()), "{r:?}");
     assert_ne!(r["action"], "allow", "{r:?}");
-    assert_eq!(r["details"]["failed_attempt_velocity"]["failures"], 210);
+    // A sliding-window estimate: exact within one fixed window; a flood
+    // straddling a window boundary loses at most elapsed/window of the
+    // previous window's count (a second or two of a minute here).
+    let failures = r["details"]["failed_attempt_velocity"]["failures"]
+        .as_u64()
+        .unwrap();
+    assert!((205..=210).contains(&failures), "{r:?}");
     assert_eq!(r["details"]["new_device"]["knownDevices"], 1);
     // The store's profile holds the two real devices, none of the flood's.
     let stored = f
@@ -123,6 +129,11 @@ async fn impossible_travel_after_a_flood(kind: Store) {
         json!({"region": "US", "lastRegion": "FR", "knownRegions": ["FR"]})
     );
     assert_eq!(r["details"]["impossible_travel"]["fromRegion"], "FR");
+    // The City fixture places both IPs (Paris, New York): the decision
+    // used their coordinates, not the region alone.
+    let km = r["details"]["impossible_travel"]["distanceKm"].as_u64();
+    assert!(km.is_some_and(|km| (5_000..6_000).contains(&km)), "{r:?}");
+    assert!(r["details"]["impossible_travel"]["speedKmh"].as_u64() > Some(1_000));
     f.engine.stop().await;
 }
 
@@ -160,7 +171,10 @@ async fn concurrent_logins_keep_every_device(kind: Store) {
         stored.devices.iter().all(|d| d.successes == 3),
         "{stored:?}"
     );
-    assert_eq!(stored.failures_at(qyzar_shared::time::now_ms()), 48);
+    // 48 failures; a window boundary during the run may shave one or two
+    // off the sliding-window estimate (see the flood test).
+    let failures = stored.failures_at(qyzar_shared::time::now_ms());
+    assert!((46..=48).contains(&failures), "{failures}");
     let newest = f
         .engine
         .engine
