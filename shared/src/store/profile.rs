@@ -231,7 +231,9 @@ impl FailureCell {
     pub fn estimate(&self, now: i64) -> f64 {
         let c = self.rolled(now);
         let w = c.window_ms.max(1) as f64;
-        let elapsed = (now - c.start).clamp(0, c.window_ms) as f64;
+        // A cell read back from a store is outside data: a window of zero
+        // or less must not make `clamp` panic, nor a far start overflow.
+        let elapsed = now.saturating_sub(c.start).clamp(0, c.window_ms.max(1)) as f64;
         f64::from(c.previous) * (1.0 - elapsed / w) + f64::from(c.current)
     }
 

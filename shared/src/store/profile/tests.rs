@@ -258,3 +258,19 @@ fn a_longer_window_keeps_counting() {
     store.join(&u.cells);
     assert_eq!(store.failures_at(t0 + 21), 7);
 }
+
+#[test]
+fn a_damaged_cell_counts_without_panicking() {
+    for (window_ms, start) in [(0, 0), (-5, 10), (i64::MIN, i64::MIN), (10, i64::MAX)] {
+        let c = FailureCell {
+            writer: 1,
+            window_ms,
+            start,
+            current: 3,
+            previous: 2,
+        };
+        let e = c.estimate(1_700_000_000_000);
+        assert!(e.is_finite() && e >= 0.0, "{c:?} gave {e}");
+        let _ = c.count(1_700_000_000_000, 60_000);
+    }
+}
