@@ -8,6 +8,13 @@
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: the engine's hot paths allocate
+/// small request objects while the embedded store's writer allocates 4 KiB
+/// pages, a mix glibc serves with frequent consolidation (BENCHMARKS.md,
+/// "Anti-ATO v2").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: qyzar <dev|engine|admin>\n\n  dev     engine and admin in one process on embedded defaults\n  engine  the engine alone (QYZAR_ENGINE_ADDR, ...)\n  admin   the admin alone (QYZAR_ADMIN_ADDR, QYZAR_DATABASE_URL, ...)\n";
 
 fn main() -> ExitCode {

@@ -380,7 +380,7 @@ pub fn score_login(
             device_id: device.clone(),
             trusted_devices: history.trusted_devices,
         }),
-        failed_attempt_velocity: fired("failed_attempt_velocity").then(|| Velocity {
+        failed_attempt_velocity: fired("failed_attempt_velocity").then_some(Velocity {
             failures: history.recent_failures,
             free_failures: FREE_FAILURES,
             window_seconds: history.window_seconds,

@@ -132,14 +132,35 @@ pub struct LoginAttempt {
 }
 
 impl LoginAttempt {
-    /// A fresh attempt id: 128 random bits, base64url.
+    /// A fresh attempt id: 128 random bits from the system source,
+    /// base64url.
+    ///
+    /// The bits are drawn 4 KiB at a time into a per-thread buffer and
+    /// never reused: one `getrandom` call per 256 ids instead of one per
+    /// login attempt (it was 1.3 % of the engine's CPU on the ATO route).
     pub fn new_id() -> String {
         use base64::Engine as _;
         use ring::rand::SecureRandom as _;
-        let mut b = [0u8; 16];
-        ring::rand::SystemRandom::new()
-            .fill(&mut b)
-            .expect("the system random source failed; no unique id can be made");
+        use std::cell::RefCell;
+        const POOL: usize = 4096;
+        thread_local! {
+            static BITS: RefCell<([u8; POOL], usize)> = const { RefCell::new(([0; POOL], POOL)) };
+        }
+        let b: [u8; 16] = BITS.with(|cell| {
+            let (pool, used) = &mut *cell.borrow_mut();
+            if *used + 16 > POOL {
+                ring::rand::SystemRandom::new()
+                    .fill(pool)
+                    .expect("the system random source failed; no unique id can be made");
+                *used = 0;
+            }
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&pool[*used..*used + 16]);
+            // Spent bits are wiped so no later id repeats them.
+            pool[*used..*used + 16].fill(0);
+            *used += 16;
+            b
+        });
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
     }
 }
@@ -267,5 +288,29 @@ mod hash32 {
         let v = B64.decode(s.as_bytes()).map_err(D::Error::custom)?;
         v.try_into()
             .map_err(|_| D::Error::custom("token hash is not 32 bytes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LoginAttempt;
+
+    /// Ids drawn across several refills of the per-thread pool, on two
+    /// threads, are all distinct 128-bit values.
+    #[test]
+    fn attempt_ids_are_unique_across_pool_refills() {
+        let draw = || {
+            (0..2000)
+                .map(|_| LoginAttempt::new_id())
+                .collect::<Vec<_>>()
+        };
+        let other = std::thread::spawn(draw);
+        let mut all = draw();
+        all.extend(other.join().unwrap());
+        assert!(all.iter().all(|id| id.len() == 22), "16 bytes, base64url");
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n);
     }
 }
