@@ -3,6 +3,7 @@
 
 use tokio::sync::watch;
 
+pub mod demo;
 pub mod dev;
 
 /// Any startup error, with its message for the terminal.
