@@ -49,6 +49,11 @@ pub struct AppState {
     pub throttle: Arc<throttle::Throttle>,
     /// The Stripe client (when `STRIPE_SECRET_KEY` is set).
     pub billing: billing::Billing,
+    /// The engines' data-plane store, read-only here (devices, sessions,
+    /// entropy snapshots for the dashboard): the engine's own store in
+    /// `qyzar dev`, a CQL cluster when `QYZAR_ADMIN_CQL_NODES` is set,
+    /// else none and those routes answer 503 `store_unavailable`.
+    pub data: Option<Arc<dyn qyzar_shared::store::DataStore>>,
 }
 
 impl AppState {
@@ -76,6 +81,20 @@ impl AppState {
         let mailer = Arc::new(mail::Mailer::from_config(&config)?);
         let throttle = Arc::new(throttle::Throttle::new());
         let billing = billing::Billing::from_config(&config)?;
+        // Connects in the background: the admin starts while the cluster
+        // is still coming up, and those routes answer 503 until it is.
+        let data = config
+            .data_cql
+            .clone()
+            .map(|cfg| -> Arc<dyn qyzar_shared::store::DataStore> {
+                qyzar_shared::store::BackgroundStore::spawn(move || {
+                    let cfg = cfg.clone();
+                    async move {
+                        let store = qyzar_shared::store::ScyllaStore::connect(cfg).await?;
+                        Ok(Arc::new(store) as Arc<dyn qyzar_shared::store::DataStore>)
+                    }
+                })
+            });
         let state = Self {
             db,
             secrets: Arc::new(SecretBox::new(&key)),
@@ -84,6 +103,7 @@ impl AppState {
             mailer,
             throttle,
             billing,
+            data,
         };
         // A first build at start: engines get this admin's view (and a
         // version above any before the restart) without waiting for a change.
@@ -145,6 +165,14 @@ pub fn router(state: AppState) -> Router {
                 .delete(routes::projects::delete::handle),
         )
         .route("/projects/detail", get(routes::projects::detail::handle))
+        .route(
+            "/projects/devices-data",
+            get(routes::projects::devices_data::handle),
+        )
+        .route(
+            "/projects/entropy-snapshot",
+            get(routes::projects::entropy_snapshot::handle),
+        )
         .route(
             "/projects/settings",
             get(routes::projects::settings_get::handle)

@@ -60,12 +60,12 @@ pub(crate) async fn device_days_merge_and_retries_change_nothing(store: &dyn Dat
     let later = row(&p, &d, day, 5_000, 9_000, "Firefox");
     let earlier = row(&p, &d, day, 1_000, 2_000, "Chrome");
     store
-        .record_device_days(&[later.clone()])
+        .record_device_days(std::slice::from_ref(&later))
         .await
         .expect("write");
     store.record_device_days(&[earlier]).await.expect("write");
     store
-        .record_device_days(&[later.clone()])
+        .record_device_days(std::slice::from_ref(&later))
         .await
         .expect("retry");
     let rows = store
