@@ -117,6 +117,7 @@ impl TestApp {
             data: Some(std::sync::Arc::new(
                 qyzar_shared::store::EmbeddedStore::open(dir.path().join("data.redb")).unwrap(),
             )),
+            clusters: qyzar_admin::clusters::Refresher::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
