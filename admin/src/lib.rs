@@ -10,6 +10,7 @@ pub mod billing;
 pub mod clusters;
 pub mod config;
 pub mod db;
+pub mod device_analytics;
 pub mod error;
 pub mod extract;
 pub mod mail;
