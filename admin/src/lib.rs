@@ -5,6 +5,7 @@
 //! pushes every configuration change to the engines. The binary and the tests
 //! start it the same way: [`run`] with a bound listener and a shutdown future.
 
+pub mod analytics;
 pub mod auth;
 pub mod billing;
 pub mod config;
