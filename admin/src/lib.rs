@@ -147,6 +147,22 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/projects/detail", get(routes::projects::detail::handle))
         .route(
+            "/projects/overview-stats",
+            get(routes::projects::overview_stats::handle),
+        )
+        .route(
+            "/projects/dashboard-summary",
+            get(routes::projects::dashboard_summary::handle),
+        )
+        .route(
+            "/projects/analytics",
+            get(routes::projects::analytics::handle),
+        )
+        .route(
+            "/projects/browser-data",
+            get(routes::projects::browser_data::handle),
+        )
+        .route(
             "/projects/settings",
             get(routes::projects::settings_get::handle)
                 .patch(routes::projects::settings_patch::handle),
