@@ -152,6 +152,22 @@ async fn usage_counts_and_quota_blocks(backend: Backend) {
         rollups(&app, &id).await,
         vec![("connect".into(), "DE".into(), "desktop".into(), 3)]
     );
+    // The same report feeds the dashboard's analytics: the engine counted
+    // each connect with its route, outcome, region, platform and browser.
+    let o = ann
+        .get(&app, &format!("/projects/overview-stats?projectId={id}"))
+        .await;
+    assert_eq!(o.status, 200, "{:?}", o.body);
+    assert_eq!(o.body["current"]["verifications"], 3);
+    let regions = ann
+        .get(&app, &format!("/projects/dashboard-summary?projectId={id}"))
+        .await;
+    assert_eq!(
+        regions.body["topRegions"][0]["name"], "DE",
+        "{:?}",
+        regions.body
+    );
+    assert_eq!(regions.body["topRegions"][0]["count"], 3);
 
     // Bad batches are refused whole and change nothing.
     let good = batch("test-batch-1", &id, 9_990).to_string();

@@ -79,9 +79,15 @@ impl Section {
 const SESSION_LINES: &[(&str, &[(R, O)])] = &[
     ("connects", &[(R::Connect, O::Ok)]),
     ("reverifies", &[(R::Reverify, O::Ok)]),
-    ("verifications", &[(R::Connect, O::Ok), (R::Reverify, O::Ok)]),
+    (
+        "verifications",
+        &[(R::Connect, O::Ok), (R::Reverify, O::Ok)],
+    ),
     ("sessionVerifies", &[(R::SessionVerify, O::Ok)]),
-    ("refused", &[(R::Connect, O::Refused), (R::Reverify, O::Refused)]),
+    (
+        "refused",
+        &[(R::Connect, O::Refused), (R::Reverify, O::Refused)],
+    ),
 ];
 
 /// The answer.
@@ -119,8 +125,13 @@ pub async fn handle(
     // decide
     let series = match section {
         Section::Traffic => {
-            rollups::series_by(&state.db, id, &window, &[Dimension::Region, Dimension::Platform])
-                .await?
+            rollups::series_by(
+                &state.db,
+                id,
+                &window,
+                &[Dimension::Region, Dimension::Platform],
+            )
+            .await?
         }
         Section::Browsers => {
             rollups::series_by(&state.db, id, &window, &[Dimension::Browser]).await?

@@ -100,14 +100,14 @@ pub async fn handle(
         ("refused_verifications", |t| t.refused),
     ];
     let attack_signals: Vec<AttackSignal> = signals
-    .into_iter()
-    .map(|(signal, f)| AttackSignal {
-        signal,
-        current: f(&current),
-        previous: f(&previous),
-    })
-    .filter(|s| s.current >= ATTACK_MIN && s.current > ATTACK_FACTOR * s.previous)
-    .collect();
+        .into_iter()
+        .map(|(signal, f)| AttackSignal {
+            signal,
+            current: f(&current),
+            previous: f(&previous),
+        })
+        .filter(|s| s.current >= ATTACK_MIN && s.current > ATTACK_FACTOR * s.previous)
+        .collect();
     // answer
     let before = window.previous();
     Ok(Json(Output {
