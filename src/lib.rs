@@ -24,33 +24,8 @@ pub async fn dev() -> Result<(), Error> {
         engine_cfg.state.trusted_proxies = qyzar_engine::client_addr::TrustedProxies::loopback();
     }
     let mut admin_cfg = qyzar_admin::config::AdminConfig::from_env()?;
-    let push_key = match (&engine_cfg.push_key, &admin_cfg.push_key) {
-        (Some(k), _) | (None, Some(k)) => k.clone(),
-        (None, None) => qyzar_shared::crypto::random_token("qz_pk_", 32),
-    };
-    let report_key = match (&engine_cfg.report_key, &admin_cfg.report_key) {
-        (Some(k), _) | (None, Some(k)) => k.clone(),
-        (None, None) => qyzar_shared::crypto::random_token("qz_rk_", 32),
-    };
-    engine_cfg.push_key = Some(push_key.clone());
-    admin_cfg.push_key = Some(push_key);
-    engine_cfg.report_key = Some(report_key.clone());
-    admin_cfg.report_key = Some(report_key);
-    engine_cfg.validate()?;
-    admin_cfg.validate()?;
-    if admin_cfg.engine_urls.is_empty() {
-        admin_cfg.engine_urls = vec![format!("http://{}", engine_cfg.internal_addr)];
-    }
-    if engine_cfg.admin_url.is_none() {
-        engine_cfg.admin_url = Some(format!("http://{}", admin_cfg.addr));
-    }
-    let engine_url = format!("http://{}", engine_cfg.public_addr);
-    // The dashboard's dry-run rate-limit check asks this engine; without it
-    // that route could only answer 503.
-    if admin_cfg.engine_public_url.is_none() {
-        admin_cfg.engine_public_url = Some(engine_url.clone());
-    }
-    let admin_url = format!("http://{}", admin_cfg.addr);
+    let engine_url = wire(&mut engine_cfg, &mut admin_cfg)?;
+    let admin_url = format!("http://{}", reachable(admin_cfg.addr));
 
     let (tx, rx) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind(admin_cfg.addr).await?;
@@ -108,6 +83,63 @@ pub async fn dev() -> Result<(), Error> {
     e??;
     a??;
     Ok(())
+}
+
+/// Wires `qyzar dev`'s engine and admin to each other, as separate
+/// services would be by their environment, and returns the engine's public
+/// URL. Kept apart from [`dev`] so a test can wire services on ports of its
+/// own and check what `qyzar dev` gives each side:
+///
+/// - one push key (admin → engine) and one report key (engine → admin),
+///   made for this run unless the environment sets them;
+/// - admin pushes to the engine's internal port, the engine pulls from and
+///   reports traffic to the admin;
+/// - admin's dashboard dry-run `POST /projects/rate-limit/check` asks this
+///   engine's public port (`engine_public_url`): without it that route can
+///   only answer `503 store_unavailable` ("no engine is configured").
+///
+/// Values the environment set are kept. Listen addresses on all interfaces
+/// (`0.0.0.0`) are reached over loopback.
+pub fn wire(
+    engine_cfg: &mut qyzar_engine::config::EngineConfig,
+    admin_cfg: &mut qyzar_admin::config::AdminConfig,
+) -> Result<String, Error> {
+    let push_key = match (&engine_cfg.push_key, &admin_cfg.push_key) {
+        (Some(k), _) | (None, Some(k)) => k.clone(),
+        (None, None) => qyzar_shared::crypto::random_token("qz_pk_", 32),
+    };
+    let report_key = match (&engine_cfg.report_key, &admin_cfg.report_key) {
+        (Some(k), _) | (None, Some(k)) => k.clone(),
+        (None, None) => qyzar_shared::crypto::random_token("qz_rk_", 32),
+    };
+    engine_cfg.push_key = Some(push_key.clone());
+    admin_cfg.push_key = Some(push_key);
+    engine_cfg.report_key = Some(report_key.clone());
+    admin_cfg.report_key = Some(report_key);
+    engine_cfg.validate()?;
+    admin_cfg.validate()?;
+    if admin_cfg.engine_urls.is_empty() {
+        admin_cfg.engine_urls = vec![format!("http://{}", reachable(engine_cfg.internal_addr))];
+    }
+    if engine_cfg.admin_url.is_none() {
+        engine_cfg.admin_url = Some(format!("http://{}", reachable(admin_cfg.addr)));
+    }
+    let engine_url = format!("http://{}", reachable(engine_cfg.public_addr));
+    if admin_cfg.engine_public_url.is_none() {
+        admin_cfg.engine_public_url = Some(engine_url.clone());
+    }
+    Ok(engine_url)
+}
+
+/// `addr` as a client on this machine reaches it: a listener on every
+/// interface (`0.0.0.0`, `[::]`) is called on loopback.
+fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
 }
 
 /// The engine alone.

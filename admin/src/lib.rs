@@ -5,6 +5,7 @@
 //! pushes every configuration change to the engines. The binary and the tests
 //! start it the same way: [`run`] with a bound listener and a shutdown future.
 
+pub mod analytics;
 pub mod auth;
 pub mod billing;
 pub mod clusters;
@@ -178,6 +179,22 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/projects/entropy-snapshot",
             get(routes::projects::entropy_snapshot::handle),
+        )
+        .route(
+            "/projects/overview-stats",
+            get(routes::projects::overview_stats::handle),
+        )
+        .route(
+            "/projects/dashboard-summary",
+            get(routes::projects::dashboard_summary::handle),
+        )
+        .route(
+            "/projects/analytics",
+            get(routes::projects::analytics::handle),
+        )
+        .route(
+            "/projects/browser-data",
+            get(routes::projects::browser_data::handle),
         )
         .route(
             "/projects/settings",

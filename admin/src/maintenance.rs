@@ -5,10 +5,14 @@
 //!   (the raw Stripe payloads: needed for audits and as the webhook's
 //!   idempotency guard while Stripe may still resend, not forever);
 //! - traffic batch ids older than a week (also pruned at each ingest; this
-//!   covers an admin no engine reports to).
+//!   covers an admin no engine reports to);
+//! - dashboard analytics past their table's retention
+//!   ([`crate::analytics::Grain::retention_ms`]: about 7 days of minutes,
+//!   90 days of hours, 3 years of days), so charts stay fast and the
+//!   database small while a long range still reads the coarser table.
 //!
-//! Each run is a pair of indexed `DELETE`s; failures are logged and retried
-//! at the next run.
+//! Each run is a few indexed `DELETE`s; failures are logged and retried at
+//! the next run.
 //!
 //! [`AdminConfig::billing_log_retention_days`]: crate::config::AdminConfig::billing_log_retention_days
 
@@ -29,6 +33,8 @@ pub struct Pruned {
     pub billing_events: u64,
     /// Traffic batch ids older than [`crate::usage::BATCH_ID_KEEP_MS`].
     pub traffic_batches: u64,
+    /// Analytics rollup rows past their table's retention, all tables.
+    pub analytics_rows: u64,
 }
 
 /// One housekeeping run at `now`.
@@ -43,9 +49,21 @@ pub async fn run_once(db: &Db, now: i64, billing_retention_days: u32) -> AdminRe
         .execute(db.pool())
         .await?
         .rows_affected();
+    let mut analytics_rows = 0;
+    for grain in crate::analytics::Grain::ALL {
+        analytics_rows += sqlx::query(&format!(
+            "DELETE FROM {} WHERE bucket_start < $1",
+            grain.table()
+        ))
+        .bind(now.saturating_sub(grain.retention_ms()))
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    }
     Ok(Pruned {
         billing_events,
         traffic_batches,
+        analytics_rows,
     })
 }
 
@@ -59,10 +77,11 @@ pub async fn run_forever(db: Db, billing_retention_days: u32) {
     loop {
         ticks.tick().await;
         match run_once(&db, qyzar_shared::time::now_ms(), billing_retention_days).await {
-            Ok(p) if p.billing_events + p.traffic_batches > 0 => {
+            Ok(p) if p.billing_events + p.traffic_batches + p.analytics_rows > 0 => {
                 tracing::info!(
                     billing_events = p.billing_events,
                     traffic_batches = p.traffic_batches,
+                    analytics_rows = p.analytics_rows,
                     "housekeeping pruned old rows"
                 )
             }

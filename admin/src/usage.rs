@@ -2,8 +2,10 @@
 //! quota block out.
 //!
 //! [`ingest`] writes one batch in one transaction: the batch id first (a
-//! batch already seen changes nothing), then each row into the traffic
-//! rollups and its count into the owner's usage for the row's month. It
+//! batch already seen changes nothing), then each row into the minute, hour
+//! and day analytics rollups (migration 0006), and the verification rows
+//! also into the hourly `traffic_rollups` and their count into the owner's
+//! usage for the row's month. It
 //! reports whether an owner crossed the plan's `monthlyVerifications` for
 //! the current month with this batch; the caller then rebuilds and pushes
 //! the snapshot, whose builder marks every project of an account over its
@@ -17,6 +19,8 @@
 use std::collections::{HashMap, HashSet};
 
 use qyzar_shared::usage::{month_key, next_month_start_ms, TrafficBatch, HOUR_MS};
+
+use crate::analytics::Grain;
 use sqlx::Row as _;
 
 use crate::billing::Plan;
@@ -82,6 +86,20 @@ pub async fn ingest(db: &Db, batch: &TrafficBatch, now: i64) -> AdminResult<Inge
     }
     let mut added: HashMap<(String, String), i64> = HashMap::new();
     let mut plans: HashMap<String, String> = HashMap::new();
+    // Rows summed per table key first: a batch's minutes fall in a few
+    // hours and one day, so each coarser table gets one upsert per key
+    // rather than one per row.
+    type RollupKey<'a> = (
+        &'a str,
+        i64,
+        &'static str,
+        &'static str,
+        &'a str,
+        &'a str,
+        &'a str,
+    );
+    let mut rollups: [HashMap<RollupKey<'_>, i64>; 3] = Default::default();
+    let mut verifications: HashMap<(&str, i64, &'static str, &str, &str), i64> = HashMap::new();
     let (mut rows, mut ignored_rows) = (0, 0);
     for r in &batch.rows {
         let Some(Some((user_id, plan))) = owners.get(r.project_id.as_str()) else {
@@ -89,25 +107,73 @@ pub async fn ingest(db: &Db, batch: &TrafficBatch, now: i64) -> AdminResult<Inge
             continue;
         };
         let count = i64::try_from(r.count).map_err(AdminError::internal)?;
+        for (grain, table) in Grain::ALL.iter().zip(rollups.iter_mut()) {
+            *table
+                .entry((
+                    r.project_id.as_str(),
+                    grain.floor(r.minute_start_ms),
+                    r.route.as_str(),
+                    r.outcome.as_str(),
+                    r.region.as_str(),
+                    r.platform.as_str(),
+                    r.browser.as_str(),
+                ))
+                .or_default() += count;
+        }
+        if r.is_verification() {
+            *verifications
+                .entry((
+                    r.project_id.as_str(),
+                    r.minute_start_ms - r.minute_start_ms.rem_euclid(HOUR_MS),
+                    r.route.as_str(),
+                    r.region.as_str(),
+                    r.platform.as_str(),
+                ))
+                .or_default() += count;
+            *added
+                .entry((user_id.clone(), month_key(r.minute_start_ms)))
+                .or_default() += count;
+            plans.insert(user_id.clone(), plan.clone());
+        }
+        rows += 1;
+    }
+    for (grain, table) in Grain::ALL.iter().zip(&rollups) {
+        let sql = format!(
+            "INSERT INTO {t} (project_id, bucket_start, route, outcome, region, platform, browser, requests) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (project_id, bucket_start, route, outcome, region, platform, browser) \
+             DO UPDATE SET requests = {t}.requests + excluded.requests",
+            t = grain.table()
+        );
+        for ((project, start, route, outcome, region, platform, browser), count) in table {
+            sqlx::query(&sql)
+                .bind(*project)
+                .bind(*start)
+                .bind(*route)
+                .bind(*outcome)
+                .bind(*region)
+                .bind(*platform)
+                .bind(*browser)
+                .bind(*count)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    for ((project, hour, kind, region, platform), count) in &verifications {
         sqlx::query(
             "INSERT INTO traffic_rollups (project_id, hour_start, kind, region, platform, requests) \
              VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (project_id, hour_start, kind, region, platform) \
              DO UPDATE SET requests = traffic_rollups.requests + excluded.requests",
         )
-        .bind(&r.project_id)
-        .bind(r.hour_start_ms)
-        .bind(r.kind.as_str())
-        .bind(&r.region)
-        .bind(&r.platform)
-        .bind(count)
+        .bind(*project)
+        .bind(*hour)
+        .bind(*kind)
+        .bind(*region)
+        .bind(*platform)
+        .bind(*count)
         .execute(&mut *tx)
         .await?;
-        *added
-            .entry((user_id.clone(), month_key(r.hour_start_ms)))
-            .or_default() += count;
-        plans.insert(user_id.clone(), plan.clone());
-        rows += 1;
     }
     let current = month_key(now);
     let mut crossed_quota = false;

@@ -455,6 +455,16 @@ fn metrics(engine: &Engine) -> Response<Body> {
             engine.traffic.recorded.load(std::sync::atomic::Ordering::Relaxed) as f64,
         ),
         (
+            "qyzar_traffic_counted",
+            "Hot-path answers counted for admin since start.",
+            engine.traffic.counted.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "qyzar_traffic_folded",
+            "Answers counted under a project's folded key (its share of distinct keys was used up).",
+            engine.traffic.folded.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
             "qyzar_traffic_delivered_rows",
             "Traffic rows admin acknowledged since start.",
             engine.traffic.delivered_rows.load(std::sync::atomic::Ordering::Relaxed) as f64,

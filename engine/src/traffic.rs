@@ -1,23 +1,39 @@
-//! Verification traffic, counted in memory and reported to admin.
+//! Hot-path traffic, counted in memory and reported to admin.
 //!
-//! Each successful `/connect` and `/connect/reverify` adds one to a counter
-//! keyed by (project, UTC hour, kind, region, platform); see
-//! [`qyzar_shared::usage`] for what counts and why. Every few seconds the
-//! [`report_loop`] swaps the counters out, turns them into
-//! [`TrafficBatch`]es with ids of their own, and sends them to admin's
-//! `POST /internal/traffic` with the engine → admin report key (over TLS
-//! for an `https://` admin, see [`crate::internal::AdminLink`]). Admin turns them into the
-//! dashboard's traffic rollups and the owners' monthly usage, which is what
+//! Every answer of the counted routes (connect, reverify, session-verify,
+//! token mint and verify, rate-limit-check, ato-login-attempt) adds one to
+//! a counter keyed by (project, UTC minute, route, outcome, region,
+//! platform, browser); see [`qyzar_shared::usage`] for the row and which
+//! rows are verifications. Every few seconds the [`report_loop`] swaps the
+//! counters out, turns them into [`TrafficBatch`]es with ids of their own,
+//! and sends them to admin's `POST /internal/traffic` with the engine →
+//! admin report key (over TLS for an `https://` admin, see
+//! [`crate::internal::AdminLink`]). Admin turns them into the dashboard's
+//! minute/hour/day rollups and the owners' monthly usage, which is what
 //! blocks a project whose plan has used up its verifications.
 //!
 //! These are writes the answer does not depend on, so they are batched off
-//! the hot path (ARCHITECTURE.md): counting is one short mutex-guarded map
-//! update on a route that already writes a session durably. A batch that
-//! could not be delivered is kept, with its id, and sent again first at the
-//! next tick, so an admin outage delays counts rather than losing them, and
-//! a batch whose answer was lost is not counted twice (admin keeps the ids).
-//! Counts still in memory when the process is killed are lost; a graceful
-//! stop sends them after the public listener has drained.
+//! the hot path (ARCHITECTURE.md). Counting is one short mutex-guarded map
+//! update, never held across an await; the key is `Copy` with its strings
+//! inline ([`Tag`]), so a count for a key already seen allocates nothing.
+//!
+//! **Bounded, with a share per project.** Each project may open at most
+//! [`MAX_KEYS_PER_PROJECT_MINUTE`] new detailed keys per UTC minute, and all
+//! projects together [`MAX_PENDING_ROWS`]; past either, the project's counts
+//! go to its folded key (region [`OTHER_REGION`], platform and browser
+//! [`OTHER_TAG`]), of which there are at most routes × outcomes per minute.
+//! So a tenant sending a flood of distinct regions or browsers loses detail
+//! for itself only: totals stay exact and no other tenant's counters are
+//! touched or refused. Projects are known ones (the routes count only after
+//! the project secret or session checked out), so the number of folded
+//! keys is bounded by the snapshot.
+//!
+//! A batch that could not be delivered is kept, with its id, and sent again
+//! first at the next tick, so an admin outage delays counts rather than
+//! losing them, and a batch whose answer was lost is not counted twice
+//! (admin keeps the ids). Counts still in memory when the process is killed
+//! are lost; a graceful stop sends them after the public listener has
+//! drained.
 //!
 //! Without an admin URL nothing is counted (there is nobody to tell).
 
@@ -33,40 +49,162 @@ use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use qyzar_shared::ids::ProjectId;
-use qyzar_shared::usage::{hour_start_ms, TrafficBatch, TrafficKind, TrafficRow, MAX_BATCH_ROWS};
+use qyzar_shared::usage::{
+    minute_start_ms, valid_region, valid_tag, TrafficBatch, TrafficOutcome, TrafficRoute,
+    TrafficRow, MAX_BATCH_ROWS, MAX_TAG_LEN, OTHER_REGION, OTHER_TAG,
+};
 
-/// Most distinct counters (and undelivered rows) kept while admin cannot be
-/// reached. Each is a few dozen bytes; past this, new counts are dropped and
-/// counted in `qyzar_traffic_dropped_total` rather than growing without end.
+/// Most detailed counters held at once over all projects (and most rows
+/// queued while admin cannot be reached). A counter is about 100 bytes with
+/// its map slot, so this bounds the counters near 20 MB; past it, counts
+/// are folded (see the module docs) and queued rows are dropped and counted
+/// in `qyzar_traffic_dropped_total` rather than growing without end.
 pub const MAX_PENDING_ROWS: usize = 200_000;
+/// Distinct detailed keys a project may open per UTC minute: enough for
+/// every real (route, outcome, region, platform, browser) mix a dashboard
+/// shows, small enough that a thousand busy tenants fit [`MAX_PENDING_ROWS`].
+pub const MAX_KEYS_PER_PROJECT_MINUTE: u32 = 256;
 /// Longest one delivery may take.
 pub const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A short ASCII string stored inline, so a key is `Copy` and hashing or
+/// comparing it touches no heap. Anything that is not a valid row value
+/// (too long, odd bytes) becomes `other` when built, so a client cannot put
+/// arbitrary text into a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tag {
+    len: u8,
+    bytes: [u8; MAX_TAG_LEN],
+}
+
+impl Tag {
+    const EMPTY: Tag = Tag {
+        len: 0,
+        bytes: [0; MAX_TAG_LEN],
+    };
+
+    fn copy(s: &str) -> Tag {
+        let mut t = Tag::EMPTY;
+        t.bytes[..s.len()].copy_from_slice(s.as_bytes());
+        t.len = s.len() as u8;
+        t
+    }
+
+    /// A region: empty when unknown, `OTHER` when not a valid code.
+    fn region(s: Option<&str>) -> Tag {
+        match s {
+            None => Tag::EMPTY,
+            Some(s) if valid_region(s) => Tag::copy(s),
+            Some(_) => Tag::copy(OTHER_REGION),
+        }
+    }
+
+    /// A platform or browser: `unknown` names stay as the parser gave them;
+    /// invalid ones become `other`.
+    fn tag(s: &str) -> Tag {
+        if valid_tag(s) {
+            Tag::copy(s)
+        } else {
+            Tag::copy(OTHER_TAG)
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Built only from valid ASCII in `copy`.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+/// What a counted call says about its client: where it came from and what
+/// it runs. Routes called by a customer's backend with no session to
+/// describe use [`Dims::SERVER`].
+#[derive(Debug, Clone, Copy)]
+pub struct Dims<'a> {
+    /// Country or region code, when known.
+    pub region: Option<&'a str>,
+    /// Form factor (`desktop`, `mobile`, …).
+    pub platform: &'a str,
+    /// Browser name (`Chrome`, …).
+    pub browser: &'a str,
+}
+
+impl Dims<'static> {
+    /// A browser call refused before its user agent was read.
+    pub const UNKNOWN: Dims<'static> = Dims {
+        region: None,
+        platform: "unknown",
+        browser: "",
+    };
+    /// A call from a customer's backend: the request's own user agent and
+    /// address are the backend's, not a visitor's, so they are not counted.
+    pub const SERVER: Dims<'static> = Dims {
+        region: None,
+        platform: "server",
+        browser: "",
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
-    project: ProjectId,
-    hour_start_ms: i64,
-    kind: TrafficKind,
-    region: Option<Box<str>>,
-    platform: &'static str,
+    minute_start_ms: i64,
+    route: TrafficRoute,
+    outcome: TrafficOutcome,
+    region: Tag,
+    platform: Tag,
+    browser: Tag,
+}
+
+impl Key {
+    fn folded(self) -> Key {
+        Key {
+            region: Tag::copy(OTHER_REGION),
+            platform: Tag::copy(OTHER_TAG),
+            browser: Tag::copy(OTHER_TAG),
+            ..self
+        }
+    }
+}
+
+/// One project's counters and its share of new keys this minute.
+#[derive(Default)]
+struct ProjectCounts {
+    counts: HashMap<Key, u64>,
+    /// The UTC minute `opened` counts for.
+    minute_start_ms: i64,
+    /// Detailed keys opened in that minute (across seals, so a tenant
+    /// cannot get a fresh share every tick).
+    opened: u32,
+}
+
+#[derive(Default)]
+struct Counters {
+    /// Keyed by the project id as text, so routes holding only a checked
+    /// `&str` (session-verify) count without building a `ProjectId`.
+    projects: HashMap<Box<str>, ProjectCounts>,
+    /// Detailed keys held over all projects.
+    detailed: usize,
 }
 
 /// The counters and the batches not yet delivered.
 pub struct Traffic {
     /// Set once a reporter runs; until then [`Traffic::record`] does nothing.
     enabled: AtomicBool,
-    counts: Mutex<HashMap<Key, u64>>,
+    counts: Mutex<Counters>,
     pending: Mutex<VecDeque<TrafficBatch>>,
     /// Names this process in batch ids, so ids from two engines never meet.
     instance: String,
     seq: AtomicU64,
     /// Verifications counted since start.
     pub recorded: AtomicU64,
+    /// Calls counted since start, verifications or not.
+    pub counted: AtomicU64,
+    /// Calls counted under a project's folded key because it (or all
+    /// projects together) used up its share of detailed keys.
+    pub folded: AtomicU64,
     /// Rows admin acknowledged.
     pub delivered_rows: AtomicU64,
-    /// Counts dropped because [`MAX_PENDING_ROWS`] was reached, or because
-    /// admin refused a batch as malformed (a bug: logged at `error`).
+    /// Counts dropped because [`MAX_PENDING_ROWS`] rows were queued, or
+    /// because admin refused a batch as malformed (a bug: logged at `error`).
     pub dropped: AtomicU64,
 }
 
@@ -81,11 +219,13 @@ impl Traffic {
     pub fn new() -> Self {
         Self {
             enabled: AtomicBool::new(false),
-            counts: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counters::default()),
             pending: Mutex::new(VecDeque::new()),
             instance: qyzar_shared::crypto::random_token("eng_", 8),
             seq: AtomicU64::new(0),
             recorded: AtomicU64::new(0),
+            counted: AtomicU64::new(0),
+            folded: AtomicU64::new(0),
             delivered_rows: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         }
@@ -96,54 +236,101 @@ impl Traffic {
         self.enabled.store(true, Ordering::Relaxed);
     }
 
-    /// Counts one verification.
+    /// Counts one answer of `route` for an authenticated `project` (a
+    /// checked project id: the routes count only after authorising).
     pub fn record(
         &self,
-        project: &ProjectId,
-        kind: TrafficKind,
-        region: Option<&str>,
-        platform: &'static str,
+        project: &str,
+        route: TrafficRoute,
+        outcome: TrafficOutcome,
+        dims: Dims<'_>,
         now_ms: i64,
     ) {
         if !self.enabled.load(Ordering::Relaxed) {
             return;
         }
         let key = Key {
-            project: project.clone(),
-            hour_start_ms: hour_start_ms(now_ms),
-            kind,
-            region: region.map(Into::into),
-            platform,
+            minute_start_ms: minute_start_ms(now_ms),
+            route,
+            outcome,
+            region: Tag::region(dims.region),
+            platform: Tag::tag(dims.platform),
+            browser: Tag::tag(dims.browser),
         };
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = counts.get_mut(&key) {
-            *n += 1;
-        } else if counts.len() < MAX_PENDING_ROWS {
-            counts.insert(key, 1);
-        } else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+        let folded = {
+            let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            let c = &mut *guard;
+            let p = match c.projects.get_mut(project) {
+                Some(p) => p,
+                None => c.projects.entry(project.into()).or_default(),
+            };
+            if let Some(n) = p.counts.get_mut(&key) {
+                *n += 1;
+                false
+            } else {
+                if p.minute_start_ms != key.minute_start_ms {
+                    p.minute_start_ms = key.minute_start_ms;
+                    p.opened = 0;
+                }
+                if p.opened < MAX_KEYS_PER_PROJECT_MINUTE && c.detailed < MAX_PENDING_ROWS {
+                    p.opened += 1;
+                    c.detailed += 1;
+                    p.counts.insert(key, 1);
+                    false
+                } else {
+                    *p.counts.entry(key.folded()).or_insert(0) += 1;
+                    true
+                }
+            }
+        };
+        if folded {
+            self.folded.fetch_add(1, Ordering::Relaxed);
         }
-        self.recorded.fetch_add(1, Ordering::Relaxed);
+        self.counted.fetch_add(1, Ordering::Relaxed);
+        if outcome == TrafficOutcome::Ok
+            && matches!(route, TrafficRoute::Connect | TrafficRoute::Reverify)
+        {
+            self.recorded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes every counter out as rows, keeping each project's share of
+    /// this minute (a project with nothing left and an old minute is let go).
+    fn take_rows(&self) -> Vec<TrafficRow> {
+        let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let c = &mut *guard;
+        let mut rows = Vec::new();
+        let newest = c
+            .projects
+            .values()
+            .map(|p| p.minute_start_ms)
+            .max()
+            .unwrap_or(0);
+        c.projects.retain(|project, p| {
+            for (k, count) in p.counts.drain() {
+                rows.push(TrafficRow {
+                    project_id: project.to_string(),
+                    minute_start_ms: k.minute_start_ms,
+                    route: k.route,
+                    outcome: k.outcome,
+                    region: k.region.as_str().to_owned(),
+                    platform: k.platform.as_str().to_owned(),
+                    browser: k.browser.as_str().to_owned(),
+                    count,
+                });
+            }
+            p.minute_start_ms == newest
+        });
+        c.detailed = 0;
+        rows
     }
 
     /// Moves the counters into numbered batches at the end of the queue.
     fn seal(&self) {
-        let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|e| e.into_inner()));
-        if counts.is_empty() {
+        let rows = self.take_rows();
+        if rows.is_empty() {
             return;
         }
-        let rows: Vec<TrafficRow> = counts
-            .into_iter()
-            .map(|(k, count)| TrafficRow {
-                project_id: k.project.to_string(),
-                hour_start_ms: k.hour_start_ms,
-                kind: k.kind,
-                region: k.region.map(String::from).unwrap_or_default(),
-                platform: k.platform.to_owned(),
-                count,
-            })
-            .collect();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let mut queued: usize = pending.iter().map(|b| b.rows.len()).sum();
         for chunk in rows.chunks(MAX_BATCH_ROWS) {
@@ -182,7 +369,14 @@ impl Traffic {
 
     /// Rows counted or queued and not yet acknowledged by admin.
     pub fn undelivered_rows(&self) -> usize {
-        let counted = self.counts.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let counted: usize = self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .projects
+            .values()
+            .map(|p| p.counts.len())
+            .sum();
         let queued: usize = self
             .pending
             .lock()
@@ -347,6 +541,7 @@ pub async fn report_loop_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use qyzar_shared::ids::ProjectId;
     use std::sync::Mutex as StdMutex;
 
     /// A stand-in admin on a random port: answers each request with the
@@ -393,35 +588,75 @@ mod tests {
     async fn a_failed_report_is_resent_with_its_id_and_a_refused_one_is_dropped() {
         let t = Traffic::new();
         t.enable();
-        let p = ProjectId::generate();
+        let p = ProjectId::generate().to_string();
         let now = qyzar_shared::time::now_ms();
         // Admin is down (503) for the first try, then takes it.
         let (url, seen) = fake_admin(vec![503]).await;
         let reporter = Reporter::new(&url, Some("k")).unwrap();
-        t.record(&p, TrafficKind::Connect, Some("DE"), "desktop", now);
+        t.record(
+            &p,
+            TrafficRoute::Connect,
+            TrafficOutcome::Ok,
+            Dims {
+                region: Some("DE"),
+                platform: "desktop",
+                browser: "Chrome",
+            },
+            now,
+        );
         assert!(reporter.flush(&t).await.is_err());
         assert_eq!(t.undelivered_rows(), 1, "kept for the next report");
-        t.record(&p, TrafficKind::Reverify, None, "mobile", now);
+        t.record(
+            &p,
+            TrafficRoute::Reverify,
+            TrafficOutcome::Ok,
+            Dims {
+                region: None,
+                platform: "mobile",
+                browser: "Chrome",
+            },
+            now,
+        );
         assert_eq!(reporter.flush(&t).await.unwrap(), 2);
         assert_eq!(t.undelivered_rows(), 0);
         let got = seen.lock().unwrap().clone();
         assert_eq!(got.len(), 3, "first try, its resend, then the newer batch");
         assert_eq!(got[0], got[1], "the resend is the same batch, same id");
         assert_ne!(got[1].batch_id, got[2].batch_id);
-        assert_eq!(got[2].rows[0].kind, TrafficKind::Reverify);
+        assert_eq!(got[2].rows[0].route, TrafficRoute::Reverify);
         assert_eq!(t.delivered_rows.load(Ordering::Relaxed), 2);
 
         // A batch admin refuses as malformed (422) is dropped, not retried forever.
         let (url, seen) = fake_admin(vec![422]).await;
         let reporter = Reporter::new(&url, Some("k")).unwrap();
-        t.record(&p, TrafficKind::Connect, None, "desktop", now);
+        t.record(
+            &p,
+            TrafficRoute::Connect,
+            TrafficOutcome::Ok,
+            Dims {
+                region: None,
+                platform: "desktop",
+                browser: "Chrome",
+            },
+            now,
+        );
         assert_eq!(reporter.flush(&t).await.unwrap(), 0);
         assert_eq!(t.undelivered_rows(), 0);
         assert_eq!(t.dropped.load(Ordering::Relaxed), 1);
         // A wrong key (401) is a configuration fault: kept and retried.
         let (url, _) = fake_admin(vec![401]).await;
         let reporter = Reporter::new(&url, Some("k")).unwrap();
-        t.record(&p, TrafficKind::Connect, None, "desktop", now);
+        t.record(
+            &p,
+            TrafficRoute::Connect,
+            TrafficOutcome::Ok,
+            Dims {
+                region: None,
+                platform: "desktop",
+                browser: "Chrome",
+            },
+            now,
+        );
         assert!(reporter.flush(&t).await.is_err());
         assert_eq!(t.undelivered_rows(), 1);
         assert_eq!(seen.lock().unwrap().len(), 1);
@@ -438,32 +673,238 @@ mod tests {
     #[test]
     fn counts_are_keyed_and_sealed_in_order() {
         let t = Traffic::new();
-        let p = ProjectId::generate();
+        let p = ProjectId::generate().to_string();
         let now = 1_700_000_000_000;
-        t.record(&p, TrafficKind::Connect, Some("DE"), "desktop", now);
+        t.record(
+            &p,
+            TrafficRoute::Connect,
+            TrafficOutcome::Ok,
+            Dims {
+                region: Some("DE"),
+                platform: "desktop",
+                browser: "Chrome",
+            },
+            now,
+        );
         assert_eq!(t.undelivered_rows(), 0, "disabled until a reporter runs");
         t.enable();
         for _ in 0..3 {
-            t.record(&p, TrafficKind::Connect, Some("DE"), "desktop", now);
+            t.record(
+                &p,
+                TrafficRoute::Connect,
+                TrafficOutcome::Ok,
+                Dims {
+                    region: Some("DE"),
+                    platform: "desktop",
+                    browser: "Chrome",
+                },
+                now,
+            );
         }
-        t.record(&p, TrafficKind::Reverify, None, "mobile", now);
+        t.record(
+            &p,
+            TrafficRoute::Reverify,
+            TrafficOutcome::Ok,
+            Dims {
+                region: None,
+                platform: "mobile",
+                browser: "Chrome",
+            },
+            now,
+        );
         t.seal();
         let b = t.front().unwrap();
         assert_eq!(b.rows.len(), 2);
         let connect = b
             .rows
             .iter()
-            .find(|r| r.kind == TrafficKind::Connect)
+            .find(|r| r.route == TrafficRoute::Connect)
             .unwrap();
         assert_eq!((connect.count, connect.region.as_str()), (3, "DE"));
-        assert_eq!(connect.hour_start_ms % 3_600_000, 0);
+        assert_eq!(connect.minute_start_ms % 60_000, 0);
+        assert_eq!(connect.browser, "Chrome");
         assert!(b.validate(now).is_ok());
         // A failed delivery keeps the batch, with its id, ahead of new ones.
-        t.record(&p, TrafficKind::Connect, None, "desktop", now);
+        t.record(
+            &p,
+            TrafficRoute::Connect,
+            TrafficOutcome::Ok,
+            Dims {
+                region: None,
+                platform: "desktop",
+                browser: "Chrome",
+            },
+            now,
+        );
         t.seal();
         assert_eq!(t.front().unwrap().batch_id, b.batch_id);
         t.pop_front(&b.batch_id);
         assert_ne!(t.front().unwrap().batch_id, b.batch_id);
         assert_eq!(t.recorded.load(Ordering::Relaxed), 5);
+    }
+
+    /// Rows of `p` in the sealed batches.
+    fn rows_of(t: &Traffic, p: &str) -> Vec<TrafficRow> {
+        let pending = t.pending.lock().unwrap();
+        pending
+            .iter()
+            .flat_map(|b| b.rows.iter())
+            .filter(|r| r.project_id == p)
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn a_flood_of_distinct_regions_stays_bounded_and_leaves_other_tenants_alone() {
+        let t = Traffic::new();
+        t.enable();
+        let (noisy, quiet) = (
+            ProjectId::generate().to_string(),
+            ProjectId::generate().to_string(),
+        );
+        let now = 1_700_000_000_000;
+        fn dims(region: &str) -> Dims<'_> {
+            Dims {
+                region: Some(region),
+                platform: "desktop",
+                browser: "Chrome",
+            }
+        }
+        t.record(
+            &quiet,
+            TrafficRoute::Connect,
+            TrafficOutcome::Ok,
+            dims("DE"),
+            now,
+        );
+        for i in 0..100_000u32 {
+            let region = format!("R{i:05}");
+            t.record(
+                &noisy,
+                TrafficRoute::Connect,
+                TrafficOutcome::Ok,
+                dims(&region),
+                now,
+            );
+        }
+        // A browser name a client made up is not a key either.
+        t.record(
+            &noisy,
+            TrafficRoute::SessionVerify,
+            TrafficOutcome::Ok,
+            Dims {
+                region: Some("lower"),
+                platform: "desktop",
+                browser: "<script>alert(1)</script>",
+            },
+            now,
+        );
+        t.record(
+            &quiet,
+            TrafficRoute::Connect,
+            TrafficOutcome::Ok,
+            dims("DE"),
+            now,
+        );
+        let cap = MAX_KEYS_PER_PROJECT_MINUTE as usize;
+        assert!(
+            t.undelivered_rows() <= cap + 1 + TrafficRoute::ALL.len() * TrafficOutcome::ALL.len(),
+            "{} counters held",
+            t.undelivered_rows()
+        );
+        assert_eq!(t.counted.load(Ordering::Relaxed), 100_003);
+        assert_eq!(t.folded.load(Ordering::Relaxed), 100_001 - cap as u64);
+        t.seal();
+        for b in t.pending.lock().unwrap().iter() {
+            assert!(b.validate(now).is_ok(), "sealed rows are valid rows");
+        }
+        // The noisy tenant: totals exact, detail capped, the rest folded.
+        let rows = rows_of(&t, &noisy);
+        let total: u64 = rows.iter().map(|r| r.count).sum();
+        assert_eq!(total, 100_001);
+        let detailed = rows.iter().filter(|r| r.region != OTHER_REGION).count();
+        assert_eq!(detailed, cap);
+        let folded: u64 = rows
+            .iter()
+            .filter(|r| r.region == OTHER_REGION && r.route == TrafficRoute::Connect)
+            .map(|r| r.count)
+            .sum();
+        assert_eq!(folded, 100_000 - cap as u64);
+        let odd = rows
+            .iter()
+            .find(|r| r.route == TrafficRoute::SessionVerify)
+            .unwrap();
+        assert_eq!(odd.region, OTHER_REGION);
+        assert_eq!(odd.browser, OTHER_TAG);
+        // The quiet tenant kept its own detailed count.
+        let rows = rows_of(&t, &quiet);
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].region.as_str(), rows[0].count), ("DE", 2));
+
+        // The share is per minute, across seals: the noisy tenant gets no
+        // fresh share at the next tick of the same minute …
+        t.record(
+            &noisy,
+            TrafficRoute::Connect,
+            TrafficOutcome::Ok,
+            dims("NEW"),
+            now + 1,
+        );
+        assert_eq!(t.folded.load(Ordering::Relaxed), 100_002 - cap as u64);
+        // … and a fresh one in the next minute.
+        t.record(
+            &noisy,
+            TrafficRoute::Connect,
+            TrafficOutcome::Ok,
+            dims("NEW"),
+            now + 60_000,
+        );
+        assert_eq!(t.folded.load(Ordering::Relaxed), 100_002 - cap as u64);
+    }
+
+    #[test]
+    fn outcomes_and_server_calls_are_counted_apart_from_verifications() {
+        let t = Traffic::new();
+        t.enable();
+        let p = ProjectId::generate().to_string();
+        let now = 1_700_000_000_000;
+        t.record(
+            &p,
+            TrafficRoute::RateLimitCheck,
+            TrafficOutcome::Denied,
+            Dims::SERVER,
+            now,
+        );
+        t.record(
+            &p,
+            TrafficRoute::RateLimitCheck,
+            TrafficOutcome::Denied,
+            Dims::SERVER,
+            now,
+        );
+        t.record(
+            &p,
+            TrafficRoute::AtoLoginAttempt,
+            TrafficOutcome::Blocked,
+            Dims::SERVER,
+            now,
+        );
+        assert_eq!(t.recorded.load(Ordering::Relaxed), 0, "not verifications");
+        t.seal();
+        let rows = rows_of(&t, &p);
+        assert_eq!(rows.len(), 2);
+        let denied = rows
+            .iter()
+            .find(|r| r.outcome == TrafficOutcome::Denied)
+            .unwrap();
+        assert_eq!(
+            (
+                denied.count,
+                denied.platform.as_str(),
+                denied.region.as_str()
+            ),
+            (2, "server", "")
+        );
+        assert!(rows.iter().all(|r| !r.is_verification()));
     }
 }

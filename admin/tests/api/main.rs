@@ -2,6 +2,7 @@
 #![allow(unreachable_pub, dead_code)] // test helpers are `pub` for the modules of this one binary; not every test uses each
 
 mod abuse;
+mod analytics;
 mod auth;
 mod billing;
 mod db;

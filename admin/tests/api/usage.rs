@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use qyzar_shared::usage::{hour_start_ms, month_key};
+use qyzar_shared::usage::{minute_start_ms, month_key};
 use serde_json::{json, Value};
 use sqlx::Row as _;
 
@@ -39,8 +39,9 @@ async fn post_batch(app: &TestApp, key: Option<&str>, body: &str) -> TestRespons
 fn batch(id: &str, project: &str, count: u64) -> Value {
     json!({"batchId": id, "rows": [{
         "projectId": project,
-        "hourStartMs": hour_start_ms(qyzar_shared::time::now_ms()),
-        "kind": "connect", "region": "FR", "platform": "mobile", "count": count
+        "minuteStartMs": minute_start_ms(qyzar_shared::time::now_ms()),
+        "route": "connect", "outcome": "ok", "region": "FR", "platform": "mobile",
+        "browser": "Safari", "count": count
     }]})
 }
 
@@ -151,6 +152,22 @@ async fn usage_counts_and_quota_blocks(backend: Backend) {
         rollups(&app, &id).await,
         vec![("connect".into(), "DE".into(), "desktop".into(), 3)]
     );
+    // The same report feeds the dashboard's analytics: the engine counted
+    // each connect with its route, outcome, region, platform and browser.
+    let o = ann
+        .get(&app, &format!("/projects/overview-stats?projectId={id}"))
+        .await;
+    assert_eq!(o.status, 200, "{:?}", o.body);
+    assert_eq!(o.body["current"]["verifications"], 3);
+    let regions = ann
+        .get(&app, &format!("/projects/dashboard-summary?projectId={id}"))
+        .await;
+    assert_eq!(
+        regions.body["topRegions"][0]["name"], "DE",
+        "{:?}",
+        regions.body
+    );
+    assert_eq!(regions.body["topRegions"][0]["count"], 3);
 
     // Bad batches are refused whole and change nothing.
     let good = batch("test-batch-1", &id, 9_990).to_string();
@@ -166,13 +183,14 @@ async fn usage_counts_and_quota_blocks(backend: Backend) {
     );
     let mut bad = batch("test-batch-bad", &id, 5);
     bad["rows"].as_array_mut().unwrap().push(json!({
-        "projectId": id, "hourStartMs": 1, "kind": "connect", "region": "", "platform": "desktop", "count": 1
+        "projectId": id, "minuteStartMs": 1, "route": "connect", "outcome": "ok",
+        "region": "", "platform": "desktop", "browser": "", "count": 1
     }));
     let r = post_batch(&app, Some(PUSH_KEY), &bad.to_string()).await;
     error(&r, 422, "invalid_field");
-    assert_eq!(r.body["error"]["field"], "rows[1].hourStartMs");
+    assert_eq!(r.body["error"]["field"], "rows[1].minuteStartMs");
     let mut unknown_kind = batch("test-batch-bad2", &id, 5);
-    unknown_kind["rows"][0]["kind"] = json!("token");
+    unknown_kind["rows"][0]["route"] = json!("teleport");
     assert_eq!(
         post_batch(&app, Some(PUSH_KEY), &unknown_kind.to_string())
             .await

@@ -35,6 +35,8 @@ use crate::decide::{self, Attempt, History, PriorSnapshot, Thresholds};
 use crate::request;
 use crate::response::{self, Body};
 use crate::state::Engine;
+use crate::traffic::Dims;
+use qyzar_shared::usage::{TrafficOutcome, TrafficRoute};
 
 /// Longest identifier once normalised (an email, a username, a user id).
 pub const MAX_IDENTIFIER: usize = qyzar_shared::identifier::MAX_BYTES;
@@ -232,8 +234,32 @@ async fn run(
     {
         tracing::warn!(error = %e, "login attempt not stored");
         engine.profiles.forget(&project, &attempt.identifier);
+        engine.traffic.record(
+            project.as_str(),
+            TrafficRoute::AtoLoginAttempt,
+            TrafficOutcome::Error,
+            Dims::SERVER,
+            now,
+        );
         return Err(ApiError::new(ErrorCode::StoreUnavailable));
     }
+    engine.traffic.record(
+        project.as_str(),
+        TrafficRoute::AtoLoginAttempt,
+        match decision.action {
+            decide::Action::Allow => TrafficOutcome::Allowed,
+            decide::Action::Challenge => TrafficOutcome::Challenged,
+            decide::Action::Block => TrafficOutcome::Blocked,
+        },
+        // The visitor's region (from the body's ip or the session) and the
+        // session's browser, not the calling backend's.
+        Dims {
+            region: attempt.region.as_deref(),
+            platform: attempt.platform.as_deref().unwrap_or("server"),
+            browser: attempt.browser.as_deref().unwrap_or(""),
+        },
+        now,
+    );
     // answer
     let prior_snapshot = prior.as_ref().map(|p| Prior {
         device_id: p.device_id.as_ref().map(|d| d.to_string()),

@@ -18,12 +18,12 @@ use http::header::{HeaderValue, RETRY_AFTER, SET_COOKIE, USER_AGENT};
 use http::{HeaderMap, Response, StatusCode};
 use qyzar_shared::captcha;
 use qyzar_shared::crypto::{random_token, sign_hs256, Claims};
-use qyzar_shared::ids::SessionId;
+use qyzar_shared::ids::{ProjectId, SessionId};
 use qyzar_shared::settings::RateRule;
 use qyzar_shared::snapshot::ProjectConfig;
 use qyzar_shared::store::{DeviceDay, EntropySnapshot, Session};
 use qyzar_shared::time::rfc3339;
-use qyzar_shared::usage::TrafficKind;
+use qyzar_shared::usage::{TrafficOutcome, TrafficRoute};
 use qyzar_shared::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,7 @@ use crate::limiter::{BucketCheck, Rule};
 use crate::request;
 use crate::response::{self, Body};
 use crate::state::Engine;
+use crate::traffic::Dims;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -120,6 +121,7 @@ async fn run(
         cfg.settings.browser_rate_limit.connect,
         headers,
     ) {
+        refused(engine, &project, now);
         return Ok(throttled);
     }
     if let Some(t) = &input.captcha_token {
@@ -133,11 +135,12 @@ async fn run(
         match captcha::verify(&cfg.opt_out_key, project.as_str(), t, now / 1000) {
             Some(captcha::Outcome::Pass) => {}
             Some(captcha::Outcome::Fail) => {
+                refused(engine, &project, now);
                 return Err(ApiError::with_message(
                     ErrorCode::Forbidden,
                     "the captcha was not solved",
                 )
-                .field("captchaToken"))
+                .field("captchaToken"));
             }
             None => {
                 return Err(ApiError::with_message(
@@ -152,6 +155,7 @@ async fn run(
     // checks, so only the project's own pages learn it); sessions already
     // open keep verifying on the server-side routes.
     if cfg.verifications_blocked(now) {
+        refused(engine, &project, now);
         return Err(ApiError::new(ErrorCode::VerificationQuotaExceeded));
     }
     // decide
@@ -197,6 +201,13 @@ async fn run(
     });
     put.and(snap).map_err(|e| {
         tracing::warn!(error = %e, "connect write failed");
+        engine.traffic.record(
+            project.as_str(),
+            TrafficRoute::Connect,
+            TrafficOutcome::Error,
+            Dims::UNKNOWN,
+            now,
+        );
         ApiError::new(ErrorCode::StoreUnavailable)
     })?;
     let session_jwt = keys
@@ -240,10 +251,14 @@ async fn run(
         },
     });
     engine.traffic.record(
-        &project,
-        TrafficKind::Connect,
-        region.as_deref(),
-        ua.platform.as_str(),
+        project.as_str(),
+        TrafficRoute::Connect,
+        TrafficOutcome::Ok,
+        Dims {
+            region: region.as_deref(),
+            platform: ua.platform.as_str(),
+            browser: ua.browser,
+        },
         now,
     );
     // answer
@@ -323,6 +338,18 @@ fn throttle_subject(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
         v4 => v4,
     }
+}
+
+/// Counts a connect the project's policy refused (throttled, captcha
+/// failed, quota used up): the dashboard's "under attack" signal.
+fn refused(engine: &Engine, project: &ProjectId, now: i64) {
+    engine.traffic.record(
+        project.as_str(),
+        TrafficRoute::Connect,
+        TrafficOutcome::Refused,
+        Dims::UNKNOWN,
+        now,
+    );
 }
 
 /// The region of the browser calling: the region header first (present only

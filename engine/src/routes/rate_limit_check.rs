@@ -35,6 +35,8 @@ use crate::limiter::{BucketCheck, BucketOutcome, Rule, MAX_BUCKETS, MAX_KEY_LEN}
 use crate::request::{self, Text};
 use crate::response::{self, Body};
 use crate::state::Engine;
+use crate::traffic::Dims;
+use qyzar_shared::usage::{TrafficOutcome, TrafficRoute};
 
 /// Most cells one call may consume.
 pub const MAX_COST: u32 = 1000;
@@ -340,6 +342,20 @@ fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Response<Bod
                 ip: Some(b.keys[0].clone().into_owned()),
             });
         }
+    }
+    if !input.dry_run {
+        let outcome = if decision.allowed {
+            TrafficOutcome::Allowed
+        } else {
+            TrafficOutcome::Denied
+        };
+        engine.traffic.record(
+            project.as_str(),
+            TrafficRoute::RateLimitCheck,
+            outcome,
+            Dims::SERVER,
+            now,
+        );
     }
     // answer: the headline numbers are those of the denying bucket, or of
     // the bucket closest to denying.

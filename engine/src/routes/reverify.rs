@@ -16,7 +16,7 @@ use qyzar_shared::crypto::verify;
 use qyzar_shared::ids::ProjectId;
 use qyzar_shared::store::EntropySnapshot;
 use qyzar_shared::time::rfc3339;
-use qyzar_shared::usage::TrafficKind;
+use qyzar_shared::usage::{TrafficOutcome, TrafficRoute};
 use qyzar_shared::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
@@ -171,10 +171,14 @@ async fn run(
     put.and(snap)
         .map_err(|_| ApiError::new(ErrorCode::StoreUnavailable))?;
     engine.traffic.record(
-        &project,
-        TrafficKind::Reverify,
-        connect::region(engine, headers).as_deref(),
-        ua.platform.as_str(),
+        project.as_str(),
+        TrafficRoute::Reverify,
+        TrafficOutcome::Ok,
+        crate::traffic::Dims {
+            region: connect::region(engine, headers).as_deref(),
+            platform: ua.platform.as_str(),
+            browser: ua.browser,
+        },
         now,
     );
     // answer

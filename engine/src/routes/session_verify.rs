@@ -18,6 +18,8 @@ use crate::request::{self, Text};
 use crate::response::{self, Body};
 use crate::sessions::{CacheStatus, CachedSession};
 use crate::state::Engine;
+use crate::traffic::Dims;
+use qyzar_shared::usage::{TrafficOutcome, TrafficRoute};
 
 /// The body, borrowed from the request: no copy of ids or tokens.
 #[derive(Deserialize, Default)]
@@ -40,6 +42,12 @@ struct Invalid {
 /// Touches are written at most this often per session, so a session
 /// verified on every request does not rewrite its row every request.
 const TOUCH_EVERY_MS: i64 = 60_000;
+
+fn count(engine: &Engine, project: &str, outcome: TrafficOutcome, dims: Dims<'_>, now: i64) {
+    engine
+        .traffic
+        .record(project, TrafficRoute::SessionVerify, outcome, dims, now);
+}
 
 /// Handles one call.
 pub async fn handle(
@@ -88,18 +96,31 @@ async fn run(
     })?;
     // decide
     let started = std::time::Instant::now();
-    let (check, status) = common::check_session(engine, cfg, project, id, token, now).await?;
+    let (check, status) = common::check_session(engine, cfg, project, id, token, now)
+        .await
+        .inspect_err(|_| count(engine, project, TrafficOutcome::Error, Dims::SERVER, now))?;
     let store_ms = (status == CacheStatus::Miss).then(|| started.elapsed().as_secs_f64() * 1000.0);
     // answer
     let res = match check {
-        SessionCheck::Invalid(reason) => response::json_of(
-            StatusCode::OK,
-            &Invalid {
-                valid: false,
-                reason,
-            },
-        ),
+        SessionCheck::Invalid(reason) => {
+            count(engine, project, TrafficOutcome::Invalid, Dims::SERVER, now);
+            response::json_of(
+                StatusCode::OK,
+                &Invalid {
+                    valid: false,
+                    reason,
+                },
+            )
+        }
         SessionCheck::Valid(s) => {
+            // Counted with the browser the session was opened from: the
+            // caller is the customer's backend.
+            let dims = Dims {
+                region: s.region(),
+                platform: s.platform(),
+                browser: s.browser(),
+            };
+            count(engine, project, TrafficOutcome::Ok, dims, now);
             // The answer shows the time seen before this verify, as it did
             // when the touch replaced the cached copy.
             let seen = s.last_seen_at();

@@ -20,6 +20,8 @@ use super::common::{self, SessionCheck};
 use crate::request::{self, Text};
 use crate::response::{self, Body};
 use crate::state::Engine;
+use crate::traffic::Dims;
+use qyzar_shared::usage::{TrafficOutcome, TrafficRoute};
 
 /// Largest metadata document a token may carry: tokens travel in headers.
 pub const MAX_METADATA_BYTES: usize = 4096;
@@ -210,6 +212,17 @@ async fn run(
         tracing::error!(project = %project, "no signing key in the snapshot for the project's algorithm");
         ApiError::new(ErrorCode::NotConfigured)
     })?;
+    engine.traffic.record(
+        project.as_str(),
+        TrafficRoute::Token,
+        TrafficOutcome::Ok,
+        bound.as_ref().map_or(Dims::SERVER, |s| Dims {
+            region: s.region(),
+            platform: s.platform(),
+            browser: s.browser(),
+        }),
+        now,
+    );
     // answer
     Ok(response::json(
         StatusCode::OK,

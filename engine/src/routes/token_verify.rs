@@ -21,6 +21,8 @@ use crate::request::{self, Text};
 use crate::response::{self, Body};
 use crate::sessions::CacheStatus;
 use crate::state::{Engine, VerifiedToken};
+use crate::traffic::Dims;
+use qyzar_shared::usage::{TrafficOutcome, TrafficRoute};
 
 /// The body, borrowed from the request: the token is a few hundred bytes
 /// and is only looked up and checked, never kept from here.
@@ -103,6 +105,23 @@ fn valid_answer(claims: &qyzar_shared::crypto::Claims, exp_ms: i64) -> Vec<u8> {
     out
 }
 
+/// [`invalid`], counted for the dashboard (the project is authenticated).
+fn counted_invalid(
+    engine: &Engine,
+    project: &qyzar_shared::ids::ProjectId,
+    now: i64,
+    reason: &'static str,
+) -> Response<Body> {
+    engine.traffic.record(
+        project.as_str(),
+        TrafficRoute::TokenVerify,
+        TrafficOutcome::Invalid,
+        Dims::SERVER,
+        now,
+    );
+    invalid(reason)
+}
+
 async fn run(
     engine: &Engine,
     method: &Method,
@@ -152,7 +171,7 @@ async fn run(
                 // The signer chose `exp`: one past what an answer can write
                 // (or overflowing in milliseconds) is refused, not cached.
                 if expiry_ms(&claims).is_none() {
-                    return Ok(invalid("malformed"));
+                    return Ok(counted_invalid(engine, &project, now, "malformed"));
                 }
                 let v = Arc::new(VerifiedToken::new(claims, project.as_str()));
                 engine
@@ -161,25 +180,25 @@ async fn run(
                 (v, CacheStatus::Miss)
             }
             Err(JwtError::BadSignature) if other_audience(token, project.as_str()) => {
-                return Ok(invalid("wrong_project"))
+                return Ok(counted_invalid(engine, &project, now, "wrong_project"))
             }
-            Err(e) => return Ok(invalid(e.reason())),
+            Err(e) => return Ok(counted_invalid(engine, &project, now, e.reason())),
         },
     };
     let claims = &verified.claims;
     let Some(exp_ms) = expiry_ms(claims) else {
-        return Ok(invalid("malformed"));
+        return Ok(counted_invalid(engine, &project, now, "malformed"));
     };
     if exp_ms <= now {
-        return Ok(invalid("expired"));
+        return Ok(counted_invalid(engine, &project, now, "expired"));
     }
     if let Some(sid) = &claims.sid {
         match common::session_state(engine, cfg, &project, sid, now).await {
             Ok((SessionCheck::Invalid("revoked" | "opted_out"), _)) => {
-                return Ok(invalid("session_revoked"))
+                return Ok(counted_invalid(engine, &project, now, "session_revoked"))
             }
             Ok((SessionCheck::Invalid("not_found" | "expired" | "project_mismatch"), _)) => {
-                return Ok(invalid("session_expired"))
+                return Ok(counted_invalid(engine, &project, now, "session_expired"))
             }
             Ok(_) => {}
             Err(e) => return Err(e),
@@ -187,6 +206,13 @@ async fn run(
     }
     // answer: a fresh answer has no `Server-Timing` yet, so the entry is
     // set as a fixed value rather than formatted.
+    engine.traffic.record(
+        project.as_str(),
+        TrafficRoute::TokenVerify,
+        TrafficOutcome::Ok,
+        Dims::SERVER,
+        now,
+    );
     let mut res = response::json(StatusCode::OK, valid_answer(claims, exp_ms));
     let timing = if cache == CacheStatus::Hit {
         &TIMING_CACHED

@@ -3,9 +3,12 @@
 //! [`crate::projects::owned`], so another account's project is a `404`
 //! exactly like a missing one.
 
+pub mod analytics;
+pub mod browser_data;
 pub mod client_extra_metadata_get;
 pub mod client_extra_metadata_patch;
 pub mod create;
+pub mod dashboard_summary;
 pub mod delete;
 pub mod detail;
 pub mod devices_data;
@@ -13,6 +16,7 @@ pub mod entropy_snapshot;
 pub mod extra_metadata_get;
 pub mod extra_metadata_patch;
 pub mod list;
+pub mod overview_stats;
 pub mod rate_limit_check;
 pub mod rename;
 pub mod secret_2fa;

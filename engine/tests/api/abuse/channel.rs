@@ -314,10 +314,10 @@ async fn pulls_and_traffic_reports_go_over_tls_with_the_report_key() {
     let p = qyzar_shared::ids::ProjectId::generate();
     let now = qyzar_shared::time::now_ms();
     traffic.record(
-        &p,
-        qyzar_shared::usage::TrafficKind::Connect,
-        None,
-        "desktop",
+        p.as_str(),
+        qyzar_shared::usage::TrafficRoute::Connect,
+        qyzar_shared::usage::TrafficOutcome::Ok,
+        qyzar_engine::traffic::Dims::UNKNOWN,
         now,
     );
     let reporter = qyzar_engine::traffic::Reporter::with_link(&link).unwrap();
@@ -329,10 +329,10 @@ async fn pulls_and_traffic_reports_go_over_tls_with_the_report_key() {
         ..link
     };
     traffic.record(
-        &p,
-        qyzar_shared::usage::TrafficKind::Connect,
-        None,
-        "desktop",
+        p.as_str(),
+        qyzar_shared::usage::TrafficRoute::Connect,
+        qyzar_shared::usage::TrafficOutcome::Ok,
+        qyzar_engine::traffic::Dims::UNKNOWN,
         now,
     );
     let reporter = qyzar_engine::traffic::Reporter::with_link(&wrong).unwrap();
