@@ -100,8 +100,7 @@ const ENGINE_ROWS: &[(&str, &str)] = &[
 
 /// Admin rows of the table not built yet (none: every admin row is served). Remove a row here when its route lands (and document
 /// it in openapi.yaml: the first test insists).
-const NOT_BUILT_YET: &[(&str, &str)] = &[
-];
+const NOT_BUILT_YET: &[(&str, &str)] = &[];
 
 /// Paths probed besides the documented ones and the route table's: every
 /// path admin/src/lib.rs routes, so a route added there but not to the
