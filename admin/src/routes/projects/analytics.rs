@@ -15,9 +15,18 @@
 //! - `sessions`: `connects`, `reverifies`, `verifications` (both, what the
 //!   plan counts), `sessionVerifies` and `refused` over time.
 //!
-//! `clusters` and `devices` come from the data-plane store and are not
-//! served here yet: like any other unknown section they answer `422
-//! invalid_field` naming `section`.
+//! - `outcomes`: what the engines decided: `atoAllowed`, `atoChallenged`,
+//!   `atoBlocked`, `rateLimitAllowed`, `rateLimitDenied` over time.
+//!
+//! Three sections come from the engines' data-plane store instead
+//! ([`crate::device_analytics`]; `503 store_unavailable` without one) and
+//! answer `{projectId, section, from, to}` with one object:
+//! - `devices`: the devices seen in the range (distinct, bots, by risk band,
+//!   top browsers and regions, per day; the range is cut to the index's 90
+//!   days);
+//! - `clusters`: the bot-farm clusters of the last 7 days as last computed
+//!   in the background (`from`/`to` do not apply);
+//! - `denies`: the newest rate-limit denies since `from`, by bucket and key.
 
 use axum::extract::State;
 use axum::Json;
@@ -28,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analytics::{self as rollups, Dimension, Series, Window};
 use crate::auth::CurrentUser;
+use crate::device_analytics::{self, ClustersSection, DeniesSummary, DevicesSummary};
 use crate::error::AdminResult;
 use crate::extract::ApiQuery;
 use crate::{projects, AppState};
@@ -49,6 +59,10 @@ enum Section {
     Traffic,
     Browsers,
     Sessions,
+    Outcomes,
+    Devices,
+    Clusters,
+    Denies,
 }
 
 impl Section {
@@ -57,9 +71,13 @@ impl Section {
             "traffic" => Ok(Section::Traffic),
             "browsers" => Ok(Section::Browsers),
             "sessions" => Ok(Section::Sessions),
+            "outcomes" => Ok(Section::Outcomes),
+            "devices" => Ok(Section::Devices),
+            "clusters" => Ok(Section::Clusters),
+            "denies" => Ok(Section::Denies),
             _ => Err(ApiError::with_message(
                 ErrorCode::InvalidField,
-                "section must be traffic, browsers or sessions",
+                "section must be traffic, browsers, sessions, outcomes, devices, clusters or denies",
             )
             .field("section")),
         }
@@ -70,7 +88,16 @@ impl Section {
             Section::Traffic => "traffic",
             Section::Browsers => "browsers",
             Section::Sessions => "sessions",
+            Section::Outcomes => "outcomes",
+            Section::Devices => "devices",
+            Section::Clusters => "clusters",
+            Section::Denies => "denies",
         }
+    }
+
+    /// Whether the section is read from the data-plane store.
+    fn from_store(self) -> bool {
+        matches!(self, Section::Devices | Section::Clusters | Section::Denies)
     }
 }
 
@@ -90,10 +117,45 @@ const SESSION_LINES: &[(&str, &[(R, O)])] = &[
     ),
 ];
 
-/// The answer.
+/// The lines of the `outcomes` section.
+const OUTCOME_LINES: &[(&str, &[(R, O)])] = &[
+    ("atoAllowed", &[(R::AtoLoginAttempt, O::Allowed)]),
+    ("atoChallenged", &[(R::AtoLoginAttempt, O::Challenged)]),
+    ("atoBlocked", &[(R::AtoLoginAttempt, O::Blocked)]),
+    ("rateLimitAllowed", &[(R::RateLimitCheck, O::Allowed)]),
+    ("rateLimitDenied", &[(R::RateLimitCheck, O::Denied)]),
+];
+
+/// The answer: a chart, or one of the store sections.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Output {
+    /// `traffic`, `browsers`, `sessions`, `outcomes`.
+    Chart(ChartOutput),
+    /// `devices`, `clusters`, `denies`.
+    Store(StoreOutput),
+}
+
+/// A section read from the data-plane store.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Output {
+pub struct StoreOutput {
+    project_id: String,
+    section: &'static str,
+    from: String,
+    to: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    devices: Option<DevicesSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clusters: Option<ClustersSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    denies: Option<DeniesSummary>,
+}
+
+/// A chart.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChartOutput {
     project_id: String,
     section: &'static str,
     from: String,
@@ -112,17 +174,71 @@ pub async fn handle(
 ) -> AdminResult<Json<Output>> {
     // parse
     let section = Section::parse(&q.section)?;
+    let now = now_ms();
     let window = Window::parse(
         q.from.as_deref(),
         q.to.as_deref(),
         q.bucket.as_deref(),
-        true,
-        now_ms(),
+        !section.from_store(),
+        now,
     )?;
     // authorise
     let project = projects::owned(state.db.pool(), &user.user_id, &q.project_id).await?;
     let id = project.id.as_str();
     // decide
+    if section.from_store() {
+        let store = state.data.as_deref().ok_or_else(|| {
+            ApiError::with_message(
+                ErrorCode::StoreUnavailable,
+                "no data store is configured for the dashboard",
+            )
+        })?;
+        let unavailable = |e: qyzar_shared::store::StoreError| {
+            tracing::warn!(error = %e, "analytics store read failed");
+            ApiError::new(e.code())
+        };
+        // The device index keeps 90 days: no day before that is read.
+        let from = window
+            .from
+            .max(now - qyzar_shared::store::DEVICE_DAY_RETENTION_MS);
+        let mut out = StoreOutput {
+            project_id: project.id.to_string(),
+            section: section.as_str(),
+            from: rfc3339(from),
+            to: rfc3339(window.to),
+            devices: None,
+            clusters: None,
+            denies: None,
+        };
+        match section {
+            Section::Devices => {
+                out.devices = Some(
+                    device_analytics::devices_summary(
+                        store,
+                        &project.id,
+                        from,
+                        window.to.max(from + 1),
+                    )
+                    .await
+                    .map_err(unavailable)?,
+                );
+            }
+            Section::Clusters => {
+                out.clusters = Some(device_analytics::clusters_section(
+                    &state.clusters,
+                    &project.id,
+                ));
+            }
+            _ => {
+                out.denies = Some(
+                    device_analytics::denies_summary(store, &project.id, window.from)
+                        .await
+                        .map_err(unavailable)?,
+                );
+            }
+        }
+        return Ok(Json(Output::Store(out)));
+    }
     let series = match section {
         Section::Traffic => {
             rollups::series_by(
@@ -137,9 +253,12 @@ pub async fn handle(
             rollups::series_by(&state.db, id, &window, &[Dimension::Browser]).await?
         }
         Section::Sessions => rollups::series_of(&state.db, id, &window, SESSION_LINES).await?,
+        Section::Outcomes => rollups::series_of(&state.db, id, &window, OUTCOME_LINES).await?,
+        // Answered from the store above.
+        Section::Devices | Section::Clusters | Section::Denies => Vec::new(),
     };
     // answer
-    Ok(Json(Output {
+    Ok(Json(Output::Chart(ChartOutput {
         project_id: project.id.to_string(),
         section: section.as_str(),
         from: rfc3339(window.from),
@@ -147,5 +266,5 @@ pub async fn handle(
         bucket: window.grain.as_str(),
         buckets: rollups::bucket_labels(&window),
         series,
-    }))
+    })))
 }

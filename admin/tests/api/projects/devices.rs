@@ -436,3 +436,140 @@ async fn entropy_snapshot_on_postgres() {
 async fn no_data_store_on_sqlite() {
     no_data_store(Backend::Sqlite).await;
 }
+
+/// The analytics sections read from the data-plane store: `devices` counts
+/// the device index, `clusters` answers what the background refresher
+/// computed (a farm of near-identical devices among ordinary people),
+/// `denies` groups the newest denies; `outcomes` is a chart of decisions.
+async fn store_sections(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let owner = sign_up(&app, &crate::auth::unique_email("sections")).await;
+    let other = sign_up(&app, &crate::auth::unique_email("sections-other")).await;
+    let pid = id_of(&create_project(&app, &owner.token, "Shop").await);
+    let p = ProjectId::parse(&pid).unwrap();
+    let now = now_ms();
+    let today = now.div_euclid(DAY_MS);
+    let mut rows = Vec::new();
+    for k in 0..6 {
+        let mut r = device_day(
+            &p,
+            &DeviceId::generate(),
+            today,
+            k,
+            "HeadlessChrome",
+            90,
+            true,
+            "NL",
+        );
+        r.components = BTreeMap::from([
+            ("canvasHash".to_owned(), "c0ffee01".to_owned()),
+            ("audioHash".to_owned(), "a0b0c0".to_owned()),
+            ("screen".to_owned(), "800x600".to_owned()),
+            ("fonts".to_owned(), "DejaVu Sans".to_owned()),
+            ("platform".to_owned(), "Linux x86_64".to_owned()),
+            ("userAgent".to_owned(), format!("HeadlessChrome/131.0.{k}")),
+        ]);
+        rows.push(r);
+    }
+    for k in 0..4 {
+        let mut r = device_day(
+            &p,
+            &DeviceId::generate(),
+            today,
+            k,
+            "Firefox",
+            5,
+            false,
+            "DE",
+        );
+        r.components = BTreeMap::from([
+            ("canvasHash".to_owned(), format!("person{k}")),
+            ("audioHash".to_owned(), format!("audio{k}")),
+            ("screen".to_owned(), "1920x1080".to_owned()),
+        ]);
+        rows.push(r);
+    }
+    store(&app).record_device_days(&rows).await.unwrap();
+    store(&app)
+        .record_deny_events(
+            &(0..3)
+                .map(|k| qyzar_shared::store::DenyEvent {
+                    project_id: p.clone(),
+                    at: now - 1000 + k,
+                    bucket: "ip".into(),
+                    key: "45.155.205.10".into(),
+                    ip: None,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    let section = |s: &str| format!("/projects/analytics?projectId={pid}&section={s}");
+
+    let r = owner.get(&app, &section("devices")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["devices"]["devices"], 10);
+    assert_eq!(r.body["devices"]["bots"], 6);
+    assert_eq!(r.body["devices"]["byRisk"]["high"], 6);
+
+    // Before the background pass reached the project: nothing computed yet.
+    let r = owner.get(&app, &section("clusters")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    app.state
+        .clusters
+        .refresh(store(&app), &p, now)
+        .await
+        .unwrap();
+    let r = owner.get(&app, &section("clusters")).await;
+    let clusters = r.body["clusters"]["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 1, "{:?}", r.body);
+    assert_eq!(clusters[0]["devices"], 6);
+    assert_eq!(clusters[0]["shared"]["canvasHash"], "c0ffee01");
+    assert_eq!(clusters[0]["varying"]["userAgent"]["distinct"], 6);
+    assert!(r.body["clusters"]["computedAt"].is_string());
+
+    let r = owner.get(&app, &section("denies")).await;
+    assert_eq!(r.body["denies"]["events"], 3, "{:?}", r.body);
+    assert_eq!(r.body["denies"]["topKeys"][0]["label"], "ip:45.155.205.10");
+
+    let r = owner.get(&app, &section("outcomes")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let labels: Vec<&str> = r.body["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "atoAllowed",
+            "atoChallenged",
+            "atoBlocked",
+            "rateLimitAllowed",
+            "rateLimitDenied"
+        ]
+    );
+    // Another account sees none of it.
+    for s in ["devices", "clusters", "denies"] {
+        not_found(&other.get(&app, &section(s)).await);
+    }
+    let r = owner.get(&app, &section("everything")).await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (422, Some("section"))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn store_sections_on_sqlite() {
+    store_sections(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn store_sections_on_postgres() {
+    store_sections(Backend::Postgres).await;
+}
