@@ -220,6 +220,19 @@ fn page_for(
     }
 }
 
+/// The API's error with its field as a path inside the document: the API
+/// names the body member too (`settings.sessionTtlSeconds`), the form's
+/// inputs are named from the document's root.
+fn member_failure(answer: &Answer) -> super::api::ApiFailure {
+    let mut f = answer.failure();
+    if let Some(field) = &f.field {
+        if let Some(inner) = field.strip_prefix("settings.") {
+            f.field = Some(inner.to_owned());
+        }
+    }
+    f
+}
+
 fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
@@ -278,7 +291,7 @@ pub(crate) async fn save_form(
         })
         .collect();
     let known: Vec<&str> = shown.iter().map(|l| l.path.as_str()).collect();
-    let errors = Errors::from_answer(&answer, &known);
+    let errors = Errors::from_failure(&member_failure(&answer), &known);
     let page = page_for(
         shell,
         &id,
@@ -320,7 +333,7 @@ pub(crate) async fn save_json(
             if answer.ok() {
                 return see_other(&format!("/ui/projects/{id}/settings?saved=1"));
             }
-            let f = answer.failure();
+            let f = member_failure(&answer);
             let message = match &f.field {
                 Some(field) => format!("{field}: {}", f.message),
                 None => f.message,
