@@ -254,7 +254,7 @@ async fn sign_in_sets_the_session_cookie_http_only_same_site_strict() {
         &app,
         "/ui/signin",
         &cookie,
-        &[("_csrf", &csrf), ("email", &email), ("password", crate::projects::PASSWORD)],
+        &[("_csrf", &csrf), ("email", &email), ("password", crate::auth::PASSWORD)],
     )
     .await;
     assert_eq!((p.status, p.header("location")), (303, "/ui/projects"), "{}", p.text);
