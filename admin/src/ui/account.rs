@@ -100,9 +100,8 @@ pub(crate) async fn page(ctx: Ctx, Query(q): Query<NoticeQuery>) -> Response {
 }
 
 fn failed(answer: &Answer) -> Option<Response> {
-    (answer.status == StatusCode::UNAUTHORIZED
-        && answer.failure().field.is_none())
-    .then(|| see_other("/ui/signin"))
+    (answer.status == StatusCode::UNAUTHORIZED && answer.failure().field.is_none())
+        .then(|| see_other("/ui/signin"))
 }
 
 /// `POST /ui/account/2fa/create {password}`: shows the seed and codes.
@@ -125,10 +124,22 @@ pub(crate) async fn two_factor_create(ctx: Ctx, Extension(form): Extension<Form>
         otpauth_uri: answer.str("otpauthUri"),
         recovery_codes: answer.body["recoveryCodes"]
             .as_array()
-            .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default(),
     };
-    show(&ctx, StatusCode::OK, None, Some(enrolment), Section::None, Errors::none()).await
+    show(
+        &ctx,
+        StatusCode::OK,
+        None,
+        Some(enrolment),
+        Section::None,
+        Errors::none(),
+    )
+    .await
 }
 
 /// `POST /ui/account/2fa/verify {code}`: confirms the enrolment.

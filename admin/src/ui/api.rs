@@ -139,7 +139,7 @@ impl Api {
             Err(e) => return internal(&e),
         };
         if let Some(peer) = &self.peer {
-            req.extensions_mut().insert(peer.clone());
+            req.extensions_mut().insert(*peer);
         }
         let res = match self.router.clone().oneshot(req).await {
             Ok(r) => r,

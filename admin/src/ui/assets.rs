@@ -92,10 +92,8 @@ pub(crate) async fn serve(Path(path): Path<String>, headers: HeaderMap) -> Respo
         } else {
             asset.bytes.into_response()
         };
-        r.headers_mut().insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-cache"),
-        );
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         if let Ok(v) = HeaderValue::from_str(&etag) {
             r.headers_mut().insert(header::ETAG, v);
         }
@@ -135,7 +133,14 @@ mod tests {
             );
             assert!(f["tarball"].as_str().unwrap().starts_with("https://"));
         }
-        let vendored = ASSETS.iter().filter(|a| a.path.starts_with("vendor/")).count();
-        assert_eq!(vendored, files.len(), "every embedded vendor file is in the manifest");
+        let vendored = ASSETS
+            .iter()
+            .filter(|a| a.path.starts_with("vendor/"))
+            .count();
+        assert_eq!(
+            vendored,
+            files.len(),
+            "every embedded vendor file is in the manifest"
+        );
     }
 }

@@ -61,7 +61,11 @@ fn number(v: &serde_json::Value) -> String {
     v.as_i64().map_or_else(|| "—".to_owned(), |n| n.to_string())
 }
 
-async fn build(ctx: &Ctx, errors: Errors, notice: Option<&'static str>) -> Result<BillingPage, Response> {
+async fn build(
+    ctx: &Ctx,
+    errors: Errors,
+    notice: Option<&'static str>,
+) -> Result<BillingPage, Response> {
     let shell = ctx.shell("billing", None).await?;
     let status: Answer = ctx.api.get("/billing/status").await;
     if !status.ok() {
@@ -107,7 +111,9 @@ async fn build(ctx: &Ctx, errors: Errors, notice: Option<&'static str>) -> Resul
 /// `GET /ui/billing[?checkout=success|cancel]`.
 pub(crate) async fn page(ctx: Ctx, Query(q): Query<BackQuery>) -> Response {
     let notice = match q.checkout.as_deref() {
-        Some("success") => Some("Thank you: the subscription starts as soon as Stripe confirms the payment."),
+        Some("success") => {
+            Some("Thank you: the subscription starts as soon as Stripe confirms the payment.")
+        }
         Some("cancel") => Some("Checkout was cancelled; nothing changed."),
         _ => None,
     };
@@ -141,7 +147,13 @@ async fn go_to_stripe(ctx: &Ctx, answer: Answer) -> Response {
 
 /// `POST /ui/billing/checkout {planKey}`.
 pub(crate) async fn checkout(ctx: Ctx, Extension(form): Extension<Form>) -> Response {
-    let base = ctx.ui.app.config.public_url.trim_end_matches('/').to_owned();
+    let base = ctx
+        .ui
+        .app
+        .config
+        .public_url
+        .trim_end_matches('/')
+        .to_owned();
     let answer = ctx
         .api
         .post(
@@ -158,7 +170,13 @@ pub(crate) async fn checkout(ctx: Ctx, Extension(form): Extension<Form>) -> Resp
 
 /// `POST /ui/billing/portal`.
 pub(crate) async fn portal(ctx: Ctx, Extension(_form): Extension<Form>) -> Response {
-    let base = ctx.ui.app.config.public_url.trim_end_matches('/').to_owned();
+    let base = ctx
+        .ui
+        .app
+        .config
+        .public_url
+        .trim_end_matches('/')
+        .to_owned();
     let answer = ctx
         .api
         .post(

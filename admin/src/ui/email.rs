@@ -40,7 +40,9 @@ struct ResendPage {
 pub(crate) async fn landing(ctx: Ctx, Query(q): Query<TokenQuery>) -> Response {
     let token = q.token.unwrap_or_default();
     let errors = if token.is_empty() {
-        Errors::general("This link has no token. Open the link from the mail as it is, or ask for a new one.")
+        Errors::general(
+            "This link has no token. Open the link from the mail as it is, or ask for a new one.",
+        )
     } else {
         Errors::none()
     };

@@ -63,16 +63,12 @@ impl Shell {
             })
             .unwrap_or_default();
         let project = match project_id {
-            Some(id) => projects
-                .iter()
-                .find(|p| p.id == id)
-                .cloned()
-                .or_else(|| {
-                    Some(ProjectLink {
-                        id: id.to_owned(),
-                        name: id.to_owned(),
-                    })
-                }),
+            Some(id) => projects.iter().find(|p| p.id == id).cloned().or_else(|| {
+                Some(ProjectLink {
+                    id: id.to_owned(),
+                    name: id.to_owned(),
+                })
+            }),
             None => projects.first().cloned(),
         };
         Self {

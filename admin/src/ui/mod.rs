@@ -71,19 +71,13 @@ pub fn router(app: AppState, api: Router) -> Router {
             "/ui/reset-password",
             get(password_reset::page).post(password_reset::request),
         )
-        .route(
-            "/ui/reset-password/confirm",
-            post(password_reset::confirm),
-        )
+        .route("/ui/reset-password/confirm", post(password_reset::confirm))
         .route("/ui/projects", get(projects::list).post(projects::create))
         .route(
             "/ui/projects/{id}/settings",
             get(settings::page).post(settings::save_form),
         )
-        .route(
-            "/ui/projects/{id}/settings/json",
-            post(settings::save_json),
-        )
+        .route("/ui/projects/{id}/settings/json", post(settings::save_json))
         .route(
             "/ui/projects/{id}/secret",
             get(secret::page).post(secret::reveal),
@@ -171,7 +165,8 @@ async fn csrf_guard(req: Request, next: Next) -> Response {
         return forbidden();
     }
     parts.extensions.insert(form);
-    next.run(Request::from_parts(parts, axum::body::Body::empty())).await
+    next.run(Request::from_parts(parts, axum::body::Body::empty()))
+        .await
 }
 
 /// The 403 of a refused form: a page, so a user whose tab outlived the
@@ -307,7 +302,13 @@ impl Ctx {
     }
 
     /// Sets cookie `name` on `res`.
-    pub(crate) fn set_cookie(&self, res: &mut Response, name: &str, value: &str, max_age: Option<u64>) {
+    pub(crate) fn set_cookie(
+        &self,
+        res: &mut Response,
+        name: &str,
+        value: &str,
+        max_age: Option<u64>,
+    ) {
         res.headers_mut().append(
             header::SET_COOKIE,
             session::set_cookie(name, value, self.secure, max_age),
@@ -344,7 +345,13 @@ impl Ctx {
         if !list.ok() {
             return Err(self.error_page(&list));
         }
-        Ok(Shell::new(&me, &list, project_id, active, self.csrf.clone()))
+        Ok(Shell::new(
+            &me,
+            &list,
+            project_id,
+            active,
+            self.csrf.clone(),
+        ))
     }
 
     /// A page for an API answer no form can fix (a 5xx, a 429): its message.

@@ -190,15 +190,28 @@ pub(crate) async fn create(
             shell,
             rows: rows(&ctx.api, &tokens).await,
             project_id: id.clone(),
-            origin: if created.is_some() { String::new() } else { origin },
-            ttl: if created.is_some() { String::new() } else { ttl },
+            origin: if created.is_some() {
+                String::new()
+            } else {
+                origin
+            },
+            ttl: if created.is_some() {
+                String::new()
+            } else {
+                ttl
+            },
             created,
             errors,
             checked: None,
         },
     );
     if answer.ok() {
-        ctx.set_cookie(&mut res, &cookie_name(&id), &tokens.join("."), Some(90 * 86_400));
+        ctx.set_cookie(
+            &mut res,
+            &cookie_name(&id),
+            &tokens.join("."),
+            Some(90 * 86_400),
+        );
     }
     res
 }

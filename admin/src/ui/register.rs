@@ -42,7 +42,8 @@ pub(crate) async fn submit(ctx: Ctx, Extension(form): Extension<Form>) -> Respon
     if answer.ok() {
         return ctx.finish(render(&Message {
             title: "Check your inbox",
-            message: "We mailed a link to confirm your address. Open it within 24 hours, then sign in.",
+            message:
+                "We mailed a link to confirm your address. Open it within 24 hours, then sign in.",
             link: "/ui/verify-email/resend",
             link_text: "No mail? Send a new link",
         }));

@@ -78,7 +78,8 @@ pub(crate) fn random_secret() -> String {
     if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
         tracing::error!("system randomness unavailable for a dashboard csrf secret");
         let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
-        bytes.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, seed.as_bytes()).as_ref());
+        bytes
+            .copy_from_slice(ring::digest::digest(&ring::digest::SHA256, seed.as_bytes()).as_ref());
     }
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }

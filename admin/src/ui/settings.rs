@@ -198,15 +198,13 @@ pub(crate) async fn project_page(
     Ok((shell, d))
 }
 
+/// The page with no errors; handlers set what they have to show.
 fn page_for(
     shell: Shell,
     id: &str,
     d: &Answer,
     leaves: Vec<Leaf>,
     document: String,
-    errors: Errors,
-    json_errors: Errors,
-    saved: bool,
 ) -> SettingsPage {
     SettingsPage {
         shell,
@@ -214,9 +212,9 @@ fn page_for(
         config_version: d.body["configVersion"].to_string(),
         leaves,
         document,
-        errors,
-        json_errors,
-        saved,
+        errors: Errors::none(),
+        json_errors: Errors::none(),
+        saved: false,
     }
 }
 
@@ -238,22 +236,18 @@ fn pretty(v: &Value) -> String {
 }
 
 /// `GET /ui/projects/{id}/settings`.
-pub(crate) async fn page(ctx: Ctx, Path(id): Path<String>, Query(q): Query<SavedQuery>) -> Response {
+pub(crate) async fn page(
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Query(q): Query<SavedQuery>,
+) -> Response {
     let (shell, d) = match project_page(&ctx, &id, "settings").await {
         Ok(x) => x,
         Err(res) => return res,
     };
     let settings = &d.body["settings"];
-    let page = page_for(
-        shell,
-        &id,
-        &d,
-        leaves(settings),
-        pretty(settings),
-        Errors::none(),
-        Errors::none(),
-        q.saved.is_some(),
-    );
+    let mut page = page_for(shell, &id, &d, leaves(settings), pretty(settings));
+    page.saved = q.saved.is_some();
     render(&page)
 }
 
@@ -292,16 +286,8 @@ pub(crate) async fn save_form(
         .collect();
     let known: Vec<&str> = shown.iter().map(|l| l.path.as_str()).collect();
     let errors = Errors::from_failure(&member_failure(&answer), &known);
-    let page = page_for(
-        shell,
-        &id,
-        &d,
-        shown,
-        pretty(current),
-        errors,
-        Errors::none(),
-        false,
-    );
+    let mut page = page_for(shell, &id, &d, shown, pretty(current));
+    page.errors = errors;
     render_status(answer.status, &page)
 }
 
@@ -341,16 +327,8 @@ pub(crate) async fn save_json(
             (answer.status, Errors::at_field("document", message))
         }
     };
-    let page = page_for(
-        shell,
-        &id,
-        &d,
-        leaves(current),
-        document,
-        Errors::none(),
-        json_errors,
-        false,
-    );
+    let mut page = page_for(shell, &id, &d, leaves(current), document);
+    page.json_errors = json_errors;
     render_status(status, &page)
 }
 
@@ -371,7 +349,12 @@ mod tests {
         let paths: Vec<&str> = ls.iter().map(|l| l.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["allowedOrigins", "cookieNames.sessionId", "sessionTtlSeconds", "testMode"]
+            [
+                "allowedOrigins",
+                "cookieNames.sessionId",
+                "sessionTtlSeconds",
+                "testMode"
+            ]
         );
         let form = Form(
             ls.iter()

@@ -24,10 +24,14 @@ pub(crate) struct NoticeQuery {
 fn notice_text(key: Option<&str>) -> Option<&'static str> {
     Some(match key? {
         "verified" => "Your address is verified. Sign in.",
-        "password_reset" => "Your password is changed and every session signed out. Sign in with the new one.",
+        "password_reset" => {
+            "Your password is changed and every session signed out. Sign in with the new one."
+        }
         "signed_out" => "You are signed out.",
         "signed_out_all" => "Every session of your account is signed out.",
-        "challenge_expired" => "The sign-in took too long or the challenge was used; sign in again.",
+        "challenge_expired" => {
+            "The sign-in took too long or the challenge was used; sign in again."
+        }
         _ => return None,
     })
 }
@@ -93,7 +97,12 @@ pub(crate) async fn submit(ctx: Ctx, Extension(form): Extension<Form>) -> Respon
     }
     if answer.body["twoFactorRequired"].as_bool() == Some(true) {
         let mut res = see_other("/ui/signin/2fa");
-        ctx.set_cookie(&mut res, CHALLENGE_COOKIE, &answer.str("challengeToken"), Some(300));
+        ctx.set_cookie(
+            &mut res,
+            CHALLENGE_COOKIE,
+            &answer.str("challengeToken"),
+            Some(300),
+        );
         return res;
     }
     signed_in(&ctx, &answer.str("token"))

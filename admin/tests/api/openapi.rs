@@ -360,7 +360,10 @@ async fn the_dashboard_is_not_in_the_document_and_lives_under_ui() {
         .iter()
         .filter(|(_, p)| p.starts_with("/ui") || DASHBOARD_PATHS.contains(&p.as_str()))
         .collect();
-    assert!(leaked.is_empty(), "dashboard pages in openapi.yaml: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "dashboard pages in openapi.yaml: {leaked:?}"
+    );
     let app = TestApp::spawn(Backend::Sqlite)
         .await
         .expect("SQLite is always available");

@@ -162,8 +162,14 @@ async fn every_page_answers_with_the_security_headers() {
         assert!(p.header("content-type").starts_with("text/html"), "{path}");
         assert_eq!(p.header("cache-control"), "no-store", "{path}");
         p.assert_security_headers(path);
-        assert!(p.text.contains("name=\"_csrf\""), "{path}: a form without csrf");
-        assert!(!p.text.contains("style=\""), "{path}: inline style attributes break the CSP");
+        assert!(
+            p.text.contains("name=\"_csrf\""),
+            "{path}: a form without csrf"
+        );
+        assert!(
+            !p.text.contains("style=\""),
+            "{path}: inline style attributes break the CSP"
+        );
     }
 
     let token = verified_user(&app, &crate::auth::unique_email("ui-headers")).await;
@@ -183,8 +189,14 @@ async fn every_page_answers_with_the_security_headers() {
         assert_eq!(p.header("cache-control"), "no-store", "{path}");
         p.assert_security_headers(&path);
         assert!(p.text.contains("Sign out"), "{path}: the frame's sign-out");
-        assert!(!p.text.contains("style=\""), "{path}: inline style attributes break the CSP");
-        assert!(!p.text.contains("<script>"), "{path}: inline script breaks the CSP");
+        assert!(
+            !p.text.contains("style=\""),
+            "{path}: inline style attributes break the CSP"
+        );
+        assert!(
+            !p.text.contains("<script>"),
+            "{path}: inline script breaks the CSP"
+        );
     }
     // The analytics entries are in the nav, pointing at the project.
     let p = get(&app, &format!("/ui/projects/{id}/settings"), &cookie).await;
@@ -205,21 +217,42 @@ async fn root_redirects_and_signed_out_browsers_go_to_sign_in() {
     let p = get(&app, "/ui/", "").await;
     assert_eq!((p.status, p.header("location")), (303, "/ui/signin"));
 
-    for path in ["/ui/projects", "/ui/account", "/ui/billing", "/ui/projects/prj_x/settings"] {
+    for path in [
+        "/ui/projects",
+        "/ui/account",
+        "/ui/billing",
+        "/ui/projects/prj_x/settings",
+    ] {
         let p = get(&app, path, "").await;
-        assert_eq!((p.status, p.header("location")), (303, "/ui/signin"), "{path}");
+        assert_eq!(
+            (p.status, p.header("location")),
+            (303, "/ui/signin"),
+            "{path}"
+        );
         p.assert_security_headers(path);
         // A token the API no longer accepts: to sign-in, and the cookie dropped.
         let p = get(&app, path, "qz_session=qz_dt_revoked-or-made-up").await;
-        assert_eq!((p.status, p.header("location")), (303, "/ui/signin"), "{path}");
-        assert_eq!(p.cookie("qz_session").as_deref(), Some(""), "{path}: {:?}", p.set_cookies());
+        assert_eq!(
+            (p.status, p.header("location")),
+            (303, "/ui/signin"),
+            "{path}"
+        );
+        assert_eq!(
+            p.cookie("qz_session").as_deref(),
+            Some(""),
+            "{path}: {:?}",
+            p.set_cookies()
+        );
     }
     // Unknown dashboard paths: an HTML 404; unknown API paths keep the JSON one.
     let p = get(&app, "/ui/no-such-page", "").await;
     assert_eq!(p.status, 404);
     assert!(p.header("content-type").starts_with("text/html"));
     let r = request("GET", &app.url("/no-such-route"), &[], None).await;
-    assert_eq!((r.status, r.body["error"]["code"].as_str()), (404, Some("route_not_found")));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (404, Some("route_not_found"))
+    );
     app.stop().await;
 }
 
@@ -243,7 +276,11 @@ async fn sign_in_sets_the_session_cookie_http_only_same_site_strict() {
         &app,
         "/ui/signin",
         &cookie,
-        &[("_csrf", &csrf), ("email", &email), ("password", "wrong password!")],
+        &[
+            ("_csrf", &csrf),
+            ("email", &email),
+            ("password", "wrong password!"),
+        ],
     )
     .await;
     assert_eq!(p.status, 401, "{}", p.text);
@@ -254,17 +291,28 @@ async fn sign_in_sets_the_session_cookie_http_only_same_site_strict() {
         &app,
         "/ui/signin",
         &cookie,
-        &[("_csrf", &csrf), ("email", &email), ("password", crate::auth::PASSWORD)],
+        &[
+            ("_csrf", &csrf),
+            ("email", &email),
+            ("password", crate::auth::PASSWORD),
+        ],
     )
     .await;
-    assert_eq!((p.status, p.header("location")), (303, "/ui/projects"), "{}", p.text);
+    assert_eq!(
+        (p.status, p.header("location")),
+        (303, "/ui/projects"),
+        "{}",
+        p.text
+    );
     let token = p.cookie("qz_session").expect("session cookie");
     assert!(token.starts_with("qz_dt_"));
-    assert!(p
-        .set_cookies()
-        .iter()
-        .any(|c| c == &format!("qz_session={token}; HttpOnly; SameSite=Strict; Path=/")),
-        "{:?}", p.set_cookies());
+    assert!(
+        p.set_cookies()
+            .iter()
+            .any(|c| c == &format!("qz_session={token}; HttpOnly; SameSite=Strict; Path=/")),
+        "{:?}",
+        p.set_cookies()
+    );
 
     // Sign-out revokes the token through the API and drops the cookie.
     let cookie = session(&token);
@@ -293,7 +341,8 @@ async fn cookies_are_secure_when_the_admin_is_served_over_https() {
     let p = get(&app, "/ui/signin", "").await;
     let set = p.set_cookies();
     assert!(
-        set.iter().any(|c| c.starts_with("qz_pre=") && c.ends_with("; Secure")),
+        set.iter()
+            .any(|c| c.starts_with("qz_pre=") && c.ends_with("; Secure")),
         "{set:?}"
     );
     app.stop().await;
@@ -312,7 +361,10 @@ async fn a_post_without_the_right_csrf_token_is_403_and_changes_nothing() {
     for (what, form) in [
         ("no token", vec![("name", "Sneaky")]),
         ("a wrong token", vec![("_csrf", "AAAA"), ("name", "Sneaky")]),
-        ("another session's token", vec![("_csrf", others.as_str()), ("name", "Sneaky")]),
+        (
+            "another session's token",
+            vec![("_csrf", others.as_str()), ("name", "Sneaky")],
+        ),
     ] {
         let p = post(&app, "/ui/projects", &cookie, &form).await;
         assert_eq!(p.status, 403, "{what}: {}", p.text);
@@ -323,7 +375,11 @@ async fn a_post_without_the_right_csrf_token_is_403_and_changes_nothing() {
         &app,
         "/ui/signin",
         "",
-        &[("_csrf", &good), ("email", "a@example.com"), ("password", "x")],
+        &[
+            ("_csrf", &good),
+            ("email", "a@example.com"),
+            ("password", "x"),
+        ],
     )
     .await;
     assert_eq!(p.status, 403);
@@ -333,7 +389,13 @@ async fn a_post_without_the_right_csrf_token_is_403_and_changes_nothing() {
     assert_eq!(project_count(&app, &token).await, 0, "nothing was created");
 
     // The right token, as a form field and as htmx's header, is accepted.
-    let p = post(&app, "/ui/projects", &cookie, &[("_csrf", &good), ("name", "Real")]).await;
+    let p = post(
+        &app,
+        "/ui/projects",
+        &cookie,
+        &[("_csrf", &good), ("name", "Real")],
+    )
+    .await;
     assert_eq!(p.status, 200, "{}", p.text);
     assert!(p.text.contains("qz_sk_"), "the new secret is shown once");
     let p = send(
@@ -378,7 +440,11 @@ async fn another_accounts_project_is_404() {
         None,
     )
     .await;
-    assert_eq!(settings.body["testMode"], json!(false), "unchanged: {settings:?}");
+    assert_eq!(
+        settings.body["testMode"],
+        json!(false),
+        "unchanged: {settings:?}"
+    );
     app.stop().await;
 }
 
@@ -396,12 +462,20 @@ async fn a_settings_error_is_the_apis_message_at_its_field() {
         &app,
         &format!("/ui/projects/{id}/settings/json"),
         &cookie,
-        &[("_csrf", &csrf), ("document", r#"{"sessionTtlSeconds": 5}"#)],
+        &[
+            ("_csrf", &csrf),
+            ("document", r#"{"sessionTtlSeconds": 5}"#),
+        ],
     )
     .await;
     assert_eq!(p.status, 422, "{}", p.text);
     assert!(p.text.contains("id=\"document-error\""), "{}", p.text);
-    assert!(p.text.contains("sessionTtlSeconds must be between 60 and 7776000"), "{}", p.text);
+    assert!(
+        p.text
+            .contains("sessionTtlSeconds must be between 60 and 7776000"),
+        "{}",
+        p.text
+    );
     let p = post(
         &app,
         &format!("/ui/projects/{id}/settings/json"),
@@ -428,14 +502,22 @@ async fn a_settings_error_is_the_apis_message_at_its_field() {
         &app,
         &format!("/ui/projects/{id}/settings/json"),
         &cookie,
-        &[("_csrf", &csrf), ("document", r#"{"sessionTtlSeconds": 3600}"#)],
+        &[
+            ("_csrf", &csrf),
+            ("document", r#"{"sessionTtlSeconds": 3600}"#),
+        ],
     )
     .await;
     assert_eq!(
         (p.status, p.header("location")),
         (303, format!("/ui/projects/{id}/settings?saved=1").as_str())
     );
-    let p = get(&app, &format!("/ui/projects/{id}/settings?saved=1"), &cookie).await;
+    let p = get(
+        &app,
+        &format!("/ui/projects/{id}/settings?saved=1"),
+        &cookie,
+    )
+    .await;
     assert!(p.text.contains("value=\"3600\""), "{}", p.text);
     app.stop().await;
 }
@@ -446,17 +528,31 @@ async fn assets_are_embedded_with_types_and_cache_policy() {
     let p = get(&app, "/ui/assets/vendor/htmx-2.0.11.min.js", "").await;
     assert_eq!(p.status, 200);
     assert_eq!(p.header("content-type"), "text/javascript; charset=utf-8");
-    assert_eq!(p.header("cache-control"), "public, max-age=31536000, immutable");
+    assert_eq!(
+        p.header("cache-control"),
+        "public, max-age=31536000, immutable"
+    );
     assert_eq!(p.header("x-content-type-options"), "nosniff");
     let p = get(&app, "/ui/assets/vendor/uPlot-1.6.32.min.css", "").await;
-    assert_eq!((p.status, p.header("content-type")), (200, "text/css; charset=utf-8"));
+    assert_eq!(
+        (p.status, p.header("content-type")),
+        (200, "text/css; charset=utf-8")
+    );
 
     let p = get(&app, "/ui/assets/qyzar.css", "").await;
     assert_eq!(p.status, 200);
     assert_eq!(p.header("cache-control"), "no-cache");
     let etag = p.header("etag").to_owned();
     assert!(etag.starts_with('"'));
-    let p = send(&app, "GET", "/ui/assets/qyzar.css", "", &[("if-none-match", &etag)], None).await;
+    let p = send(
+        &app,
+        "GET",
+        "/ui/assets/qyzar.css",
+        "",
+        &[("if-none-match", &etag)],
+        None,
+    )
+    .await;
     assert_eq!(p.status, 304);
 
     let p = get(&app, "/ui/assets/../Cargo.toml", "").await;
