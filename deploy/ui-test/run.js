@@ -166,6 +166,12 @@ async function main() {
   const secret = (await page.locator('#totp-secret').innerText()).trim();
   await expectText('#otpauth-uri', 'otpauth://totp/');
   await snap('account-2fa-setup');
+  // A mistyped code: the API's message at the field, the seed still shown.
+  await page.fill('#confirmCode', '000000');
+  await submit('#two-factor button[type=submit]');
+  await expectText('#confirmCode-error', 'code');
+  if ((await page.locator('#totp-secret').innerText()).trim() !== secret) fail('the pending seed is no longer shown after a wrong code');
+  await snap('account-2fa-wrong-code');
   await page.fill('#confirmCode', await freshCode(secret));
   await submit('#two-factor button[type=submit]');
   await expectText('.alert.ok', 'Two-factor authentication is on');

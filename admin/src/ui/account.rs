@@ -154,10 +154,32 @@ pub(crate) async fn two_factor_verify(ctx: Ctx, Extension(form): Extension<Form>
     if answer.ok() {
         return see_other("/ui/account?notice=2fa_on");
     }
-    let mut errors = Errors::from_answer(&answer, &["confirmCode"]);
-    if answer.failure().field.as_deref() == Some("code") {
-        errors = Errors::at_field("confirmCode", answer.failure().message);
+    let failure = answer.failure();
+    if failure.field.as_deref() == Some("code") {
+        // A mistyped code: the enrolment is still pending, so show its
+        // seed and codes again (the user's own, echoed from the form) with
+        // the API's message at the code.
+        let enrolment = Enrolment {
+            secret: form.text("secret"),
+            otpauth_uri: form.text("otpauthUri"),
+            recovery_codes: form
+                .text("recoveryCodes")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+        };
+        let errors = Errors::at_field("confirmCode", failure.message);
+        return show(
+            &ctx,
+            answer.status,
+            None,
+            Some(enrolment),
+            Section::TwoFactor,
+            errors,
+        )
+        .await;
     }
+    let errors = Errors::from_failure(&failure, &[]);
     show(&ctx, answer.status, None, None, Section::TwoFactor, errors).await
 }
 

@@ -413,6 +413,55 @@ async fn a_post_without_the_right_csrf_token_is_403_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_quota_refusal_is_the_apis_message_on_the_projects_page() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let token = verified_user(&app, &crate::auth::unique_email("ui-quota")).await;
+    let cookie = session(&token);
+    let csrf = get(&app, "/ui/projects", &cookie).await.csrf();
+    let mut refused = None;
+    for n in 0..10 {
+        let name = format!("Project {n}");
+        let p = post(
+            &app,
+            "/ui/projects",
+            &cookie,
+            &[("_csrf", &csrf), ("name", &name)],
+        )
+        .await;
+        if p.status != 200 {
+            refused = Some(p);
+            break;
+        }
+    }
+    let p = refused.expect("the free plan's quota refuses a project");
+    let api = request(
+        "POST",
+        &app.url("/projects"),
+        &[("authorization", &format!("Bearer {token}"))],
+        Some(r#"{"name": "One more"}"#),
+    )
+    .await;
+    assert_eq!(p.status, api.status, "the page answers the API's status");
+    let message = api.body["error"]["message"].as_str().unwrap();
+    assert!(
+        p.text.contains(&askama_escape(message)),
+        "the API's message {message:?} on the page: {}",
+        p.text
+    );
+    assert!(p.text.contains("class=\"alert error\""));
+    app.stop().await;
+}
+
+/// HTML-escapes like askama does (`&`, `<`, `>`, `"`, `'`).
+fn askama_escape(s: &str) -> String {
+    s.replace('&', "&#38;")
+        .replace('<', "&#60;")
+        .replace('>', "&#62;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_accounts_project_is_404() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
     let owner = verified_user(&app, &crate::auth::unique_email("ui-owner")).await;
