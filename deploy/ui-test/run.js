@@ -273,6 +273,12 @@ async function main() {
   if (nf.status() !== 404) fail(`a project of nobody's answered ${nf.status()}`);
   await snap('not-found');
 
+  step = 'narrow screen';
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(`${projectBase}/settings`);
+  await snap('narrow-settings');
+  await page.setViewportSize({ width: 1280, height: 860 });
+
   step = 'sign out everywhere';
   await page.goto(`${BASE}/ui/account`);
   await submit('form[action="/ui/signout-all"] button[type=submit]');
