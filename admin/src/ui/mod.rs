@@ -354,6 +354,31 @@ impl Ctx {
         ))
     }
 
+    /// The frame and `GET /projects/detail` of project `id`, for every page
+    /// under `/ui/projects/{id}/…`; a project that is not the caller's (or
+    /// an id that cannot be one) is the 404 page, an ended session goes to
+    /// sign-in.
+    pub(crate) async fn project(
+        &self,
+        id: &str,
+        active: &'static str,
+    ) -> Result<(Shell, Answer), Response> {
+        let mut shell = self.shell(active, Some(id)).await?;
+        let q = form_urlencoded::Serializer::new(String::new())
+            .append_pair("projectId", id)
+            .finish();
+        let detail = self.api.get(&format!("/projects/detail?{q}")).await;
+        match detail.status {
+            s if s.is_success() => {
+                shell.name_project(&detail.str("name"));
+                Ok((shell, detail))
+            }
+            StatusCode::UNAUTHORIZED => Err(see_other("/ui/signin")),
+            StatusCode::NOT_FOUND | StatusCode::UNPROCESSABLE_ENTITY => Err(not_found_page()),
+            _ => Err(self.error_page(&detail)),
+        }
+    }
+
     /// A page for an API answer no form can fix (a 5xx, a 429): its message.
     pub(crate) fn error_page(&self, answer: &Answer) -> Response {
         if answer.status == StatusCode::NOT_FOUND {

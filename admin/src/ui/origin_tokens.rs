@@ -17,7 +17,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::layout::{Errors, Shell};
-use super::settings::project_page;
 use super::{render, render_status, see_other, Api, Ctx, Form};
 
 /// Tokens remembered per project and browser.
@@ -123,7 +122,7 @@ pub(crate) async fn page(
     headers: HeaderMap,
     Query(q): Query<CheckQuery>,
 ) -> Response {
-    let (shell, _) = match project_page(&ctx, &id, "origin-tokens").await {
+    let (shell, _) = match ctx.project(&id, "origin-tokens").await {
         Ok(x) => x,
         Err(res) => return res,
     };
@@ -150,7 +149,7 @@ pub(crate) async fn create(
     headers: HeaderMap,
     Extension(form): Extension<Form>,
 ) -> Response {
-    let (shell, _) = match project_page(&ctx, &id, "origin-tokens").await {
+    let (shell, _) = match ctx.project(&id, "origin-tokens").await {
         Ok(x) => x,
         Err(res) => return res,
     };

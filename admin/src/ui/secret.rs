@@ -13,7 +13,6 @@ use axum::Extension;
 use serde_json::{json, Value};
 
 use super::layout::{Errors, Shell};
-use super::settings::project_page;
 use super::{render, render_status, Ctx, Form};
 
 #[derive(Template)]
@@ -35,7 +34,7 @@ struct Revealed {
 
 /// `GET /ui/projects/{id}/secret`.
 pub(crate) async fn page(ctx: Ctx, Path(id): Path<String>) -> Response {
-    let (shell, d) = match project_page(&ctx, &id, "secret").await {
+    let (shell, d) = match ctx.project(&id, "secret").await {
         Ok(x) => x,
         Err(res) => return res,
     };
@@ -54,7 +53,7 @@ pub(crate) async fn reveal(
     Path(id): Path<String>,
     Extension(form): Extension<Form>,
 ) -> Response {
-    let (shell, d) = match project_page(&ctx, &id, "secret").await {
+    let (shell, d) = match ctx.project(&id, "secret").await {
         Ok(x) => x,
         Err(res) => return res,
     };

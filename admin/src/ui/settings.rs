@@ -169,35 +169,6 @@ pub(crate) struct SavedQuery {
     saved: Option<String>,
 }
 
-/// The project's detail, or the answer for a project that is not the
-/// caller's (404) or a session that ended.
-async fn detail(ctx: &Ctx, id: &str) -> Result<Answer, Response> {
-    let q = form_urlencoded::Serializer::new(String::new())
-        .append_pair("projectId", id)
-        .finish();
-    let answer = ctx.api.get(&format!("/projects/detail?{q}")).await;
-    match answer.status {
-        s if s.is_success() => Ok(answer),
-        StatusCode::UNAUTHORIZED => Err(see_other("/ui/signin")),
-        // A malformed id is no project of the caller's either.
-        StatusCode::NOT_FOUND | StatusCode::UNPROCESSABLE_ENTITY => Err(super::not_found_page()),
-        _ => Err(ctx.error_page(&answer)),
-    }
-}
-
-/// The frame and the detail of project `id`, for the project pages.
-pub(crate) async fn project_page(
-    ctx: &Ctx,
-    id: &str,
-    active: &'static str,
-) -> Result<(Shell, Answer), Response> {
-    let shell = ctx.shell(active, Some(id)).await?;
-    let d = detail(ctx, id).await?;
-    let mut shell = shell;
-    shell.name_project(&d.str("name"));
-    Ok((shell, d))
-}
-
 /// The page with no errors; handlers set what they have to show.
 fn page_for(
     shell: Shell,
@@ -241,7 +212,7 @@ pub(crate) async fn page(
     Path(id): Path<String>,
     Query(q): Query<SavedQuery>,
 ) -> Response {
-    let (shell, d) = match project_page(&ctx, &id, "settings").await {
+    let (shell, d) = match ctx.project(&id, "settings").await {
         Ok(x) => x,
         Err(res) => return res,
     };
@@ -257,7 +228,7 @@ pub(crate) async fn save_form(
     Path(id): Path<String>,
     Extension(form): Extension<Form>,
 ) -> Response {
-    let (shell, d) = match project_page(&ctx, &id, "settings").await {
+    let (shell, d) = match ctx.project(&id, "settings").await {
         Ok(x) => x,
         Err(res) => return res,
     };
@@ -297,7 +268,7 @@ pub(crate) async fn save_json(
     Path(id): Path<String>,
     Extension(form): Extension<Form>,
 ) -> Response {
-    let (shell, d) = match project_page(&ctx, &id, "settings").await {
+    let (shell, d) = match ctx.project(&id, "settings").await {
         Ok(x) => x,
         Err(res) => return res,
     };
