@@ -134,8 +134,9 @@ impl Form {
 }
 
 /// Refuses every state-changing request (anything but GET/HEAD) whose CSRF
-/// token (form field `_csrf` or header `X-CSRF-Token`) is not the one of the
-/// session the cookies name, with 403 and before any handler runs. The form
+/// token (form field `_csrf` or header `X-CSRF-Token`) is not the one of a
+/// session secret its cookies carry (`qz_session`, else `qz_pre`), with 403
+/// and before any handler runs. The form
 /// body is parsed here once and handed on as [`Form`].
 async fn csrf_guard(req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -157,9 +158,16 @@ async fn csrf_guard(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| form.get(session::CSRF_FIELD).map(str::to_owned));
-    let secret = session::cookie(&parts.headers, session::SESSION_COOKIE)
-        .or_else(|| session::cookie(&parts.headers, session::PRE_COOKIE));
-    let ok = matches!((&secret, &given), (Some(s), Some(g)) if session::csrf_ok(s, g));
+    // Either cookie anchors a token: a page opened from a mail link in
+    // another site's tab was rendered without the `SameSite=Strict`
+    // session cookie (so on `qz_pre`), but its POST carries both. Only
+    // this browser holds either value.
+    let ok = given.as_deref().is_some_and(|g| {
+        [session::SESSION_COOKIE, session::PRE_COOKIE]
+            .iter()
+            .filter_map(|name| session::cookie(&parts.headers, name))
+            .any(|secret| session::csrf_ok(&secret, g))
+    });
     if !ok {
         tracing::info!(path = %parts.uri.path(), "dashboard: post refused, csrf token missing or wrong");
         return forbidden();

@@ -55,21 +55,23 @@ struct ChallengePage {
 
 /// `GET /ui/signin`; a signed-in browser goes on to its projects.
 pub(crate) async fn page(ctx: Ctx, Query(q): Query<NoticeQuery>) -> Response {
-    if ctx.token.is_some() && ctx.api.get("/auth/me").await.ok() {
-        return see_other("/ui/projects");
+    if ctx.token.is_some() {
+        if ctx.api.get("/auth/me").await.ok() {
+            return see_other("/ui/projects");
+        }
+        // A cookie the API no longer accepts (expired, revoked): drop it
+        // and load again, so the form's CSRF token is anchored on `qz_pre`.
+        let mut res = see_other("/ui/signin");
+        ctx.clear_cookie(&mut res, SESSION_COOKIE);
+        return res;
     }
-    let mut res = render(&SigninPage {
+    let res = render(&SigninPage {
         csrf: ctx.csrf.clone(),
         email: String::new(),
         notice: notice_text(q.notice.as_deref()),
         errors: Errors::none(),
         unverified: false,
     });
-    if ctx.token.is_some() {
-        // A cookie the API no longer accepts: drop it, so this page's
-        // forms are anchored on `qz_pre` from the next load on.
-        ctx.clear_cookie(&mut res, SESSION_COOKIE);
-    }
     ctx.finish(res)
 }
 

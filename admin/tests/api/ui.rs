@@ -370,6 +370,22 @@ async fn a_post_without_the_right_csrf_token_is_403_and_changes_nothing() {
         assert_eq!(p.status, 403, "{what}: {}", p.text);
         p.assert_security_headers(what);
     }
+    // A page rendered on `qz_pre` (a mail link opened from another site,
+    // without the SameSite=Strict session cookie) posts with both cookies.
+    let pre = get(&app, "/ui/verify-email/resend", "").await;
+    let pre_cookie = format!("qz_pre={}", pre.cookie("qz_pre").unwrap());
+    let p = post(
+        &app,
+        "/ui/verify-email/resend",
+        &format!("{pre_cookie}; {cookie}"),
+        &[("_csrf", &pre.csrf()), ("email", "someone@example.com")],
+    )
+    .await;
+    assert_eq!(p.status, 200, "{}", p.text);
+    // A stale session cookie on the sign-in page: dropped, then a fresh load.
+    let p = get(&app, "/ui/signin", "qz_session=qz_dt_stale").await;
+    assert_eq!((p.status, p.header("location")), (303, "/ui/signin"));
+    assert_eq!(p.cookie("qz_session").as_deref(), Some(""));
     // Without any cookie, the public forms refuse too (login CSRF).
     let p = post(
         &app,
