@@ -86,6 +86,10 @@ trap cleanup EXIT
 
 # A clean environment, as for schemathesis: no Stripe (billing is "not
 # configured"), mail into the outbox folder, embedded storage.
+# The server log's last lines, with the dev credentials `qyzar dev` prints
+# cut short (as schemathesis.sh does).
+log_tail() { tail -n 30 "$work/qyzar.log" | sed -E 's/(qz_[a-z0-9]+_|dev-)[A-Za-z0-9_-]{8,}/\1…/g' >&2; }
+
 log "starting qyzar dev ($bin) in $work: admin $admin_url"
 (
 	cd "$work"
@@ -101,7 +105,7 @@ qyzar_pid=$!
 for _ in $(seq 1 300); do
 	[[ -f $work/.qyzar/dev.json ]] && curl -fs "$admin_url/ping" >/dev/null 2>&1 && break
 	kill -0 "$qyzar_pid" 2>/dev/null || {
-		tail -n 30 "$work/qyzar.log" >&2
+		log_tail
 		die "qyzar dev exited"
 	}
 	sleep 0.2
@@ -119,8 +123,13 @@ QYZAR_PLAYWRIGHT_CORE="$NODE_DIR/node_modules/playwright-core" \
 	QYZAR_OUTBOX="$outbox" \
 	QYZAR_SCREENSHOTS="$SHOTS" \
 	node "$root/deploy/ui-test/run.js" || status=$?
+if [[ $status != 0 ]]; then
+	log "the browser test failed; the server log ends:"
+	log_tail
+fi
 
-if grep -n "panicked at" "$work/qyzar.log" >&2; then
+if grep -q "panicked at" "$work/qyzar.log"; then
+	log_tail
 	log "qyzar panicked during the run (above)"
 	status=1
 fi
