@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README and CI call this): starts the real
 # backends the tests talk to, runs the whole workspace's tests, then
-# schemathesis against both OpenAPI documents (deploy/schemathesis.sh).
-# Fails when either fails.
+# schemathesis against both OpenAPI documents (deploy/schemathesis.sh) and
+# the dashboard's browser test (deploy/ui-test.sh). Fails when any fails.
 #
 #   deploy/test.sh [extra cargo test args...]   e.g. deploy/test.sh -- --nocapture
 #
@@ -64,6 +64,14 @@ st_status=0
 deploy/schemathesis.sh || st_status=$?
 echo "deploy/test.sh: schemathesis exited $st_status" >&2
 
+# The dashboard in headless Chromium against its own `qyzar dev` (the same
+# debug binary): every page, CSP and console checked, screenshots kept in
+# ${CARGO_TARGET_DIR:-target}/ui-screenshots/.
+ui_status=0
+deploy/ui-test.sh || ui_status=$?
+echo "deploy/test.sh: ui-test exited $ui_status" >&2
+
 echo "deploy/test.sh: total $((SECONDS - started))s" >&2
 if [[ $status != 0 ]]; then exit "$status"; fi
-exit "$st_status"
+if [[ $st_status != 0 ]]; then exit "$st_status"; fi
+exit "$ui_status"

@@ -52,9 +52,10 @@ pub async fn dev() -> Result<(), Error> {
     )
     .await?;
     eprintln!(
-        "qyzar dev: engine {} · admin {}\n  account       {} / {}\n  projectId     {}\n  projectSecret {}\n  originToken   {} (origin {})\n  mail outbox   {}\n  (all in .qyzar/dev.json)",
+        "qyzar dev: engine {} · admin {}\n  dashboard     {}/ui/\n  account       {} / {}\n  projectId     {}\n  projectSecret {}\n  originToken   {} (origin {})\n  mail outbox   {}\n  (all in .qyzar/dev.json)",
         project.engine_url,
         project.admin_url,
+        project.admin_url.trim_end_matches('/'),
         project.email,
         project.password,
         project.project_id,

@@ -21,6 +21,7 @@ pub mod push;
 pub mod routes;
 pub mod server;
 pub mod throttle;
+pub mod ui;
 pub mod usage;
 
 use std::future::Future;
@@ -119,8 +120,21 @@ impl AppState {
     }
 }
 
-/// The admin's routes.
+/// The admin's routes: the JSON API and the dashboard (`/ui/…`, and `/`
+/// redirecting there), which calls the API in process.
+///
+/// The shared error shape is applied once more around both: the dashboard's
+/// pages are HTML and pass through it untouched, while an unknown path
+/// outside `/ui/` still gets the API's `route_not_found` body.
 pub fn router(state: AppState) -> Router {
+    let api = api_router(state.clone());
+    ui::router(state, api.clone())
+        .merge(api)
+        .layer(axum::middleware::map_response(shared_error_shape))
+}
+
+/// The JSON API (documented in `admin/openapi.yaml`).
+fn api_router(state: AppState) -> Router {
     Router::new()
         .route("/ping", axum::routing::get(routes::ping::handle))
         .route("/auth/register", post(routes::auth::register::handle))
@@ -352,12 +366,13 @@ async fn shared_error_shape(res: axum::response::Response) -> axum::response::Re
         StatusCode::PAYLOAD_TOO_LARGE => qyzar_shared::ErrorCode::PayloadTooLarge,
         _ => return res,
     };
-    let is_json = res
+    let content_type = res
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .unwrap_or("");
+    // JSON is already the shape; HTML is a dashboard page (its own 404).
+    if content_type.starts_with("application/json") || content_type.starts_with("text/html") {
         return res;
     }
     let (mut parts, _) = res.into_parts();

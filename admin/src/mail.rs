@@ -152,26 +152,26 @@ impl Mailer {
         });
     }
 
-    /// "Confirm your address": links to `{public_url}/verify-email?token=…`.
+    /// "Confirm your address": links to `{public_url}/ui/verify-email?token=…`.
     pub fn verification(&self, to: Email, token: &str) -> Mail {
         Mail {
             kind: "verify_email",
             subject: "Verify your Qyzar email address",
             text: format!(
-                "Welcome to Qyzar.\n\nConfirm that this address is yours by opening this link within 24 hours:\n\n{}/verify-email?token={token}\n\nIf you did not create a Qyzar account, ignore this mail.\n",
+                "Welcome to Qyzar.\n\nConfirm that this address is yours by opening this link within 24 hours:\n\n{}/ui/verify-email?token={token}\n\nIf you did not create a Qyzar account, ignore this mail.\n",
                 self.public_url
             ),
             to,
         }
     }
 
-    /// "Reset your password": links to `{public_url}/reset-password?token=…`.
+    /// "Reset your password": links to `{public_url}/ui/reset-password?token=…`.
     pub fn password_reset(&self, to: Email, token: &str) -> Mail {
         Mail {
             kind: "password_reset",
             subject: "Reset your Qyzar password",
             text: format!(
-                "Someone asked to reset the password of the Qyzar account for this address.\n\nTo choose a new password, open this link within one hour:\n\n{}/reset-password?token={token}\n\nIf it was not you, ignore this mail: your password stays as it is.\n",
+                "Someone asked to reset the password of the Qyzar account for this address.\n\nTo choose a new password, open this link within one hour:\n\n{}/ui/reset-password?token={token}\n\nIf it was not you, ignore this mail: your password stays as it is.\n",
                 self.public_url
             ),
             to,
@@ -187,7 +187,7 @@ impl Mailer {
             kind: "already_registered",
             subject: "You already have a Qyzar account",
             text: format!(
-                "Someone, perhaps you, tried to create a Qyzar account with this address, which already has one.\n\nSign in at {0}/signin, or reset your password at {0}/reset-password if you forgot it.\n\nIf it was not you, no action is needed: nothing was changed.\n",
+                "Someone, perhaps you, tried to create a Qyzar account with this address, which already has one.\n\nSign in at {0}/ui/signin, or reset your password at {0}/ui/reset-password if you forgot it.\n\nIf it was not you, no action is needed: nothing was changed.\n",
                 self.public_url
             ),
             to,
@@ -249,7 +249,7 @@ mod tests {
         assert!(raw.contains("\r\nTo: ann@example.com\r\n"), "{raw}");
         assert!(raw.contains("Content-Transfer-Encoding: 7bit"), "{raw}");
         assert!(
-            raw.contains("\r\nhttp://127.0.0.1/verify-email?token=qz_ev_SECRET\r\n"),
+            raw.contains("\r\nhttp://127.0.0.1/ui/verify-email?token=qz_ev_SECRET\r\n"),
             "links stay whole: {raw}"
         );
     }

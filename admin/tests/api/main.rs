@@ -12,4 +12,5 @@ mod openapi;
 mod ping;
 mod projects;
 mod push;
+mod ui;
 mod usage;

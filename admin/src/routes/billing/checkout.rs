@@ -61,7 +61,7 @@ pub async fn handle(
         }
     };
     let page = format!(
-        "{}/dashboard/billing",
+        "{}/ui/billing",
         state.config.public_url.trim_end_matches('/')
     );
     let success_url = billing::redirect_url(

@@ -37,7 +37,7 @@ pub async fn handle(
     ApiJson(input): ApiJson<Input>,
 ) -> AdminResult<Json<Output>> {
     let default = format!(
-        "{}/dashboard/billing",
+        "{}/ui/billing",
         state.config.public_url.trim_end_matches('/')
     );
     let return_url = billing::redirect_url(input.return_url, "returnUrl", default)?;
