@@ -3,6 +3,7 @@
 
 use tokio::sync::watch;
 
+pub mod demo;
 pub mod dev;
 
 /// Any startup error, with its message for the terminal.
@@ -53,9 +54,20 @@ pub async fn dev() -> Result<(), Error> {
 
     let (tx, rx) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind(admin_cfg.addr).await?;
-    let state = qyzar_admin::AppState::open(admin_cfg).await?;
+    let engine_public = tokio::net::TcpListener::bind(engine_cfg.public_addr).await?;
+    let engine_internal = tokio::net::TcpListener::bind(engine_cfg.internal_addr).await?;
+    // One store for both: the admin's dashboard reads what the engine writes.
+    let store = qyzar_engine::config::open_store(&engine_cfg.store).await?;
+    let mut state = qyzar_admin::AppState::open(admin_cfg).await?;
+    state.data = Some(std::sync::Arc::clone(&store));
     let mut admin = tokio::spawn(qyzar_admin::run(listener, state.clone(), wait(rx.clone())));
-    let mut engine = tokio::spawn(qyzar_engine::config::start(engine_cfg, wait(rx)));
+    let mut engine = tokio::spawn(qyzar_engine::config::start_with_store(
+        engine_cfg,
+        store,
+        engine_public,
+        engine_internal,
+        wait(rx),
+    ));
 
     let project = dev::ensure(
         std::path::Path::new(".qyzar"),

@@ -4,7 +4,9 @@
 //!   process on embedded defaults: no external server needed;
 //! - `qyzar engine` — the engine alone (configured by `QYZAR_ENGINE_*`);
 //! - `qyzar admin` — the admin alone (configured by `QYZAR_ADMIN_*`,
-//!   `QYZAR_DATABASE_URL`).
+//!   `QYZAR_DATABASE_URL`);
+//! - `qyzar demo-traffic` — realistic traffic for a running `qyzar dev`, so
+//!   the dashboard has something to show.
 
 use std::process::ExitCode;
 
@@ -15,16 +17,13 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: qyzar <dev|engine|admin>\n\n  dev     engine and admin in one process on embedded defaults\n  engine  the engine alone (QYZAR_ENGINE_ADDR, ...)\n  admin   the admin alone (QYZAR_ADMIN_ADDR, QYZAR_DATABASE_URL, ...)\n";
+const USAGE: &str = "usage: qyzar <dev|engine|admin|demo-traffic>\n\n  dev     engine and admin in one process on embedded defaults\n  engine  the engine alone (QYZAR_ENGINE_ADDR, ...)\n  admin   the admin alone (QYZAR_ADMIN_ADDR, QYZAR_DATABASE_URL, ...)\n  demo-traffic [--people N]\n          realistic traffic (people, a bot farm, credential stuffing)\n          for the running `qyzar dev`, so the dashboard has data\n";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cmd = match args.as_slice() {
-        [c] => c.as_str(),
-        [] => {
-            eprint!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let (cmd, rest) = match args.as_slice() {
+        [c, rest @ ..] if c == "demo-traffic" => (c.as_str(), rest),
+        [c] => (c.as_str(), &[][..]),
         _ => {
             eprint!("{USAGE}");
             return ExitCode::from(2);
@@ -50,6 +49,7 @@ fn main() -> ExitCode {
             "dev" => qyzar::dev().await,
             "engine" => qyzar::engine().await,
             "admin" => qyzar::admin().await,
+            "demo-traffic" => qyzar::demo::run(rest).await,
             other => Err(format!("unknown command `{other}`\n{USAGE}").into()),
         }
     });

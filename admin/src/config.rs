@@ -53,6 +53,10 @@ pub struct AdminConfig {
     /// dashboard's dry-run `POST /projects/rate-limit/check` is forwarded to,
     /// so the answer is the engine's own decision logic, not a copy of it.
     pub engine_public_url: Option<String>,
+    /// The engines' CQL cluster, read for the dashboard's devices and
+    /// entropy snapshots (`QYZAR_ADMIN_CQL_NODES`, comma-separated, and
+    /// `QYZAR_ADMIN_CQL_KEYSPACE`, default `qyzar`: the engines' keyspace).
+    pub data_cql: Option<qyzar_shared::store::ScyllaConfig>,
     /// Stripe secret API key (`STRIPE_SECRET_KEY`). Unset means billing is
     /// off: `/billing/status` says `configured: false` and the other billing
     /// routes answer `409 billing_not_configured`. Never logged.
@@ -114,6 +118,7 @@ impl std::fmt::Debug for AdminConfig {
             .field("engine_tls", &self.engine_tls_kind())
             .field("config_budget_bytes", &self.config_budget_bytes)
             .field("engine_public_url", &self.engine_public_url)
+            .field("data_cql", &self.data_cql.as_ref().map(|c| &c.nodes))
             .field("stripe_secret_key", &set(&self.stripe_secret_key))
             .field("stripe_webhook_secret", &set(&self.stripe_webhook_secret))
             .field("stripe_price_pro", &self.stripe_price_pro)
@@ -259,6 +264,14 @@ impl AdminConfig {
             config_budget_bytes,
             engine_public_url: var("QYZAR_ENGINE_PUBLIC_URL")
                 .map(|u| u.trim().trim_end_matches('/').to_owned()),
+            data_cql: var("QYZAR_ADMIN_CQL_NODES")
+                .filter(|n| !n.trim().is_empty())
+                .map(|nodes| {
+                    qyzar_shared::store::ScyllaConfig::new(
+                        nodes.split(',').map(|n| n.trim().to_owned()).collect(),
+                        var("QYZAR_ADMIN_CQL_KEYSPACE").unwrap_or_else(|| "qyzar".into()),
+                    )
+                }),
             stripe_secret_key: var("STRIPE_SECRET_KEY"),
             stripe_webhook_secret: var("STRIPE_WEBHOOK_SECRET"),
             stripe_price_pro: var("STRIPE_PRICE_PRO").map(|v| v.trim().to_owned()),
@@ -311,6 +324,7 @@ impl AdminConfig {
             engine_tls: qyzar_shared::channel::Trust::PublicRoots,
             config_budget_bytes: qyzar_shared::snapshot::DEFAULT_BUDGET_BYTES,
             engine_public_url: None,
+            data_cql: None,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_price_pro: None,

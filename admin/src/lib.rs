@@ -7,8 +7,10 @@
 
 pub mod auth;
 pub mod billing;
+pub mod clusters;
 pub mod config;
 pub mod db;
+pub mod device_analytics;
 pub mod error;
 pub mod extract;
 pub mod mail;
@@ -50,6 +52,14 @@ pub struct AppState {
     pub throttle: Arc<throttle::Throttle>,
     /// The Stripe client (when `STRIPE_SECRET_KEY` is set).
     pub billing: billing::Billing,
+    /// The engines' data-plane store, read-only here (devices, sessions,
+    /// entropy snapshots for the dashboard): the engine's own store in
+    /// `qyzar dev`, a CQL cluster when `QYZAR_ADMIN_CQL_NODES` is set,
+    /// else none and those routes answer 503 `store_unavailable`.
+    pub data: Option<Arc<dyn qyzar_shared::store::DataStore>>,
+    /// Every project's device clusters, recomputed in the background from
+    /// [`AppState::data`] ([`clusters::Refresher`]).
+    pub clusters: clusters::Refresher,
 }
 
 impl AppState {
@@ -77,6 +87,20 @@ impl AppState {
         let mailer = Arc::new(mail::Mailer::from_config(&config)?);
         let throttle = Arc::new(throttle::Throttle::new());
         let billing = billing::Billing::from_config(&config)?;
+        // Connects in the background: the admin starts while the cluster
+        // is still coming up, and those routes answer 503 until it is.
+        let data = config
+            .data_cql
+            .clone()
+            .map(|cfg| -> Arc<dyn qyzar_shared::store::DataStore> {
+                qyzar_shared::store::BackgroundStore::spawn(move || {
+                    let cfg = cfg.clone();
+                    async move {
+                        let store = qyzar_shared::store::ScyllaStore::connect(cfg).await?;
+                        Ok(Arc::new(store) as Arc<dyn qyzar_shared::store::DataStore>)
+                    }
+                })
+            });
         let state = Self {
             db,
             secrets: Arc::new(SecretBox::new(&key)),
@@ -85,6 +109,8 @@ impl AppState {
             mailer,
             throttle,
             billing,
+            data,
+            clusters: clusters::Refresher::default(),
         };
         // A first build at start: engines get this admin's view (and a
         // version above any before the restart) without waiting for a change.
@@ -159,6 +185,14 @@ fn api_router(state: AppState) -> Router {
                 .delete(routes::projects::delete::handle),
         )
         .route("/projects/detail", get(routes::projects::detail::handle))
+        .route(
+            "/projects/devices-data",
+            get(routes::projects::devices_data::handle),
+        )
+        .route(
+            "/projects/entropy-snapshot",
+            get(routes::projects::entropy_snapshot::handle),
+        )
         .route(
             "/projects/settings",
             get(routes::projects::settings_get::handle)
@@ -254,10 +288,52 @@ pub async fn run(
         state.db.clone(),
         state.config.billing_log_retention_days,
     ));
+    let clustering = tokio::spawn(refresh_clusters(state.clone()));
     let limits = state.config.limits.clone();
     server::serve(listener, router(state), limits, shutdown).await;
     housekeeping.abort();
+    clustering.abort();
     Ok(())
+}
+
+/// Recomputes the device clusters of every project that saw a device today,
+/// every [`clusters::REFRESH_EVERY`]; forgets deleted projects. A project's
+/// failure is logged and retried on the next pass.
+async fn refresh_clusters(state: AppState) {
+    let Some(store) = state.data.clone() else {
+        return;
+    };
+    loop {
+        let now = qyzar_shared::time::now_ms();
+        let today = now.div_euclid(qyzar_shared::store::DAY_MS);
+        match sqlx::query_scalar::<_, String>("SELECT id FROM projects")
+            .fetch_all(state.db.pool())
+            .await
+        {
+            Ok(ids) => {
+                let live: std::collections::HashSet<qyzar_shared::ids::ProjectId> = ids
+                    .iter()
+                    .filter_map(|id| qyzar_shared::ids::ProjectId::parse(id).ok())
+                    .collect();
+                state.clusters.retain(&live);
+                for project in &live {
+                    // A one-row probe: only projects active today are redone.
+                    let active = store
+                        .list_device_days(project, today, None, 1)
+                        .await
+                        .is_ok_and(|r| !r.is_empty());
+                    if !active && state.clusters.get(project).is_some() {
+                        continue;
+                    }
+                    if let Err(e) = state.clusters.refresh(&*store, project, now).await {
+                        tracing::warn!(error = %e, project = %project, "clusters not refreshed");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "clusters: projects not listed"),
+        }
+        tokio::time::sleep(clusters::REFRESH_EVERY).await;
+    }
 }
 
 /// Gives axum's own bodiless answers the shared error shape: an unknown

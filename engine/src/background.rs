@@ -1,14 +1,14 @@
 //! Writes the answer does not depend on, batched off the hot path:
-//! last-seen touches and rate-limit deny events. Flushed every
-//! [`FLUSH_EVERY`] and on shutdown.
+//! last-seen touches, rate-limit deny events and the dashboard's device
+//! index. Flushed every [`FLUSH_EVERY`] and on shutdown.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qyzar_shared::ids::{ProjectId, SessionId};
-use qyzar_shared::store::{DataStore, DenyEvent};
+use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
+use qyzar_shared::store::{DataStore, DenyEvent, DeviceDay};
 use tokio::sync::mpsc;
 
 /// How often queued writes go to the store.
@@ -16,6 +16,11 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// Queued writes beyond which new ones are dropped (and counted): losing a
 /// last-seen update is better than unbounded memory when the store is down.
 pub const QUEUE_CAP: usize = 100_000;
+/// Distinct device-days one project may queue between two flushes; more
+/// are dropped (and counted), so a tenant opening sessions from millions
+/// of fresh fingerprints cannot crowd another tenant's devices out of a
+/// batch or grow it without bound.
+pub const DEVICE_DAYS_PER_PROJECT: usize = 5_000;
 
 enum Job {
     Touch {
@@ -25,6 +30,7 @@ enum Job {
         expires_at: i64,
     },
     Deny(DenyEvent),
+    DeviceSeen(Box<DeviceDay>),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -32,6 +38,7 @@ enum Job {
 pub struct Background {
     tx: mpsc::Sender<Job>,
     dropped: Arc<AtomicU64>,
+    dropped_devices: Arc<AtomicU64>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -39,10 +46,18 @@ impl Background {
     /// Starts the writer task over `store`.
     pub fn spawn(store: Arc<dyn DataStore>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_CAP);
-        let task = tokio::spawn(writer(store, rx));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let dropped_devices = Arc::new(AtomicU64::new(0));
+        let batch = Batch {
+            dropped: Arc::clone(&dropped),
+            dropped_devices: Arc::clone(&dropped_devices),
+            ..Batch::default()
+        };
+        let task = tokio::spawn(writer(store, rx, batch));
         Self {
             tx,
-            dropped: Arc::new(AtomicU64::new(0)),
+            dropped,
+            dropped_devices,
             task: Mutex::new(Some(task)),
         }
     }
@@ -63,6 +78,12 @@ impl Background {
         });
     }
 
+    /// Queues a device seen by `/connect` for the dashboard's device index
+    /// (coalesced per project, device and day).
+    pub fn device_seen(&self, row: DeviceDay) {
+        self.send(Job::DeviceSeen(Box::new(row)));
+    }
+
     /// Queues a deny event for analytics.
     pub fn deny(&self, event: DenyEvent) {
         self.send(Job::Deny(event));
@@ -72,6 +93,12 @@ impl Background {
         if self.tx.try_send(job).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Device-days dropped because their project had queued
+    /// [`DEVICE_DAYS_PER_PROJECT`] already (also counted in [`Self::dropped`]).
+    pub fn dropped_device_days(&self) -> u64 {
+        self.dropped_devices.load(Ordering::Relaxed)
     }
 
     /// Writes everything queued so far and waits for it.
@@ -101,6 +128,10 @@ impl Background {
 struct Batch {
     touches: HashMap<SessionId, (ProjectId, i64, i64)>,
     denies: Vec<DenyEvent>,
+    /// Per project, its device-days by (device, day).
+    devices: HashMap<ProjectId, HashMap<(DeviceId, i64), DeviceDay>>,
+    dropped: Arc<AtomicU64>,
+    dropped_devices: Arc<AtomicU64>,
 }
 
 impl Batch {
@@ -124,6 +155,19 @@ impl Batch {
                 self.denies.push(d);
                 None
             }
+            Job::DeviceSeen(row) => {
+                let per_project = self.devices.entry(row.project_id.clone()).or_default();
+                let key = (row.device_id.clone(), row.day);
+                if let Some(held) = per_project.get_mut(&key) {
+                    held.merge(&row);
+                } else if per_project.len() < DEVICE_DAYS_PER_PROJECT {
+                    per_project.insert(key, *row);
+                } else {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.dropped_devices.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
             Job::Flush(tx) => Some(tx),
         }
     }
@@ -132,6 +176,12 @@ impl Batch {
         for (session, (project, seen, exp)) in self.touches.drain() {
             if let Err(e) = store.touch_session(&project, &session, seen, exp).await {
                 tracing::warn!(error = %e, "last-seen update failed");
+            }
+        }
+        for (_, rows) in self.devices.drain() {
+            let rows: Vec<DeviceDay> = rows.into_values().collect();
+            if let Err(e) = store.record_device_days(&rows).await {
+                tracing::warn!(error = %e, rows = rows.len(), "device index not updated");
             }
         }
         if !self.denies.is_empty() {
@@ -143,8 +193,7 @@ impl Batch {
     }
 }
 
-async fn writer(store: Arc<dyn DataStore>, mut rx: mpsc::Receiver<Job>) {
-    let mut batch = Batch::default();
+async fn writer(store: Arc<dyn DataStore>, mut rx: mpsc::Receiver<Job>, mut batch: Batch) {
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     loop {
         tokio::select! {
@@ -162,5 +211,51 @@ async fn writer(store: Arc<dyn DataStore>, mut rx: mpsc::Receiver<Job>) {
             },
             _ = tick.tick() => batch.write(store.as_ref()).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(project: &ProjectId, device: &DeviceId, at: i64) -> Job {
+        Job::DeviceSeen(Box::new(DeviceDay {
+            project_id: project.clone(),
+            device_id: device.clone(),
+            day: at.div_euclid(qyzar_shared::store::DAY_MS),
+            first_seen: at,
+            last_seen: at,
+            browser: "Chrome".into(),
+            os: "Linux".into(),
+            platform: "desktop".into(),
+            region: None,
+            risk_score: 0,
+            bot: false,
+            components: Default::default(),
+        }))
+    }
+
+    /// A project over its share of device-days loses only its own excess;
+    /// another project's devices still go into the batch, and repeats of
+    /// a held device merge instead of counting again.
+    #[test]
+    fn device_days_are_capped_per_project() {
+        let mut batch = Batch::default();
+        let (noisy, quiet) = (ProjectId::generate(), ProjectId::generate());
+        let at = 1_700_000_000_000;
+        let first = DeviceId::generate();
+        assert!(batch.add(seen(&noisy, &first, at)).is_none());
+        for _ in 0..DEVICE_DAYS_PER_PROJECT + 50 {
+            batch.add(seen(&noisy, &DeviceId::generate(), at));
+        }
+        batch.add(seen(&noisy, &first, at + 10));
+        let quiet_device = DeviceId::generate();
+        batch.add(seen(&quiet, &quiet_device, at));
+        assert_eq!(batch.devices[&noisy].len(), DEVICE_DAYS_PER_PROJECT);
+        assert_eq!(batch.devices[&quiet].len(), 1);
+        assert_eq!(batch.dropped_devices.load(Ordering::Relaxed), 51);
+        let day = at.div_euclid(qyzar_shared::store::DAY_MS);
+        let held = &batch.devices[&noisy][&(first, day)];
+        assert_eq!((held.first_seen, held.last_seen), (at, at + 10));
     }
 }

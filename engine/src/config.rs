@@ -455,13 +455,27 @@ pub async fn start_on(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
     config.validate()?;
+    let store = open_store(&config.store).await?;
+    start_with_store(config, store, listener, internal, shutdown).await
+}
+
+/// [`start_on`] over a store the caller opened: `qyzar dev` shares the
+/// engine's embedded store with its admin (one process may open a redb
+/// file once), which reads the device index for the dashboard.
+pub async fn start_with_store(
+    config: EngineConfig,
+    store: Arc<dyn DataStore>,
+    listener: tokio::net::TcpListener,
+    internal: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    config.validate()?;
     if config.admin_url.is_some() && config.report_key.is_none() && config.push_key.is_some() {
         tracing::warn!("QYZAR_ADMIN_ENGINE_REPORT_KEY is not set: pulls and traffic reports send the push key; set a separate key per direction");
     }
     if config.internal_tls.is_none() && !config.internal_addr.ip().is_loopback() {
         tracing::warn!(addr = %config.internal_addr, "the internal listener is not on loopback and has no TLS: pushed snapshots (every project's keys) travel in clear; set QYZAR_ENGINE_INTERNAL_TLS_CERT_FILE and _KEY_FILE");
     }
-    let store = open_store(&config.store).await?;
     let engine = Engine::new(store, config.state.clone());
     if let Some(path) = &config.snapshot_file {
         let v = load_snapshot_file(&engine, path)?;

@@ -112,6 +112,12 @@ impl TestApp {
             db: t.db.clone(),
             secrets: std::sync::Arc::new(qyzar_shared::crypto::SecretBox::new(&key)),
             config: std::sync::Arc::new(config),
+            // The engines' data-plane store, as `qyzar dev` shares it: an
+            // embedded store of this test's own.
+            data: Some(std::sync::Arc::new(
+                qyzar_shared::store::EmbeddedStore::open(dir.path().join("data.redb")).unwrap(),
+            )),
+            clusters: qyzar_admin::clusters::Refresher::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

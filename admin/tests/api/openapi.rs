@@ -104,8 +104,6 @@ const NOT_BUILT_YET: &[(&str, &str)] = &[
     ("GET", "/projects/analytics"),
     ("GET", "/projects/browser-data"),
     ("GET", "/projects/dashboard-summary"),
-    ("GET", "/projects/devices-data"),
-    ("GET", "/projects/entropy-snapshot"),
     ("GET", "/projects/overview-stats"),
 ];
 

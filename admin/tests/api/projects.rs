@@ -6,6 +6,7 @@
 //! `404` for the first account's project. The helpers here (signing up
 //! through the auth routes, creating projects) serve all of them.
 
+mod devices;
 mod extra_metadata;
 mod opt_out;
 mod origin_tokens;

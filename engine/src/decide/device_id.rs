@@ -22,7 +22,10 @@
 //! Both [`device_id`] and [`diff_keys`] read one canonical `Stable` view,
 //! so "same id" and "no stable key differs" can never disagree.
 
+use std::collections::BTreeMap;
+
 use qyzar_shared::ids::DeviceId;
+use qyzar_shared::store::MAX_COMPONENT_BYTES;
 use ring::digest;
 
 use super::entropy::Entropy;
@@ -193,6 +196,50 @@ pub fn diff_keys(a: &Entropy, b: &Entropy) -> Vec<&'static str> {
     check(x.audio_hash != y.audio_hash, "audioHash");
     check(x.fonts != y.fonts, "fonts");
     check(x.timezone != y.timezone, "timezone");
+    out
+}
+
+/// The components the dashboard's clusters compare, by client name: the
+/// stable subset behind the id plus the user agent (a bot farm's devices
+/// share the stable ones and differ in a few, often the UA's patch
+/// version). Values are cut at [`MAX_COMPONENT_BYTES`] (on a character
+/// boundary) and fonts are joined sorted, so a row stays small.
+pub fn components(e: &Entropy) -> BTreeMap<String, String> {
+    let s = Stable::of(e);
+    let mut out = BTreeMap::new();
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(mut v) = v {
+            if v.len() > MAX_COMPONENT_BYTES {
+                let mut end = MAX_COMPONENT_BYTES;
+                while !v.is_char_boundary(end) {
+                    end -= 1;
+                }
+                v.truncate(end);
+            }
+            out.insert(k.to_owned(), v);
+        }
+    };
+    put("userAgent", e.user_agent.clone());
+    put("platform", s.platform.map(str::to_owned));
+    put(
+        "hardwareConcurrency",
+        s.hardware_concurrency.map(|n| n.to_string()),
+    );
+    put("deviceMemory", e.device_memory.map(|m| m.to_string()));
+    put(
+        "screen",
+        match (s.screen_long, s.screen_short) {
+            (Some(l), Some(h)) => Some(format!("{l}x{h}")),
+            _ => None,
+        },
+    );
+    put("screen.colorDepth", s.color_depth.map(|n| n.to_string()));
+    put("canvasHash", s.canvas_hash.map(str::to_owned));
+    put("webglVendor", s.webgl_vendor.map(str::to_owned));
+    put("webglRenderer", s.webgl_renderer.map(str::to_owned));
+    put("audioHash", s.audio_hash.map(str::to_owned));
+    put("fonts", s.fonts.map(|f| f.join(",")));
+    put("timezone", s.timezone.map(str::to_owned));
     out
 }
 

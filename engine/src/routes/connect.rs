@@ -21,7 +21,7 @@ use qyzar_shared::crypto::{random_token, sign_hs256, Claims};
 use qyzar_shared::ids::SessionId;
 use qyzar_shared::settings::RateRule;
 use qyzar_shared::snapshot::ProjectConfig;
-use qyzar_shared::store::{EntropySnapshot, Session};
+use qyzar_shared::store::{DeviceDay, EntropySnapshot, Session};
 use qyzar_shared::time::rfc3339;
 use qyzar_shared::usage::TrafficKind;
 use qyzar_shared::{ApiError, ErrorCode};
@@ -164,6 +164,7 @@ async fn run(
     let risk = decide::score_bot(&entropy, &ua);
     let device_id = decide::device_id(&entropy);
     let region = region(engine, headers);
+    let device = ua.device_info(region.clone());
     let session_id = SessionId::generate();
     let session_token = random_token("qz_st_", 32);
     let ttl_ms = i64::from(cfg.settings.session_ttl_seconds) * 1000;
@@ -178,7 +179,7 @@ async fn run(
         revoked: false,
         ip: client_ip(headers),
         risk: (&risk).into(),
-        device: ua.device_info(region.clone()),
+        device: device.clone(),
     };
     let snapshot = (!cfg.is_device_opted_out(device_id.as_str())).then(|| EntropySnapshot {
         project_id: project.clone(),
@@ -217,6 +218,27 @@ async fn run(
             )
         })
         .ok_or(ApiError::new(ErrorCode::NotConfigured))?;
+    // The dashboard's device index, off the answer path; an opted-out
+    // device is listed without its entropy components.
+    let opted_out = snapshot.is_none();
+    engine.background.device_seen(DeviceDay {
+        project_id: project.clone(),
+        device_id: device_id.clone(),
+        day: now.div_euclid(qyzar_shared::store::DAY_MS),
+        first_seen: now,
+        last_seen: now,
+        browser: device.browser.clone(),
+        os: device.os.clone(),
+        platform: device.platform.clone(),
+        region: device.region.clone(),
+        risk_score: risk.score,
+        bot: risk.bot,
+        components: if opted_out {
+            Default::default()
+        } else {
+            decide::device_id::components(&entropy)
+        },
+    });
     engine.traffic.record(
         &project,
         TrafficKind::Connect,

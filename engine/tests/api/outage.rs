@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
 use qyzar_shared::store::{
-    DataStore, DenyEvent, EntropySnapshot, LoginAttempt, Session, StoreError,
+    DataStore, DenyEvent, DeviceDay, EntropySnapshot, LoginAttempt, Session, StoreError,
 };
 use serde_json::json;
 
@@ -151,6 +151,20 @@ impl DataStore for Switchable {
     ) -> Result<Vec<DenyEvent>, StoreError> {
         self.check()?;
         self.inner.list_deny_events(p, since, l).await
+    }
+    async fn record_device_days(&self, rows: &[DeviceDay]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.record_device_days(rows).await
+    }
+    async fn list_device_days(
+        &self,
+        p: &ProjectId,
+        day: i64,
+        after: Option<(u8, &DeviceId)>,
+        l: usize,
+    ) -> Result<Vec<DeviceDay>, StoreError> {
+        self.check()?;
+        self.inner.list_device_days(p, day, after, l).await
     }
     async fn health(&self) -> Result<(), StoreError> {
         self.check()?;

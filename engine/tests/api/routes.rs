@@ -30,7 +30,50 @@ on_both_stores!(
     ato_flow_and_idempotency,
     bad_requests_change_nothing,
     reverify_extends_and_detects_drift,
+    connect_feeds_the_device_index,
 );
+
+/// `/connect` lists its device in the store's device index off the answer
+/// path: one row per device and day however many sessions it opens, with
+/// the browser summary and the stable components the clusters compare.
+async fn connect_feeds_the_device_index(kind: Store) {
+    let Some(f) = fixture(kind, SETTINGS, false).await else {
+        return;
+    };
+    let first = f.connect().await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let again = f.connect().await;
+    assert_eq!(again.body["deviceId"], first.body["deviceId"]);
+    f.engine.engine.background.flush().await;
+    let pid = qyzar_shared::ids::ProjectId::parse(&f.p.id).unwrap();
+    let day = qyzar_shared::time::now_ms().div_euclid(qyzar_shared::store::DAY_MS);
+    let mut rows = Vec::new();
+    // The test may straddle midnight UTC: look at today and yesterday.
+    for d in [day, day - 1] {
+        rows.extend(
+            f.engine
+                .engine
+                .store
+                .list_device_days(&pid, d, None, 100)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(
+        row.device_id.as_str(),
+        first.body["deviceId"].as_str().unwrap()
+    );
+    assert!(row.first_seen <= row.last_seen);
+    assert!(!row.browser.is_empty());
+    assert_eq!(
+        row.components.get("canvasHash").map(String::as_str),
+        entropy()["canvasHash"].as_str()
+    );
+    assert!(row.components.contains_key("userAgent"));
+    f.engine.stop().await;
+}
 
 struct Fixture {
     engine: TestEngine,

@@ -17,8 +17,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    AtoProfile, DataStore, DenyEvent, EntropySnapshot, LoginAttempt, ProfileUpdate, Session,
-    StoreError,
+    AtoProfile, DataStore, DenyEvent, DeviceDay, EntropySnapshot, LoginAttempt, ProfileUpdate,
+    Session, StoreError,
 };
 use crate::ids::{DeviceId, ProjectId, SessionId};
 
@@ -226,6 +226,22 @@ impl DataStore for BackgroundStore {
     ) -> Result<Vec<DenyEvent>, StoreError> {
         self.store()?
             .list_deny_events(project, since_ms, limit)
+            .await
+    }
+
+    async fn record_device_days(&self, rows: &[DeviceDay]) -> Result<(), StoreError> {
+        self.store()?.record_device_days(rows).await
+    }
+
+    async fn list_device_days(
+        &self,
+        project: &ProjectId,
+        day: i64,
+        after: Option<(u8, &DeviceId)>,
+        limit: usize,
+    ) -> Result<Vec<DeviceDay>, StoreError> {
+        self.store()?
+            .list_device_days(project, day, after, limit)
             .await
     }
 

@@ -30,8 +30,8 @@ use self::writer::{Msg, Op, Outcome, Writer};
 use super::model::check_identifier;
 use super::{
     check_ato_write, check_expiry, check_touch, expire_profile, now_ms, profile_is_empty,
-    AtoProfile, DataStore, DenyEvent, EntropySnapshot, LoginAttempt, ProfileUpdate, Session,
-    StoreError,
+    AtoProfile, DataStore, DenyEvent, DeviceDay, EntropySnapshot, LoginAttempt, ProfileUpdate,
+    Session, StoreError, DEVICE_DAY_SHARDS,
 };
 use crate::ids::{DeviceId, ProjectId, SessionId};
 
@@ -90,6 +90,7 @@ impl EmbeddedStore {
             keys::REVOKED,
             keys::DENIES,
             keys::PROFILES,
+            keys::DEVICE_DAYS,
         ] {
             txn.open_table(t).map_err(db_err)?;
         }
@@ -447,6 +448,61 @@ impl DataStore for EmbeddedStore {
         let prefix = Key::new().str(project.as_str()).into_bytes();
         self.read(move |txn| scan_newest(txn, keys::DENIES, &prefix, since_ms, limit))
             .await
+    }
+
+    async fn record_device_days(&self, rows: &[DeviceDay]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        rows.iter().try_for_each(DeviceDay::validate)?;
+        self.done(Op::RecordDeviceDays(rows.to_vec())).await
+    }
+
+    async fn list_device_days(
+        &self,
+        project: &ProjectId,
+        day: i64,
+        after: Option<(u8, &DeviceId)>,
+        limit: usize,
+    ) -> Result<Vec<DeviceDay>, StoreError> {
+        let limit = limit.min(super::MAX_LIST_LIMIT);
+        let prefix = Key::new()
+            .str(project.as_str())
+            .u64(keys::time_bits(day))
+            .into_bytes();
+        // The first key after the cursor: (shard, device) then one more byte.
+        let start = match after {
+            None => prefix.clone(),
+            Some((shard, device)) => {
+                let mut k = Key::new()
+                    .str(project.as_str())
+                    .u64(keys::time_bits(day))
+                    .u64(u64::from(shard.min(DEVICE_DAY_SHARDS)))
+                    .str(device.as_str())
+                    .into_bytes();
+                k.push(0);
+                k
+            }
+        };
+        self.read(move |txn| {
+            let t = txn.open_table(keys::DEVICE_DAYS).map_err(db_err)?;
+            let mut out = Vec::new();
+            if limit == 0 {
+                return Ok(out);
+            }
+            for row in t.range(start.as_slice()..).map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                if !k.value().starts_with(&prefix) {
+                    break;
+                }
+                out.push(decode::<DeviceDay>(v.value())?);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn health(&self) -> Result<(), StoreError> {

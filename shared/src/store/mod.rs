@@ -37,7 +37,8 @@ mod scylla;
 pub use self::background::BackgroundStore;
 pub use self::embedded::EmbeddedStore;
 pub use self::model::{
-    DenyEvent, DeviceInfo, EntropySnapshot, LoginAttempt, Risk, Session, MAX_ENTROPY_BYTES,
+    DenyEvent, DeviceDay, DeviceInfo, EntropySnapshot, LoginAttempt, Risk, Session,
+    DEVICE_DAY_SHARDS, MAX_COMPONENT_BYTES, MAX_DEVICE_COMPONENTS, MAX_ENTROPY_BYTES,
     MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_SIGNALS,
 };
 pub use self::profile::{AtoProfile, ProfileUpdate};
@@ -56,6 +57,8 @@ pub const MAX_SESSION_LIFETIME_MS: i64 = 366 * DAY_MS;
 /// How long login attempts are kept: the anti-ATO look-back (velocity,
 /// impossible travel, "last login") never needs more than a quarter.
 pub const LOGIN_ATTEMPT_RETENTION_MS: i64 = 90 * DAY_MS;
+/// How long the device index keeps a day: the dashboard's longest range.
+pub const DEVICE_DAY_RETENTION_MS: i64 = 90 * DAY_MS;
 /// How long entropy snapshots are kept: enough to see drift across months
 /// without keeping fingerprints forever.
 pub const ENTROPY_SNAPSHOT_RETENTION_MS: i64 = 90 * DAY_MS;
@@ -255,6 +258,24 @@ pub trait DataStore: Send + Sync + 'static {
         since_ms: i64,
         limit: usize,
     ) -> Result<Vec<DenyEvent>, StoreError>;
+
+    /// Merges device-day rows into the device index ([`DeviceDay::merge`]),
+    /// batched by the engine off the hot path; kept
+    /// [`DEVICE_DAY_RETENTION_MS`] after their day. Idempotent: a retried
+    /// batch changes nothing.
+    async fn record_device_days(&self, rows: &[DeviceDay]) -> Result<(), StoreError>;
+
+    /// One page of the devices seen on UTC `day`, in (shard, device id)
+    /// order after `after` (the last row of the previous page), at most
+    /// `limit` (clamped to [`MAX_LIST_LIMIT`]) rows. Reads only that day's
+    /// partitions, from the cursor on: never a scan of the table.
+    async fn list_device_days(
+        &self,
+        project: &ProjectId,
+        day: i64,
+        after: Option<(u8, &DeviceId)>,
+        limit: usize,
+    ) -> Result<Vec<DeviceDay>, StoreError>;
 
     /// Whether the store answers a trivial read; for readiness probes.
     async fn health(&self) -> Result<(), StoreError>;

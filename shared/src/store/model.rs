@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use super::{StoreError, DAY_MS};
 use crate::ids::{DeviceId, ProjectId, SessionId};
 
 /// Longest free-text key (login identifier, rate-limit key, JWT id) a store
@@ -179,6 +179,104 @@ pub struct DenyEvent {
     pub key: String,
     /// Caller IP of the denied call.
     pub ip: Option<String>,
+}
+
+/// Shards of one project's UTC day in the device index: a project that sees
+/// millions of devices a day spreads them over this many CQL partitions
+/// instead of one (the dashboard's paging walks them in order).
+pub const DEVICE_DAY_SHARDS: u8 = 8;
+/// Most stable entropy components one device-day row keeps.
+pub const MAX_DEVICE_COMPONENTS: usize = 16;
+/// Longest component value kept (longer ones are cut by the engine).
+pub const MAX_COMPONENT_BYTES: usize = 160;
+
+/// One device as seen on one UTC day: the dashboard's time-bucketed device
+/// index (`devices-data`, the clusters). Written off the hot path by the
+/// engine when `/connect` opens a session; rows of one (project, day,
+/// device) merge: first seen is the earliest, last seen the latest, and the
+/// summary is the latest's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceDay {
+    /// Owning project.
+    pub project_id: ProjectId,
+    /// The device.
+    pub device_id: DeviceId,
+    /// The UTC day: unix ms / 86 400 000.
+    pub day: i64,
+    /// Earliest session this day, unix ms.
+    pub first_seen: i64,
+    /// Latest session this day, unix ms.
+    pub last_seen: i64,
+    /// Browser, OS and platform of the latest session.
+    pub browser: String,
+    /// Operating system.
+    pub os: String,
+    /// `desktop`, `mobile`, ...
+    pub platform: String,
+    /// Coarse region of the latest session, when known.
+    pub region: Option<String>,
+    /// Bot score of the latest session, 0..=100.
+    pub risk_score: u8,
+    /// Whether the latest session was judged a bot.
+    pub bot: bool,
+    /// The stable entropy components by client name (`canvasHash`,
+    /// `screen`...), for clusters; empty for an opted-out device.
+    pub components: std::collections::BTreeMap<String, String>,
+}
+
+impl DeviceDay {
+    /// Which of [`DEVICE_DAY_SHARDS`] partitions of its day the device is in
+    /// (FNV-1a of the id: stable across processes and releases).
+    pub fn shard(device: &DeviceId) -> u8 {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in device.as_str().bytes() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        (h % u32::from(DEVICE_DAY_SHARDS)) as u8
+    }
+
+    /// Joins `other` (the same project, day and device) into `self`.
+    pub fn merge(&mut self, other: &DeviceDay) {
+        let first = self.first_seen.min(other.first_seen);
+        if other.last_seen > self.last_seen {
+            *self = other.clone();
+        }
+        self.first_seen = first;
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+        check_time("first_seen", self.first_seen)?;
+        if self.first_seen > self.last_seen {
+            return Err(StoreError::Invalid("first_seen is after last_seen".into()));
+        }
+        let day = self
+            .day
+            .checked_mul(DAY_MS)
+            .ok_or_else(|| StoreError::Invalid("day is out of range".into()))?;
+        if self.first_seen < day || self.last_seen >= day.saturating_add(DAY_MS) {
+            return Err(StoreError::Invalid(
+                "a device-day's times are outside its day".into(),
+            ));
+        }
+        if self.risk_score > 100 {
+            return Err(StoreError::Invalid("risk score is above 100".into()));
+        }
+        check_len("browser", &self.browser, MAX_LABEL_BYTES)?;
+        check_len("os", &self.os, MAX_LABEL_BYTES)?;
+        check_len("platform", &self.platform, MAX_LABEL_BYTES)?;
+        check_opt("region", &self.region)?;
+        if self.components.len() > MAX_DEVICE_COMPONENTS {
+            return Err(StoreError::Invalid(format!(
+                "more than {MAX_DEVICE_COMPONENTS} device components"
+            )));
+        }
+        for (k, v) in &self.components {
+            check_len("component name", k, MAX_LABEL_BYTES)?;
+            check_len("component value", v, MAX_COMPONENT_BYTES)?;
+        }
+        Ok(())
+    }
 }
 
 fn check_len(what: &'static str, s: &str, max: usize) -> Result<(), StoreError> {

@@ -38,10 +38,10 @@ use self::schema::Statements;
 use super::model::check_identifier;
 use super::{
     check_ato_write, check_expiry, check_touch, clamp_limit, expire_profile, now_ms,
-    profile_is_empty, AtoProfile, DataStore, DenyEvent, EntropySnapshot, LoginAttempt,
-    ProfileUpdate, Session, StoreError, DAY_MS, DENY_EVENT_RETENTION_MS,
-    ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS, MAX_ENTROPY_SNAPSHOTS_PER_DAY,
-    MAX_LIST_LIMIT, MAX_SESSION_LIFETIME_MS,
+    profile_is_empty, AtoProfile, DataStore, DenyEvent, DeviceDay, EntropySnapshot, LoginAttempt,
+    ProfileUpdate, Session, StoreError, DAY_MS, DENY_EVENT_RETENTION_MS, DEVICE_DAY_RETENTION_MS,
+    DEVICE_DAY_SHARDS, ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS,
+    MAX_ENTROPY_SNAPSHOTS_PER_DAY, MAX_LIST_LIMIT, MAX_SESSION_LIFETIME_MS,
 };
 use crate::ids::{DeviceId, ProjectId, SessionId};
 
@@ -611,6 +611,104 @@ impl DataStore for ScyllaStore {
                 out.push(r.into_event()?);
             }
             day -= 1;
+        }
+        Ok(out)
+    }
+
+    async fn record_device_days(&self, rows: &[DeviceDay]) -> Result<(), StoreError> {
+        rows.iter().try_for_each(DeviceDay::validate)?;
+        let now = now_ms();
+        for chunk in rows.chunks(DENY_WRITE_CONCURRENCY) {
+            let writes = chunk.iter().filter_map(|r| {
+                let end = r.day.saturating_add(1).saturating_mul(DAY_MS);
+                let ttl = ttl_until(end.saturating_add(DEVICE_DAY_RETENTION_MS), now)?;
+                let day = i32::try_from(r.day).ok()?;
+                let key = (
+                    r.project_id.as_str(),
+                    day,
+                    i32::from(DeviceDay::shard(&r.device_id)),
+                    r.device_id.as_str(),
+                );
+                let summary = serde_json::to_vec(r).ok()?;
+                Some(async move {
+                    let first = (
+                        0i64.saturating_sub(r.first_seen.saturating_mul(1000)),
+                        ttl,
+                        CqlTimestamp(r.first_seen),
+                        key.0,
+                        key.1,
+                        key.2,
+                        key.3,
+                    );
+                    let last = (
+                        r.last_seen.saturating_mul(1000),
+                        ttl,
+                        summary,
+                        key.0,
+                        key.1,
+                        key.2,
+                        key.3,
+                    );
+                    futures::future::try_join(
+                        self.exec(
+                            "write device first seen",
+                            &self.st.set_device_first_seen,
+                            first,
+                        ),
+                        self.exec("write device summary", &self.st.set_device_summary, last),
+                    )
+                    .await
+                    .map(drop)
+                })
+            });
+            futures::future::try_join_all(writes).await?;
+        }
+        Ok(())
+    }
+
+    /// Walks the day's shards from the cursor's on, one partition slice each.
+    async fn list_device_days(
+        &self,
+        project: &ProjectId,
+        day: i64,
+        after: Option<(u8, &DeviceId)>,
+        limit: usize,
+    ) -> Result<Vec<DeviceDay>, StoreError> {
+        let limit = clamp_limit(limit);
+        let mut out = Vec::new();
+        let Ok(cql_day) = i32::try_from(day) else {
+            return Ok(out);
+        };
+        let (first_shard, mut after_id) = match after {
+            Some((shard, id)) => (shard, id.as_str()),
+            None => (0, ""),
+        };
+        for shard in first_shard..DEVICE_DAY_SHARDS {
+            if out.len() >= limit {
+                break;
+            }
+            let values = (
+                project.as_str(),
+                cql_day,
+                i32::from(shard),
+                after_id,
+                cql_limit(limit - out.len()),
+            );
+            let rows: Vec<(Option<CqlTimestamp>, Option<Vec<u8>>)> = self
+                .rows("read device days", &self.st.select_device_days, values)
+                .await?;
+            for (first, summary) in rows {
+                // A row whose summary write has not landed yet (or expired
+                // first) is skipped: it has nothing to show.
+                let Some(summary) = summary else { continue };
+                let mut d: DeviceDay =
+                    serde_json::from_slice(&summary).map_err(|e| corrupt("read device days", e))?;
+                if let Some(CqlTimestamp(f)) = first {
+                    d.first_seen = d.first_seen.min(f);
+                }
+                out.push(d);
+            }
+            after_id = "";
         }
         Ok(out)
     }

@@ -60,9 +60,13 @@ conformance!(
     ato_profile_keeps_success_after_210_failures,
     ato_forget_is_conditional_and_bounds_hold,
     ato_updates_commute,
+    device_days_merge_and_retries_change_nothing,
+    device_days_page_over_shards_with_a_cursor,
+    device_days_refuse_bad_rows,
 );
 
 mod ato;
+mod devices;
 
 fn open_embedded() -> (EmbeddedStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -134,6 +138,10 @@ mod suite {
     pub(super) use super::ato::{
         ato_forget_is_conditional_and_bounds_hold, ato_profile_keeps_success_after_210_failures,
         ato_profile_round_trip_and_isolation, ato_updates_commute,
+    };
+    pub(super) use super::devices::{
+        device_days_merge_and_retries_change_nothing, device_days_page_over_shards_with_a_cursor,
+        device_days_refuse_bad_rows,
     };
     use futures::future::join_all;
     use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};

@@ -8,6 +8,8 @@ pub mod client_extra_metadata_patch;
 pub mod create;
 pub mod delete;
 pub mod detail;
+pub mod devices_data;
+pub mod entropy_snapshot;
 pub mod extra_metadata_get;
 pub mod extra_metadata_patch;
 pub mod list;

@@ -29,6 +29,9 @@ pub(super) const DENIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("d
 /// it expires, so the purge visits a profile only when something in it is
 /// due.
 pub(super) const PROFILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ato_profiles");
+/// `project, day, shard, device` → JSON [`DeviceDay`](crate::store::DeviceDay):
+/// the dashboard's device index, one row per device and UTC day.
+pub(super) const DEVICE_DAYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("device_days");
 /// `deadline, table tag, key in that table` → nothing: what to delete when.
 /// Scanning it from the start finds everything due without touching live rows.
 pub(super) const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry_index");
@@ -43,6 +46,7 @@ pub(super) enum Tag {
     Revocation = 4,
     Deny = 5,
     Profile = 6,
+    DeviceDay = 7,
 }
 
 impl Tag {
@@ -54,6 +58,7 @@ impl Tag {
             4 => Tag::Revocation,
             5 => Tag::Deny,
             6 => Tag::Profile,
+            7 => Tag::DeviceDay,
             _ => return None,
         })
     }

@@ -21,9 +21,10 @@ use super::keys::{self, expiry_key, split_expiry_key, Key, Tag};
 use super::rows::{db_err, decode, encode, trusted_set};
 use crate::ids::{DeviceId, ProjectId, SessionId};
 use crate::store::{
-    expire_profile, now_ms, profile_is_empty, AtoProfile, DenyEvent, EntropySnapshot, LoginAttempt,
-    ProfileUpdate, Session, StoreError, DENY_EVENT_RETENTION_MS, ENTROPY_SNAPSHOT_RETENTION_MS,
-    LOGIN_ATTEMPT_RETENTION_MS, PROFILE_RETENTION_MS,
+    expire_profile, now_ms, profile_is_empty, AtoProfile, DenyEvent, DeviceDay, EntropySnapshot,
+    LoginAttempt, ProfileUpdate, Session, StoreError, DAY_MS, DENY_EVENT_RETENTION_MS,
+    DEVICE_DAY_RETENTION_MS, ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS,
+    PROFILE_RETENTION_MS,
 };
 
 /// Most writes folded into one transaction: bounds the latency the first
@@ -71,6 +72,8 @@ pub(super) enum Op {
         attempt: Option<Box<LoginAttempt>>,
         update: Box<ProfileUpdate>,
     },
+    /// Device-day rows, each merged into the stored one.
+    RecordDeviceDays(Vec<DeviceDay>),
     Purge {
         now: i64,
     },
@@ -195,6 +198,7 @@ impl Writer {
                 revoked: txn.open_table(keys::REVOKED).map_err(db_err)?,
                 denies: txn.open_table(keys::DENIES).map_err(db_err)?,
                 profiles: txn.open_table(keys::PROFILES).map_err(db_err)?,
+                device_days: txn.open_table(keys::DEVICE_DAYS).map_err(db_err)?,
                 expiry: txn.open_table(keys::EXPIRY).map_err(db_err)?,
                 pending: HashMap::new(),
             };
@@ -217,6 +221,7 @@ struct Tables<'txn> {
     revoked: Table<'txn, &'static [u8], &'static [u8]>,
     denies: Table<'txn, &'static [u8], &'static [u8]>,
     profiles: Table<'txn, &'static [u8], &'static [u8]>,
+    device_days: Table<'txn, &'static [u8], &'static [u8]>,
     expiry: Table<'txn, &'static [u8], ()>,
     /// Profiles this batch changed, by key, written once at its end: a hot
     /// identifier's N attempts in one group commit cost one profile
@@ -349,6 +354,12 @@ impl<'txn> Tables<'txn> {
                 }
                 Ok(Ok(Outcome::Done))
             }
+            Op::RecordDeviceDays(rows) => {
+                for row in rows {
+                    self.merge_device_day(&row)?;
+                }
+                Ok(Ok(Outcome::Done))
+            }
             Op::Purge { now } => {
                 // The purge reads profiles from the table: write this
                 // batch's first.
@@ -356,6 +367,43 @@ impl<'txn> Tables<'txn> {
                 self.purge(now)
             }
         }
+    }
+
+    /// Merges `row` into the stored device-day; a new row is scheduled for
+    /// deletion [`DEVICE_DAY_RETENTION_MS`] after its day ends (a fixed
+    /// deadline, so an update never moves it). An undecodable stored row
+    /// is replaced: the index is rebuilt by the next sessions anyway.
+    fn merge_device_day(&mut self, row: &DeviceDay) -> Result<(), Fatal> {
+        let key = Key::new()
+            .str(row.project_id.as_str())
+            .u64(keys::time_bits(row.day))
+            .u64(u64::from(DeviceDay::shard(&row.device_id)))
+            .str(row.device_id.as_str())
+            .into_bytes();
+        let stored = self
+            .device_days
+            .get(key.as_slice())?
+            .map(|v| decode::<DeviceDay>(v.value()));
+        let merged = match stored {
+            Some(Ok(mut old)) => {
+                old.merge(row);
+                old
+            }
+            Some(Err(_)) => row.clone(),
+            None => {
+                let deadline = row
+                    .day
+                    .saturating_add(1)
+                    .saturating_mul(DAY_MS)
+                    .saturating_add(DEVICE_DAY_RETENTION_MS);
+                self.expiry
+                    .insert(expiry_key(deadline, Tag::DeviceDay, &key).as_slice(), ())?;
+                row.clone()
+            }
+        };
+        self.device_days
+            .insert(key.as_slice(), encode(&merged).as_slice())?;
+        Ok(())
     }
 
     /// Writes every profile this batch changed, once each.
@@ -500,6 +548,7 @@ impl<'txn> Tables<'txn> {
             Tag::Revocation => &mut self.revoked,
             Tag::Deny => &mut self.denies,
             Tag::Profile => &mut self.profiles,
+            Tag::DeviceDay => &mut self.device_days,
         }
     }
 
@@ -596,7 +645,7 @@ impl<'txn> Tables<'txn> {
                     .get(key)?
                     .and_then(|v| keys::read_time_value(v.value()))
                     .is_some_and(|t| t > now),
-                Tag::Snapshot | Tag::Attempt | Tag::Deny | Tag::Profile => false,
+                Tag::Snapshot | Tag::Attempt | Tag::Deny | Tag::Profile | Tag::DeviceDay => false,
             };
             if !still_live && self.data(tag).remove(key)?.is_some() {
                 removed += 1;
@@ -644,6 +693,7 @@ mod tests {
             keys::REVOKED,
             keys::DENIES,
             keys::PROFILES,
+            keys::DEVICE_DAYS,
         ] {
             txn.open_table(t).expect("table");
         }

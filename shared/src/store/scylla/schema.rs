@@ -87,6 +87,16 @@ const TABLES: &[&str] = &[
         trusted map<text, bigint>,
         failures map<bigint, blob>,
         PRIMARY KEY ((project_id, identifier)))",
+    // The dashboard's device index: one row per device and UTC day, the
+    // day split into `DEVICE_DAY_SHARDS` partitions so a project with
+    // millions of devices a day never makes one huge partition. `first_seen`
+    // is written with the timestamp `0 − first_seen·1000` (the earliest
+    // wins), the summary with `last_seen·1000` (the latest wins), so rows
+    // from many engines merge without a read.
+    "CREATE TABLE IF NOT EXISTS {ks}.device_days (
+        project_id text, utc_day int, shard int, device_id text,
+        first_seen timestamp, summary blob,
+        PRIMARY KEY ((project_id, utc_day, shard), device_id))",
 ];
 
 /// Session columns in bind order; shared by the insert and the select.
@@ -127,6 +137,11 @@ pub(super) struct Statements {
     pub(super) del_region: PreparedStatement,
     pub(super) del_trusted: PreparedStatement,
     pub(super) select_profile: PreparedStatement,
+    /// Device index: bound `(timestamp, ttl, first_seen | summary, project,
+    /// day, shard, device)`; the select `(project, day, shard, after, limit)`.
+    pub(super) set_device_first_seen: PreparedStatement,
+    pub(super) set_device_summary: PreparedStatement,
+    pub(super) select_device_days: PreparedStatement,
 }
 
 /// Creates the keyspace and tables if missing and waits until every node
@@ -280,6 +295,30 @@ impl Statements {
             // Answered by whichever node the driver picks; ONE is enough to
             // prove the cluster answers.
             health: p("SELECT release_version FROM system.local".into(), Consistency::One).await?,
+            set_device_first_seen: p(
+                format!(
+                    "UPDATE {ks}.device_days USING TIMESTAMP ? AND TTL ? SET first_seen = ? \
+                     WHERE project_id = ? AND utc_day = ? AND shard = ? AND device_id = ?"
+                ),
+                write,
+            )
+            .await?,
+            set_device_summary: p(
+                format!(
+                    "UPDATE {ks}.device_days USING TIMESTAMP ? AND TTL ? SET summary = ? \
+                     WHERE project_id = ? AND utc_day = ? AND shard = ? AND device_id = ?"
+                ),
+                write,
+            )
+            .await?,
+            select_device_days: p(
+                format!(
+                    "SELECT first_seen, summary FROM {ks}.device_days \
+                     WHERE project_id = ? AND utc_day = ? AND shard = ? AND device_id > ? LIMIT ?"
+                ),
+                read,
+            )
+            .await?,
             set_last_success: p(
                 format!(
                     "UPDATE {ks}.ato_profiles USING TIMESTAMP ? AND TTL ? SET last_success = ? \
