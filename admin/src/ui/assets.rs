@@ -28,6 +28,9 @@ pub(crate) const HTMX: &str = "vendor/htmx-2.0.11.min.js";
 /// The dashboard stylesheet.
 pub(crate) const CSS: &str = "qyzar.css";
 
+/// The analytics pages' chart script (draws `.chart[data-chart]` with uPlot).
+pub(crate) const CHARTS: &str = "qyzar-charts.js";
+
 /// Every file served. uPlot is here for the analytics pages' charts.
 pub(crate) const ASSETS: &[Asset] = &[
     Asset {
@@ -47,6 +50,12 @@ pub(crate) const ASSETS: &[Asset] = &[
         bytes: include_bytes!("../../assets/vendor/uPlot-1.6.32.min.css"),
         content_type: "text/css; charset=utf-8",
         versioned: true,
+    },
+    Asset {
+        path: CHARTS,
+        bytes: include_bytes!("../../assets/qyzar-charts.js"),
+        content_type: "text/javascript; charset=utf-8",
+        versioned: false,
     },
     Asset {
         path: CSS,

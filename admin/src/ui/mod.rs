@@ -12,11 +12,16 @@ mod account;
 mod api;
 pub(crate) mod assets;
 mod billing;
+mod charts;
+mod clusters;
+mod devices;
 mod email;
 mod layout;
 mod origin_tokens;
+mod overview;
 mod password_reset;
 mod projects;
+mod protection;
 mod register;
 mod secret;
 mod session;
@@ -73,6 +78,15 @@ pub fn router(app: AppState, api: Router) -> Router {
         )
         .route("/ui/reset-password/confirm", post(password_reset::confirm))
         .route("/ui/projects", get(projects::list).post(projects::create))
+        .route("/ui/projects/{id}/overview", get(overview::page))
+        .route("/ui/projects/{id}/devices", get(devices::page))
+        .route("/ui/projects/{id}/devices/{device}", get(devices::device))
+        .route("/ui/projects/{id}/clusters", get(clusters::page))
+        .route(
+            "/ui/projects/{id}/rate-limits",
+            get(protection::rate_limits),
+        )
+        .route("/ui/projects/{id}/anti-ato", get(protection::anti_ato))
         .route(
             "/ui/projects/{id}/settings",
             get(settings::page).post(settings::save_form),
