@@ -10,7 +10,6 @@ use axum::extract::Path;
 use axum::response::Response;
 
 use super::layout::Shell;
-use super::settings::project_page;
 use super::{render, Ctx};
 
 /// One cluster as shown.
@@ -40,7 +39,7 @@ struct ClustersPage {
 
 /// `GET /ui/projects/{id}/clusters`.
 pub(crate) async fn page(ctx: Ctx, Path(id): Path<String>) -> Response {
-    let (shell, _) = match project_page(&ctx, &id, "clusters").await {
+    let (shell, _) = match ctx.project(&id, "clusters").await {
         Ok(x) => x,
         Err(res) => return res,
     };

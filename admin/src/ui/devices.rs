@@ -14,7 +14,6 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::layout::Shell;
-use super::settings::project_page;
 use super::{render, render_status, Ctx};
 
 /// The filters, as the form sends them (empty means "any").
@@ -101,7 +100,7 @@ fn api_query(id: &str, f: &Filters, cursor: &str) -> String {
 
 /// `GET /ui/projects/{id}/devices?risk&bot&region&browser&days&cursor`.
 pub(crate) async fn page(ctx: Ctx, Path(id): Path<String>, Query(f): Query<Filters>) -> Response {
-    let (shell, _) = match project_page(&ctx, &id, "devices").await {
+    let (shell, _) = match ctx.project(&id, "devices").await {
         Ok(x) => x,
         Err(res) => return res,
     };
@@ -215,7 +214,7 @@ pub(crate) async fn device(
     Path((id, device)): Path<(String, String)>,
     Query(w): Query<Which>,
 ) -> Response {
-    let (shell, _) = match project_page(&ctx, &id, "devices").await {
+    let (shell, _) = match ctx.project(&id, "devices").await {
         Ok(x) => x,
         Err(res) => return res,
     };

@@ -15,7 +15,6 @@ use axum::response::Response;
 
 use super::charts::{self, Range, RangeQuery, Stat, TopRow};
 use super::layout::Shell;
-use super::settings::project_page;
 use super::{render, Ctx};
 
 #[derive(Template)]
@@ -44,7 +43,7 @@ pub(crate) async fn page(
     Path(id): Path<String>,
     Query(q): Query<RangeQuery>,
 ) -> Response {
-    let (shell, _) = match project_page(&ctx, &id, "overview").await {
+    let (shell, _) = match ctx.project(&id, "overview").await {
         Ok(x) => x,
         Err(res) => return res,
     };

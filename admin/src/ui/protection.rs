@@ -14,7 +14,6 @@ use axum::response::Response;
 
 use super::charts::{self, Range, RangeQuery, Stat, TopRow};
 use super::layout::Shell;
-use super::settings::project_page;
 use super::{render, Ctx};
 
 #[derive(Template)]
@@ -46,7 +45,7 @@ async fn show(ctx: Ctx, id: String, q: RangeQuery, kind: Kind) -> Response {
         Kind::RateLimits => "rate-limits",
         Kind::AntiAto => "anti-ato",
     };
-    let (shell, _) = match project_page(&ctx, &id, slug).await {
+    let (shell, _) = match ctx.project(&id, slug).await {
         Ok(x) => x,
         Err(res) => return res,
     };
