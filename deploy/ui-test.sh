@@ -97,6 +97,8 @@ log "starting qyzar dev ($bin) in $work: admin $admin_url"
 		QYZAR_ENGINE_ADDR="127.0.0.1:$engine_port" \
 		QYZAR_ENGINE_INTERNAL_ADDR="127.0.0.1:$internal_port" \
 		QYZAR_ADMIN_ADDR="127.0.0.1:$admin_port" \
+		QYZAR_ENGINE_TRAFFIC_SECONDS=1 \
+		QYZAR_ADMIN_CLUSTER_REFRESH_SECONDS=2 \
 		QYZAR_ENGINE_PUSH_KEY="$push_key" \
 		"$bin" dev >"$work/qyzar.log" 2>&1
 ) &
@@ -114,10 +116,19 @@ done
 outbox="$(node -p 'require(process.argv[1]).outboxDir' "$work/.qyzar/dev.json")"
 [[ $outbox == /* ]] || outbox="$work/$outbox"
 
+# The dev project gets realistic traffic (people, a bot farm, credential
+# stuffing) for the analytics pages the test opens as the dev account.
+log "sending demo traffic to the dev project"
+(cd "$work" && "$bin" demo-traffic --people 30 >"$work/demo.log" 2>&1) || {
+	cat "$work/demo.log" >&2
+	die "qyzar demo-traffic failed"
+}
+
 rm -rf "$SHOTS"
 mkdir -p "$SHOTS"
 status=0
-QYZAR_PLAYWRIGHT_CORE="$NODE_DIR/node_modules/playwright-core" \
+QYZAR_DEV_JSON="$work/.qyzar/dev.json" \
+	QYZAR_PLAYWRIGHT_CORE="$NODE_DIR/node_modules/playwright-core" \
 	QYZAR_CHROMIUM="$chromium" \
 	QYZAR_ADMIN_URL="$admin_url" \
 	QYZAR_OUTBOX="$outbox" \

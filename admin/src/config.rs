@@ -57,6 +57,9 @@ pub struct AdminConfig {
     /// entropy snapshots (`QYZAR_ADMIN_CQL_NODES`, comma-separated, and
     /// `QYZAR_ADMIN_CQL_KEYSPACE`, default `qyzar`: the engines' keyspace).
     pub data_cql: Option<qyzar_shared::store::ScyllaConfig>,
+    /// How often device clusters are recomputed
+    /// (`QYZAR_ADMIN_CLUSTER_REFRESH_SECONDS`, default 60, at least 1).
+    pub cluster_refresh: std::time::Duration,
     /// Stripe secret API key (`STRIPE_SECRET_KEY`). Unset means billing is
     /// off: `/billing/status` says `configured: false` and the other billing
     /// routes answer `409 billing_not_configured`. Never logged.
@@ -264,6 +267,18 @@ impl AdminConfig {
             config_budget_bytes,
             engine_public_url: var("QYZAR_ENGINE_PUBLIC_URL")
                 .map(|u| u.trim().trim_end_matches('/').to_owned()),
+            cluster_refresh: match var("QYZAR_ADMIN_CLUSTER_REFRESH_SECONDS") {
+                None => crate::clusters::REFRESH_EVERY,
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n >= 1 => std::time::Duration::from_secs(n),
+                    _ => {
+                        return Err(ConfigError {
+                            var: "QYZAR_ADMIN_CLUSTER_REFRESH_SECONDS",
+                            reason: format!("{v:?} is not a whole number of seconds, at least 1"),
+                        })
+                    }
+                },
+            },
             data_cql: var("QYZAR_ADMIN_CQL_NODES")
                 .filter(|n| !n.trim().is_empty())
                 .map(|nodes| {
@@ -325,6 +340,7 @@ impl AdminConfig {
             config_budget_bytes: qyzar_shared::snapshot::DEFAULT_BUDGET_BYTES,
             engine_public_url: None,
             data_cql: None,
+            cluster_refresh: crate::clusters::REFRESH_EVERY,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_price_pro: None,

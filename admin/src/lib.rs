@@ -314,7 +314,7 @@ pub async fn run(
 }
 
 /// Recomputes the device clusters of every project that saw a device today,
-/// every [`clusters::REFRESH_EVERY`]; forgets deleted projects. A project's
+/// every [`config::AdminConfig::cluster_refresh`]; forgets deleted projects. A project's
 /// failure is logged and retried on the next pass.
 async fn refresh_clusters(state: AppState) {
     let Some(store) = state.data.clone() else {
@@ -349,7 +349,7 @@ async fn refresh_clusters(state: AppState) {
             }
             Err(e) => tracing::warn!(error = %e, "clusters: projects not listed"),
         }
-        tokio::time::sleep(clusters::REFRESH_EVERY).await;
+        tokio::time::sleep(state.config.cluster_refresh).await;
     }
 }
 

@@ -286,6 +286,71 @@ async function main() {
   const after = await page.goto(`${BASE}/ui/projects`);
   if (!page.url().endsWith('/ui/signin')) fail(`after sign-out, projects went to ${page.url()} (${after.status()})`);
 
+  // The analytics pages, as the dev account, over the demo traffic
+  // deploy/ui-test.sh sent the dev project before this run.
+  const dev = JSON.parse(fs.readFileSync(process.env.QYZAR_DEV_JSON, 'utf8'));
+  const devBase = `${BASE}/ui/projects/${dev.projectId}`;
+
+  step = 'dev sign-in';
+  await page.goto(`${BASE}/ui/signin`);
+  await page.fill('#email', dev.email);
+  await page.fill('#password', dev.password);
+  await submit('form[action="/ui/signin"] button[type=submit]');
+  if (!page.url().endsWith('/ui/projects')) fail(`dev sign-in went to ${page.url()}`);
+
+  step = 'overview with demo traffic';
+  // The engine reports its counts every second here; poll until they land.
+  let verifications = 0;
+  for (let i = 0; i < 30 && verifications === 0; i++) {
+    await page.goto(`${devBase}/overview?range=1h`);
+    verifications = Number((await page.locator('.cards .stat .value').first().innerText()).trim());
+    if (verifications === 0) await page.waitForTimeout(1000);
+  }
+  if (!(verifications > 0)) fail('the overview shows no verifications after the demo traffic');
+  await page.locator('.chart canvas').first().waitFor({ timeout: 10000 });
+  await expectText('.cards', 'Logins blocked');
+  await snap('overview');
+  await page.click('nav.range a[href$="range=7d"]');
+  await page.locator('.chart canvas').first().waitFor({ timeout: 10000 });
+  await snap('overview-7d');
+
+  step = 'devices';
+  await page.goto(`${devBase}/devices`);
+  await page.locator('table.devices tbody tr').first().waitFor({ timeout: 10000 });
+  await snap('devices');
+  await page.goto(`${devBase}/devices?bot=true`);
+  await expectText('table.devices tbody', 'bot');
+  await snap('devices-bots');
+  await Promise.all([page.waitForNavigation(), page.click('table.devices tbody tr a.code')]);
+  await expectText('h2', 'Entropy snapshot');
+  await expectText('pre.json', 'canvasHash');
+  await snap('device');
+
+  step = 'clusters';
+  let clusters = 0;
+  for (let i = 0; i < 30 && clusters === 0; i++) {
+    await page.goto(`${devBase}/clusters`);
+    clusters = await page.locator('details.cluster').count();
+    if (clusters === 0) await page.waitForTimeout(1000);
+  }
+  if (clusters === 0) fail('no cluster found in the demo bot farm');
+  await expectText('details.cluster', 'c0ffee01');
+  await expectText('details.cluster', 'userAgent');
+  await snap('clusters');
+
+  step = 'rate limits';
+  await page.goto(`${devBase}/rate-limits?range=1h`);
+  await expectText('.tops', '45.155.205.');
+  await page.locator('.chart canvas').first().waitFor({ timeout: 10000 });
+  await snap('rate-limits');
+
+  step = 'anti-ato';
+  await page.goto(`${devBase}/anti-ato?range=1h`);
+  await page.locator('.chart canvas').first().waitFor({ timeout: 10000 });
+  const blocked = Number((await page.locator('.cards .stat .value').nth(2).innerText()).trim());
+  if (!(blocked > 0)) fail('the anti-ATO page shows no blocked logins after the credential stuffing');
+  await snap('anti-ato');
+
   await browser.close();
 }
 
