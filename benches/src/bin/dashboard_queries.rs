@@ -20,8 +20,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use qyzar_shared::time::now_ms;
 use qyzar_shared::usage::{
-    minute_start_ms, TrafficBatch, TrafficOutcome, TrafficRoute, TrafficRow, DAY_MS, MAX_BATCH_ROWS,
-    MINUTE_MS,
+    minute_start_ms, TrafficBatch, TrafficOutcome, TrafficRoute, TrafficRow, DAY_MS,
+    MAX_BATCH_ROWS, MINUTE_MS,
 };
 
 const PROJECTS: usize = 1_000;
@@ -30,13 +30,55 @@ const DAYS: i64 = 30;
 /// The (route, outcome, region, platform, browser) keys the big project
 /// reports every minute: a busy site's usual mix.
 const KEYS: &[(TrafficRoute, TrafficOutcome, &str, &str, &str)] = &[
-    (TrafficRoute::Connect, TrafficOutcome::Ok, "DE", "desktop", "Chrome"),
-    (TrafficRoute::Connect, TrafficOutcome::Ok, "FR", "mobile", "Safari"),
-    (TrafficRoute::Connect, TrafficOutcome::Ok, "US", "desktop", "Firefox"),
-    (TrafficRoute::Reverify, TrafficOutcome::Ok, "DE", "desktop", "Chrome"),
-    (TrafficRoute::SessionVerify, TrafficOutcome::Ok, "DE", "desktop", "Chrome"),
-    (TrafficRoute::RateLimitCheck, TrafficOutcome::Denied, "", "server", ""),
-    (TrafficRoute::AtoLoginAttempt, TrafficOutcome::Allowed, "", "server", ""),
+    (
+        TrafficRoute::Connect,
+        TrafficOutcome::Ok,
+        "DE",
+        "desktop",
+        "Chrome",
+    ),
+    (
+        TrafficRoute::Connect,
+        TrafficOutcome::Ok,
+        "FR",
+        "mobile",
+        "Safari",
+    ),
+    (
+        TrafficRoute::Connect,
+        TrafficOutcome::Ok,
+        "US",
+        "desktop",
+        "Firefox",
+    ),
+    (
+        TrafficRoute::Reverify,
+        TrafficOutcome::Ok,
+        "DE",
+        "desktop",
+        "Chrome",
+    ),
+    (
+        TrafficRoute::SessionVerify,
+        TrafficOutcome::Ok,
+        "DE",
+        "desktop",
+        "Chrome",
+    ),
+    (
+        TrafficRoute::RateLimitCheck,
+        TrafficOutcome::Denied,
+        "",
+        "server",
+        "",
+    ),
+    (
+        TrafficRoute::AtoLoginAttempt,
+        TrafficOutcome::Allowed,
+        "",
+        "server",
+        "",
+    ),
 ];
 
 fn row(project: &str, minute: i64, i: usize, count: u64) -> TrafficRow {
