@@ -34,6 +34,9 @@ pub const ATTACK_MIN: i64 = 100;
 /// How many times the previous day's count a signal needs to fire.
 pub const ATTACK_FACTOR: i64 = 3;
 
+/// An attack signal's name and the count it watches.
+type Signal = (&'static str, fn(&Totals) -> i64);
+
 /// The query.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -92,7 +95,7 @@ pub async fn handle(
     let (current, previous) = (cur.totals(), prev.totals());
     let [top_regions, top_platforms, top_browsers] =
         analytics::breakdowns(&state.db, id, &window, TOP).await?;
-    let signals: [(&'static str, fn(&Totals) -> i64); 3] = [
+    let signals: [Signal; 3] = [
         ("rate_limit_denies", |t| t.rate_limit_denied),
         ("ato_blocks", |t| t.ato_blocked + t.ato_challenged),
         ("refused_verifications", |t| t.refused),
