@@ -271,6 +271,31 @@ async fn usage_counts_and_quota_blocks(backend: Backend) {
     .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["valid"], true, "{:?}", r.body);
+    // The engine counted what it answered, outcome by outcome: the refused
+    // connects and the session-verify reach the dashboard's numbers (and
+    // not the plan's usage, which stays at 10 000).
+    let routes_of = |o: &Value, route: &str| {
+        o["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == route)
+            .unwrap()["outcomes"]
+            .clone()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let o = ann
+                .get(&app, &format!("/projects/overview-stats?projectId={id}"))
+                .await
+                .body;
+            routes_of(&o, "session_verify")["ok"] == 1
+                && routes_of(&o, "connect")["refused"].as_i64() >= Some(2)
+        })
+        .await,
+        "the engine reported the session-verify and the refused connects"
+    );
+    assert_eq!(status(&app, &ann).await["usage"]["verifications"], 10_000);
 
     // An upgrade lifts the block with the next snapshot.
     sqlx::query("UPDATE users SET plan = 'pro' WHERE email = $1")
