@@ -229,22 +229,19 @@ fn parse_time(s: &str, field: &'static str) -> Result<i64, ApiError> {
 
 /// Counts per (route, outcome) in one period.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counts(HashMap<(String, String), i64>);
+pub struct Counts(HashMap<(TrafficRoute, TrafficOutcome), i64>);
 
 impl Counts {
     /// The count of `route` answered with `outcome`.
     pub fn get(&self, route: TrafficRoute, outcome: TrafficOutcome) -> i64 {
-        self.0
-            .get(&(route.as_str().to_owned(), outcome.as_str().to_owned()))
-            .copied()
-            .unwrap_or(0)
+        self.0.get(&(route, outcome)).copied().unwrap_or(0)
     }
 
     /// Every answer of `route`.
     pub fn route(&self, route: TrafficRoute) -> i64 {
         self.0
             .iter()
-            .filter(|((r, _), _)| r == route.as_str())
+            .filter(|((r, _), _)| *r == route)
             .map(|(_, n)| n)
             .sum()
     }
@@ -260,7 +257,7 @@ impl Counts {
             errors: self
                 .0
                 .iter()
-                .filter(|((_, o), _)| o == "error")
+                .filter(|((_, o), _)| *o == O::Error)
                 .map(|(_, n)| n)
                 .sum(),
             ato_allowed: self.get(R::AtoLoginAttempt, O::Allowed),
@@ -363,7 +360,18 @@ pub async fn counts_with_previous(
     .await?;
     let (mut cur, mut before) = (Counts::default(), Counts::default());
     for r in rows {
-        let key = (r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?);
+        let (route, outcome): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+        // Names the engines wrote from the same enums; a name this admin
+        // does not know (a newer engine) is left out rather than guessed.
+        let (Some(route), Some(outcome)) = (
+            TrafficRoute::ALL.into_iter().find(|x| x.as_str() == route),
+            TrafficOutcome::ALL
+                .into_iter()
+                .find(|x| x.as_str() == outcome),
+        ) else {
+            continue;
+        };
+        let key = (route, outcome);
         let is_cur: i64 = r.try_get(2)?;
         let n: i64 = r.try_get(3)?;
         let side = if is_cur == 1 { &mut cur } else { &mut before };
