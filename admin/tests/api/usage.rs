@@ -283,6 +283,36 @@ async fn usage_counts_and_quota_blocks(backend: Backend) {
             .unwrap()["outcomes"]
             .clone()
     };
+    // A rate-limit check and a login attempt are counted with their
+    // outcome; a dry run is not traffic.
+    for dry_run in [false, true] {
+        let r = request(
+            "POST",
+            &engine.url("/projects/client/rate-limit-check"),
+            &[("x-qyzar-project-secret", &secret)],
+            Some(&json!({"projectId": id, "ip": "203.0.113.9", "dryRun": dry_run}).to_string()),
+        )
+        .await;
+        assert_eq!(r.body["allowed"], true, "{:?}", r.body);
+    }
+    let r = request(
+        "POST",
+        &engine.url("/projects/client/ato-login-attempt"),
+        &[("x-qyzar-project-secret", &secret)],
+        Some(
+            &json!({"projectId": id, "identifier": "ann@example.com", "success": true,
+                    "ip": "203.0.113.9"})
+            .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let action = r.body["action"].as_str().unwrap().to_owned();
+    let outcome = match action.as_str() {
+        "allow" => "allowed",
+        "challenge" => "challenged",
+        _ => "blocked",
+    };
     assert!(
         eventually(Duration::from_secs(5), || async {
             let o = ann
@@ -291,9 +321,11 @@ async fn usage_counts_and_quota_blocks(backend: Backend) {
                 .body;
             routes_of(&o, "session_verify")["ok"] == 1
                 && routes_of(&o, "connect")["refused"].as_i64() >= Some(2)
+                && routes_of(&o, "rate_limit_check") == json!({"allowed": 1})
+                && routes_of(&o, "ato_login_attempt") == json!({ outcome: 1 })
         })
         .await,
-        "the engine reported the session-verify and the refused connects"
+        "the engine reported the session-verify, the refused connects, the rate-limit check and the login attempt"
     );
     assert_eq!(status(&app, &ann).await["usage"]["verifications"], 10_000);
 
