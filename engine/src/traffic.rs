@@ -101,7 +101,7 @@ impl Tag {
 
     /// A platform or browser: `unknown` names stay as the parser gave them;
     /// invalid ones become `other`.
-    fn tag(s: &str) -> Tag {
+    fn name(s: &str) -> Tag {
         if valid_tag(s) {
             Tag::copy(s)
         } else {
@@ -254,8 +254,8 @@ impl Traffic {
             route,
             outcome,
             region: Tag::region(dims.region),
-            platform: Tag::tag(dims.platform),
-            browser: Tag::tag(dims.browser),
+            platform: Tag::name(dims.platform),
+            browser: Tag::name(dims.browser),
         };
         let folded = {
             let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());

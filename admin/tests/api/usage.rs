@@ -271,6 +271,63 @@ async fn usage_counts_and_quota_blocks(backend: Backend) {
     .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["valid"], true, "{:?}", r.body);
+    // The engine counted what it answered, outcome by outcome: the refused
+    // connects and the session-verify reach the dashboard's numbers (and
+    // not the plan's usage, which stays at 10 000).
+    let routes_of = |o: &Value, route: &str| {
+        o["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == route)
+            .unwrap()["outcomes"]
+            .clone()
+    };
+    // A rate-limit check and a login attempt are counted with their
+    // outcome; a dry run is not traffic.
+    for dry_run in [false, true] {
+        let r = request(
+            "POST",
+            &engine.url("/projects/client/rate-limit-check"),
+            &[("x-qyzar-project-secret", &secret)],
+            Some(&json!({"projectId": id, "ip": "203.0.113.9", "dryRun": dry_run}).to_string()),
+        )
+        .await;
+        assert_eq!(r.body["allowed"], true, "{:?}", r.body);
+    }
+    let r = request(
+        "POST",
+        &engine.url("/projects/client/ato-login-attempt"),
+        &[("x-qyzar-project-secret", &secret)],
+        Some(
+            &json!({"projectId": id, "identifier": "ann@example.com", "success": true,
+                    "ip": "203.0.113.9"})
+            .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let action = r.body["action"].as_str().unwrap().to_owned();
+    let outcome = match action.as_str() {
+        "allow" => "allowed",
+        "challenge" => "challenged",
+        _ => "blocked",
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let o = ann
+                .get(&app, &format!("/projects/overview-stats?projectId={id}"))
+                .await
+                .body;
+            routes_of(&o, "session_verify")["ok"] == 1
+                && routes_of(&o, "connect")["refused"].as_i64() >= Some(2)
+                && routes_of(&o, "rate_limit_check") == json!({"allowed": 1})
+                && routes_of(&o, "ato_login_attempt") == json!({ outcome: 1 })
+        })
+        .await,
+        "the engine reported the session-verify, the refused connects, the rate-limit check and the login attempt"
+    );
+    assert_eq!(status(&app, &ann).await["usage"]["verifications"], 10_000);
 
     // An upgrade lifts the block with the next snapshot.
     sqlx::query("UPDATE users SET plan = 'pro' WHERE email = $1")

@@ -21,7 +21,7 @@ use qyzar_shared::time::{now_ms, rfc3339};
 use qyzar_shared::usage::DAY_MS;
 use serde::{Deserialize, Serialize};
 
-use crate::analytics::{self, Dimension, Grain, Share, Totals, TotalsChange, Window};
+use crate::analytics::{self, Grain, Share, Totals, TotalsChange, Window};
 use crate::auth::CurrentUser;
 use crate::error::AdminResult;
 use crate::extract::ApiQuery;
@@ -33,6 +33,9 @@ const TOP: usize = 5;
 pub const ATTACK_MIN: i64 = 100;
 /// How many times the previous day's count a signal needs to fire.
 pub const ATTACK_FACTOR: i64 = 3;
+
+/// An attack signal's name and the count it watches.
+type Signal = (&'static str, fn(&Totals) -> i64);
 
 /// The query.
 #[derive(Deserialize)]
@@ -90,11 +93,9 @@ pub async fn handle(
     // decide
     let (cur, prev) = analytics::counts_with_previous(&state.db, id, &window).await?;
     let (current, previous) = (cur.totals(), prev.totals());
-    let top = |dim| analytics::breakdown(&state.db, id, &window, dim, TOP);
-    let (_, top_regions) = top(Dimension::Region).await?;
-    let (_, top_browsers) = top(Dimension::Browser).await?;
-    let (_, top_platforms) = top(Dimension::Platform).await?;
-    let signals: [(&'static str, fn(&Totals) -> i64); 3] = [
+    let [top_regions, top_platforms, top_browsers] =
+        analytics::breakdowns(&state.db, id, &window, TOP).await?;
+    let signals: [Signal; 3] = [
         ("rate_limit_denies", |t| t.rate_limit_denied),
         ("ato_blocks", |t| t.ato_blocked + t.ato_challenged),
         ("refused_verifications", |t| t.refused),
