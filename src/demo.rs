@@ -8,10 +8,10 @@
 //!   session (`/connect` with the dev origin token), verify it a few times,
 //!   get and verify client tokens, pass the rate limiter and log in (now and
 //!   then after a mistyped password);
-//! - **a bot farm**: headless browsers that share their canvas, WebGL, audio,
-//!   fonts and screen and differ only in the user agent's patch version and
-//!   time zone, from a handful of addresses in one network, hammering the
-//!   rate limiter until it denies them;
+//! - **a bot farm**: headless browsers that share their canvas, WebGL, audio
+//!   and fonts and differ in the user agent's patch version, the time zone
+//!   and the window size, from a handful of addresses in one network,
+//!   hammering the rate limiter until it denies them;
 //! - **a credential-stuffing run**: a few addresses trying many identifiers
 //!   with wrong passwords, then a few "successes" from a new country, which
 //!   the anti-ATO challenges or blocks.
@@ -356,12 +356,16 @@ impl Demo {
     async fn bot_farm(&self, devices: usize) -> Result<(), crate::Error> {
         let p = &self.dev.project_id;
         for k in 0..devices {
-            let tz = ["UTC", "Europe/Amsterdam"][k % 2];
+            // One machine image, run many times: the farm varies what its
+            // tooling randomises (time zone, window size, the user agent's
+            // patch version) and keeps the GPU, canvas, audio and fonts.
+            let tz = ["UTC", "Europe/Amsterdam", "Europe/London"][k % 3];
+            let (w, h) = [(800, 600), (1024, 768), (1366, 768), (1280, 720)][k % 4];
             let b = Browser {
                 entropy: json!({
                     "userAgent": format!("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.{}.{} Safari/537.36", 6700 + k % 7, k),
                     "languages": ["en-US"], "timezone": tz,
-                    "screen": {"width": 800, "height": 600, "colorDepth": 24, "pixelRatio": 1},
+                    "screen": {"width": w, "height": h, "colorDepth": 24, "pixelRatio": 1},
                     "hardwareConcurrency": 2, "deviceMemory": 2, "platform": "Linux x86_64",
                     "canvasHash": "c0ffee01", "webglVendor": "Google Inc. (Google)",
                     "webglRenderer": "ANGLE (Google, Vulkan 1.3.0 (SwiftShader Device (Subzero)))",

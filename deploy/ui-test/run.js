@@ -340,7 +340,7 @@ async function main() {
 
   step = 'rate limits';
   await page.goto(`${devBase}/rate-limits?range=1h`);
-  await expectText('.tops', '45.155.205.');
+  await expectText('.tops', 'victim');
   await page.locator('.chart canvas').first().waitFor({ timeout: 10000 });
   await snap('rate-limits');
 
