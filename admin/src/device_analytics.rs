@@ -177,6 +177,10 @@ pub struct DeniesSummary {
     pub top_buckets: Vec<Count>,
     /// By `bucket:key` (the addresses and identifiers hammering the limiter).
     pub top_keys: Vec<Count>,
+    /// Identifiers whose logins the anti-ATO challenged or blocked, by
+    /// how many (the engine logs those as `ato:challenge` / `ato:block`
+    /// denies; they are not in the rate limiter's lists above).
+    pub top_identifiers: Vec<Count>,
     /// The oldest deny read, when any: where the window really starts if
     /// [`MAX_DENIES`] cut it.
     pub oldest: Option<String>,
@@ -189,8 +193,12 @@ pub async fn denies_summary(
     since: i64,
 ) -> Result<DeniesSummary, StoreError> {
     let events = store.list_deny_events(project, since, MAX_DENIES).await?;
-    let (mut buckets, mut keys) = (HashMap::new(), HashMap::new());
+    let (mut buckets, mut keys, mut identifiers) = (HashMap::new(), HashMap::new(), HashMap::new());
     for e in &events {
+        if e.bucket.starts_with("ato:") {
+            *identifiers.entry(e.key.clone()).or_default() += 1;
+            continue;
+        }
         *buckets.entry(e.bucket.clone()).or_default() += 1;
         *keys.entry(format!("{}:{}", e.bucket, e.key)).or_default() += 1;
     }
@@ -198,6 +206,7 @@ pub async fn denies_summary(
         events: events.len() as u64,
         top_buckets: top(buckets),
         top_keys: top(keys),
+        top_identifiers: top(identifiers),
         oldest: events.iter().map(|e| e.at).min().map(rfc3339),
     })
 }

@@ -349,6 +349,7 @@ async function main() {
   await page.locator('.chart canvas').first().waitFor({ timeout: 10000 });
   const blocked = Number((await page.locator('.cards .stat .value').nth(2).innerText()).trim());
   if (!(blocked > 0)) fail('the anti-ATO page shows no blocked logins after the credential stuffing');
+  await expectText('.tops', 'shopper');
   await snap('anti-ato');
 
   await browser.close();

@@ -6,7 +6,8 @@
 //! /projects/overview-stats` against the period before. The rate-limit page
 //! adds the most denied buckets and keys from the `denies` section (the
 //! newest deny events the engines recorded, when the project has
-//! `rateLimit.analyticsOnDeny`).
+//! `rateLimit.analyticsOnDeny`); the anti-ATO page the identifiers under
+//! attack (whose logins were challenged or blocked) from the same section.
 
 use askama::Template;
 use axum::extract::{Path, Query};
@@ -29,6 +30,7 @@ struct ProtectionPage {
     chart: Option<String>,
     top_buckets: Vec<TopRow>,
     top_keys: Vec<TopRow>,
+    top_identifiers: Vec<TopRow>,
     show_denies: bool,
     error: Option<String>,
 }
@@ -82,7 +84,8 @@ async fn show(ctx: Ctx, id: String, q: RangeQuery, kind: Kind) -> Response {
         ),
     };
     let (mut top_buckets, mut top_keys, mut error) = (Vec::new(), Vec::new(), None);
-    if kind == Kind::RateLimits {
+    let mut top_identifiers = Vec::new();
+    {
         let denies = ctx
             .api
             .get(&format!(
@@ -92,6 +95,7 @@ async fn show(ctx: Ctx, id: String, q: RangeQuery, kind: Kind) -> Response {
         if denies.ok() {
             top_buckets = charts::top_in(&denies.body["denies"], "topBuckets");
             top_keys = charts::top_in(&denies.body["denies"], "topKeys");
+            top_identifiers = charts::top_in(&denies.body["denies"], "topIdentifiers");
         } else {
             error = Some(denies.failure().message);
         }
@@ -122,6 +126,7 @@ async fn show(ctx: Ctx, id: String, q: RangeQuery, kind: Kind) -> Response {
         chart: charts::chart(&outcomes, Some(lines)),
         top_buckets,
         top_keys,
+        top_identifiers,
         show_denies: kind == Kind::RateLimits,
         error,
         range,

@@ -319,7 +319,7 @@ async fn dashboard_numbers_for_range_and_previous_period(backend: Backend) {
         &ann.get(&app, &path("&to=2026-02-30T00:00:00Z")).await,
         "to",
     );
-    for section in ["clusters", "devices", "nope"] {
+    for section in ["nope", "Traffic", "cluster"] {
         invalid(
             &ann.get(
                 &app,

@@ -38,6 +38,12 @@ use crate::state::Engine;
 use crate::traffic::Dims;
 use qyzar_shared::usage::{TrafficOutcome, TrafficRoute};
 
+/// Deny-event buckets of challenged and blocked logins (the rate limiter's
+/// are named after their rule, never `ato:`).
+pub const ATO_CHALLENGE_BUCKET: &str = "ato:challenge";
+/// See [`ATO_CHALLENGE_BUCKET`].
+pub const ATO_BLOCK_BUCKET: &str = "ato:block";
+
 /// Longest identifier once normalised (an email, a username, a user id).
 pub const MAX_IDENTIFIER: usize = qyzar_shared::identifier::MAX_BYTES;
 
@@ -260,6 +266,23 @@ async fn run(
         },
         now,
     );
+    // A challenged or blocked login names the identifier under attack for
+    // the dashboard (the deny-event log, per project and day, written off
+    // the answer path like the rate limiter's denies).
+    let refused = match decision.action {
+        decide::Action::Allow => None,
+        decide::Action::Challenge => Some(ATO_CHALLENGE_BUCKET),
+        decide::Action::Block => Some(ATO_BLOCK_BUCKET),
+    };
+    if let Some(bucket) = refused {
+        engine.background.deny(qyzar_shared::store::DenyEvent {
+            project_id: project.clone(),
+            at: now,
+            bucket: bucket.to_owned(),
+            key: attempt.identifier.clone(),
+            ip: attempt.ip.clone(),
+        });
+    }
     // answer
     let prior_snapshot = prior.as_ref().map(|p| Prior {
         device_id: p.device_id.as_ref().map(|d| d.to_string()),

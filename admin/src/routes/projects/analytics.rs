@@ -96,7 +96,7 @@ impl Section {
     }
 
     /// Whether the section is read from the data-plane store.
-    fn from_store(self) -> bool {
+    fn reads_store(self) -> bool {
         matches!(self, Section::Devices | Section::Clusters | Section::Denies)
     }
 }
@@ -132,8 +132,9 @@ const OUTCOME_LINES: &[(&str, &[(R, O)])] = &[
 pub enum Output {
     /// `traffic`, `browsers`, `sessions`, `outcomes`.
     Chart(ChartOutput),
-    /// `devices`, `clusters`, `denies`.
-    Store(StoreOutput),
+    /// `devices`, `clusters`, `denies` (boxed: the summaries are larger
+    /// than a chart's header).
+    Store(Box<StoreOutput>),
 }
 
 /// A section read from the data-plane store.
@@ -179,14 +180,14 @@ pub async fn handle(
         q.from.as_deref(),
         q.to.as_deref(),
         q.bucket.as_deref(),
-        !section.from_store(),
+        !section.reads_store(),
         now,
     )?;
     // authorise
     let project = projects::owned(state.db.pool(), &user.user_id, &q.project_id).await?;
     let id = project.id.as_str();
     // decide
-    if section.from_store() {
+    if section.reads_store() {
         let store = state.data.as_deref().ok_or_else(|| {
             ApiError::with_message(
                 ErrorCode::StoreUnavailable,
@@ -237,7 +238,7 @@ pub async fn handle(
                 );
             }
         }
-        return Ok(Json(Output::Store(out)));
+        return Ok(Json(Output::Store(Box::new(out))));
     }
     let series = match section {
         Section::Traffic => {
