@@ -410,7 +410,8 @@ impl<'txn> Tables<'txn> {
     fn flush_profiles(&mut self) -> Result<(), Fatal> {
         for (key, p) in std::mem::take(&mut self.pending) {
             if p.stored.as_ref() != Some(&p.current) {
-                self.put_profile(&key, p.stored.as_ref(), &p.current)?;
+                let indexed = p.stored.as_ref().and_then(profile_deadline).is_some();
+                self.put_profile(&key, indexed, &p.current)?;
             }
         }
         Ok(())
@@ -485,26 +486,29 @@ impl<'txn> Tables<'txn> {
         Ok(Ok(Outcome::Done))
     }
 
-    /// Writes `p` at `key` (or deletes the row when `p` holds nothing) and
-    /// moves its expiry entry from `old`'s deadline to `p`'s. Returns
-    /// whether a row was deleted.
-    fn put_profile(
-        &mut self,
-        key: &[u8],
-        old: Option<&AtoProfile>,
-        p: &AtoProfile,
-    ) -> Result<bool, Fatal> {
-        if let Some(d) = old.and_then(profile_deadline) {
-            self.expiry
-                .remove(expiry_key(d, Tag::Profile, key).as_slice())?;
-        }
+    /// Writes `p` at `key` (or deletes the row when `p` holds nothing);
+    /// `indexed` says whether the row already has an [`keys::EXPIRY`]
+    /// entry. Returns whether a row was deleted.
+    ///
+    /// An entry is added only when the row has none: it is not moved on
+    /// every write (that was two more B-tree operations per login attempt,
+    /// BENCHMARKS.md "What bounds it"). An entry that comes due before the
+    /// row's real deadline only makes the purge visit early and re-index it
+    /// ([`Self::purge_profile`]); one that comes after it leaves spent cells
+    /// stored a little longer, which every reader already ignores (and the
+    /// dated cells a later write adds, successes, devices and regions, only
+    /// ever move the deadline later). Entries of a deleted row are dropped
+    /// when they come due.
+    fn put_profile(&mut self, key: &[u8], indexed: bool, p: &AtoProfile) -> Result<bool, Fatal> {
         if profile_is_empty(p) {
             return Ok(self.profiles.remove(key)?.is_some());
         }
         self.profiles.insert(key, encode(p).as_slice())?;
-        if let Some(d) = profile_deadline(p) {
-            self.expiry
-                .insert(expiry_key(d, Tag::Profile, key).as_slice(), ())?;
+        if !indexed {
+            if let Some(d) = profile_deadline(p) {
+                self.expiry
+                    .insert(expiry_key(d, Tag::Profile, key).as_slice(), ())?;
+            }
         }
         Ok(false)
     }
@@ -521,15 +525,16 @@ impl<'txn> Tables<'txn> {
         expire_profile(&mut p, now);
         p.bound(now);
         if p == old {
-            // A stale index entry (the row moved on): re-index at its own
-            // deadline, which `put_profile` would also do.
+            // An early index entry (the row moved on): re-index at its own
+            // deadline.
             if let Some(d) = profile_deadline(&p).filter(|d| *d > now) {
                 self.expiry
                     .insert(expiry_key(d, Tag::Profile, key).as_slice(), ())?;
             }
             return Ok(false);
         }
-        self.put_profile(key, Some(&old), &p)
+        // The entry that brought us here is gone: index the row anew.
+        self.put_profile(key, false, &p)
     }
 
     /// Writes `value` at `key` in `tag`'s table and schedules its deletion.
@@ -802,5 +807,69 @@ mod tests {
         }
         assert_eq!(attempts(&batched), 12);
         assert_eq!(attempts(&single), 12);
+    }
+
+    /// Writes to one profile add no expiry entries after the first, and
+    /// the purge still removes the profile once everything in it expired.
+    #[test]
+    fn profile_writes_keep_one_expiry_entry_and_still_expire() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut w = writer(&dir, "expiry.redb");
+        let project = ProjectId::generate();
+        let now = now_ms();
+        let device = DeviceId::generate();
+        let mut view = AtoProfile::default();
+        for k in 0..20i64 {
+            let attempt = LoginAttempt {
+                project_id: project.clone(),
+                identifier: "a@example.com".into(),
+                at: now - 10_000 + k * 100,
+                attempt_id: LoginAttempt::new_id(),
+                success: k % 3 != 0,
+                ip: None,
+                device_id: Some(device.clone()),
+                session_id: None,
+                region: Some("FR".into()),
+                platform: None,
+                browser: None,
+            };
+            let update = view.record(
+                &AttemptFacts {
+                    attempt: &attempt,
+                    location: None,
+                },
+                7,
+                60_000,
+            );
+            let op = Op::RecordAto {
+                project: project.clone(),
+                identifier: "a@example.com".into(),
+                attempt: None,
+                update: Box::new(update),
+            };
+            assert!(w.apply_all(vec![op], now).expect("txn")[0].is_ok());
+        }
+        let profile_entries = |w: &Writer| {
+            let txn = w.db.begin_read().expect("read");
+            let t = txn.open_table(keys::EXPIRY).expect("expiry");
+            t.iter()
+                .expect("iter")
+                .filter(|e| {
+                    let (k, _) = e.as_ref().expect("entry");
+                    split_expiry_key(k.value()).is_some_and(|(_, tag, _)| tag == Tag::Profile)
+                })
+                .count()
+        };
+        assert_eq!(profile_entries(&w), 1);
+        assert!(stored(&w, &project, "a@example.com").is_some());
+        // Far past every retention: the purge visits, re-indexes as needed
+        // and finally deletes the row.
+        let mut at = now;
+        for _ in 0..5 {
+            at += PROFILE_RETENTION_MS;
+            w.apply_all(vec![Op::Purge { now: at }], at).expect("purge");
+        }
+        assert_eq!(stored(&w, &project, "a@example.com"), None);
+        assert_eq!(profile_entries(&w), 0);
     }
 }
