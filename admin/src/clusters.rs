@@ -15,10 +15,14 @@
 //! is compared against one representative), bounded by
 //! [`MAX_DEVICES`] per project.
 //!
-//! [`Refresher`] recomputes every project's clusters in the background from
-//! the last [`WINDOW_DAYS`] days of the device index, keeping each device's
-//! signature between runs so only new devices are hashed; the analytics
-//! route answers from its cache.
+//! [`Refresher`] recomputes, in the background, the clusters of the projects
+//! that saw a device today, from the last [`WINDOW_DAYS`] days of the device
+//! index; the analytics route answers from its cache. What it keeps between
+//! passes is only each project's result (at most [`MAX_CLUSTERS`] clusters
+//! of bounded size): signatures are recomputed each pass (32 hashes of about
+//! a dozen tokens per device, milliseconds for [`MAX_DEVICES`]) rather than
+//! cached, since a cache of every device of every project would not be
+//! bounded by bytes per project.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -300,13 +304,12 @@ fn explain(members: &[Member<'_>], group: &[usize]) -> Cluster {
     }
 }
 
-/// One project's cached result and signatures.
+/// One project's cached result.
 #[derive(Default)]
 struct ProjectClusters {
     clusters: Arc<Vec<Cluster>>,
     /// When they were computed, unix ms (0: never).
     computed_at: i64,
-    signatures: HashMap<DeviceId, (BTreeMap<String, String>, Signature)>,
 }
 
 /// The clusters of every project, recomputed in the background.
@@ -326,8 +329,7 @@ impl Refresher {
     }
 
     /// Recomputes `project` from the last [`WINDOW_DAYS`] of the device
-    /// index (at most [`MAX_DEVICES`] device-days read), reusing cached
-    /// signatures of devices whose components did not change.
+    /// index (at most [`MAX_DEVICES`] device-days read).
     pub async fn refresh(
         &self,
         store: &dyn DataStore,
@@ -355,24 +357,11 @@ impl Refresher {
                 }
             }
         }
-        let mut old = {
-            let mut map = self.projects.write().unwrap_or_else(|p| p.into_inner());
-            std::mem::take(&mut map.entry(project.clone()).or_default().signatures)
-        };
-        let mut kept = HashMap::new();
-        let result = clusters(&rows, |row| {
-            let sig = match old.remove(&row.device_id) {
-                Some((c, sig)) if c == row.components => sig,
-                _ => signature(&row.components),
-            };
-            kept.insert(row.device_id.clone(), (row.components.clone(), sig));
-            sig
-        });
+        let result = clusters(&rows, |row| signature(&row.components));
         let mut map = self.projects.write().unwrap_or_else(|p| p.into_inner());
         let entry = map.entry(project.clone()).or_default();
         entry.clusters = Arc::new(result);
         entry.computed_at = now;
-        entry.signatures = kept;
         Ok(())
     }
 
