@@ -44,7 +44,7 @@ pub struct AdminConfig {
     /// `QYZAR_ENGINE_TLS_CA_FILE` (PEM) or `QYZAR_ENGINE_TLS_PINS`
     /// (SHA-256 of the engine certificate's DER, hex, comma-separated);
     /// neither: the public CA roots.
-    pub engine_tls: qyzar_shared::channel::Trust,
+    pub engine_tls: qyzar_shared::control::channel::Trust,
     /// Largest encoded config snapshot changes may grow it to
     /// (`QYZAR_CONFIG_BUDGET_BYTES`, default 56 MiB, at most the engines'
     /// 64 MiB limit); see `push.rs`.
@@ -256,7 +256,7 @@ impl AdminConfig {
                 .unwrap_or_default(),
             push_key: var("QYZAR_ENGINE_PUSH_KEY"),
             report_key: var("QYZAR_ADMIN_ENGINE_REPORT_KEY"),
-            engine_tls: qyzar_shared::channel::Trust::from_settings(
+            engine_tls: qyzar_shared::control::channel::Trust::from_settings(
                 var("QYZAR_ENGINE_TLS_CA_FILE").as_deref().map(str::trim),
                 var("QYZAR_ENGINE_TLS_PINS").as_deref(),
             )
@@ -301,7 +301,7 @@ impl AdminConfig {
     /// Start-up checks that do not depend on where the values came from:
     /// channel keys of at least 32 bytes, one per direction.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        qyzar_shared::channel::check_key_pair(self.push_key.as_deref(), self.report_key.as_deref())
+        qyzar_shared::control::channel::check_key_pair(self.push_key.as_deref(), self.report_key.as_deref())
             .map_err(|reason| ConfigError {
                 var: "QYZAR_ENGINE_PUSH_KEY / QYZAR_ADMIN_ENGINE_REPORT_KEY",
                 reason,
@@ -316,9 +316,9 @@ impl AdminConfig {
 
     fn engine_tls_kind(&self) -> &'static str {
         match self.engine_tls {
-            qyzar_shared::channel::Trust::PublicRoots => "public roots",
-            qyzar_shared::channel::Trust::Ca(_) => "CA file",
-            qyzar_shared::channel::Trust::Pins(_) => "pinned",
+            qyzar_shared::control::channel::Trust::PublicRoots => "public roots",
+            qyzar_shared::control::channel::Trust::Ca(_) => "CA file",
+            qyzar_shared::control::channel::Trust::Pins(_) => "pinned",
         }
     }
 
@@ -336,7 +336,7 @@ impl AdminConfig {
             engine_urls: Vec::new(),
             push_key: None,
             report_key: None,
-            engine_tls: qyzar_shared::channel::Trust::PublicRoots,
+            engine_tls: qyzar_shared::control::channel::Trust::PublicRoots,
             config_budget_bytes: qyzar_shared::snapshot::DEFAULT_BUDGET_BYTES,
             engine_public_url: None,
             data_cql: None,

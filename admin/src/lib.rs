@@ -30,6 +30,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
+use qyzar_shared::control::paths;
 use qyzar_shared::crypto::SecretBox;
 use tokio::net::TcpListener;
 
@@ -255,9 +256,9 @@ fn api_router(state: AppState) -> Router {
         )
         .route("/opt-out/confirm", get(routes::opt_out::handle))
         .route("/test/captcha", post(routes::test_captcha::handle))
-        .route("/internal/snapshot", get(routes::internal_snapshot::handle))
+        .route(paths::SNAPSHOT, get(routes::internal_snapshot::handle))
         .route(
-            "/internal/traffic",
+            paths::TRAFFIC,
             post(routes::internal_traffic::handle).layer(DefaultBodyLimit::max(
                 routes::internal_traffic::MAX_TRAFFIC_BODY,
             )),

@@ -399,13 +399,7 @@ pub async fn patch_extra_metadata(
     Ok(doc)
 }
 
-/// SHA-256 of `data`.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
+pub use qyzar_shared::crypto::sha256;
 
 /// Lowercase hex, how token and secret hashes are stored.
 pub fn hex(bytes: &[u8]) -> String {

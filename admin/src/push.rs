@@ -20,9 +20,9 @@
 //! Each engine task pushes `PUT {engine}/internal/snapshot` with
 //! `Authorization: Bearer <push key>`: a delta when the engine is known to
 //! hold the previous version this task pushed, the full snapshot otherwise.
-//! Engine answers steer it (see `engine/src/internal.rs`): `409` on
-//! `baseVersion` → resend full at once; `409` on `version` → the engine is
-//! already at or past this version, nothing to do; `422`/`413` → refused for
+//! Engine answers steer it ([`qyzar_shared::control::PushAnswer`]): `409
+//! snapshot_needs_full` → resend full at once; `409 snapshot_not_newer` → the
+//! engine is already at or past this version, nothing to do; `422`/`413` → refused for
 //! good, logged, not retried; anything else (connection refused, 5xx, 401
 //! from a key mismatch) → retried with exponential backoff from
 //! [`MIN_BACKOFF`] to [`MAX_BACKOFF`]. A newer snapshot supersedes a pending
@@ -53,7 +53,7 @@
 //!
 //! **Transport.** Engine URLs may be `https://`: the certificate is checked
 //! against `QYZAR_ENGINE_TLS_CA_FILE` or `QYZAR_ENGINE_TLS_PINS` (see
-//! [`qyzar_shared::channel`]); the same client carries the dashboard's
+//! [`qyzar_shared::control::channel`]); the same client carries the dashboard's
 //! dry-run check to `QYZAR_ENGINE_PUBLIC_URL`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,7 +61,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use qyzar_shared::channel::Trust;
+use qyzar_shared::control::channel::Trust;
 use qyzar_shared::crypto::SecretBox;
 use qyzar_shared::snapshot::Snapshot;
 use qyzar_shared::{ApiError, ErrorCode};
@@ -114,7 +114,7 @@ struct Inner {
     /// The newest build. A `watch` channel because each engine task only
     /// ever needs the newest: intermediate versions are skipped, not queued.
     latest: watch::Sender<Option<Arc<Built>>>,
-    /// Shared by the push tasks and the dashboard's dry-run check.
+    /// The dashboard's dry-run check to engines' public routes.
     http: HttpClient,
     /// Largest encoded snapshot changes may grow it to.
     budget_bytes: usize,
@@ -176,7 +176,7 @@ impl Pusher {
         }
         let client = engine::http_client(trust)?;
         for url in engine_urls {
-            match engine::EngineTarget::new(url, push_key, client.clone()) {
+            match engine::EngineTarget::new(url, push_key, trust) {
                 Ok(target) => {
                     tokio::spawn(engine::engine_task(target, latest.subscribe()));
                 }
@@ -199,7 +199,7 @@ impl Pusher {
         })
     }
 
-    /// The outgoing HTTP client (connection pool shared with the pushes).
+    /// The outgoing HTTP client to engines' public routes.
     pub fn http(&self) -> &HttpClient {
         &self.inner.http
     }

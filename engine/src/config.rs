@@ -46,7 +46,7 @@ pub struct EngineConfig {
     /// `QYZAR_ENGINE_ADMIN_TLS_CA_FILE` (PEM) or
     /// `QYZAR_ENGINE_ADMIN_TLS_PINS` (SHA-256 of admin's certificate DER,
     /// hex, comma-separated); neither: the public CA roots.
-    pub admin_tls: qyzar_shared::channel::Trust,
+    pub admin_tls: qyzar_shared::control::channel::Trust,
     /// Admin's internal base url (`QYZAR_ENGINE_ADMIN_URL`, e.g.
     /// `http://admin.internal:8091`); the engine pulls the newest snapshot
     /// from `{admin_url}/internal/snapshot` at start and every `pull_every`,
@@ -251,7 +251,7 @@ impl EngineConfig {
             env_text("QYZAR_ENGINE_INTERNAL_TLS_KEY_FILE"),
         ) {
             (Some(cert), Some(key)) => Some(
-                qyzar_shared::channel::server_config(&cert, &key).map_err(|reason| {
+                qyzar_shared::control::channel::server_config(&cert, &key).map_err(|reason| {
                     ConfigError {
                         var: "QYZAR_ENGINE_INTERNAL_TLS_CERT_FILE",
                         reason,
@@ -266,7 +266,7 @@ impl EngineConfig {
                 })
             }
         };
-        let admin_tls = qyzar_shared::channel::Trust::from_settings(
+        let admin_tls = qyzar_shared::control::channel::Trust::from_settings(
             env_text("QYZAR_ENGINE_ADMIN_TLS_CA_FILE").as_deref(),
             env_text("QYZAR_ENGINE_ADMIN_TLS_PINS").as_deref(),
         )
@@ -299,9 +299,9 @@ impl EngineConfig {
     }
 
     /// Start-up checks whatever the values came from: channel keys of at
-    /// least 32 bytes, one per direction ([`qyzar_shared::channel`]).
+    /// least 32 bytes, one per direction ([`qyzar_shared::control::channel`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        qyzar_shared::channel::check_key_pair(self.push_key.as_deref(), self.report_key.as_deref())
+        qyzar_shared::control::channel::check_key_pair(self.push_key.as_deref(), self.report_key.as_deref())
             .map_err(|reason| ConfigError {
                 var: "QYZAR_ENGINE_PUSH_KEY / QYZAR_ADMIN_ENGINE_REPORT_KEY",
                 reason,

@@ -4,14 +4,17 @@
 //! It listens on its own address (`QYZAR_ENGINE_INTERNAL_ADDR`, default
 //! `127.0.0.1:8090`), never the public port: the public port faces customer
 //! backends, this one faces admin and the metrics scraper. It is a small
-//! hand-written hyper server like [`crate::server`], with a low connection
-//! cap because its only callers are a handful of internal services.
+//! hyper server with a low connection cap, because its only callers are a
+//! handful of internal services.
 //!
 //! Pushes carry every project's secret hashes and signing keys, so the
 //! listener can speak TLS only ([`serve_internal`] with a rustls server
 //! configuration, `QYZAR_ENGINE_INTERNAL_TLS_CERT_FILE` and `_KEY_FILE`): a
 //! client that does not complete a handshake within the header timeout is
-//! dropped, and a plain-HTTP client gets no answer at all.
+//! dropped, and a plain-HTTP client gets no answer at all. It runs on the
+//! same accept loop as the public listener ([`crate::server::serve`]); the
+//! paths, messages and key check are the control plane's
+//! ([`qyzar_shared::control`]).
 //!
 //! Routes:
 //! - `PUT /internal/snapshot`: an encoded full snapshot or delta (told apart
@@ -35,21 +38,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use qyzar_shared::crypto::ct_eq;
+use qyzar_shared::control::{self, paths, ChannelKey, Direction};
 use qyzar_shared::snapshot::{decode_delta, decode_snapshot, SnapshotError, SnapshotKind};
 use qyzar_shared::{ApiError, ErrorCode};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::config_view::SwapError;
 use crate::response::{self, Body};
+use crate::server::ServerLimits;
 use crate::state::Engine;
 
 pub use pull::{admin_snapshot_uri, pull_loop, pull_loop_with, AdminLink, PULL_TIMEOUT};
@@ -65,17 +64,13 @@ pub const MAX_SNAPSHOT_BYTES: usize = qyzar_shared::snapshot::MAX_ENCODED_BYTES;
 /// of large pushes can take.
 const MAX_CONNECTIONS: usize = 64;
 
-/// Time a client has to send its request headers.
+/// Time a client has to send its request headers (and to finish a TLS
+/// handshake).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Time given to in-flight requests (a large push being applied) after
 /// shutdown is asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The push key, kept only as its SHA-256: comparing two digests of equal
-/// length keeps the comparison constant-time without revealing the key's
-/// length, which [`ct_eq`] would on raw strings of different lengths.
-type KeyDigest = [u8; 32];
 
 /// Serves the internal routes on `listener` until `shutdown` resolves, then
 /// stops accepting and drains open connections.
@@ -93,7 +88,8 @@ pub async fn run_internal(
     serve_internal(listener, engine, push_key, None, shutdown).await
 }
 
-/// [`run_internal`], speaking TLS with `tls` when given (and nothing else).
+/// [`run_internal`], speaking TLS with `tls` when given (and nothing else),
+/// on the engine's one accept loop ([`crate::server::serve`]).
 pub async fn serve_internal(
     listener: TcpListener,
     engine: Arc<Engine>,
@@ -101,84 +97,36 @@ pub async fn serve_internal(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     if push_key.is_none() {
         tracing::warn!(
             "no push key configured (QYZAR_ENGINE_PUSH_KEY): configuration pushes will be refused"
         );
     }
-    let key: Option<Arc<KeyDigest>> = push_key.map(|k| Arc::new(sha256(k.as_bytes())));
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, _peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "internal accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let engine = Arc::clone(&engine);
-        let key = key.clone();
-        let service = service_fn(move |req| {
-            let engine = Arc::clone(&engine);
-            let key = key.clone();
-            async move { Ok::<_, std::convert::Infallible>(route(engine, key.as_deref(), req).await) }
-        });
-        let Some(acceptor) = acceptor.clone() else {
-            let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "internal connection ended with an error");
-                }
-                drop(permit);
-            });
-            continue;
-        };
-        // The handshake runs in the connection's task, bounded like a header
-        // read, so a client that never finishes it holds one slot briefly.
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    let conn = watcher.watch(builder.serve_connection(TokioIo::new(tls), service));
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "internal connection ended with an error");
-                    }
-                }
-                Ok(Err(e)) => tracing::debug!(error = %e, "internal TLS handshake failed"),
-                Err(_) => tracing::debug!("internal TLS handshake timed out"),
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("internal listener drained"),
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("internal listener drain timed out"),
-    }
+    let key: Option<Arc<ChannelKey>> =
+        push_key.map(|k| Arc::new(ChannelKey::new(&k, Direction::Push)));
+    let limits = ServerLimits {
+        max_connections: MAX_CONNECTIONS,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        drain_timeout: DRAIN_TIMEOUT,
+        ..ServerLimits::default()
+    };
+    crate::server::serve(
+        listener,
+        &limits,
+        tls.map(tokio_rustls::TlsAcceptor::from),
+        "internal",
+        move |req, _peer| route(Arc::clone(&engine), key.clone(), req),
+        shutdown,
+    )
+    .await
 }
 
 /// Routes one internal request on `(method, path)`.
-async fn route<B>(engine: Arc<Engine>, key: Option<&KeyDigest>, req: Request<B>) -> Response<Body>
+async fn route<B>(
+    engine: Arc<Engine>,
+    key: Option<Arc<ChannelKey>>,
+    req: Request<B>,
+) -> Response<Body>
 where
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -186,19 +134,19 @@ where
     let (parts, body) = req.into_parts();
     let m = &parts.method;
     match parts.uri.path() {
-        "/internal/snapshot" => match *m {
-            Method::PUT => push(engine, key, &parts.headers, body).await,
+        paths::SNAPSHOT => match *m {
+            Method::PUT => push(engine, key.as_deref(), &parts.headers, body).await,
             _ => response::method_not_allowed("PUT"),
         },
-        "/internal/snapshot/version" => match *m {
+        paths::SNAPSHOT_VERSION => match *m {
             Method::GET | Method::HEAD => version_answer(engine.config.version()),
             _ => response::method_not_allowed("GET, HEAD"),
         },
-        "/metrics" => match *m {
+        paths::METRICS => match *m {
             Method::GET | Method::HEAD => metrics(&engine),
             _ => response::method_not_allowed("GET, HEAD"),
         },
-        "/ping" => match *m {
+        paths::PING => match *m {
             Method::GET | Method::HEAD => response::pong(),
             _ => response::method_not_allowed("GET, HEAD"),
         },
@@ -211,7 +159,7 @@ where
 /// cannot make the engine buffer 64 MiB.
 async fn push<B>(
     engine: Arc<Engine>,
-    key: Option<&KeyDigest>,
+    key: Option<&ChannelKey>,
     headers: &HeaderMap,
     body: B,
 ) -> Response<Body>
@@ -219,7 +167,7 @@ where
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    if let Err(e) = authorise(key, headers) {
+    if let Err(e) = control::authorise(key, Direction::Push, headers) {
         return response::error(&e);
     }
     let bytes = match read_snapshot_body(headers, body).await {
@@ -241,36 +189,6 @@ where
             response::error(&e.to_api_error())
         }
     }
-}
-
-/// Checks `Authorization: Bearer <push key>` in constant time.
-fn authorise(key: Option<&KeyDigest>, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(key) = key else {
-        return Err(ApiError::with_message(
-            ErrorCode::InvalidCredentials,
-            "this engine has no push key configured, so it accepts no pushes",
-        ));
-    };
-    let header = headers
-        .get(AUTHORIZATION)
-        .ok_or(ApiError::new(ErrorCode::MissingCredentials))?;
-    let presented = header
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .ok_or(ApiError::with_message(
-            ErrorCode::InvalidCredentials,
-            "the Authorization header must be `Bearer <push key>`",
-        ))?;
-    if !ct_eq(&sha256(presented.as_bytes()), key) {
-        return Err(ApiError::with_message(
-            ErrorCode::InvalidCredentials,
-            "the push key is not valid",
-        ));
-    }
-    Ok(())
 }
 
 /// Reads a snapshot body, refusing more than [`MAX_SNAPSHOT_BYTES`] with
@@ -335,12 +253,13 @@ impl ApplyError {
                 current,
                 offered,
             })) => ApiError::with_message(
-                ErrorCode::Conflict,
+                ErrorCode::SnapshotNotNewer,
                 format!("version {offered} is not newer than the served version {current}"),
             )
+            // The field is what admins of earlier releases read.
             .field("version"),
             ApplyError::Refused(SwapError::NoBase) => ApiError::with_message(
-                ErrorCode::Conflict,
+                ErrorCode::SnapshotNeedsFull,
                 "this engine holds no snapshot to apply a delta to; send a full snapshot",
             )
             .field("baseVersion"),
@@ -348,7 +267,7 @@ impl ApplyError {
                 current,
                 base,
             })) => ApiError::with_message(
-                ErrorCode::Conflict,
+                ErrorCode::SnapshotNeedsFull,
                 format!(
                     "the delta applies to version {base} but this engine holds version \
                      {current}; send a full snapshot"
@@ -422,9 +341,11 @@ fn persist_applied(engine: &Engine, kind: SnapshotKind, bytes: &[u8], version: u
     }
 }
 
-/// `{"version": n}`.
+/// `{"version": n}` ([`control::VersionAnswer`]).
 fn version_answer(version: u64) -> Response<Body> {
-    response::json(StatusCode::OK, format!("{{\"version\":{version}}}"))
+    let answer = serde_json::to_string(&control::VersionAnswer { version })
+        .expect("a number always serialises");
+    response::json(StatusCode::OK, answer)
 }
 
 /// `GET /metrics`: the request counters and latency histogram, plus gauges
@@ -520,12 +441,4 @@ fn metrics(engine: &Engine) -> Response<Body> {
     let mut res = Response::new(Full::new(Bytes::from(engine.metrics.render(&extra))));
     res.headers_mut().insert(CONTENT_TYPE, TEXT.clone());
     res
-}
-
-/// SHA-256 of `data`.
-fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
 }

@@ -1,5 +1,6 @@
-//! The accept loop: connection cap, the three deadlines of a request
-//! (headers, body, handler), graceful drain.
+//! The accept loop of both listeners ([`serve`]): connection cap, TLS,
+//! graceful drain; and the public one's three deadlines of a request
+//! (headers, body, handler).
 //!
 //! A connection slot is held only while a client is doing something useful:
 //! - headers must arrive within [`ServerLimits::header_read_timeout`],
@@ -15,6 +16,7 @@
 //!   timeout), so it never stops between two writes.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,14 +70,54 @@ impl Default for ServerLimits {
     }
 }
 
-/// Serves HTTP/1.1 on `listener` until `shutdown` resolves, then stops
-/// accepting and drains open connections (bounded by `drain_timeout`).
+/// Serves the public routes on `listener` until `shutdown` resolves, then
+/// stops accepting and drains open connections (bounded by
+/// `drain_timeout`), and finally writes what the background queues hold.
 pub async fn run(
     listener: TcpListener,
     engine: Arc<Engine>,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let (body_timeout, handler_timeout) = (limits.body_read_timeout, limits.handler_timeout);
+    let routes = Arc::clone(&engine);
+    serve(
+        listener,
+        &limits,
+        None,
+        "engine",
+        move |mut req: Request<Incoming>, peer| {
+            // The socket peer, for deciding whether forwarding headers are
+            // believed (`client_addr.rs`).
+            req.extensions_mut()
+                .insert(crate::client_addr::PeerAddr(peer));
+            let req = req.map(|b| DeadlineBody::new(b, body_timeout));
+            answer_within(handler_timeout, Arc::clone(&routes), req)
+        },
+        shutdown,
+    )
+    .await;
+    // Queued last-seen updates and deny events are written before exit.
+    engine.background.shutdown().await;
+}
+
+/// The one accept loop of both listeners (public and internal): takes a
+/// connection slot before accepting (so a flood waits in the kernel
+/// backlog), speaks TLS when `tls` is given (the handshake bounded like a
+/// header read, in the connection's own task), serves HTTP/1.1 with
+/// `handler`, and on `shutdown` stops accepting and drains. `what` names
+/// the listener in logs.
+pub(crate) async fn serve<H, F>(
+    listener: TcpListener,
+    limits: &ServerLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    what: &'static str,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
@@ -99,46 +141,49 @@ pub async fn run(
                 Err(e) => {
                     // Usually EMFILE or a reset during the handshake; back off
                     // briefly rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(listener = what, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
-        let engine = Arc::clone(&engine);
-        let (body_timeout, handler_timeout) = (limits.body_read_timeout, limits.handler_timeout);
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            service_fn(move |mut req: Request<Incoming>| {
-                // The socket peer, for deciding whether forwarding headers
-                // are believed (`client_addr.rs`).
-                req.extensions_mut()
-                    .insert(crate::client_addr::PeerAddr(peer));
-                let engine = Arc::clone(&engine);
-                let req = req.map(|b| DeadlineBody::new(b, body_timeout));
-                async move {
-                    Ok::<_, std::convert::Infallible>(
-                        answer_within(handler_timeout, engine, req).await,
-                    )
+        let handler = handler.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let answer = handler(req, peer);
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
+        });
+        let Some(acceptor) = tls.clone() else {
+            let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(listener = what, error = %e, "connection ended with an error");
                 }
-            }),
-        );
-        let conn = graceful.watch(conn);
+                drop(permit);
+            });
+            continue;
+        };
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let conn = watcher.watch(builder.serve_connection(TokioIo::new(tls), service));
+                    if let Err(e) = conn.await {
+                        tracing::debug!(listener = what, error = %e, "connection ended with an error");
+                    }
+                }
+                Ok(Err(e)) => tracing::debug!(listener = what, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(listener = what, "TLS handshake timed out"),
             }
             drop(permit);
         });
     }
     drop(listener);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("engine drained"),
-        _ = tokio::time::sleep(limits.drain_timeout) => tracing::warn!("engine drain timed out"),
+        _ = graceful.shutdown() => tracing::info!(listener = what, "drained"),
+        _ = tokio::time::sleep(limits.drain_timeout) => tracing::warn!(listener = what, "drain timed out"),
     }
-    // Queued last-seen updates and deny events are written before exit.
-    engine.background.shutdown().await;
 }
 
 /// Routes `req`, answering `503 deadline_exceeded` if no answer is ready

@@ -8,7 +8,7 @@
 //! counters out, turns them into [`TrafficBatch`]es with ids of their own,
 //! and sends them to admin's `POST /internal/traffic` with the engine →
 //! admin report key (over TLS for an `https://` admin, see
-//! [`crate::internal::AdminLink`]). Admin turns them into the dashboard's
+//! [`qyzar_shared::control`]). Admin turns them into the dashboard's
 //! minute/hour/day rollups and the owners' monthly usage, which is what
 //! blocks a project whose plan has used up its verifications.
 //!
@@ -43,12 +43,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use http::StatusCode;
+use qyzar_shared::control::{ControlClient, ControlError, Direction, Link};
 use qyzar_shared::usage::{
     minute_start_ms, valid_region, valid_tag, TrafficBatch, TrafficOutcome, TrafficRoute,
     TrafficRow, MAX_BATCH_ROWS, MAX_TAG_LEN, OTHER_REGION, OTHER_TAG,
@@ -388,50 +384,27 @@ impl Traffic {
     }
 }
 
-/// Why a delivery failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    /// The admin url or key cannot make a request.
-    #[error("{0}")]
-    Url(String),
-    /// Admin could not be reached, or did not answer in time.
-    #[error("request failed: {0}")]
-    Request(String),
-    /// Admin answered with an error status; 4xx other than 401/403 means
-    /// the batch itself was refused.
-    #[error("admin answered {0}")]
-    Status(StatusCode),
-}
+/// Why a report failed: the control plane's error ([`ControlError`]).
+pub type ReportError = ControlError;
 
-/// Admin's traffic endpoint with a client and credentials, built once.
+/// Admin's traffic endpoint through the control-plane client, built once.
 pub struct Reporter {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
-    uri: Uri,
-    authorization: Option<HeaderValue>,
+    client: ControlClient,
 }
 
 impl Reporter {
-    /// A reporter for `{admin_url}/internal/traffic` with `key` and the
-    /// public CA roots for https; see [`Reporter::with_link`].
+    /// A reporter for admin at `admin_url` with `key` and the public CA
+    /// roots for https; see [`Reporter::with_link`].
     pub fn new(admin_url: &str, key: Option<&str>) -> Result<Self, ReportError> {
-        Self::with_link(&crate::internal::AdminLink::new(
-            admin_url,
-            key.map(str::to_owned),
-        ))
+        Self::with_link(&Link::new(admin_url, key.map(str::to_owned)))
     }
 
-    /// A reporter for `{url}/internal/traffic` of `link` (the same URL rules
-    /// and TLS trust as the snapshot pull).
-    pub fn with_link(link: &crate::internal::AdminLink) -> Result<Self, ReportError> {
-        // Same checks as the pull: http or https, a host, no credentials.
-        crate::internal::admin_snapshot_uri(&link.url).map_err(ReportError::Url)?;
-        let uri: Uri = format!("{}/internal/traffic", link.url.trim_end_matches('/'))
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| ReportError::Url(e.to_string()))?;
+    /// A reporter for admin at `link` (the same URL rules and TLS trust as
+    /// the snapshot pull).
+    pub fn with_link(link: &Link) -> Result<Self, ReportError> {
         Ok(Self {
-            client: link.client().map_err(ReportError::Url)?,
-            uri,
-            authorization: link.authorization().map_err(ReportError::Url)?,
+            client: ControlClient::new(link, Direction::Report, "the admin url")
+                .map_err(ControlError::Url)?,
         })
     }
 
@@ -443,14 +416,14 @@ impl Reporter {
         traffic.seal();
         let mut sent = 0;
         while let Some(batch) = traffic.front() {
-            match self.send(&batch).await {
-                Ok(()) => {
+            match self.client.report_traffic(&batch, REPORT_TIMEOUT).await {
+                Ok(_) => {
                     traffic
                         .delivered_rows
                         .fetch_add(batch.rows.len() as u64, Ordering::Relaxed);
                     sent += batch.rows.len();
                 }
-                Err(ReportError::Status(s))
+                Err(ControlError::Status(s))
                     if s.is_client_error()
                         && s != StatusCode::UNAUTHORIZED
                         && s != StatusCode::FORBIDDEN
@@ -466,30 +439,6 @@ impl Reporter {
         }
         Ok(sent)
     }
-
-    async fn send(&self, batch: &TrafficBatch) -> Result<(), ReportError> {
-        let body = serde_json::to_vec(batch).map_err(|e| ReportError::Url(e.to_string()))?;
-        let mut req = Request::post(self.uri.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(auth) = &self.authorization {
-            req = req.header(AUTHORIZATION, auth.clone());
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ReportError::Request(e.to_string()))?;
-        let res = tokio::time::timeout(REPORT_TIMEOUT, self.client.request(req))
-            .await
-            .map_err(|_| ReportError::Request(format!("no answer within {REPORT_TIMEOUT:?}")))?
-            .map_err(|e| ReportError::Request(e.to_string()))?;
-        let status = res.status();
-        // Read the (small) answer so the connection can be reused.
-        let _ = tokio::time::timeout(REPORT_TIMEOUT, res.into_body().collect()).await;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(ReportError::Status(status))
-        }
-    }
 }
 
 /// Reports every `every` until `shutdown` resolves, then once more, so a
@@ -502,14 +451,14 @@ pub async fn report_loop(
     every: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    let link = crate::internal::AdminLink::new(admin_url, key);
+    let link = Link::new(admin_url, key);
     report_loop_with(traffic, link, every, shutdown).await
 }
 
 /// [`report_loop`] over `admin`, with its TLS trust.
 pub async fn report_loop_with(
     traffic: Arc<Traffic>,
-    admin: crate::internal::AdminLink,
+    admin: Link,
     every: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -541,6 +490,10 @@ pub async fn report_loop_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use http::header::AUTHORIZATION;
+    use http::Request;
+    use http_body_util::{BodyExt, Full};
     use qyzar_shared::ids::ProjectId;
     use std::sync::Mutex as StdMutex;
 
@@ -565,12 +518,19 @@ mod tests {
                             assert_eq!(req.headers()[AUTHORIZATION], "Bearer k");
                             let body = req.into_body().collect().await.unwrap().to_bytes();
                             let batch: TrafficBatch = serde_json::from_slice(&body).unwrap();
+                            let answer =
+                                serde_json::to_vec(&qyzar_shared::control::TrafficAnswer {
+                                    rows: batch.rows.len(),
+                                    ignored_rows: 0,
+                                    duplicate: false,
+                                })
+                                .unwrap();
                             seen.lock().unwrap().push(batch);
                             let status = script.lock().unwrap().pop_front().unwrap_or(200);
                             Ok::<_, std::convert::Infallible>(
                                 http::Response::builder()
                                     .status(status)
-                                    .body(Full::new(Bytes::from_static(b"{}")))
+                                    .body(Full::new(Bytes::from(answer)))
                                     .unwrap(),
                             )
                         }

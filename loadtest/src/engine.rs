@@ -43,7 +43,7 @@ use serde_json::{json, Value};
 
 use qyzar_shared::crypto::{
     client_token_key, random_token, sign_eddsa, sign_hs256, Claims, Ed25519Signer, Hs256Key,
-    ProjectSecret,
+    ProjectSecret, sha256,
 };
 use qyzar_shared::ids::ProjectId;
 use qyzar_shared::settings::ProjectSettings;
@@ -614,13 +614,6 @@ pub async fn engine_serve(a: EngineServeArgs) -> Result<(), String> {
     })
     .await;
     Ok(())
-}
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
 }
 
 #[cfg(test)]

@@ -78,6 +78,12 @@ error_codes! {
     /// the engines. Free some room (invalidate origin tokens, trim settings)
     /// or contact the operator.
     ConfigBudgetExceeded => (409, "config_budget_exceeded", "this change would make the configuration too large to deliver to the engines"),
+    /// Internal (admin → engine push): the engine already serves this
+    /// snapshot version or a newer one; nothing to do.
+    SnapshotNotNewer => (409, "snapshot_not_newer", "the engine already serves this configuration version or a newer one"),
+    /// Internal (admin → engine push): the delta applies to a version the
+    /// engine does not hold; send the full snapshot.
+    SnapshotNeedsFull => (409, "snapshot_needs_full", "the engine does not hold the delta's base version; send the full snapshot"),
     /// The idempotency key was used before with a different request.
     IdempotencyKeyReused => (409, "idempotency_key_reused", "this idempotency key was used for a different request"),
     /// The body is larger than the route allows.

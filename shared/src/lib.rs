@@ -8,13 +8,13 @@
 //!   versioned config snapshot admin pushes to engines;
 //! - [`store`]: the `DataStore` trait for the data-plane tables, with a
 //!   ScyllaDB and an embedded implementation;
-//! - [`channel`]: the internal admin ↔ engine channel's keys and TLS;
+//! - [`control`]: the control plane between admin and engines (paths, messages, keys, TLS, client);
 //! - [`deadline`]: the request-body deadline both servers put on uploads;
 //! - [`usage`]: verification traffic engines report to admin, and the
 //!   calendar months plan quotas are counted in.
 
 pub mod captcha;
-pub mod channel;
+pub mod control;
 pub mod crypto;
 pub mod deadline;
 pub mod error;

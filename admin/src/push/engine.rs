@@ -6,106 +6,64 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
-use http::{HeaderValue, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use qyzar_shared::channel::Trust;
+use qyzar_shared::control::channel::Trust;
+use qyzar_shared::control::{ControlClient, Direction, Link, PushAnswer};
 use qyzar_shared::snapshot::{encode_delta, SnapshotDelta};
 use tokio::sync::watch;
 
 use super::{Built, MAX_BACKOFF, MIN_BACKOFF, PUSH_TIMEOUT};
 
-/// The admin's outgoing HTTP/1 client to engines: `http://` plain,
-/// `https://` with the certificate checked by the configured [`Trust`].
+/// The admin's outgoing HTTP/1 client to engines' public routes (the
+/// dashboard's dry-run check): `http://` plain, `https://` with the
+/// certificate checked by the configured [`Trust`]. Pushes go through the
+/// control plane's own [`ControlClient`].
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// The HTTP client pushes (and the dashboard's dry-run check) go through.
+/// The HTTP client the dashboard's dry-run check goes through.
 pub(super) fn http_client(trust: &Trust) -> Result<HttpClient, String> {
-    let connector = qyzar_shared::channel::connector(trust)?;
+    let connector = qyzar_shared::control::channel::connector(trust)?;
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .build(connector))
 }
 
-/// One engine's internal endpoint.
+/// One engine's internal endpoint, through the control plane's client.
 pub(super) struct EngineTarget {
-    client: HttpClient,
-    uri: http::Uri,
-    /// `Bearer <key>`, marked sensitive so it is never logged.
-    authorization: Option<HeaderValue>,
+    client: ControlClient,
     /// The base URL, for logs.
     name: String,
 }
 
 impl EngineTarget {
-    pub(super) fn new(
-        base: &str,
-        push_key: Option<&str>,
-        client: HttpClient,
-    ) -> Result<Self, String> {
-        let uri = qyzar_shared::channel::check_url(
-            &format!("{}/internal/snapshot", base.trim_end_matches('/')),
-            "an engine internal url",
-        )?;
-        let authorization = push_key
-            .map(|k| {
-                let mut v = HeaderValue::from_str(&format!("Bearer {k}"))
-                    .map_err(|_| "the push key is not a valid header value")?;
-                v.set_sensitive(true);
-                Ok::<_, String>(v)
-            })
-            .transpose()?;
+    pub(super) fn new(base: &str, push_key: Option<&str>, trust: &Trust) -> Result<Self, String> {
+        let link = Link {
+            url: base.to_owned(),
+            key: push_key.map(str::to_owned),
+            trust: trust.clone(),
+        };
         Ok(Self {
-            client,
-            uri,
-            authorization,
+            client: ControlClient::new(&link, Direction::Push, "an engine internal url")?,
             name: base.to_owned(),
         })
     }
 
-    /// One `PUT`, bounded by [`PUSH_TIMEOUT`].
-    async fn put(&self, body: Bytes) -> Result<(StatusCode, serde_json::Value), String> {
-        let mut req =
-            Request::put(self.uri.clone()).header(CONTENT_TYPE, "application/octet-stream");
-        if let Some(auth) = &self.authorization {
-            req = req.header(AUTHORIZATION, auth.clone());
-        }
-        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-        let exchange = async {
-            let res = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| error_chain(&e))?;
-            let status = res.status();
-            let bytes = res
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok((
-                status,
-                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-            ))
-        };
-        tokio::time::timeout(PUSH_TIMEOUT, exchange)
-            .await
-            .map_err(|_| format!("no answer within {PUSH_TIMEOUT:?}"))?
-    }
-
     /// Pushes `latest`: a delta from `held` when given, the full snapshot
     /// otherwise or when the engine asks for it.
-    async fn push(&self, held: Option<&Built>, latest: &Built) -> Outcome {
+    async fn push(&self, held: Option<&Built>, latest: &Built) -> PushAnswer {
         if let Some(base) = held.filter(|h| h.version < latest.version) {
             let delta = SnapshotDelta::between(&base.snapshot, &latest.snapshot)
                 .and_then(|d| encode_delta(&d));
             match delta {
-                Ok(bytes) => match self.classify(self.put(Bytes::from(bytes)).await) {
-                    Outcome::NeedsFull => {}
+                Ok(bytes) => match self
+                    .client
+                    .push_snapshot(Bytes::from(bytes), PUSH_TIMEOUT)
+                    .await
+                {
+                    PushAnswer::NeedsFull => {}
                     other => return other,
                 },
                 Err(e) => {
@@ -113,48 +71,12 @@ impl EngineTarget {
                 }
             }
         }
-        // A full snapshot has no base: a baseVersion conflict on it is an
+        // A full snapshot has no base: a "needs full" answer to it is an
         // engine fault, retried like any transient one by the caller.
-        self.classify(self.put(latest.encoded.clone()).await)
+        self.client
+            .push_snapshot(latest.encoded.clone(), PUSH_TIMEOUT)
+            .await
     }
-
-    fn classify(&self, answer: Result<(StatusCode, serde_json::Value), String>) -> Outcome {
-        let (status, body) = match answer {
-            Ok(a) => a,
-            Err(e) => return Outcome::Retry(e),
-        };
-        let field = body["error"]["field"].as_str().unwrap_or_default();
-        match status {
-            StatusCode::OK => Outcome::Applied(body["version"].as_u64().unwrap_or(0)),
-            StatusCode::CONFLICT if field == "baseVersion" => Outcome::NeedsFull,
-            StatusCode::CONFLICT if field == "version" => Outcome::AlreadyNewer,
-            StatusCode::UNPROCESSABLE_ENTITY | StatusCode::PAYLOAD_TOO_LARGE => Outcome::Refused(
-                body["error"]["message"]
-                    .as_str()
-                    .unwrap_or("refused")
-                    .to_owned(),
-            ),
-            other => Outcome::Retry(format!(
-                "engine answered {other}: {}",
-                body["error"]["message"].as_str().unwrap_or("")
-            )),
-        }
-    }
-}
-
-/// What one push attempt came to.
-enum Outcome {
-    /// The engine now serves this version.
-    Applied(u64),
-    /// The engine has no base for the delta: send the full snapshot.
-    NeedsFull,
-    /// The engine already serves this version or a newer one.
-    AlreadyNewer,
-    /// The engine refused the bytes for good (it is older than this admin's
-    /// snapshot format, or the snapshot is too large): retrying cannot help.
-    Refused(String),
-    /// Transient: retry with backoff.
-    Retry(String),
 }
 
 /// Keeps one engine at the newest build: pushes whenever a newer one
@@ -175,26 +97,26 @@ pub(super) async fn engine_task(target: EngineTarget, mut rx: watch::Receiver<Op
             continue;
         };
         match target.push(held.as_deref(), &latest).await {
-            Outcome::Applied(v) => {
+            PushAnswer::Applied(v) => {
                 tracing::debug!(engine = %target.name, version = v, "config pushed");
                 done = latest.version.max(v);
                 held = (v == latest.version).then_some(latest);
                 backoff = MIN_BACKOFF;
             }
-            Outcome::AlreadyNewer => {
+            PushAnswer::AlreadyNewer => {
                 tracing::debug!(engine = %target.name, version = latest.version, "engine already holds this version or newer");
                 done = latest.version;
                 held = None;
                 backoff = MIN_BACKOFF;
             }
-            Outcome::Refused(why) => {
+            PushAnswer::Refused(why) => {
                 tracing::error!(engine = %target.name, version = latest.version, reason = %why, "engine refused the snapshot; not retrying this version");
                 done = latest.version;
                 held = None;
             }
-            failed @ (Outcome::NeedsFull | Outcome::Retry(_)) => {
+            failed @ (PushAnswer::NeedsFull | PushAnswer::Retry(_)) => {
                 let why = match failed {
-                    Outcome::Retry(why) => why,
+                    PushAnswer::Retry(why) => why,
                     _ => "the engine asked for a full snapshot after a full snapshot".to_owned(),
                 };
                 tracing::warn!(engine = %target.name, version = latest.version, error = %why, retry_in = ?backoff, "config push failed; retrying");
@@ -206,17 +128,4 @@ pub(super) async fn engine_task(target: EngineTarget, mut rx: watch::Receiver<Op
             }
         }
     }
-}
-
-/// An error with its causes, `a: b: c` (hyper's top-level client errors say
-/// little; the cause is what an operator needs).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

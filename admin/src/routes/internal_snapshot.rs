@@ -13,14 +13,13 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use qyzar_shared::crypto::ct_eq;
-use qyzar_shared::{ApiError, ErrorCode};
+use qyzar_shared::control::{self, ChannelKey, Direction, SNAPSHOT_CONTENT_TYPE};
+use qyzar_shared::ApiError;
 
 use crate::error::AdminResult;
-use crate::projects::sha256;
 use crate::AppState;
 
 /// Serves the newest snapshot to a pulling engine.
@@ -45,7 +44,7 @@ pub async fn handle(State(state): State<AppState>, headers: HeaderMap) -> AdminR
         let mut res = Response::new(Body::from(built.encoded.clone()));
         res.headers_mut().insert(
             CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
+            HeaderValue::from_static(SNAPSHOT_CONTENT_TYPE),
         );
         res
     };
@@ -76,34 +75,12 @@ fn held_version(value: &str) -> u64 {
 }
 
 /// Checks `Authorization: Bearer <report key>` for the internal routes
-/// engines call; refuses everything when no key is configured. The push
-/// key (admin → engine) is not accepted here once a report key is set.
+/// engines call, with the control plane's one key check; refuses
+/// everything when no key is configured. The push key (admin → engine) is
+/// not accepted here once a report key is set.
 pub(crate) fn authorise(key: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(key) = key else {
-        return Err(ApiError::with_message(
-            ErrorCode::InvalidCredentials,
-            "this admin has no engine key configured (QYZAR_ADMIN_ENGINE_REPORT_KEY), so it refuses engines' calls",
-        ));
-    };
-    let presented = headers
-        .get(AUTHORIZATION)
-        .ok_or(ApiError::new(ErrorCode::MissingCredentials))?
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .ok_or(ApiError::with_message(
-            ErrorCode::InvalidCredentials,
-            "the Authorization header must be `Bearer <report key>`",
-        ))?;
-    if !ct_eq(&sha256(presented.as_bytes()), &sha256(key.as_bytes())) {
-        return Err(ApiError::with_message(
-            ErrorCode::InvalidCredentials,
-            "the engine report key is not valid",
-        ));
-    }
-    Ok(())
+    let key = key.map(|k| ChannelKey::new(k, Direction::Report));
+    control::authorise(key.as_ref(), Direction::Report, headers)
 }
 
 #[cfg(test)]

@@ -17,9 +17,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use qyzar_shared::usage::TrafficBatch;
+use qyzar_shared::control::{TrafficAnswer, TrafficBatch};
 use qyzar_shared::{ApiError, ErrorCode};
-use serde::Serialize;
 
 use crate::error::{AdminError, AdminResult};
 use crate::extract::parse_object;
@@ -27,18 +26,6 @@ use crate::AppState;
 
 /// Largest batch body: 5 000 rows of about 150 bytes, with room to spare.
 pub const MAX_TRAFFIC_BODY: usize = 2 * 1024 * 1024;
-
-/// The answer.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Output {
-    /// Rows added (0 for a duplicate).
-    rows: usize,
-    /// Rows naming projects admin does not know (deleted): skipped.
-    ignored_rows: usize,
-    /// The batch id was counted before; nothing changed.
-    duplicate: bool,
-}
 
 /// The body, or `413 payload_too_large` past [`MAX_TRAFFIC_BODY`] (refused
 /// as soon as the limit is crossed, or at once for a larger
@@ -62,7 +49,7 @@ pub async fn handle(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> AdminResult<Json<Output>> {
+) -> AdminResult<Json<TrafficAnswer>> {
     // authorise (before reading: a caller without the key costs nothing)
     super::internal_snapshot::authorise(state.config.engine_report_key(), &headers)?;
     // read
@@ -77,7 +64,7 @@ pub async fn handle(
         crate::push::after_change(&state).await;
     }
     // answer
-    Ok(Json(Output {
+    Ok(Json(TrafficAnswer {
         rows: done.rows,
         ignored_rows: done.ignored_rows,
         duplicate: done.duplicate,

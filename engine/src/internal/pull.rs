@@ -4,7 +4,7 @@
 //!
 //! The request is `GET {admin}/internal/snapshot` with
 //! `Authorization: Bearer <report key>` (the engine → admin key,
-//! `QYZAR_ADMIN_ENGINE_REPORT_KEY`; see [`qyzar_shared::channel`]) and,
+//! `QYZAR_ADMIN_ENGINE_REPORT_KEY`; see [`qyzar_shared::control::channel`]) and,
 //! once a snapshot is held, `If-None-Match: "<version>"`: admin may answer
 //! `304 Not Modified` when it has nothing newer, so a quiet interval costs a
 //! few hundred bytes instead of the whole snapshot. A `200` body is applied
@@ -16,14 +16,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, IF_NONE_MATCH};
-use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use qyzar_shared::channel::Trust;
+use http::Uri;
+use qyzar_shared::control::{self, paths, ControlClient, ControlError, Direction, Link};
 
 use super::{apply_encoded, ApplyError, MAX_SNAPSHOT_BYTES};
 use crate::state::Engine;
@@ -36,59 +30,15 @@ pub const PULL_TIMEOUT: Duration = Duration::from_secs(30);
 /// against [`AdminLink::trust`]) and no credentials in the URL, because the
 /// key belongs in `QYZAR_ADMIN_ENGINE_REPORT_KEY` where it is never logged.
 pub fn admin_snapshot_uri(admin_url: &str) -> Result<Uri, String> {
-    qyzar_shared::channel::check_url(
-        &format!("{}/internal/snapshot", admin_url.trim_end_matches('/')),
+    qyzar_shared::control::channel::check_url(
+        &format!("{}{}", admin_url.trim_end_matches('/'), paths::SNAPSHOT),
         "the admin url",
     )
 }
 
-/// How an engine reaches admin (pull and traffic reports).
-#[derive(Clone, Debug)]
-pub struct AdminLink {
-    /// Admin's internal base URL.
-    pub url: String,
-    /// The engine → admin key sent as `Bearer`.
-    pub key: Option<String>,
-    /// How an `https://` admin's certificate is checked.
-    pub trust: Trust,
-}
-
-impl AdminLink {
-    /// A link to `url` with `key`, trusting the public CA roots for https.
-    pub fn new(url: impl Into<String>, key: Option<String>) -> Self {
-        Self {
-            url: url.into(),
-            key,
-            trust: Trust::PublicRoots,
-        }
-    }
-
-    /// `Bearer <key>`, marked sensitive so hyper never logs it.
-    pub(crate) fn authorization(&self) -> Result<Option<HeaderValue>, String> {
-        self.key
-            .as_deref()
-            .map(|k| {
-                let mut v = HeaderValue::from_str(&format!("Bearer {k}"))
-                    .map_err(|_| "the report key is not a valid header value".to_owned())?;
-                v.set_sensitive(true);
-                Ok(v)
-            })
-            .transpose()
-    }
-
-    /// A client for this link: plain for `http://`, TLS checked by
-    /// [`AdminLink::trust`] for `https://`.
-    pub(crate) fn client<B>(
-        &self,
-    ) -> Result<Client<hyper_rustls::HttpsConnector<HttpConnector>, B>, String>
-    where
-        B: hyper::body::Body + Send,
-        B::Data: Send,
-    {
-        Ok(Client::builder(TokioExecutor::new())
-            .build(qyzar_shared::channel::connector(&self.trust)?))
-    }
-}
+/// How an engine reaches admin (pull and traffic reports): the control
+/// plane's [`Link`].
+pub type AdminLink = Link;
 
 /// Pulls from `admin_url` now and then every `every` until `shutdown`
 /// resolves, with `key` and the public CA roots; see [`pull_loop_with`].
@@ -140,13 +90,13 @@ pub async fn pull_loop_with(
         };
         match result {
             Ok(Pulled::Applied(version)) => {
-                tracing::info!(version, admin = %puller.admin, "configuration pulled")
+                tracing::info!(version, admin = %puller.client.name(), "configuration pulled")
             }
             Ok(Pulled::UpToDate(version)) => {
-                tracing::debug!(version, admin = %puller.admin, "configuration up to date")
+                tracing::debug!(version, admin = %puller.client.name(), "configuration up to date")
             }
             Err(e) => {
-                tracing::warn!(error = %e, admin = %puller.admin, "configuration pull failed")
+                tracing::warn!(error = %e, admin = %puller.client.name(), "configuration pull failed")
             }
         }
     }
@@ -163,121 +113,45 @@ enum Pulled {
 /// Why one pull failed.
 #[derive(Debug, thiserror::Error)]
 enum PullError {
-    /// The admin url or key cannot make a request.
-    #[error("{0}")]
-    Url(String),
-    /// Admin could not be reached (connect refused, reset, DNS).
-    #[error("request failed: {0}")]
-    Request(String),
-    /// Admin did not answer within [`PULL_TIMEOUT`].
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// Admin answered something other than 200 or 304 (401: the keys differ).
-    #[error("admin answered {0}")]
-    Status(StatusCode),
-    /// The body passed [`MAX_SNAPSHOT_BYTES`].
-    #[error("the snapshot is larger than {MAX_SNAPSHOT_BYTES} bytes")]
-    TooLarge,
-    /// The body was cut off.
-    #[error("the snapshot body could not be read: {0}")]
-    Body(String),
+    /// Admin could not be reached, answered something other than 200 or
+    /// 304 (401: the keys differ), too much, or not in time.
+    #[error(transparent)]
+    Control(#[from] ControlError),
     /// The body was read but refused (corrupt, wrong base).
     #[error(transparent)]
     Apply(#[from] ApplyError),
 }
 
-/// One admin endpoint with its client and credentials, built once.
+/// Admin's snapshot endpoint through the control plane's client.
 struct Puller {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
-    uri: Uri,
-    /// `Bearer <key>`, marked sensitive so hyper never logs it.
-    authorization: Option<HeaderValue>,
-    /// Admin's `host:port`, for logs.
-    admin: String,
+    client: ControlClient,
 }
 
 impl Puller {
-    fn new(link: &AdminLink) -> Result<Self, PullError> {
-        let uri = admin_snapshot_uri(&link.url).map_err(PullError::Url)?;
-        let authorization = link.authorization().map_err(PullError::Url)?;
-        let admin = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+    fn new(link: &AdminLink) -> Result<Self, String> {
         Ok(Self {
-            client: link.client().map_err(PullError::Url)?,
-            uri,
-            authorization,
-            admin,
+            client: ControlClient::new(link, Direction::Report, "the admin url")?,
         })
     }
 
-    /// One pull, bounded by [`PULL_TIMEOUT`].
+    /// One pull, bounded by [`PULL_TIMEOUT`] (the apply included).
     async fn pull(&self, engine: &Arc<Engine>) -> Result<Pulled, PullError> {
-        tokio::time::timeout(PULL_TIMEOUT, self.fetch_and_apply(engine))
-            .await
-            .map_err(|_| PullError::Timeout(PULL_TIMEOUT))?
-    }
-
-    async fn fetch_and_apply(&self, engine: &Arc<Engine>) -> Result<Pulled, PullError> {
         let held = engine.config.version();
-        let mut req = Request::get(self.uri.clone())
-            .header(ACCEPT, HeaderValue::from_static("application/octet-stream"));
-        if let Some(auth) = &self.authorization {
-            req = req.header(AUTHORIZATION, auth.clone());
-        }
-        if held > 0 {
-            req = req.header(IF_NONE_MATCH, format!("\"{held}\""));
-        }
-        let req = req
-            .body(Empty::new())
-            .map_err(|e| PullError::Request(e.to_string()))?;
-        let res = self
+        let started = tokio::time::Instant::now();
+        let bytes = match self
             .client
-            .request(req)
-            .await
-            .map_err(|e| PullError::Request(chain(&e)))?;
-        match res.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_MODIFIED => return Ok(Pulled::UpToDate(held)),
-            other => return Err(PullError::Status(other)),
-        }
-        let declared = res
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > MAX_SNAPSHOT_BYTES as u64) {
-            return Err(PullError::TooLarge);
-        }
-        let bytes = match Limited::new(res.into_body(), MAX_SNAPSHOT_BYTES)
-            .collect()
-            .await
+            .pull_snapshot(held, MAX_SNAPSHOT_BYTES, PULL_TIMEOUT)
+            .await?
         {
-            Ok(c) => c.to_bytes(),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                return Err(PullError::TooLarge)
-            }
-            Err(e) => return Err(PullError::Body(chain(&*e))),
+            control::Pulled::NotModified => return Ok(Pulled::UpToDate(held)),
+            control::Pulled::Snapshot(b) => b,
         };
-        match apply_encoded(Arc::clone(engine), bytes).await {
-            Ok((_, version)) => Ok(Pulled::Applied(version)),
-            Err(e) if e.is_stale() => Ok(Pulled::UpToDate(engine.config.version())),
-            Err(e) => Err(e.into()),
+        let left = PULL_TIMEOUT.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, apply_encoded(Arc::clone(engine), bytes)).await {
+            Err(_) => Err(ControlError::Timeout(PULL_TIMEOUT).into()),
+            Ok(Ok((_, version))) => Ok(Pulled::Applied(version)),
+            Ok(Err(e)) if e.is_stale() => Ok(Pulled::UpToDate(engine.config.version())),
+            Ok(Err(e)) => Err(e.into()),
         }
     }
-}
-
-/// An error with its causes, `a: b: c`: hyper's client errors say little at
-/// the top level ("client error (Connect)") and the cause is what an
-/// operator needs.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

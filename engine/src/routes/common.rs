@@ -82,13 +82,7 @@ pub fn origin_authenticated<'h>(
     (bound.origin == origin).then_some(origin)
 }
 
-/// SHA-256 of `data`.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
+pub use qyzar_shared::crypto::sha256;
 
 /// Session id and token from the body, else from the project's cookies.
 pub fn session_credentials<'a>(

@@ -186,7 +186,8 @@ async fn a_full_push_configures_the_hot_path_and_versions_only_move_forward() {
             .await;
         assert_eq!(r.status, 409, "version {stale}");
         let body = r.json();
-        assert_eq!(body["error"]["code"], "conflict");
+        assert_eq!(body["error"]["code"], "snapshot_not_newer");
+        assert_eq!(body["error"]["field"], "version", "what earlier admins read");
         assert!(
             body["error"]["message"].as_str().unwrap().contains('5'),
             "the message names the served version: {body}"
@@ -213,7 +214,7 @@ async fn a_delta_applies_on_its_base_and_a_wrong_base_asks_for_a_full_snapshot()
         .push(Some(KEY), encode_delta(&delta).unwrap())
         .await;
     assert_eq!(r.status, 409);
-    assert_eq!(r.json()["error"]["code"], "conflict");
+    assert_eq!(r.json()["error"]["code"], "snapshot_needs_full");
     assert!(r.text.contains("full snapshot"), "{}", r.text);
     assert_eq!(engine.engine.config.version(), 0);
 
@@ -247,8 +248,8 @@ async fn a_delta_applies_on_its_base_and_a_wrong_base_asks_for_a_full_snapshot()
         .await;
     assert_eq!(r.status, 409);
     let body = r.json();
-    assert_eq!(body["error"]["code"], "conflict");
-    assert_eq!(body["error"]["field"], "baseVersion");
+    assert_eq!(body["error"]["code"], "snapshot_needs_full");
+    assert_eq!(body["error"]["field"], "baseVersion", "what earlier admins read");
     assert!(
         body["error"]["message"]
             .as_str()

@@ -48,3 +48,12 @@ pub enum CryptoError {
     #[error("the requested hkdf output is too long")]
     HkdfLength,
 }
+
+/// SHA-256 of `data`: how token, secret and channel-key digests are made
+/// and compared (equal lengths, so [`ct_eq`] on them leaks nothing).
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}

@@ -16,7 +16,7 @@ const STRONG_PUSH_KEY: &str = "push-key-0123456789abcdef0123456789";
 /// A certificate for 127.0.0.1: (server configuration, certificate DER).
 fn identity() -> (Arc<rustls::ServerConfig>, Vec<u8>) {
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-    let config = qyzar_shared::channel::server_config_from_pem(
+    let config = qyzar_shared::control::channel::server_config_from_pem(
         ck.cert.pem().as_bytes(),
         ck.key_pair.serialize_pem().as_bytes(),
     )
@@ -58,7 +58,7 @@ async fn admin_pushes_over_tls_only_to_the_pinned_engine() {
         c.push_key = Some(STRONG_PUSH_KEY.to_owned());
         c.report_key = Some(REPORT_KEY.to_owned());
         c.engine_tls =
-            qyzar_shared::channel::Trust::Pins(vec![qyzar_shared::channel::pin_of(&pinned_der)]);
+            qyzar_shared::control::channel::Trust::Pins(vec![qyzar_shared::control::channel::pin_of(&pinned_der)]);
     })
     .await
     .unwrap();
