@@ -54,6 +54,7 @@ cql_port=${QYZAR_TEST_CQL_NODE##*:}
 python3 deploy/cql_ping.py "$cql_host" "$cql_port" --drop-keyspaces-with-prefix qz_eng_ >&2 || true
 python3 deploy/cql_ping.py "$cql_host" "$cql_port" --drop-keyspaces-with-prefix qz_test_ >&2 || true
 
+python3 deploy/check-manifests.py || { rc=$?; echo "deploy/test.sh: check-manifests exited $rc" >&2; exit "$rc"; } # deploy/ manifests vs. the code
 status=0
 cargo test --workspace --all-targets "$@" || status=$?
 echo "deploy/test.sh: cargo test exited $status after $((SECONDS - started))s" >&2
