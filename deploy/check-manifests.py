@@ -100,14 +100,26 @@ DEFAULTS = {
 }
 
 
+# The control plane's paths (`paths::SNAPSHOT` …), which both services'
+# routers name instead of string literals.
+CONTROL_PATHS = dict(re.findall(
+    r'pub const ([A-Z_]+): &str = "(/[^"]*)";',
+    (ROOT / "shared/src/control/mod.rs").read_text()))
+
+
 def routes_of_match(path: str) -> set[str]:
-    """Paths a hand-written hyper router matches on (`"/x" => match`)."""
-    return set(re.findall(r'^\s*"(/[^"]*)"\s*=>', (ROOT / path).read_text(), re.M))
+    """Paths a hand-written hyper router matches on (`"/x" => match` or
+    `paths::X => match`)."""
+    text = (ROOT / path).read_text()
+    literal = set(re.findall(r'^\s*"(/[^"]*)"\s*=>', text, re.M))
+    named = {CONTROL_PATHS[n] for n in re.findall(r'^\s*paths::([A-Z_]+)\s*=>', text, re.M)}
+    return literal | named
 
 
 ENGINE_PUBLIC_ROUTES = routes_of_match("engine/src/router.rs")
 ENGINE_INTERNAL_ROUTES = routes_of_match("engine/src/internal.rs")
-ADMIN_ROUTES = set(re.findall(r'\.route\(\s*"(/[^"]*)"', ADMIN_SRC))
+ADMIN_ROUTES = set(re.findall(r'\.route\(\s*"(/[^"]*)"', ADMIN_SRC)) | {
+    CONTROL_PATHS[n] for n in re.findall(r'\.route\(\s*paths::([A-Z_]+)', ADMIN_SRC)}
 ENGINE_METRICS = set(re.findall(r'"(qyzar_[a-z_]+)"', ENGINE_SRC))
 CARGO_VERSION = re.search(
     r'^\[package\][^\[]*?^version\s*=\s*"([^"]+)"', (ROOT / "Cargo.toml").read_text(), re.M | re.S
