@@ -48,8 +48,8 @@ macro_rules! migrations {
     };
 }
 
-const PG_MIGRATIONS: &[(&str, &str, &str)] = migrations!("postgres": "0001" => "accounts", "0002" => "auth", "0003" => "projects", "0004" => "billing", "0005" => "usage", "0006" => "analytics");
-const SQLITE_MIGRATIONS: &[(&str, &str, &str)] = migrations!("sqlite": "0001" => "accounts", "0002" => "auth", "0003" => "projects", "0004" => "billing", "0005" => "usage", "0006" => "analytics");
+const PG_MIGRATIONS: &[(&str, &str, &str)] = migrations!("postgres": "0001" => "accounts", "0002" => "auth", "0003" => "projects", "0004" => "billing", "0005" => "usage", "0006" => "analytics", "0007" => "engines");
+const SQLITE_MIGRATIONS: &[(&str, &str, &str)] = migrations!("sqlite": "0001" => "accounts", "0002" => "auth", "0003" => "projects", "0004" => "billing", "0005" => "usage", "0006" => "analytics", "0007" => "engines");
 
 fn migrator(backend: Backend) -> Migrator {
     let list = match backend {

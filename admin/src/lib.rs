@@ -12,6 +12,7 @@ pub mod clusters;
 pub mod config;
 pub mod db;
 pub mod device_analytics;
+pub mod engines;
 pub mod error;
 pub mod extract;
 pub mod mail;
@@ -257,6 +258,7 @@ fn api_router(state: AppState) -> Router {
         .route("/opt-out/confirm", get(routes::opt_out::handle))
         .route("/test/captcha", post(routes::test_captcha::handle))
         .route(paths::SNAPSHOT, get(routes::internal_snapshot::handle))
+        .route(paths::ENGINES, post(routes::internal_engines::handle))
         .route(
             paths::TRAFFIC,
             post(routes::internal_traffic::handle).layer(DefaultBodyLimit::max(
@@ -307,10 +309,12 @@ pub async fn run(
         state.config.billing_log_retention_days,
     ));
     let clustering = tokio::spawn(refresh_clusters(state.clone()));
+    let registry = tokio::spawn(engines::reconcile_forever(state.clone()));
     let limits = state.config.limits.clone();
     server::serve(listener, router(state), limits, shutdown).await;
     housekeeping.abort();
     clustering.abort();
+    registry.abort();
     Ok(())
 }
 

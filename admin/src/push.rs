@@ -116,6 +116,10 @@ struct Inner {
     latest: watch::Sender<Option<Arc<Built>>>,
     /// The dashboard's dry-run check to engines' public routes.
     http: HttpClient,
+    /// The admin → engine key and TLS trust, for engines that register
+    /// later ([`Pusher::spawn_target`]).
+    push_key: Option<String>,
+    trust: Trust,
     /// Largest encoded snapshot changes may grow it to.
     budget_bytes: usize,
     /// Coalesced build requests so far (tickets).
@@ -190,6 +194,8 @@ impl Pusher {
                 build: tokio::sync::Mutex::new(()),
                 latest,
                 http: client,
+                push_key: push_key.map(str::to_owned),
+                trust: trust.clone(),
                 budget_bytes,
                 requested: AtomicU64::new(0),
                 scheduled: AtomicBool::new(false),
@@ -197,6 +203,15 @@ impl Pusher {
                 done: watch::channel((0, None)).0,
             }),
         })
+    }
+
+    /// Starts a push task for the engine at `url` (its internal base URL),
+    /// which pushes the newest build at once and every later one; the
+    /// handle stops it ([`crate::engines`] does, when the engine goes
+    /// quiet).
+    pub fn spawn_target(&self, url: &str) -> Result<tokio::task::AbortHandle, String> {
+        let target = engine::EngineTarget::new(url, self.inner.push_key.as_deref(), &self.inner.trust)?;
+        Ok(tokio::spawn(engine::engine_task(target, self.inner.latest.subscribe())).abort_handle())
     }
 
     /// The outgoing HTTP client to engines' public routes.

@@ -55,6 +55,13 @@ pub struct EngineConfig {
     /// How often to pull (`QYZAR_ENGINE_PULL_SECONDS`, default 30): the
     /// longest an engine that missed a push serves an old snapshot.
     pub pull_every: Duration,
+    /// Who this engine says it is in its heartbeats to admin (only with
+    /// `admin_url`): `QYZAR_ENGINE_ID` (else random per process) and
+    /// `QYZAR_ENGINE_ADVERTISE_URL`, the internal base URL admin should push
+    /// to (unset: admin does not push to it, it pulls).
+    pub identity: crate::internal::Identity,
+    /// How often it beats (`QYZAR_ENGINE_HEARTBEAT_SECONDS`, default 2).
+    pub heartbeat_every: Duration,
     /// How often verification counts are sent to admin
     /// (`QYZAR_ENGINE_TRAFFIC_SECONDS`, default 10; only with `admin_url`):
     /// how far behind admin's usage and quota checks may run.
@@ -88,6 +95,8 @@ impl std::fmt::Debug for EngineConfig {
             .field("internal_tls", &self.internal_tls.is_some())
             .field("admin_url", &self.admin_url)
             .field("pull_every", &self.pull_every)
+            .field("identity", &self.identity)
+            .field("heartbeat_every", &self.heartbeat_every)
             .field("traffic_every", &self.traffic_every)
             .field("snapshot_file", &self.snapshot_file)
             .field("snapshot_path", &self.snapshot_path)
@@ -275,12 +284,44 @@ impl EngineConfig {
             reason,
         })?;
         let pull_every = seconds("QYZAR_ENGINE_PULL_SECONDS", 30)?;
+        let heartbeat_every = seconds("QYZAR_ENGINE_HEARTBEAT_SECONDS", 2)?;
+        let advertise = match env_text("QYZAR_ENGINE_ADVERTISE_URL") {
+            Some(url) => {
+                crate::internal::admin_snapshot_uri(&url).map_err(|reason| ConfigError {
+                    var: "QYZAR_ENGINE_ADVERTISE_URL",
+                    reason,
+                })?;
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            None => None,
+        };
+        let mut identity = crate::internal::Identity::random(advertise);
+        if let Some(id) = env_text("QYZAR_ENGINE_ID") {
+            identity.engine_id = id;
+        }
+        let probe = qyzar_shared::control::EngineHeartbeat {
+            engine_id: identity.engine_id.clone(),
+            push_url: identity.push_url.clone(),
+            version: 0,
+            started_at_ms: identity.started_at_ms,
+            heartbeat_ms: 1_000,
+        };
+        probe.validate().map_err(|e| ConfigError {
+            var: if e.field.as_deref() == Some("pushUrl") {
+                "QYZAR_ENGINE_ADVERTISE_URL"
+            } else {
+                "QYZAR_ENGINE_ID"
+            },
+            reason: e.message.into_owned(),
+        })?;
         let traffic_every = seconds("QYZAR_ENGINE_TRAFFIC_SECONDS", 10)?;
         let config = Self {
             public_addr,
             internal_addr,
             admin_url,
             pull_every,
+            identity,
+            heartbeat_every,
             traffic_every,
             push_key: env_text("QYZAR_ENGINE_PUSH_KEY"),
             report_key: env_text("QYZAR_ADMIN_ENGINE_REPORT_KEY"),
@@ -347,6 +388,8 @@ impl EngineConfig {
             admin_tls: Default::default(),
             admin_url: None,
             pull_every: Duration::from_secs(30),
+            identity: crate::internal::Identity::random(None),
+            heartbeat_every: Duration::from_secs(2),
             traffic_every: Duration::from_secs(10),
             snapshot_file: None,
             snapshot_path: Some(default_snapshot_path(&store)),
@@ -517,8 +560,15 @@ pub async fn start_with_store(
     if let Some(admin) = config.admin_link() {
         tasks.push(tokio::spawn(crate::internal::pull_loop_with(
             Arc::clone(&engine),
-            admin,
+            admin.clone(),
             config.pull_every,
+            stopped(),
+        )));
+        tasks.push(tokio::spawn(crate::internal::heartbeat_loop(
+            Arc::clone(&engine),
+            admin,
+            config.identity.clone(),
+            config.heartbeat_every,
             stopped(),
         )));
     }

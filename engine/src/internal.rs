@@ -31,6 +31,7 @@
 //! pushed and a pulled snapshot are checked identically, and both are
 //! persisted to the engine's snapshot file (when set) once applied.
 
+mod heartbeat;
 mod pull;
 
 use std::future::Future;
@@ -51,6 +52,7 @@ use crate::response::{self, Body};
 use crate::server::ServerLimits;
 use crate::state::Engine;
 
+pub use heartbeat::{heartbeat_loop, Identity};
 pub use pull::{admin_snapshot_uri, pull_loop, pull_loop_with, AdminLink, PULL_TIMEOUT};
 
 /// Largest snapshot or delta accepted, pushed or pulled (64 MiB). A snapshot

@@ -207,6 +207,9 @@ pub struct Engine {
     pub traffic: Arc<crate::traffic::Traffic>,
     /// Tunables.
     pub options: StateOptions,
+    /// Wakes the pull loop at once (a heartbeat answer named a newer
+    /// version than the one served: a push was missed).
+    pub pull_now: tokio::sync::Notify,
 }
 
 impl Engine {
@@ -232,6 +235,7 @@ impl Engine {
             traffic: Arc::default(),
             store,
             options,
+            pull_now: tokio::sync::Notify::new(),
         });
         engine
             .metrics

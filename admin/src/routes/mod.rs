@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod billing;
+pub mod internal_engines;
 pub mod internal_snapshot;
 pub mod internal_traffic;
 pub mod opt_out;

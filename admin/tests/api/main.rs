@@ -6,6 +6,7 @@ mod analytics;
 mod auth;
 mod billing;
 mod db;
+mod engines;
 mod fuzz;
 mod helpers;
 mod openapi;

@@ -131,6 +131,11 @@ impl TestEngine {
         .await
     }
 
+    /// Stops `stop`'s task with the engine.
+    pub fn keep(&mut self, stop: tokio::sync::oneshot::Sender<()>) {
+        self.stop.push(stop);
+    }
+
     pub fn stop(self) {
         for s in self.stop {
             let _ = s.send(());

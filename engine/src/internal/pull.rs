@@ -83,6 +83,8 @@ pub async fn pull_loop_with(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = ticks.tick() => {}
+            // A heartbeat learned of a newer version: pull now.
+            _ = engine.pull_now.notified() => {}
         }
         let result = tokio::select! {
             _ = &mut shutdown => break,

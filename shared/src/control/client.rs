@@ -17,7 +17,8 @@ use hyper_util::rt::TokioExecutor;
 
 use super::channel::{self, Trust};
 use super::{
-    bearer, paths, Direction, PushAnswer, TrafficAnswer, TrafficBatch, SNAPSHOT_CONTENT_TYPE,
+    bearer, paths, Direction, EngineHeartbeat, HeartbeatAnswer, PushAnswer, TrafficAnswer,
+    TrafficBatch, SNAPSHOT_CONTENT_TYPE,
 };
 
 /// Largest answer read for anything but a pulled snapshot: version and
@@ -168,6 +169,24 @@ impl ControlClient {
     ) -> Result<TrafficAnswer, ControlError> {
         let body = serde_json::to_vec(batch).map_err(|e| ControlError::Url(e.to_string()))?;
         let req = Request::post(self.uri(paths::TRAFFIC))
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let (status, answer) = self
+            .exchange(req, Bytes::from(body), MAX_SMALL_ANSWER, timeout)
+            .await?;
+        if !status.is_success() {
+            return Err(ControlError::Status(status));
+        }
+        serde_json::from_slice(&answer).map_err(|e| ControlError::Body(e.to_string()))
+    }
+
+    /// `POST` [`paths::ENGINES`] with this engine's heartbeat.
+    pub async fn heartbeat(
+        &self,
+        beat: &EngineHeartbeat,
+        timeout: Duration,
+    ) -> Result<HeartbeatAnswer, ControlError> {
+        let body = serde_json::to_vec(beat).map_err(|e| ControlError::Url(e.to_string()))?;
+        let req = Request::post(self.uri(paths::ENGINES))
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let (status, answer) = self
             .exchange(req, Bytes::from(body), MAX_SMALL_ANSWER, timeout)

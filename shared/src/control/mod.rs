@@ -9,6 +9,13 @@
 //! | [`paths::SNAPSHOT_VERSION`] `GET` | anyone → engine | none | — | [`VersionAnswer`] |
 //! | [`paths::SNAPSHOT`] `GET` | engine → admin | report | `If-None-Match: "<held version>"` | `200` the encoded snapshot with `ETag`, or `304` |
 //! | [`paths::TRAFFIC`] `POST` | engine → admin | report | [`TrafficBatch`] JSON | [`TrafficAnswer`] |
+//! | [`paths::ENGINES`] `POST` | engine → admin | report | [`EngineHeartbeat`] JSON | [`HeartbeatAnswer`] |
+//!
+//! Engines announce themselves with a heartbeat, so admin knows the live
+//! set without a static list: an engine that names a `pushUrl` gets pushes
+//! from every admin until it misses [`ENGINE_EXPIRY_HEARTBEATS`] beats, and
+//! every engine learns the newest version from the answer and pulls at once
+//! when it is behind (a missed push heals within one beat).
 //!
 //! Keys: one per direction ([`channel`]), compared in constant time on
 //! SHA-256 digests ([`ChannelKey`]). TLS: [`channel::Trust`] on the client,
@@ -42,6 +49,8 @@ pub mod paths {
     pub const SNAPSHOT_VERSION: &str = "/internal/snapshot/version";
     /// Admin: `POST` a traffic batch.
     pub const TRAFFIC: &str = "/internal/traffic";
+    /// Admin: `POST` an engine's heartbeat.
+    pub const ENGINES: &str = "/internal/engines";
     /// Engine: Prometheus metrics, on the internal listener only.
     pub const METRICS: &str = "/metrics";
     /// Both: liveness.
@@ -68,6 +77,94 @@ pub struct TrafficAnswer {
     pub ignored_rows: usize,
     /// The batch id was counted before; nothing changed.
     pub duplicate: bool,
+}
+
+/// Longest engine id: ids are the engine's own (`QYZAR_ENGINE_ID`) or
+/// random per process.
+pub const MAX_ENGINE_ID_LEN: usize = 64;
+
+/// Default time between an engine's heartbeats.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 2_000;
+
+/// Heartbeats an engine may miss before admin stops pushing to it and the
+/// dashboard shows it gone.
+pub const ENGINE_EXPIRY_HEARTBEATS: u64 = 3;
+
+/// An engine's heartbeat to admin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EngineHeartbeat {
+    /// The engine's id: 1 to [`MAX_ENGINE_ID_LEN`] of `A-Za-z0-9._-`.
+    pub engine_id: String,
+    /// The internal base URL admin should push to; `None` for an engine
+    /// that only pulls (its internal port is not reachable from admin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_url: Option<String>,
+    /// The snapshot version it serves (0 before its first).
+    pub version: u64,
+    /// When its process started, unix ms (a restart shows as a new start).
+    pub started_at_ms: i64,
+    /// Its heartbeat interval, so admin knows when it is overdue.
+    pub heartbeat_ms: u64,
+}
+
+impl EngineHeartbeat {
+    /// Checks every field, naming the first one at fault.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let id_ok = !self.engine_id.is_empty()
+            && self.engine_id.len() <= MAX_ENGINE_ID_LEN
+            && self
+                .engine_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !id_ok {
+            return Err(ApiError::with_message(
+                ErrorCode::InvalidField,
+                "engineId must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
+            )
+            .field("engineId"));
+        }
+        if let Some(url) = &self.push_url {
+            if url.len() > 512 {
+                return Err(ApiError::with_message(
+                    ErrorCode::InvalidField,
+                    "pushUrl is longer than 512 bytes",
+                )
+                .field("pushUrl"));
+            }
+            channel::check_url(
+                &format!("{}{}", url.trim_end_matches('/'), paths::SNAPSHOT),
+                "pushUrl",
+            )
+            .map_err(|e| ApiError::with_message(ErrorCode::InvalidField, e).field("pushUrl"))?;
+        }
+        if !(100..=600_000).contains(&self.heartbeat_ms) {
+            return Err(ApiError::with_message(
+                ErrorCode::InvalidField,
+                "heartbeatMs must be between 100 and 600000",
+            )
+            .field("heartbeatMs"));
+        }
+        if self.started_at_ms < 0 || self.version > i64::MAX as u64 {
+            return Err(
+                ApiError::new(ErrorCode::InvalidField).field(if self.started_at_ms < 0 {
+                    "startedAtMs"
+                } else {
+                    "version"
+                }),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Admin's answer to a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatAnswer {
+    /// The newest snapshot version admin has built (0: none yet); an engine
+    /// serving less pulls at once.
+    pub newest_version: u64,
 }
 
 /// What a push came to, as admin acts on it.
