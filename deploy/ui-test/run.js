@@ -268,6 +268,13 @@ async function main() {
   await expectText('.alert.error', 'billing is not configured');
   await snap('billing-checkout-refused');
 
+  step = 'engines';
+  await page.goto(`${BASE}/ui/engines`);
+  // The dev engine heartbeats to admin every 2 s and serves the newest version.
+  await expectText('#engines-summary', '1 engine live');
+  await expectText('#engines tbody tr', 'live');
+  await snap('engines');
+
   step = 'unknown page';
   const nf = await page.goto(`${projectBase.replace(/prj_[^/]+/, 'prj_doesnotexist000000000')}/settings`);
   if (nf.status() !== 404) fail(`a project of nobody's answered ${nf.status()}`);

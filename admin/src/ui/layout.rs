@@ -133,6 +133,11 @@ impl Shell {
             href: "/ui/billing".to_owned(),
             active: self.active == "billing",
         });
+        items.push(NavItem {
+            label: "Engines",
+            href: "/ui/engines".to_owned(),
+            active: self.active == "engines",
+        });
         items
     }
 }

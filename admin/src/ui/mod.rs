@@ -16,6 +16,7 @@ mod charts;
 mod clusters;
 mod devices;
 mod email;
+mod engines;
 mod layout;
 mod origin_tokens;
 mod overview;
@@ -105,6 +106,7 @@ pub fn router(app: AppState, api: Router) -> Router {
             post(origin_tokens::invalidate),
         )
         .route("/ui/billing", get(billing::page))
+        .route("/ui/engines", get(engines::page))
         .route("/ui/billing/checkout", post(billing::checkout))
         .route("/ui/billing/portal", post(billing::portal))
         .route("/ui/account", get(account::page))
