@@ -1,63 +1,78 @@
 //! Writes the answer does not depend on, batched off the hot path:
-//! last-seen touches, rate-limit deny events and the dashboard's device
-//! index. Flushed every [`FLUSH_EVERY`] and on shutdown.
+//! last-seen touches, rate-limit and anti-ATO deny events and the
+//! dashboard's device index. Flushed every [`FLUSH_EVERY`] and on shutdown.
+//!
+//! **Bounded, with a share per project.** The hot path adds to one pending
+//! batch under a short lock (coalescing a session's touches and a device's
+//! sightings of a day as it goes); the writer swaps the batch out and
+//! writes it. Each project may hold at most [`TOUCHES_PER_PROJECT`]
+//! sessions, [`DENIES_PER_PROJECT`] deny events and
+//! [`DEVICE_DAYS_PER_PROJECT`] device-days in one batch, and the batch at
+//! most [`MAX_PENDING`] entries in all; what is over is dropped and counted.
+//! So a tenant flooding denies, or a store that stalls while one tenant
+//! keeps writing, loses only that tenant's excess, and another tenant's
+//! writes still get into the batch (a single shared queue let one tenant's
+//! burst fill it for everyone).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
 use qyzar_shared::store::{DataStore, DenyEvent, DeviceDay};
-use tokio::sync::mpsc;
+use tokio::sync::{oneshot, Notify};
 
-/// How often queued writes go to the store.
+/// How often pending writes go to the store.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
-/// Queued writes beyond which new ones are dropped (and counted): losing a
-/// last-seen update is better than unbounded memory when the store is down.
-pub const QUEUE_CAP: usize = 100_000;
-/// Distinct device-days one project may queue between two flushes; more
-/// are dropped (and counted), so a tenant opening sessions from millions
-/// of fresh fingerprints cannot crowd another tenant's devices out of a
-/// batch or grow it without bound.
+/// Entries (sessions, deny events, device-days) one batch may hold in all:
+/// a few hundred bytes each, so some tens of MB at most while the store is
+/// down.
+pub const MAX_PENDING: usize = 200_000;
+/// Sessions one project may have pending touches for.
+pub const TOUCHES_PER_PROJECT: usize = 20_000;
+/// Deny events one project may have pending.
+pub const DENIES_PER_PROJECT: usize = 5_000;
+/// Distinct device-days one project may have pending, so a tenant opening
+/// sessions from millions of fresh fingerprints cannot crowd another
+/// tenant's devices out of a batch or grow it without bound.
 pub const DEVICE_DAYS_PER_PROJECT: usize = 5_000;
-
-enum Job {
-    Touch {
-        project: ProjectId,
-        session: SessionId,
-        last_seen_at: i64,
-        expires_at: i64,
-    },
-    Deny(DenyEvent),
-    DeviceSeen(Box<DeviceDay>),
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
 
 /// Handle to the background writer.
 pub struct Background {
-    tx: mpsc::Sender<Job>,
-    dropped: Arc<AtomicU64>,
-    dropped_devices: Arc<AtomicU64>,
+    shared: Arc<Shared>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+struct Shared {
+    pending: Mutex<Batch>,
+    /// Wakes the writer for an early flush.
+    wake: Notify,
+    /// Set at shutdown: a later flush has no writer to wait for.
+    closed: AtomicBool,
+    dropped: AtomicU64,
+    dropped_devices: AtomicU64,
+}
+
+impl Shared {
+    fn batch(&self) -> MutexGuard<'_, Batch> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Background {
     /// Starts the writer task over `store`.
     pub fn spawn(store: Arc<dyn DataStore>) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE_CAP);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let dropped_devices = Arc::new(AtomicU64::new(0));
-        let batch = Batch {
-            dropped: Arc::clone(&dropped),
-            dropped_devices: Arc::clone(&dropped_devices),
-            ..Batch::default()
-        };
-        let task = tokio::spawn(writer(store, rx, batch));
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Batch::default()),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            dropped_devices: AtomicU64::new(0),
+        });
+        let task = tokio::spawn(writer(store, Arc::clone(&shared)));
         Self {
-            tx,
-            dropped,
-            dropped_devices,
+            shared,
             task: Mutex::new(Some(task)),
         }
     }
@@ -70,58 +85,75 @@ impl Background {
         last_seen_at: i64,
         expires_at: i64,
     ) {
-        self.send(Job::Touch {
-            project: project.clone(),
-            session: session.clone(),
-            last_seen_at,
-            expires_at,
-        });
+        let added = self
+            .shared
+            .batch()
+            .touch(project, session, last_seen_at, expires_at);
+        self.count(added, false);
     }
 
     /// Queues a device seen by `/connect` for the dashboard's device index
     /// (coalesced per project, device and day).
     pub fn device_seen(&self, row: DeviceDay) {
-        self.send(Job::DeviceSeen(Box::new(row)));
+        let added = self.shared.batch().device(row);
+        self.count(added, true);
     }
 
     /// Queues a deny event for analytics.
     pub fn deny(&self, event: DenyEvent) {
-        self.send(Job::Deny(event));
+        let added = self.shared.batch().deny(event);
+        self.count(added, false);
     }
 
-    fn send(&self, job: Job) {
-        if self.tx.try_send(job).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    fn count(&self, added: bool, device: bool) {
+        if !added {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            if device {
+                self.shared.dropped_devices.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
-    /// Device-days dropped because their project had queued
-    /// [`DEVICE_DAYS_PER_PROJECT`] already (also counted in [`Self::dropped`]).
+    /// Device-days dropped because their project had
+    /// [`DEVICE_DAYS_PER_PROJECT`] pending already (also counted in
+    /// [`Self::dropped`]).
     pub fn dropped_device_days(&self) -> u64 {
-        self.dropped_devices.load(Ordering::Relaxed)
+        self.shared.dropped_devices.load(Ordering::Relaxed)
     }
 
-    /// Writes everything queued so far and waits for it.
+    /// Writes everything pending so far and waits for it.
     pub async fn flush(&self) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Job::Flush(tx)).await.is_ok() {
-            let _ = rx.await;
+        if self.shared.closed.load(Ordering::Acquire) {
+            return;
         }
+        let (tx, rx) = oneshot::channel();
+        // The waiter travels with the batch it must see written.
+        self.shared.batch().waiters.push(tx);
+        self.shared.wake.notify_one();
+        let _ = rx.await;
     }
 
     /// Flushes, then stops the writer (used on shutdown).
     pub async fn shutdown(&self) {
         self.flush().await;
+        self.shared.closed.store(true, Ordering::Release);
         let task = self.task.lock().ok().and_then(|mut t| t.take());
         if let Some(t) = task {
             t.abort();
         }
     }
 
-    /// Writes dropped because the queue was full.
+    /// Writes dropped because their project's share, or the batch, was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
+}
+
+/// What one project has pending, against its shares.
+#[derive(Default)]
+struct Share {
+    touches: usize,
+    denies: usize,
 }
 
 #[derive(Default)]
@@ -130,46 +162,76 @@ struct Batch {
     denies: Vec<DenyEvent>,
     /// Per project, its device-days by (device, day).
     devices: HashMap<ProjectId, HashMap<(DeviceId, i64), DeviceDay>>,
-    dropped: Arc<AtomicU64>,
-    dropped_devices: Arc<AtomicU64>,
+    /// Per project, its pending touches and denies.
+    shares: HashMap<ProjectId, Share>,
+    /// Entries held in all.
+    entries: usize,
+    /// Flushes waiting for this batch to be written.
+    waiters: Vec<oneshot::Sender<()>>,
 }
 
 impl Batch {
-    fn add(&mut self, job: Job) -> Option<tokio::sync::oneshot::Sender<()>> {
-        match job {
-            Job::Touch {
-                project,
-                session,
-                last_seen_at,
-                expires_at,
-            } => {
-                let e = self
-                    .touches
-                    .entry(session)
-                    .or_insert((project, last_seen_at, expires_at));
-                e.1 = e.1.max(last_seen_at);
-                e.2 = e.2.max(expires_at);
-                None
-            }
-            Job::Deny(d) => {
-                self.denies.push(d);
-                None
-            }
-            Job::DeviceSeen(row) => {
-                let per_project = self.devices.entry(row.project_id.clone()).or_default();
-                let key = (row.device_id.clone(), row.day);
-                if let Some(held) = per_project.get_mut(&key) {
-                    held.merge(&row);
-                } else if per_project.len() < DEVICE_DAYS_PER_PROJECT {
-                    per_project.insert(key, *row);
-                } else {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    self.dropped_devices.fetch_add(1, Ordering::Relaxed);
-                }
-                None
-            }
-            Job::Flush(tx) => Some(tx),
+    fn full(&self) -> bool {
+        self.entries >= MAX_PENDING
+    }
+
+    /// Adds a touch; `false` when it was dropped.
+    fn touch(
+        &mut self,
+        project: &ProjectId,
+        session: &SessionId,
+        last_seen_at: i64,
+        expires_at: i64,
+    ) -> bool {
+        if let Some(e) = self.touches.get_mut(session) {
+            e.1 = e.1.max(last_seen_at);
+            e.2 = e.2.max(expires_at);
+            return true;
         }
+        if self.full() {
+            return false;
+        }
+        let share = self.shares.entry(project.clone()).or_default();
+        if share.touches >= TOUCHES_PER_PROJECT {
+            return false;
+        }
+        share.touches += 1;
+        self.entries += 1;
+        self.touches
+            .insert(session.clone(), (project.clone(), last_seen_at, expires_at));
+        true
+    }
+
+    /// Adds a deny event; `false` when it was dropped.
+    fn deny(&mut self, event: DenyEvent) -> bool {
+        if self.full() {
+            return false;
+        }
+        let share = self.shares.entry(event.project_id.clone()).or_default();
+        if share.denies >= DENIES_PER_PROJECT {
+            return false;
+        }
+        share.denies += 1;
+        self.entries += 1;
+        self.denies.push(event);
+        true
+    }
+
+    /// Adds (or merges) a device-day; `false` when it was dropped.
+    fn device(&mut self, row: DeviceDay) -> bool {
+        let full = self.full();
+        let per_project = self.devices.entry(row.project_id.clone()).or_default();
+        let key = (row.device_id.clone(), row.day);
+        if let Some(held) = per_project.get_mut(&key) {
+            held.merge(&row);
+            return true;
+        }
+        if full || per_project.len() >= DEVICE_DAYS_PER_PROJECT {
+            return false;
+        }
+        per_project.insert(key, row);
+        self.entries += 1;
+        true
     }
 
     async fn write(&mut self, store: &dyn DataStore) {
@@ -190,27 +252,24 @@ impl Batch {
             }
             self.denies.clear();
         }
+        for w in self.waiters.drain(..) {
+            let _ = w.send(());
+        }
     }
 }
 
-async fn writer(store: Arc<dyn DataStore>, mut rx: mpsc::Receiver<Job>, mut batch: Batch) {
+/// Every [`FLUSH_EVERY`] (or when a flush asks), swaps the pending batch
+/// out and writes it; new writes meanwhile fill a fresh batch with fresh
+/// shares.
+async fn writer(store: Arc<dyn DataStore>, shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     loop {
         tokio::select! {
-            job = rx.recv() => match job {
-                Some(job) => {
-                    if let Some(done) = batch.add(job) {
-                        batch.write(store.as_ref()).await;
-                        let _ = done.send(());
-                    }
-                }
-                None => {
-                    batch.write(store.as_ref()).await;
-                    return;
-                }
-            },
-            _ = tick.tick() => batch.write(store.as_ref()).await,
+            _ = tick.tick() => {}
+            _ = shared.wake.notified() => {}
         }
+        let mut batch = std::mem::take(&mut *shared.batch());
+        batch.write(store.as_ref()).await;
     }
 }
 
@@ -218,8 +277,8 @@ async fn writer(store: Arc<dyn DataStore>, mut rx: mpsc::Receiver<Job>, mut batc
 mod tests {
     use super::*;
 
-    fn seen(project: &ProjectId, device: &DeviceId, at: i64) -> Job {
-        Job::DeviceSeen(Box::new(DeviceDay {
+    fn seen(project: &ProjectId, device: &DeviceId, at: i64) -> DeviceDay {
+        DeviceDay {
             project_id: project.clone(),
             device_id: device.clone(),
             day: at.div_euclid(qyzar_shared::store::DAY_MS),
@@ -232,7 +291,7 @@ mod tests {
             risk_score: 0,
             bot: false,
             components: Default::default(),
-        }))
+        }
     }
 
     /// A project over its share of device-days loses only its own excess;
@@ -244,18 +303,77 @@ mod tests {
         let (noisy, quiet) = (ProjectId::generate(), ProjectId::generate());
         let at = 1_700_000_000_000;
         let first = DeviceId::generate();
-        assert!(batch.add(seen(&noisy, &first, at)).is_none());
+        assert!(batch.device(seen(&noisy, &first, at)));
+        let mut dropped = 0;
         for _ in 0..DEVICE_DAYS_PER_PROJECT + 50 {
-            batch.add(seen(&noisy, &DeviceId::generate(), at));
+            dropped += usize::from(!batch.device(seen(&noisy, &DeviceId::generate(), at)));
         }
-        batch.add(seen(&noisy, &first, at + 10));
+        assert!(batch.device(seen(&noisy, &first, at + 10)));
         let quiet_device = DeviceId::generate();
-        batch.add(seen(&quiet, &quiet_device, at));
+        assert!(batch.device(seen(&quiet, &quiet_device, at)));
         assert_eq!(batch.devices[&noisy].len(), DEVICE_DAYS_PER_PROJECT);
         assert_eq!(batch.devices[&quiet].len(), 1);
-        assert_eq!(batch.dropped_devices.load(Ordering::Relaxed), 51);
+        assert_eq!(dropped, 51);
         let day = at.div_euclid(qyzar_shared::store::DAY_MS);
         let held = &batch.devices[&noisy][&(first, day)];
         assert_eq!((held.first_seen, held.last_seen), (at, at + 10));
+    }
+
+    fn deny(project: &ProjectId, n: usize) -> DenyEvent {
+        DenyEvent {
+            project_id: project.clone(),
+            at: 1_700_000_000_000 + n as i64,
+            bucket: "ip".into(),
+            key: format!("198.51.100.{}", n % 256),
+            ip: None,
+        }
+    }
+
+    /// A tenant flooding denies and sessions fills only its own shares:
+    /// a quiet tenant's deny and touch still get in, and a touch of a
+    /// session already pending coalesces even at the cap.
+    #[test]
+    fn one_tenants_flood_leaves_room_for_another() {
+        let mut batch = Batch::default();
+        let (noisy, quiet) = (ProjectId::generate(), ProjectId::generate());
+        let mut kept = 0;
+        for n in 0..DENIES_PER_PROJECT * 3 {
+            kept += usize::from(batch.deny(deny(&noisy, n)));
+        }
+        assert_eq!(kept, DENIES_PER_PROJECT);
+        let first = SessionId::generate();
+        assert!(batch.touch(&noisy, &first, 1, 2));
+        for _ in 0..TOUCHES_PER_PROJECT + 10 {
+            batch.touch(&noisy, &SessionId::generate(), 1, 2);
+        }
+        assert_eq!(batch.touches.len(), TOUCHES_PER_PROJECT);
+        assert!(
+            batch.touch(&noisy, &first, 5, 9),
+            "a pending session coalesces"
+        );
+        assert_eq!(batch.touches[&first].1, 5);
+        assert!(batch.deny(deny(&quiet, 0)));
+        assert!(batch.touch(&quiet, &SessionId::generate(), 1, 2));
+        assert_eq!(batch.denies.len(), DENIES_PER_PROJECT + 1);
+    }
+
+    /// The whole batch is bounded too: past [`MAX_PENDING`] entries nothing
+    /// new gets in, whoever sends it.
+    #[test]
+    fn the_batch_is_bounded_in_all() {
+        let mut batch = Batch::default();
+        let mut n = 0;
+        while !batch.full() {
+            let p = ProjectId::generate();
+            for _ in 0..DENIES_PER_PROJECT {
+                if !batch.deny(deny(&p, n)) {
+                    break;
+                }
+                n += 1;
+            }
+        }
+        assert_eq!(batch.entries, MAX_PENDING);
+        assert!(!batch.deny(deny(&ProjectId::generate(), 0)));
+        assert!(!batch.touch(&ProjectId::generate(), &SessionId::generate(), 1, 2));
     }
 }

@@ -414,7 +414,7 @@ fn metrics(engine: &Engine) -> Response<Body> {
         ),
         (
             "qyzar_background_dropped_writes",
-            "Off-hot-path writes dropped since start because their queue was full.",
+            "Off-hot-path writes (last-seen, deny events, device index) dropped since start because their project's share of the pending batch, or the batch, was full.",
             engine.background.dropped() as f64,
         ),
         (
