@@ -30,7 +30,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use qyzar_shared::ids::{DeviceId, ProjectId};
-use qyzar_shared::store::{DataStore, DeviceDay, DAY_MS};
+use qyzar_store::{DataStore, DeviceDay, DAY_MS};
 use serde::Serialize;
 
 /// Min-hashes per device.
@@ -335,7 +335,7 @@ impl Refresher {
         store: &dyn DataStore,
         project: &ProjectId,
         now: i64,
-    ) -> Result<(), qyzar_shared::store::StoreError> {
+    ) -> Result<(), qyzar_store::StoreError> {
         let today = now.div_euclid(DAY_MS);
         let mut rows: Vec<DeviceDay> = Vec::new();
         'days: for day in (today - WINDOW_DAYS + 1..=today).rev() {

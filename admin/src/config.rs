@@ -56,7 +56,7 @@ pub struct AdminConfig {
     /// The engines' CQL cluster, read for the dashboard's devices and
     /// entropy snapshots (`QYZAR_ADMIN_CQL_NODES`, comma-separated, and
     /// `QYZAR_ADMIN_CQL_KEYSPACE`, default `qyzar`: the engines' keyspace).
-    pub data_cql: Option<qyzar_shared::store::ScyllaConfig>,
+    pub data_cql: Option<qyzar_store::ScyllaConfig>,
     /// How often device clusters are recomputed
     /// (`QYZAR_ADMIN_CLUSTER_REFRESH_SECONDS`, default 60, at least 1).
     pub cluster_refresh: std::time::Duration,
@@ -282,7 +282,7 @@ impl AdminConfig {
             data_cql: var("QYZAR_ADMIN_CQL_NODES")
                 .filter(|n| !n.trim().is_empty())
                 .map(|nodes| {
-                    qyzar_shared::store::ScyllaConfig::new(
+                    qyzar_store::ScyllaConfig::new(
                         nodes.split(',').map(|n| n.trim().to_owned()).collect(),
                         var("QYZAR_ADMIN_CQL_KEYSPACE").unwrap_or_else(|| "qyzar".into()),
                     )

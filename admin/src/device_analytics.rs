@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use qyzar_shared::ids::{DeviceId, ProjectId};
-use qyzar_shared::store::{DataStore, DeviceDay, StoreError, DAY_MS};
 use qyzar_shared::time::rfc3339;
+use qyzar_store::{DataStore, DeviceDay, StoreError, DAY_MS};
 use serde::Serialize;
 
 use crate::clusters::{Cluster, Refresher};
@@ -214,7 +214,7 @@ pub async fn denies_summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use qyzar_shared::store::{DenyEvent, EmbeddedStore};
+    use qyzar_store::{DenyEvent, EmbeddedStore};
 
     fn row(p: &ProjectId, d: &DeviceId, day: i64, browser: &str, risk: u8, bot: bool) -> DeviceDay {
         DeviceDay {

@@ -59,7 +59,7 @@ pub struct AppState {
     /// entropy snapshots for the dashboard): the engine's own store in
     /// `qyzar dev`, a CQL cluster when `QYZAR_ADMIN_CQL_NODES` is set,
     /// else none and those routes answer 503 `store_unavailable`.
-    pub data: Option<Arc<dyn qyzar_shared::store::DataStore>>,
+    pub data: Option<Arc<dyn qyzar_store::DataStore>>,
     /// Every project's device clusters, recomputed in the background from
     /// [`AppState::data`] ([`clusters::Refresher`]).
     pub clusters: clusters::Refresher,
@@ -95,12 +95,12 @@ impl AppState {
         let data = config
             .data_cql
             .clone()
-            .map(|cfg| -> Arc<dyn qyzar_shared::store::DataStore> {
-                qyzar_shared::store::BackgroundStore::spawn(move || {
+            .map(|cfg| -> Arc<dyn qyzar_store::DataStore> {
+                qyzar_store::BackgroundStore::spawn(move || {
                     let cfg = cfg.clone();
                     async move {
-                        let store = qyzar_shared::store::ScyllaStore::connect(cfg).await?;
-                        Ok(Arc::new(store) as Arc<dyn qyzar_shared::store::DataStore>)
+                        let store = qyzar_store::ScyllaStore::connect(cfg).await?;
+                        Ok(Arc::new(store) as Arc<dyn qyzar_store::DataStore>)
                     }
                 })
             });
@@ -327,7 +327,7 @@ async fn refresh_clusters(state: AppState) {
     };
     loop {
         let now = qyzar_shared::time::now_ms();
-        let today = now.div_euclid(qyzar_shared::store::DAY_MS);
+        let today = now.div_euclid(qyzar_store::DAY_MS);
         match sqlx::query_scalar::<_, String>("SELECT id FROM projects")
             .fetch_all(state.db.pool())
             .await

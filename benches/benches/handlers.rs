@@ -115,7 +115,7 @@ impl World {
         }
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = Arc::new(
-            qyzar_shared::store::EmbeddedStore::open(dir.path().join("engine.redb"))
+            qyzar_store::EmbeddedStore::open(dir.path().join("engine.redb"))
                 .expect("an embedded store"),
         );
         let engine = Engine::new(store, options);

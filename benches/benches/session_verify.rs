@@ -28,7 +28,7 @@ use qyzar_engine::routes::session_verify;
 use qyzar_engine::Engine;
 use qyzar_shared::crypto::ProjectSecret;
 use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
-use qyzar_shared::store::{DataStore, DeviceInfo, EmbeddedStore, Risk, Session};
+use qyzar_store::{DataStore, DeviceInfo, EmbeddedStore, Risk, Session};
 
 /// Sessions in memory for the hit bench, walked in a pseudo-random order.
 const CACHED: usize = 100_000;

@@ -11,7 +11,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use qyzar_benches::fixtures::{self, SplitMix};
 use qyzar_benches::limiters::{self, KeyedLimiter};
 use qyzar_benches::session_map::{self, SessionMap};
-use qyzar_shared::store::Session;
+use qyzar_store::Session;
 
 /// Sessions held, about what one engine of a mid-sized deployment caches.
 const SESSIONS: usize = 100_000;

@@ -7,7 +7,7 @@ use qyzar_shared::settings::ProjectSettings;
 use qyzar_shared::snapshot::{
     Ed25519KeyEntry, Hs256KeyEntry, OriginTokenEntry, ProjectConfig, Snapshot, SnapshotBuilder,
 };
-use qyzar_shared::store::{DeviceInfo, Risk, Session};
+use qyzar_store::{DeviceInfo, Risk, Session};
 
 /// Unix seconds now. Token fixtures are minted from the real clock because
 /// the `jsonwebtoken` baseline checks `exp` against the system clock and

@@ -18,7 +18,7 @@ use dashmap::DashMap;
 use moka::sync::Cache;
 use moka::Expiry;
 use qyzar_engine::sessions::SessionCache;
-use qyzar_shared::store::EmbeddedStore;
+use qyzar_store::EmbeddedStore;
 
 /// A concurrent map from session id to a shared session.
 pub trait SessionMap<V>: Send + Sync {

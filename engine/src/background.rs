@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
-use qyzar_shared::store::{DataStore, DenyEvent, DeviceDay};
+use qyzar_store::{DataStore, DenyEvent, DeviceDay};
 use tokio::sync::{oneshot, Notify};
 
 /// How often pending writes go to the store.
@@ -281,7 +281,7 @@ mod tests {
         DeviceDay {
             project_id: project.clone(),
             device_id: device.clone(),
-            day: at.div_euclid(qyzar_shared::store::DAY_MS),
+            day: at.div_euclid(qyzar_store::DAY_MS),
             first_seen: at,
             last_seen: at,
             browser: "Chrome".into(),
@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(batch.devices[&noisy].len(), DEVICE_DAYS_PER_PROJECT);
         assert_eq!(batch.devices[&quiet].len(), 1);
         assert_eq!(dropped, 51);
-        let day = at.div_euclid(qyzar_shared::store::DAY_MS);
+        let day = at.div_euclid(qyzar_store::DAY_MS);
         let held = &batch.devices[&noisy][&(first, day)];
         assert_eq!((held.first_seen, held.last_seen), (at, at + 10));
     }

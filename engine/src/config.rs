@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use qyzar_shared::store::{BackgroundStore, DataStore, EmbeddedStore, ScyllaConfig, ScyllaStore};
+use qyzar_store::{BackgroundStore, DataStore, EmbeddedStore, ScyllaConfig, ScyllaStore};
 
 use crate::state::{Engine, StateOptions};
 use crate::ServerLimits;

@@ -14,7 +14,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use qyzar_shared::store::profile::GeoPoint;
+use qyzar_store::profile::GeoPoint;
 use serde::Deserialize;
 
 /// An opened country database.

@@ -1,7 +1,7 @@
 //! Anti-ATO profiles in memory, write-through over the store.
 //!
 //! `ato-login-attempt` decides from one [`AtoProfile`] per (project,
-//! identifier) (see [`qyzar_shared::store::profile`] for what it holds and
+//! identifier) (see [`qyzar_store::profile`] for what it holds and
 //! why it merges). This cache keeps them in memory so the hot path reads no
 //! store at all once an identifier is warm:
 //!
@@ -33,8 +33,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use quick_cache::Weighter;
 use qyzar_shared::ids::{DeviceId, ProjectId};
-use qyzar_shared::store::profile::{AtoProfile, AttemptFacts, ProfileUpdate};
-use qyzar_shared::store::{DataStore, LoginAttempt, StoreError, MAX_LIST_LIMIT};
+use qyzar_store::profile::{AtoProfile, AttemptFacts, ProfileUpdate};
+use qyzar_store::{DataStore, LoginAttempt, StoreError, MAX_LIST_LIMIT};
 
 use crate::budget::{Budget, ProjectCache};
 
@@ -72,7 +72,7 @@ pub struct Profiles {
     /// fresh `default()` may be seeded anew, which would put one identifier
     /// on different stripes and lock nothing).
     stripe_hasher: quick_cache::DefaultHashBuilder,
-    /// This process's failure-counter cell ([`qyzar_shared::store::profile::new_writer_id`]).
+    /// This process's failure-counter cell ([`qyzar_store::profile::new_writer_id`]).
     writer: u64,
     /// How stale a profile may be before it is joined with the store's;
     /// `None` when this engine is the store's only writer.
@@ -95,7 +95,7 @@ impl Profiles {
             cache: ProjectCache::new(budget, ProfileWeight, 512),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             stripe_hasher: quick_cache::DefaultHashBuilder::default(),
-            writer: qyzar_shared::store::profile::new_writer_id(),
+            writer: qyzar_store::profile::new_writer_id(),
             refresh_ms,
         }
     }
@@ -226,7 +226,7 @@ impl Profiles {
                 unsaved: false,
             });
         }
-        let since = now.saturating_sub(qyzar_shared::store::LOGIN_ATTEMPT_RETENTION_MS);
+        let since = now.saturating_sub(qyzar_store::LOGIN_ATTEMPT_RETENTION_MS);
         let mut rows: Vec<LoginAttempt> = store
             .recent_login_attempts(project, identifier, since, MAX_LIST_LIMIT)
             .await?;

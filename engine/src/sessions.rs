@@ -71,7 +71,7 @@ use std::time::Duration;
 
 use quick_cache::{Equivalent, Weighter};
 use qyzar_shared::ids::{DeviceId, ParseError, ProjectId, SessionId};
-use qyzar_shared::store::{DataStore, DeviceInfo, Risk, Session, StoreError};
+use qyzar_store::{DataStore, DeviceInfo, Risk, Session, StoreError};
 
 use crate::budget::{Budget, CacheCounters, ProjectCache};
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use qyzar_shared::crypto::Claims;
-use qyzar_shared::store::DataStore;
+use qyzar_store::DataStore;
 
 use crate::background::Background;
 use crate::budget::{Budget, ProjectCache};

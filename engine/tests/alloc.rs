@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use qyzar_shared::crypto::ProjectSecret;
 use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
-use qyzar_shared::store::{DeviceInfo, EmbeddedStore, Risk, Session};
+use qyzar_store::{DeviceInfo, EmbeddedStore, Risk, Session};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]

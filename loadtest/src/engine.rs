@@ -542,7 +542,7 @@ impl Drop for RemoveOnDrop {
 
 /// Runs `engine-serve`: the engine over `dir`'s snapshot and sessions.
 pub async fn engine_serve(a: EngineServeArgs) -> Result<(), String> {
-    use qyzar_shared::store::{DeviceInfo, EmbeddedStore, Risk, Session};
+    use qyzar_store::{DeviceInfo, EmbeddedStore, Risk, Session};
     let dir = PathBuf::from(&a.dir);
     let store = Arc::new(
         EmbeddedStore::open(dir.join("engine.redb")).map_err(|e| format!("embedded store: {e}"))?,

@@ -6,8 +6,6 @@
 //! - [`crypto`]: secrets, secrets at rest, HMAC/HKDF and client-token JWTs on `ring`;
 //! - [`settings`] and [`snapshot`]: the project settings document and the
 //!   versioned config snapshot admin pushes to engines;
-//! - [`store`]: the `DataStore` trait for the data-plane tables, with a
-//!   ScyllaDB and an embedded implementation;
 //! - [`control`]: the control plane between admin and engines (paths, messages, keys, TLS, client);
 //! - [`deadline`]: the request-body deadline both servers put on uploads;
 //! - [`usage`]: verification traffic engines report to admin, and the
@@ -23,7 +21,6 @@ pub mod ids;
 pub mod net;
 pub mod settings;
 pub mod snapshot;
-pub mod store;
 pub mod telemetry;
 pub mod testing;
 pub mod time;

@@ -115,7 +115,7 @@ impl TestApp {
             // The engines' data-plane store, as `qyzar dev` shares it: an
             // embedded store of this test's own.
             data: Some(std::sync::Arc::new(
-                qyzar_shared::store::EmbeddedStore::open(dir.path().join("data.redb")).unwrap(),
+                qyzar_store::EmbeddedStore::open(dir.path().join("data.redb")).unwrap(),
             )),
             clusters: qyzar_admin::clusters::Refresher::default(),
         };

@@ -34,9 +34,8 @@ impl TestEngine {
     /// Like [`TestEngine::spawn`], with the internal listener given.
     pub async fn spawn_on(internal: tokio::net::TcpListener) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            qyzar_shared::store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap(),
-        );
+        let store =
+            Arc::new(qyzar_store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap());
         // Loopback is trusted as a proxy, as under `qyzar dev`, so the
         // tests' region header counts.
         let options = qyzar_engine::StateOptions {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use qyzar_benches::fixtures::session;
 use qyzar_benches::session_map::session_ids;
 use qyzar_engine::sessions::SessionCache;
-use qyzar_shared::store::EmbeddedStore;
+use qyzar_store::EmbeddedStore;
 
 /// The resident set in KiB, from `/proc/self/status`.
 fn rss_kib() -> u64 {
@@ -59,7 +59,7 @@ fn main() {
         room,
         qyzar_engine::StateOptions::default().unknown_session_cache,
     );
-    let mut map: std::collections::HashMap<Box<str>, Arc<qyzar_shared::store::Session>> =
+    let mut map: std::collections::HashMap<Box<str>, Arc<qyzar_store::Session>> =
         std::collections::HashMap::new();
     const CHUNK: usize = 10_000;
     let mut done = 0;

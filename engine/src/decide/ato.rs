@@ -41,7 +41,7 @@
 use std::net::IpAddr;
 
 use qyzar_shared::ids::DeviceId;
-use qyzar_shared::store::profile::{GeoPoint, KnownRegion, LoginRecord};
+use qyzar_store::profile::{GeoPoint, KnownRegion, LoginRecord};
 use serde::Serialize;
 
 const NEW_DEVICE: u16 = 30;

@@ -52,7 +52,7 @@ pub struct Risk {
     pub signals: Vec<&'static str>,
 }
 
-impl From<&Risk> for qyzar_shared::store::Risk {
+impl From<&Risk> for qyzar_store::Risk {
     /// The stored form keeps owned names so old rows stay readable after a
     /// signal is renamed here.
     fn from(r: &Risk) -> Self {
@@ -363,7 +363,7 @@ mod tests {
             serde_json::json!({"score": 100, "bot": true,
             "signals": ["webdriver", "headless_ua", "no_languages"]})
         );
-        let stored = qyzar_shared::store::Risk::from(&r);
+        let stored = qyzar_store::Risk::from(&r);
         assert_eq!(
             (stored.score, stored.bot, stored.signals.len()),
             (100, true, 3)

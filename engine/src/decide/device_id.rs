@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 
 use qyzar_shared::ids::DeviceId;
-use qyzar_shared::store::MAX_COMPONENT_BYTES;
+use qyzar_store::MAX_COMPONENT_BYTES;
 use ring::digest;
 
 use super::entropy::Entropy;

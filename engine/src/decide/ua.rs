@@ -222,8 +222,8 @@ impl UaInfo {
 
     /// The device facts a session stores and session-verify answers with;
     /// `region` comes from the IP, not the UA.
-    pub fn device_info(&self, region: Option<String>) -> qyzar_shared::store::DeviceInfo {
-        qyzar_shared::store::DeviceInfo {
+    pub fn device_info(&self, region: Option<String>) -> qyzar_store::DeviceInfo {
+        qyzar_store::DeviceInfo {
             browser: self.browser.to_owned(),
             os: self.os.to_owned(),
             platform: self.platform.as_str().to_owned(),

@@ -97,7 +97,7 @@ async fn run(
         }
     };
     // decide: durable before the answer; adding twice changes nothing.
-    let unavailable = |e: qyzar_shared::store::StoreError| {
+    let unavailable = |e: qyzar_store::StoreError| {
         tracing::warn!(error = %e, "trusted identifier not stored");
         ApiError::new(ErrorCode::StoreUnavailable)
     };

@@ -22,12 +22,12 @@ use std::net::IpAddr;
 use http::{HeaderMap, Response, StatusCode};
 use qyzar_shared::identifier::normalise;
 use qyzar_shared::ids::DeviceId;
-use qyzar_shared::store::LoginAttempt;
 use qyzar_shared::time::rfc3339;
 use qyzar_shared::{ApiError, ErrorCode};
+use qyzar_store::LoginAttempt;
 use serde::{Deserialize, Serialize};
 
-use qyzar_shared::store::profile::AttemptFacts;
+use qyzar_store::profile::AttemptFacts;
 
 use super::common::{self, SessionCheck};
 use super::connect;
@@ -156,7 +156,7 @@ async fn run(
     let browser = session.as_ref().map(|s| s.browser().to_owned());
     let bot = session.as_ref().is_some_and(|s| s.risk_bot);
 
-    let unavailable = |e: qyzar_shared::store::StoreError| {
+    let unavailable = |e: qyzar_store::StoreError| {
         tracing::warn!(error = %e, "ato profile read failed");
         ApiError::new(ErrorCode::StoreUnavailable)
     };
@@ -275,7 +275,7 @@ async fn run(
         decide::Action::Block => Some(ATO_BLOCK_BUCKET),
     };
     if let Some(bucket) = refused {
-        engine.background.deny(qyzar_shared::store::DenyEvent {
+        engine.background.deny(qyzar_store::DenyEvent {
             project_id: project.clone(),
             at: now,
             bucket: bucket.to_owned(),

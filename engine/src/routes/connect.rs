@@ -21,10 +21,10 @@ use qyzar_shared::crypto::{random_token, sign_hs256, Claims};
 use qyzar_shared::ids::{ProjectId, SessionId};
 use qyzar_shared::settings::RateRule;
 use qyzar_shared::snapshot::ProjectConfig;
-use qyzar_shared::store::{DeviceDay, EntropySnapshot, Session};
 use qyzar_shared::time::rfc3339;
 use qyzar_shared::usage::{TrafficOutcome, TrafficRoute};
 use qyzar_shared::{ApiError, ErrorCode};
+use qyzar_store::{DeviceDay, EntropySnapshot, Session};
 use serde::{Deserialize, Serialize};
 
 use super::{common, cors};
@@ -235,7 +235,7 @@ async fn run(
     engine.background.device_seen(DeviceDay {
         project_id: project.clone(),
         device_id: device_id.clone(),
-        day: now.div_euclid(qyzar_shared::store::DAY_MS),
+        day: now.div_euclid(qyzar_store::DAY_MS),
         first_seen: now,
         last_seen: now,
         browser: device.browser.clone(),

@@ -25,8 +25,8 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, Response, StatusCode};
 use qyzar_shared::settings::RateLimitSettings;
-use qyzar_shared::store::DenyEvent;
 use qyzar_shared::{ApiError, ErrorCode};
+use qyzar_store::DenyEvent;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 

@@ -14,10 +14,10 @@ use http::header::USER_AGENT;
 use http::{HeaderMap, Response, StatusCode};
 use qyzar_shared::crypto::verify;
 use qyzar_shared::ids::ProjectId;
-use qyzar_shared::store::EntropySnapshot;
 use qyzar_shared::time::rfc3339;
 use qyzar_shared::usage::{TrafficOutcome, TrafficRoute};
 use qyzar_shared::{ApiError, ErrorCode};
+use qyzar_store::EntropySnapshot;
 use serde::{Deserialize, Serialize};
 
 use super::{common, connect, cors};

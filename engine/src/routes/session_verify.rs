@@ -207,7 +207,7 @@ fn push_u8(out: &mut Vec<u8>, v: u8) {
 mod tests {
     use super::*;
     use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
-    use qyzar_shared::store::{DeviceInfo, Risk, Session};
+    use qyzar_store::{DeviceInfo, Risk, Session};
 
     /// The answer serde gave before the hand-written writer.
     #[derive(Serialize)]

@@ -90,8 +90,7 @@ fn touch_moves_last_seen_once() {
 #[tokio::test]
 async fn expiry_grace_negative_cache_and_capacity() {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        Arc::new(qyzar_shared::store::EmbeddedStore::open(dir.path().join("e.redb")).unwrap());
+    let store = Arc::new(qyzar_store::EmbeddedStore::open(dir.path().join("e.redb")).unwrap());
     // 64 KiB per project: about 150 sessions.
     let budget = Budget {
         total_bytes: 1 << 20,

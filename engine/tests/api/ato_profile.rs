@@ -198,11 +198,11 @@ async fn old_attempt_rows_build_the_profile(kind: Store) {
     let Some(f) = fixture(kind).await else { return };
     let pid = f.project_id();
     let who = "legacy@example.com";
-    let old = qyzar_shared::store::LoginAttempt {
+    let old = qyzar_store::LoginAttempt {
         project_id: pid.clone(),
         identifier: who.into(),
         at: qyzar_shared::time::now_ms() - 86_400_000,
-        attempt_id: qyzar_shared::store::LoginAttempt::new_id(),
+        attempt_id: qyzar_store::LoginAttempt::new_id(),
         success: true,
         ip: Some("192.0.2.1".into()),
         device_id: Some(qyzar_shared::ids::DeviceId::parse(&dev(7)).unwrap()),

@@ -17,7 +17,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use qyzar_shared::ids::SessionId;
-use qyzar_shared::store::{Consistency, ScyllaConfig, ScyllaStore};
+use qyzar_store::{Consistency, ScyllaConfig, ScyllaStore};
 use serde_json::json;
 
 use crate::helpers::*;

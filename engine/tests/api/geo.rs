@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qyzar_engine::geo::{Geo, Located};
-use qyzar_shared::store::profile::GeoPoint;
+use qyzar_store::profile::GeoPoint;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -115,8 +115,7 @@ fn the_fixture_database_answers_city_locations_in_the_same_lookup() {
 async fn geo_engine() -> Option<(TestEngine, TestProject)> {
     let geo = fixture_db()?;
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        Arc::new(qyzar_shared::store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap());
+    let store = Arc::new(qyzar_store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap());
     // The test client is on loopback: trusted as a proxy, so its
     // forwarding headers count (as under `qyzar dev`).
     let options = qyzar_engine::StateOptions {

@@ -20,14 +20,14 @@ impl TestEngine {
     pub async fn spawn() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(
-            qyzar_shared::store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap(),
+            qyzar_store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap(),
         );
         Self::spawn_with(store, dir).await
     }
 
     /// An engine over `store`.
     pub async fn spawn_with(
-        store: std::sync::Arc<dyn qyzar_shared::store::DataStore>,
+        store: std::sync::Arc<dyn qyzar_store::DataStore>,
         dir: tempfile::TempDir,
     ) -> Self {
         Self::spawn_with_options(store, dir, Default::default()).await
@@ -36,7 +36,7 @@ impl TestEngine {
     /// An engine over `store` with non-default state options (e.g. a GeoIP
     /// database).
     pub async fn spawn_with_options(
-        store: std::sync::Arc<dyn qyzar_shared::store::DataStore>,
+        store: std::sync::Arc<dyn qyzar_store::DataStore>,
         dir: tempfile::TempDir,
         options: qyzar_engine::StateOptions,
     ) -> Self {
@@ -148,28 +148,27 @@ pub enum Store {
 pub async fn store(
     kind: Store,
 ) -> Option<(
-    std::sync::Arc<dyn qyzar_shared::store::DataStore>,
+    std::sync::Arc<dyn qyzar_store::DataStore>,
     tempfile::TempDir,
 )> {
     let dir = tempfile::tempdir().unwrap();
     match kind {
         Store::Embedded => {
-            let s =
-                qyzar_shared::store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap();
+            let s = qyzar_store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap();
             Some((std::sync::Arc::new(s), dir))
         }
         Store::Cql => {
             let node =
                 qyzar_shared::testing::backend("QYZAR_TEST_CQL_NODE", "engine routes on CQL")?;
-            let mut cfg = qyzar_shared::store::ScyllaConfig::new(
+            let mut cfg = qyzar_store::ScyllaConfig::new(
                 vec![node],
                 qyzar_shared::testing::unique_name("qz_eng_"),
             );
             cfg.replication_factor = 1;
-            cfg.write_consistency = qyzar_shared::store::Consistency::One;
-            cfg.read_consistency = qyzar_shared::store::Consistency::One;
+            cfg.write_consistency = qyzar_store::Consistency::One;
+            cfg.read_consistency = qyzar_store::Consistency::One;
             cfg.request_timeout = std::time::Duration::from_secs(10);
-            let s = qyzar_shared::store::ScyllaStore::connect(cfg)
+            let s = qyzar_store::ScyllaStore::connect(cfg)
                 .await
                 .expect("CQL server at QYZAR_TEST_CQL_NODE is reachable");
             Some((std::sync::Arc::new(s), dir))

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
-use qyzar_shared::store::{
+use qyzar_store::{
     DataStore, DenyEvent, DeviceDay, EntropySnapshot, LoginAttempt, Session, StoreError,
 };
 use serde_json::json;
@@ -117,7 +117,7 @@ impl DataStore for Switchable {
         &self,
         p: &ProjectId,
         i: &str,
-    ) -> Result<Option<qyzar_shared::store::AtoProfile>, StoreError> {
+    ) -> Result<Option<qyzar_store::AtoProfile>, StoreError> {
         self.check()?;
         self.inner.ato_profile(p, i).await
     }
@@ -126,7 +126,7 @@ impl DataStore for Switchable {
         p: &ProjectId,
         i: &str,
         a: Option<&LoginAttempt>,
-        u: &qyzar_shared::store::ProfileUpdate,
+        u: &qyzar_store::ProfileUpdate,
     ) -> Result<(), StoreError> {
         self.check()?;
         self.inner.record_ato(p, i, a, u).await

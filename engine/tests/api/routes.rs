@@ -46,7 +46,7 @@ async fn connect_feeds_the_device_index(kind: Store) {
     assert_eq!(again.body["deviceId"], first.body["deviceId"]);
     f.engine.engine.background.flush().await;
     let pid = qyzar_shared::ids::ProjectId::parse(&f.p.id).unwrap();
-    let day = qyzar_shared::time::now_ms().div_euclid(qyzar_shared::store::DAY_MS);
+    let day = qyzar_shared::time::now_ms().div_euclid(qyzar_store::DAY_MS);
     let mut rows = Vec::new();
     // The test may straddle midnight UTC: look at today and yesterday.
     for d in [day, day - 1] {

@@ -4,4 +4,3 @@
 mod crypto;
 mod fuzz;
 mod snapshot;
-mod store;

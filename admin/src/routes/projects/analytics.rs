@@ -194,14 +194,12 @@ pub async fn handle(
                 "no data store is configured for the dashboard",
             )
         })?;
-        let unavailable = |e: qyzar_shared::store::StoreError| {
+        let unavailable = |e: qyzar_store::StoreError| {
             tracing::warn!(error = %e, "analytics store read failed");
             ApiError::new(e.code())
         };
         // The device index keeps 90 days: no day before that is read.
-        let from = window
-            .from
-            .max(now - qyzar_shared::store::DEVICE_DAY_RETENTION_MS);
+        let from = window.from.max(now - qyzar_store::DEVICE_DAY_RETENTION_MS);
         let mut out = StoreOutput {
             project_id: project.id.to_string(),
             section: section.as_str(),

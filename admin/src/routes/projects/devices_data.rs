@@ -18,9 +18,9 @@
 use axum::extract::State;
 use axum::Json;
 use qyzar_shared::ids::DeviceId;
-use qyzar_shared::store::{DeviceDay, DAY_MS, DEVICE_DAY_RETENTION_MS, DEVICE_DAY_SHARDS};
 use qyzar_shared::time::{now_ms, parse_rfc3339, rfc3339};
 use qyzar_shared::{ApiError, ErrorCode};
+use qyzar_store::{DeviceDay, DAY_MS, DEVICE_DAY_RETENTION_MS, DEVICE_DAY_SHARDS};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::CurrentUser;

@@ -14,9 +14,9 @@
 use axum::extract::State;
 use axum::Json;
 use qyzar_shared::ids::{DeviceId, SessionId};
-use qyzar_shared::store::{DataStore, EntropySnapshot, StoreError};
 use qyzar_shared::time::rfc3339;
 use qyzar_shared::{ApiError, ErrorCode};
+use qyzar_store::{DataStore, EntropySnapshot, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::CurrentUser;

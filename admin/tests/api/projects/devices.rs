@@ -7,10 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
-use qyzar_shared::store::{
-    DataStore, DeviceDay, DeviceInfo, EntropySnapshot, Risk, Session, DAY_MS,
-};
 use qyzar_shared::time::{now_ms, rfc3339};
+use qyzar_store::{DataStore, DeviceDay, DeviceInfo, EntropySnapshot, Risk, Session, DAY_MS};
 use serde_json::{json, Value};
 
 use super::{create_project, id_of, not_found, sign_up, User};
@@ -495,7 +493,7 @@ async fn store_sections(backend: Backend) {
     store(&app)
         .record_deny_events(
             &(0..3)
-                .map(|k| qyzar_shared::store::DenyEvent {
+                .map(|k| qyzar_store::DenyEvent {
                     project_id: p.clone(),
                     at: now - 1000 + k,
                     bucket: "ip".into(),

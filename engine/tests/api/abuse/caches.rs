@@ -8,7 +8,7 @@
 use qyzar_engine::budget::Budget;
 use qyzar_shared::crypto::{client_token_key, sign_hs256, Claims, ProjectSecret};
 use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
-use qyzar_shared::store::{DeviceInfo, Risk, Session};
+use qyzar_store::{DeviceInfo, Risk, Session};
 use serde_json::{json, Value};
 
 use crate::helpers::*;

@@ -31,9 +31,8 @@ struct Limited {
 impl Limited {
     async fn spawn(limits: ServerLimits) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            qyzar_shared::store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap(),
-        );
+        let store =
+            Arc::new(qyzar_store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap());
         let engine = qyzar_engine::Engine::new(store, Default::default());
         let (project, cfg) = project(SETTINGS, false);
         install(&engine, 1, vec![cfg]);

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use qyzar_engine::client_addr::TrustedProxies;
 use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
 use qyzar_shared::settings::PlanTier;
-use qyzar_shared::store::MAX_ENTROPY_SNAPSHOTS_PER_DAY;
+use qyzar_store::MAX_ENTROPY_SNAPSHOTS_PER_DAY;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -56,8 +56,7 @@ impl Pooled {
 
 async fn engine_with(options: qyzar_engine::StateOptions) -> TestEngine {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        Arc::new(qyzar_shared::store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap());
+    let store = Arc::new(qyzar_store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap());
     TestEngine::spawn_with_options(store, dir, options).await
 }
 

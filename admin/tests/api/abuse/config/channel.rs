@@ -33,8 +33,7 @@ async fn tls_engine() -> (
     tempfile::TempDir,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        Arc::new(qyzar_shared::store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap());
+    let store = Arc::new(qyzar_store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap());
     let engine = qyzar_engine::Engine::new(store, Default::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());

@@ -227,13 +227,13 @@ async fn an_engine_starts_while_cql_is_down_and_connects_when_it_appears() {
     let path = dir.path().join("engine-snapshot.qzs");
     std::fs::write(&path, encode_snapshot(&snapshot(3, vec![cfg])).unwrap()).unwrap();
     let port = closed_port();
-    let mut cql = qyzar_shared::store::ScyllaConfig::new(
+    let mut cql = qyzar_store::ScyllaConfig::new(
         vec![format!("127.0.0.1:{port}")],
         qyzar_shared::testing::unique_name("qz_eng_"),
     );
     cql.replication_factor = 1;
-    cql.write_consistency = qyzar_shared::store::Consistency::One;
-    cql.read_consistency = qyzar_shared::store::Consistency::One;
+    cql.write_consistency = qyzar_store::Consistency::One;
+    cql.read_consistency = qyzar_store::Consistency::One;
     cql.request_timeout = Duration::from_secs(10);
     cql.connect_timeout = Duration::from_secs(2);
     let mut config = admin_down(dir.path(), "unused.redb");

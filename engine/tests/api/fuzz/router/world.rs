@@ -31,7 +31,7 @@ pub(super) struct World {
 
 fn new_engine(rt: &tokio::runtime::Runtime) -> (Arc<Engine>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = qyzar_shared::store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap();
+    let store = qyzar_store::EmbeddedStore::open(dir.path().join("engine.redb")).unwrap();
     let _guard = rt.enter();
     (Engine::new(Arc::new(store), Default::default()), dir)
 }

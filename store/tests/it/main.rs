@@ -6,17 +6,18 @@
 //! `skipped:` line per test, or fails under `QYZAR_TEST_REQUIRE_BACKENDS=1`.
 //! `embedded_only` covers what only the embedded store has: restart, group
 //! commit, purge and close.
+#![allow(unreachable_pub)] // test helpers are `pub` for the modules of this one binary
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
-use qyzar_shared::store::{
+use qyzar_shared::testing;
+use qyzar_store::{
     DataStore, EmbeddedStore, ScyllaConfig, ScyllaStore, StoreError, DAY_MS,
     MAX_ENTROPY_SNAPSHOTS_PER_DAY, MAX_KEY_BYTES, MAX_LIST_LIMIT,
 };
-use qyzar_shared::testing;
 
 /// Generates one `embedded::<name>` and one `cql::<name>` test per suite fn.
 macro_rules! conformance {
@@ -145,9 +146,7 @@ mod suite {
     };
     use futures::future::join_all;
     use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
-    use qyzar_shared::store::{
-        DenyEvent, DeviceInfo, EntropySnapshot, LoginAttempt, Risk, Session,
-    };
+    use qyzar_store::{DenyEvent, DeviceInfo, EntropySnapshot, LoginAttempt, Risk, Session};
 
     use super::*;
 
@@ -843,7 +842,7 @@ mod suite {
         assert_invalid(store.revoke_token(&p, "", now() + 1_000).await, "empty jti");
         assert_invalid(store.is_token_revoked(&p, &long).await, "long jti");
         let mut huge = snapshot(&p, &d, now());
-        huge.entropy_json = "x".repeat(qyzar_shared::store::MAX_ENTROPY_BYTES + 1);
+        huge.entropy_json = "x".repeat(qyzar_store::MAX_ENTROPY_BYTES + 1);
         assert_invalid(store.put_entropy_snapshot(&huge).await, "huge entropy");
         let bad_deny = DenyEvent {
             project_id: p.clone(),
@@ -873,7 +872,7 @@ mod suite {
 
 mod embedded_only {
     use qyzar_shared::ids::{DeviceId, ProjectId};
-    use qyzar_shared::store::LoginAttempt;
+    use qyzar_store::LoginAttempt;
 
     use super::suite::{now, session};
     use super::*;

@@ -2,7 +2,7 @@
 
 use ::scylla::errors::{DbError, ExecutionError, PrepareError, RequestAttemptError};
 
-use crate::store::StoreError;
+use crate::StoreError;
 
 pub(super) fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("cql {what}: unexpected result: {e}"))

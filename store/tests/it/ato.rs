@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use qyzar_shared::ids::{DeviceId, ProjectId};
-use qyzar_shared::store::profile::{new_writer_id, AttemptFacts, Forgotten, MAX_PROFILE_DEVICES};
-use qyzar_shared::store::{
+use qyzar_store::profile::{new_writer_id, AttemptFacts, Forgotten, MAX_PROFILE_DEVICES};
+use qyzar_store::{
     AtoProfile, DataStore, EmbeddedStore, LoginAttempt, ProfileUpdate, PROFILE_RETENTION_MS,
 };
 

@@ -1,7 +1,7 @@
 //! The anti-ATO profile on CQL: one row per (project, identifier), one cell
 //! per profile cell, and write timestamps chosen so that CQL's
 //! last-write-wins per cell *is* the profile's join (see
-//! [`profile`](crate::store::profile)). No read-before-write and no
+//! [`profile`](crate::profile)). No read-before-write and no
 //! lightweight transaction: any number of engines write concurrently and
 //! every replica ends with the same cells whatever order the writes land in.
 //!
@@ -25,12 +25,12 @@ use std::collections::BTreeMap;
 use ::scylla::serialize::row::SerializeRow;
 use ::scylla::statement::prepared::PreparedStatement;
 use ::scylla::DeserializeRow;
+use qyzar_shared::ids::DeviceId;
 
 use super::schema::Statements;
 use super::ttl_until;
-use crate::ids::DeviceId;
-use crate::store::profile::{FailureCell, KnownDevice, KnownRegion, LoginRecord, TrustedDevice};
-use crate::store::{AtoProfile, ProfileUpdate, StoreError, PROFILE_RETENTION_MS};
+use crate::profile::{FailureCell, KnownDevice, KnownRegion, LoginRecord, TrustedDevice};
+use crate::{AtoProfile, ProfileUpdate, StoreError, PROFILE_RETENTION_MS};
 
 /// The base of trusted cells' timestamps. A trusted device merges to the
 /// *earliest* `since`, the opposite of last-write-wins, so the timestamp

@@ -2,11 +2,9 @@
 
 use ::scylla::value::{CqlTimestamp, MaybeUnset};
 use ::scylla::{DeserializeRow, SerializeRow};
+use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
 
-use crate::ids::{DeviceId, ProjectId, SessionId};
-use crate::store::{
-    DenyEvent, DeviceInfo, EntropySnapshot, LoginAttempt, Risk, Session, StoreError,
-};
+use crate::{DenyEvent, DeviceInfo, EntropySnapshot, LoginAttempt, Risk, Session, StoreError};
 
 /// Session insert values, in statement order; the TTL is the last marker.
 #[derive(SerializeRow)]

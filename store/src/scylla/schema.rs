@@ -17,7 +17,7 @@ use ::scylla::statement::unprepared::Statement;
 use ::scylla::statement::Consistency;
 
 use super::errors::{exec_err, prepare_err};
-use crate::store::StoreError;
+use crate::StoreError;
 
 /// DDL can take seconds on a loaded cluster; the data-path timeout would
 /// fail a healthy start.

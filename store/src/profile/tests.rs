@@ -1,9 +1,9 @@
 //! The profile's merge laws and its counters.
 
 use proptest::prelude::*;
+use qyzar_shared::ids::{DeviceId, ProjectId};
 
 use super::*;
-use crate::ids::{DeviceId, ProjectId};
 
 const MIN: i64 = 60_000;
 

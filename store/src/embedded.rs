@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use async_trait::async_trait;
+use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
 use redb::{Database, ReadTransaction};
 use tokio::sync::{oneshot, Semaphore};
 
@@ -33,7 +34,6 @@ use super::{
     AtoProfile, DataStore, DenyEvent, DeviceDay, EntropySnapshot, LoginAttempt, ProfileUpdate,
     Session, StoreError, DEVICE_DAY_SHARDS,
 };
-use crate::ids::{DeviceId, ProjectId, SessionId};
 
 mod keys;
 mod rows;

@@ -3,7 +3,7 @@
 //!
 //! The engine owns this data (see `ARCHITECTURE.md`, Data ownership); the
 //! admin reads it for dashboards through the same [`DataStore`] trait. Two
-//! implementations pass one conformance suite (`shared/tests/it/store.rs`):
+//! implementations pass one conformance suite (`store/tests/it/main.rs`):
 //!
 //! - [`ScyllaStore`]: production, on ScyllaDB (or Apache Cassandra 5, which
 //!   the tests run against), prepared statements, token-aware routing, TTLs;
@@ -24,9 +24,8 @@
 //!   503", never "not found".
 
 use async_trait::async_trait;
-
-use crate::error::ErrorCode;
-use crate::ids::{DeviceId, ProjectId, SessionId};
+use qyzar_shared::error::ErrorCode;
+use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
 
 mod background;
 mod embedded;

@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::keys;
-use crate::store::{clamp_limit, StoreError, MAX_LIST_LIMIT};
+use crate::{clamp_limit, StoreError, MAX_LIST_LIMIT};
 
 /// Rows of the partition `prefix` in a table keyed `prefix, !at, …`,
 /// newest first, stopping at the first row older than `since`.

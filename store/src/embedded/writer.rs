@@ -14,13 +14,13 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
 use redb::{Database, ReadableTable, Table};
 use tokio::sync::oneshot;
 
 use super::keys::{self, expiry_key, split_expiry_key, Key, Tag};
 use super::rows::{db_err, decode, encode, trusted_set};
-use crate::ids::{DeviceId, ProjectId, SessionId};
-use crate::store::{
+use crate::{
     expire_profile, now_ms, profile_is_empty, AtoProfile, DenyEvent, DeviceDay, EntropySnapshot,
     LoginAttempt, ProfileUpdate, Session, StoreError, DAY_MS, DENY_EVENT_RETENTION_MS,
     DEVICE_DAY_RETENTION_MS, ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS,
@@ -683,8 +683,8 @@ fn profile_deadline(p: &AtoProfile) -> Option<i64> {
 mod tests {
     //! The batch's profile coalescing against one transaction per write.
     use super::*;
-    use crate::ids::DeviceId;
-    use crate::store::profile::{new_writer_id, AttemptFacts};
+    use crate::profile::{new_writer_id, AttemptFacts};
+    use qyzar_shared::ids::DeviceId;
 
     fn writer(dir: &tempfile::TempDir, name: &str) -> Writer {
         let db = Database::create(dir.path().join(name)).expect("redb");

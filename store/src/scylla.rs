@@ -31,6 +31,7 @@ use ::scylla::statement::batch::{Batch, BatchType};
 use ::scylla::statement::prepared::PreparedStatement;
 use ::scylla::value::{CqlTimestamp, MaybeUnset};
 use async_trait::async_trait;
+use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
 
 use self::errors::{corrupt, exec_err};
 use self::rows::{AttemptRow, AttemptValues, DenyRow, SessionRow, SessionValues, SnapshotRow};
@@ -43,7 +44,6 @@ use super::{
     DEVICE_DAY_SHARDS, ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS,
     MAX_ENTROPY_SNAPSHOTS_PER_DAY, MAX_LIST_LIMIT, MAX_SESSION_LIFETIME_MS,
 };
-use crate::ids::{DeviceId, ProjectId, SessionId};
 
 mod ato;
 mod errors;

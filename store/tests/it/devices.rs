@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use qyzar_shared::ids::{DeviceId, ProjectId};
-use qyzar_shared::store::{DataStore, DeviceDay, StoreError, DAY_MS, MAX_DEVICE_COMPONENTS};
+use qyzar_store::{DataStore, DeviceDay, StoreError, DAY_MS, MAX_DEVICE_COMPONENTS};
 
 fn today() -> i64 {
     super::suite::now().div_euclid(DAY_MS)

@@ -9,27 +9,27 @@
 
 use redb::TableDefinition;
 
-/// `project, session` → JSON [`Session`](crate::store::Session).
+/// `project, session` → JSON [`Session`](crate::Session).
 pub(super) const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 /// `project, device` then the identifier's raw bytes (last, so the scan
 /// order is the identifier's byte order) → nothing.
 pub(super) const TRUSTED: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("trusted_identifiers");
-/// `project, device, !at, session` → JSON [`EntropySnapshot`](crate::store::EntropySnapshot).
+/// `project, device, !at, session` → JSON [`EntropySnapshot`](crate::EntropySnapshot).
 pub(super) const SNAPSHOTS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("entropy_snapshots");
-/// `project, identifier, !at, attempt_id` → JSON [`LoginAttempt`](crate::store::LoginAttempt).
+/// `project, identifier, !at, attempt_id` → JSON [`LoginAttempt`](crate::LoginAttempt).
 pub(super) const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("login_attempts");
 /// `project, jti` → `expires_at` (8 bytes BE).
 pub(super) const REVOKED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("token_revocations");
-/// `project, !at, seq` → JSON [`DenyEvent`](crate::store::DenyEvent).
+/// `project, !at, seq` → JSON [`DenyEvent`](crate::DenyEvent).
 pub(super) const DENIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deny_events");
-/// `project, identifier` → JSON [`AtoProfile`](crate::store::AtoProfile),
+/// `project, identifier` → JSON [`AtoProfile`](crate::AtoProfile),
 /// already bounded. Its [`EXPIRY`] entry is the earliest moment a cell of
 /// it expires, so the purge visits a profile only when something in it is
 /// due.
 pub(super) const PROFILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ato_profiles");
-/// `project, day, shard, device` → JSON [`DeviceDay`](crate::store::DeviceDay):
+/// `project, day, shard, device` → JSON [`DeviceDay`](crate::DeviceDay):
 /// the dashboard's device index, one row per device and UTC day.
 pub(super) const DEVICE_DAYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("device_days");
 /// `deadline, table tag, key in that table` → nothing: what to delete when.

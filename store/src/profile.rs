@@ -53,10 +53,10 @@
 //! nothing but one counter. [`AtoProfile::bound`] says what it cut, so the
 //! store can delete those cells too.
 
+use qyzar_shared::ids::DeviceId;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::DeviceId;
-use crate::store::LoginAttempt;
+use crate::LoginAttempt;
 
 /// Most devices a profile keeps, most recently seen first.
 pub const MAX_PROFILE_DEVICES: usize = 32;

@@ -7,10 +7,10 @@
 //! The serde form (camelCase) is what the embedded store writes to disk and
 //! what the admin may answer with, so renaming a field is a storage change.
 
+use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
 use serde::{Deserialize, Serialize};
 
 use super::{StoreError, DAY_MS};
-use crate::ids::{DeviceId, ProjectId, SessionId};
 
 /// Longest free-text key (login identifier, rate-limit key, JWT id) a store
 /// accepts. Identifiers are emails, usernames or phone numbers: 512 bytes is

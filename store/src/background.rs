@@ -15,12 +15,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
 
 use super::{
     AtoProfile, DataStore, DenyEvent, DeviceDay, EntropySnapshot, LoginAttempt, ProfileUpdate,
     Session, StoreError,
 };
-use crate::ids::{DeviceId, ProjectId, SessionId};
 
 /// First wait between connect attempts.
 const FIRST_RETRY: Duration = Duration::from_millis(250);
@@ -259,7 +259,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
-    use crate::store::EmbeddedStore;
+    use crate::EmbeddedStore;
 
     #[tokio::test]
     async fn calls_are_unavailable_until_a_connect_succeeds() {
