@@ -70,9 +70,9 @@ pub(crate) async fn page(ctx: Ctx) -> Response {
         .map(|r| Line {
             id: r.engine_id.clone(),
             mode: if r.push_url.is_some() {
-                "push and pull"
+                "push to its advertised URL"
             } else {
-                "pull only"
+                "pull (or admin's static list)"
             },
             version: r.version,
             current: r.version >= newest,
