@@ -157,6 +157,26 @@ impl EngineConfig {
                                 reason: e.to_string(),
                             })?;
                 }
+                for (var, slot) in [
+                    (
+                        "QYZAR_ENGINE_CQL_WRITE_CONSISTENCY",
+                        &mut cfg.write_consistency,
+                    ),
+                    (
+                        "QYZAR_ENGINE_CQL_READ_CONSISTENCY",
+                        &mut cfg.read_consistency,
+                    ),
+                ] {
+                    if let Some(name) = env_text(var) {
+                        *slot = consistency(&name)
+                            .ok_or_else(|| ConfigError {
+                                var,
+                                reason: format!(
+                                    "{name:?} is not a consistency level (ONE, TWO, THREE, QUORUM, ALL, LOCAL_QUORUM, EACH_QUORUM, LOCAL_ONE)"
+                                ),
+                            })?;
+                    }
+                }
                 StoreChoice::Scylla(cfg)
             }
             _ => StoreChoice::Embedded(
@@ -342,11 +362,14 @@ impl EngineConfig {
     /// Start-up checks whatever the values came from: channel keys of at
     /// least 32 bytes, one per direction ([`qyzar_shared::control::channel`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        qyzar_shared::control::channel::check_key_pair(self.push_key.as_deref(), self.report_key.as_deref())
-            .map_err(|reason| ConfigError {
-                var: "QYZAR_ENGINE_PUSH_KEY / QYZAR_ADMIN_ENGINE_REPORT_KEY",
-                reason,
-            })
+        qyzar_shared::control::channel::check_key_pair(
+            self.push_key.as_deref(),
+            self.report_key.as_deref(),
+        )
+        .map_err(|reason| ConfigError {
+            var: "QYZAR_ENGINE_PUSH_KEY / QYZAR_ADMIN_ENGINE_REPORT_KEY",
+            reason,
+        })
     }
 
     /// How this engine reaches admin, when an admin URL is configured: the
@@ -398,6 +421,25 @@ impl EngineConfig {
             state: StateOptions::default(),
         }
     }
+}
+
+/// A CQL consistency level by its CQL name (`LOCAL_QUORUM`, any case).
+/// Writes and reads must overlap (W + R > RF) for a read to see every
+/// acknowledged write: the default `LOCAL_QUORUM` for both does; `ONE` for
+/// either with RF = 3 does not (see deploy/README.md).
+fn consistency(name: &str) -> Option<qyzar_store::Consistency> {
+    use qyzar_store::Consistency as C;
+    Some(match name.trim().to_ascii_uppercase().as_str() {
+        "ONE" => C::One,
+        "TWO" => C::Two,
+        "THREE" => C::Three,
+        "QUORUM" => C::Quorum,
+        "ALL" => C::All,
+        "LOCAL_QUORUM" => C::LocalQuorum,
+        "EACH_QUORUM" => C::EachQuorum,
+        "LOCAL_ONE" => C::LocalOne,
+        _ => return None,
+    })
 }
 
 /// A variable's value, trimmed; unset and blank are `None`.
@@ -597,4 +639,21 @@ pub async fn start_with_store(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use qyzar_store::Consistency;
+
+    #[test]
+    fn consistency_levels_are_read_by_their_cql_names() {
+        assert_eq!(
+            super::consistency("LOCAL_QUORUM"),
+            Some(Consistency::LocalQuorum)
+        );
+        assert_eq!(super::consistency(" one "), Some(Consistency::One));
+        assert_eq!(super::consistency("quorum"), Some(Consistency::Quorum));
+        assert_eq!(super::consistency("SERIAL"), None);
+        assert_eq!(super::consistency(""), None);
+    }
 }

@@ -9,7 +9,8 @@
 //!   RF=3 that survives one replica down per DC and, since W + R > RF, a
 //!   read sees every acknowledged write (a session written by one engine is
 //!   found by the next). With RF=1 (a single test node) it is simply ONE.
-//!   Both levels are configurable in [`ScyllaConfig`].
+//!   Both levels are configurable in [`ScyllaConfig`] (the engine reads
+//!   `QYZAR_ENGINE_CQL_WRITE_CONSISTENCY` and `_READ_CONSISTENCY`).
 //! - Expiry: `USING TTL` on every table but trusted identifiers (and the
 //!   trusted devices of ATO profiles); reads also filter on `expires_at`,
 //!   since TTLs have one-second granularity.
