@@ -167,16 +167,7 @@ impl ControlClient {
         batch: &TrafficBatch,
         timeout: Duration,
     ) -> Result<TrafficAnswer, ControlError> {
-        let body = serde_json::to_vec(batch).map_err(|e| ControlError::Url(e.to_string()))?;
-        let req = Request::post(self.uri(paths::TRAFFIC))
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let (status, answer) = self
-            .exchange(req, Bytes::from(body), MAX_SMALL_ANSWER, timeout)
-            .await?;
-        if !status.is_success() {
-            return Err(ControlError::Status(status));
-        }
-        serde_json::from_slice(&answer).map_err(|e| ControlError::Body(e.to_string()))
+        self.post_json(paths::TRAFFIC, batch, timeout).await
     }
 
     /// `POST` [`paths::ENGINES`] with this engine's heartbeat.
@@ -185,8 +176,18 @@ impl ControlClient {
         beat: &EngineHeartbeat,
         timeout: Duration,
     ) -> Result<HeartbeatAnswer, ControlError> {
-        let body = serde_json::to_vec(beat).map_err(|e| ControlError::Url(e.to_string()))?;
-        let req = Request::post(self.uri(paths::ENGINES))
+        self.post_json(paths::ENGINES, beat, timeout).await
+    }
+
+    /// `POST`s `body` as JSON to `path` and reads a 2xx answer as `A`.
+    async fn post_json<B: serde::Serialize, A: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<A, ControlError> {
+        let body = serde_json::to_vec(body).map_err(|e| ControlError::Url(e.to_string()))?;
+        let req = Request::post(self.uri(path))
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let (status, answer) = self
             .exchange(req, Bytes::from(body), MAX_SMALL_ANSWER, timeout)
