@@ -194,6 +194,7 @@ def run(cmd):
 
 def main():
     internal = [18091, 18092, 18093]
+    wait_ready(internal)
     auth, pid, secret, origin_token = setup()
     version, _ = wait_converged(auth, pid, internal)
     log(f"project {pid} at version {version} on all three engines")

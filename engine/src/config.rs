@@ -335,6 +335,21 @@ impl EngineConfig {
             reason: e.message.into_owned(),
         })?;
         let traffic_every = seconds("QYZAR_ENGINE_TRAFFIC_SECONDS", 10)?;
+        // Engines on one CQL store share rate limits (crate::limit_sync):
+        // their key ids derive from the channel key they all hold (the
+        // keyspace name when none is set, which only a tenant who could
+        // read the engines' configuration would know).
+        if let StoreChoice::Scylla(cql) = &store {
+            let secret = env_text("QYZAR_ADMIN_ENGINE_REPORT_KEY")
+                .or_else(|| env_text("QYZAR_ENGINE_PUSH_KEY"))
+                .unwrap_or_else(|| cql.keyspace.clone());
+            state.shared_limits = Some(crate::state::SharedLimits {
+                engine_id: identity.engine_id.clone(),
+                seed: qyzar_shared::crypto::sha256(
+                    format!("qyzar shared limits\0{secret}").as_bytes(),
+                ),
+            });
+        }
         let config = Self {
             public_addr,
             internal_addr,
@@ -614,6 +629,10 @@ pub async fn start_with_store(
             stopped(),
         )));
     }
+    tasks.push(tokio::spawn(crate::limit_sync::sync_loop(
+        Arc::clone(&engine),
+        stopped(),
+    )));
     // The traffic reporter stops only after the public listener has
     // drained, so its last report carries the verifications answered last.
     let (report_stop, report_stopped) = tokio::sync::oneshot::channel::<()>();

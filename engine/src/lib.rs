@@ -16,6 +16,7 @@ pub mod config_view;
 pub mod decide;
 pub mod geo;
 pub mod internal;
+pub mod limit_sync;
 pub mod limiter;
 pub mod metrics;
 pub mod profiles;

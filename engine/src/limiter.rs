@@ -281,6 +281,10 @@ struct Inner {
     entries: AtomicUsize,
     /// The engine-wide pool every partition draws on (and its clock).
     pool: Arc<Pool>,
+    /// Set by every decision, taken by the cross-engine sync
+    /// ([`Limiters::take_touched`]): which projects to fold other
+    /// engines' counts into.
+    touched: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Inner {
@@ -308,19 +312,20 @@ impl Limiter {
     /// with a fresh random key for [`Limiter::bucket_key`].
     pub fn new(config: LimiterConfig) -> Self {
         let pool = Arc::new(Pool::new(config.max_entries));
-        Self::in_pool(pool, config.max_entries, config.shards)
+        Self::in_pool(pool, config.max_entries, config.shards, KeyHasher::random())
     }
 
     /// A partition of `pool` holding at most `budget` keys over `shards`.
-    fn in_pool(pool: Arc<Pool>, budget: usize, shards: usize) -> Self {
+    fn in_pool(pool: Arc<Pool>, budget: usize, shards: usize, hasher: KeyHasher) -> Self {
         let shards = shards.clamp(1, 1 << 16).next_power_of_two();
         let limiter = Self {
             inner: Arc::new(Inner {
                 shards: (0..shards).map(|_| Shard::default()).collect(),
                 mask: shards as u64 - 1,
                 shard_cap: AtomicUsize::new(budget.div_ceil(shards).max(1)),
-                hasher: KeyHasher::random(),
+                hasher,
                 entries: AtomicUsize::new(0),
+                touched: std::sync::atomic::AtomicBool::new(false),
                 pool: Arc::clone(&pool),
             }),
         };
@@ -386,6 +391,11 @@ impl Limiter {
         cost: u32,
         dry_run: bool,
     ) -> Result<Decision, TooManyBuckets> {
+        // Read first: a store only when it changes, so the flag's cache line
+        // is not written by every call on every core.
+        if !self.inner.touched.load(Ordering::Relaxed) {
+            self.inner.touched.store(true, Ordering::Relaxed);
+        }
         match checks {
             [] => Ok(Decision::new(0)),
             [one] => Ok(self.check_one(now_nanos, *one, cost, dry_run)),
@@ -396,6 +406,42 @@ impl Limiter {
                 Ok(self.check_many::<MAX_BUCKETS, true>(now_nanos, checks, cost, dry_run))
             }
             _ => Err(TooManyBuckets),
+        }
+    }
+
+    /// Whether a decision was made since the last call (and clears it).
+    pub(crate) fn take_touched(&self) -> bool {
+        self.inner.touched.swap(false, Ordering::Relaxed)
+    }
+
+    /// Charges `cells` consumed elsewhere (another engine, cross-engine
+    /// limits) to `key`, at `interval` ns a cell: its debt grows exactly
+    /// as if those calls had been decided here, so this engine's bucket
+    /// tracks the consumption of every engine. A key not held yet is made
+    /// (under the project's budget, like a local one).
+    pub fn charge(&self, key: BucketKey, cells: u64, interval: u64, now_nanos: u64) {
+        if cells == 0 {
+            return;
+        }
+        let interval = interval.max(1);
+        let inner = &*self.inner;
+        let mut guard = lock(&inner.shards[inner.shard_index(key)]);
+        let map = &mut *guard;
+        let add = cells.saturating_mul(interval);
+        match map.entries.get_mut(&key) {
+            Some(slot) => {
+                slot.tat = slot.tat.max(now_nanos).saturating_add(add);
+                slot.interval = interval;
+            }
+            None => inner.insert_new(
+                map,
+                key,
+                State {
+                    tat: now_nanos.saturating_add(add),
+                    interval,
+                },
+                now_nanos,
+            ),
         }
     }
 

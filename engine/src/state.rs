@@ -59,6 +59,27 @@ pub struct StateOptions {
     pub trusted_proxies: crate::client_addr::TrustedProxies,
     /// Engine-wide sizing of the rate limiter (every project's keys).
     pub limiter: LimitersConfig,
+    /// Cross-engine limits ([`crate::limit_sync`]): set when engines share
+    /// a CQL store.
+    pub shared_limits: Option<SharedLimits>,
+}
+
+/// What cross-engine limits need: this engine's id and the secret every
+/// engine derives its key ids from.
+#[derive(Clone)]
+pub struct SharedLimits {
+    /// This engine's id in the shared usage rows.
+    pub engine_id: String,
+    /// The shared secret (never printed).
+    pub seed: [u8; 32],
+}
+
+impl std::fmt::Debug for SharedLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedLimits")
+            .field("engine_id", &self.engine_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for StateOptions {
@@ -75,6 +96,7 @@ impl Default for StateOptions {
             geo: None,
             trusted_proxies: Default::default(),
             limiter: LimitersConfig::default(),
+            shared_limits: None,
         }
     }
 }
@@ -207,6 +229,8 @@ pub struct Engine {
     pub traffic: Arc<crate::traffic::Traffic>,
     /// Tunables.
     pub options: StateOptions,
+    /// Cross-engine limits, when engines share a CQL store.
+    pub limit_sync: Option<Arc<crate::limit_sync::LimitSync>>,
     /// Wakes the pull loop at once (a heartbeat answer named a newer
     /// version than the one served: a push was missed).
     pub pull_now: tokio::sync::Notify,
@@ -223,7 +247,14 @@ impl Engine {
                 options.session_cache,
                 options.unknown_session_cache,
             ),
-            limiter: Limiters::new(options.limiter),
+            limiter: match &options.shared_limits {
+                Some(shared) => Limiters::with_shared_ids(options.limiter, shared.seed),
+                None => Limiters::new(options.limiter),
+            },
+            limit_sync: options
+                .shared_limits
+                .as_ref()
+                .map(|s| Arc::new(crate::limit_sync::LimitSync::new(s.engine_id.clone()))),
             tokens: ProjectCache::new(options.token_cache, TokenWeight, 1024),
             idempotency: ProjectCache::new(options.idempotency_cache, AnswerWeight, 2048),
             profiles: crate::profiles::Profiles::new(

@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
 
 use super::{
-    AtoProfile, DataStore, DenyEvent, DeviceDay, EntropySnapshot, LoginAttempt, ProfileUpdate,
-    Session, StoreError,
+    AtoProfile, DataStore, DenyEvent, DeviceDay, EntropySnapshot, LimitUsage, LoginAttempt,
+    ProfileUpdate, Session, StoreError,
 };
 
 /// First wait between connect attempts.
@@ -243,6 +243,18 @@ impl DataStore for BackgroundStore {
         self.store()?
             .list_device_days(project, day, after, limit)
             .await
+    }
+
+    async fn publish_limit_usage(&self, rows: &[LimitUsage]) -> Result<(), StoreError> {
+        self.store()?.publish_limit_usage(rows).await
+    }
+
+    async fn read_limit_usage(
+        &self,
+        project: &ProjectId,
+        slot: i64,
+    ) -> Result<Vec<LimitUsage>, StoreError> {
+        self.store()?.read_limit_usage(project, slot).await
     }
 
     async fn health(&self) -> Result<(), StoreError> {

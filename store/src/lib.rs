@@ -36,9 +36,9 @@ mod scylla;
 pub use self::background::BackgroundStore;
 pub use self::embedded::EmbeddedStore;
 pub use self::model::{
-    DenyEvent, DeviceDay, DeviceInfo, EntropySnapshot, LoginAttempt, Risk, Session,
-    DEVICE_DAY_SHARDS, MAX_COMPONENT_BYTES, MAX_DEVICE_COMPONENTS, MAX_ENTROPY_BYTES,
-    MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_SIGNALS,
+    DenyEvent, DeviceDay, DeviceInfo, EntropySnapshot, LimitUsage, LoginAttempt, Risk, Session,
+    DEVICE_DAY_SHARDS, LIMIT_SLOT_MS, MAX_COMPONENT_BYTES, MAX_DEVICE_COMPONENTS,
+    MAX_ENTROPY_BYTES, MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_LIMIT_USAGE_ROWS, MAX_SIGNALS,
 };
 pub use self::profile::{AtoProfile, ProfileUpdate};
 pub use self::scylla::{Consistency, ScyllaConfig, ScyllaStore};
@@ -275,6 +275,26 @@ pub trait DataStore: Send + Sync + 'static {
         after: Option<(u8, &DeviceId)>,
         limit: usize,
     ) -> Result<Vec<DeviceDay>, StoreError>;
+
+    /// Publishes this engine's rate-limit usage rows ([`LimitUsage`]),
+    /// kept two slots. Only a store several engines share has anything to
+    /// publish to: the embedded one (one engine per file) keeps the
+    /// default, which stores nothing, and engines on it do not sync.
+    async fn publish_limit_usage(&self, rows: &[LimitUsage]) -> Result<(), StoreError> {
+        let _ = rows;
+        Ok(())
+    }
+
+    /// Every engine's usage rows of `project` in `slot`, at most
+    /// [`MAX_LIMIT_USAGE_ROWS`]. Empty on a store engines do not share.
+    async fn read_limit_usage(
+        &self,
+        project: &ProjectId,
+        slot: i64,
+    ) -> Result<Vec<LimitUsage>, StoreError> {
+        let _ = (project, slot);
+        Ok(Vec::new())
+    }
 
     /// Whether the store answers a trivial read; for readiness probes.
     async fn health(&self) -> Result<(), StoreError>;

@@ -412,3 +412,31 @@ mod tests {
         assert_eq!(all.len(), n);
     }
 }
+
+/// Length of one rate-limit usage slot ([`LimitUsage::slot`]): engines
+/// publish cumulative counts per slot and keep two slots.
+pub const LIMIT_SLOT_MS: i64 = 60_000;
+
+/// Most usage rows one (project, slot) read returns: the partition holds
+/// only keys past a share of their limit, bounded per engine.
+pub const MAX_LIMIT_USAGE_ROWS: usize = 20_000;
+
+/// One engine's consumption of one rate-limit key in one slot, shared
+/// through the store so every engine can charge what the others consumed
+/// (cross-engine limits). Cumulative within the slot: a later row from the
+/// same engine replaces an earlier one, so a resend changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitUsage {
+    /// Owning project.
+    pub project_id: ProjectId,
+    /// `unix ms / LIMIT_SLOT_MS`.
+    pub slot: i64,
+    /// The bucket key's 16 bytes (a keyed hash all engines share).
+    pub key: [u8; 16],
+    /// The publishing engine.
+    pub engine_id: String,
+    /// Cells it consumed from the key in this slot, so far.
+    pub cells: i64,
+    /// The emission interval (ns per cell) of the rule it consumed under.
+    pub interval_ns: i64,
+}

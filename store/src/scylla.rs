@@ -40,10 +40,11 @@ use self::schema::Statements;
 use super::model::check_identifier;
 use super::{
     check_ato_write, check_expiry, check_touch, clamp_limit, expire_profile, now_ms,
-    profile_is_empty, AtoProfile, DataStore, DenyEvent, DeviceDay, EntropySnapshot, LoginAttempt,
-    ProfileUpdate, Session, StoreError, DAY_MS, DENY_EVENT_RETENTION_MS, DEVICE_DAY_RETENTION_MS,
-    DEVICE_DAY_SHARDS, ENTROPY_SNAPSHOT_RETENTION_MS, LOGIN_ATTEMPT_RETENTION_MS,
-    MAX_ENTROPY_SNAPSHOTS_PER_DAY, MAX_LIST_LIMIT, MAX_SESSION_LIFETIME_MS,
+    profile_is_empty, AtoProfile, DataStore, DenyEvent, DeviceDay, EntropySnapshot, LimitUsage,
+    LoginAttempt, ProfileUpdate, Session, StoreError, DAY_MS, DENY_EVENT_RETENTION_MS,
+    DEVICE_DAY_RETENTION_MS, DEVICE_DAY_SHARDS, ENTROPY_SNAPSHOT_RETENTION_MS,
+    LOGIN_ATTEMPT_RETENTION_MS, MAX_ENTROPY_SNAPSHOTS_PER_DAY, MAX_LIMIT_USAGE_ROWS,
+    MAX_LIST_LIMIT, MAX_SESSION_LIFETIME_MS,
 };
 
 mod ato;
@@ -712,6 +713,52 @@ impl DataStore for ScyllaStore {
             after_id = "";
         }
         Ok(out)
+    }
+
+    async fn publish_limit_usage(&self, rows: &[LimitUsage]) -> Result<(), StoreError> {
+        // The write time orders one engine's rows of a key: cumulative
+        // counts only grow within a slot, so the newest write is the truth.
+        let at = now_ms().saturating_mul(1000);
+        for chunk in rows.chunks(DENY_WRITE_CONCURRENCY) {
+            let writes = chunk.iter().map(|r| {
+                let values = (
+                    at,
+                    r.cells,
+                    r.interval_ns,
+                    r.project_id.as_str(),
+                    r.slot,
+                    r.key.to_vec(),
+                    r.engine_id.as_str(),
+                );
+                self.exec("write limit usage", &self.st.set_limit_usage, values)
+            });
+            futures::future::try_join_all(writes).await?;
+        }
+        Ok(())
+    }
+
+    async fn read_limit_usage(
+        &self,
+        project: &ProjectId,
+        slot: i64,
+    ) -> Result<Vec<LimitUsage>, StoreError> {
+        let values = (project.as_str(), slot, cql_limit(MAX_LIMIT_USAGE_ROWS));
+        let rows: Vec<(Vec<u8>, String, Option<i64>, Option<i64>)> = self
+            .rows("read limit usage", &self.st.select_limit_usage, values)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, engine_id, cells, interval_ns)| {
+                Some(LimitUsage {
+                    project_id: project.clone(),
+                    slot,
+                    key: key.try_into().ok()?,
+                    engine_id,
+                    cells: cells?,
+                    interval_ns: interval_ns?,
+                })
+            })
+            .collect())
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -41,6 +41,23 @@ impl BucketKey {
     pub(super) fn shard_bits(self) -> u64 {
         self.hi
     }
+
+    /// Its 16 bytes, as engines share it (cross-engine limits).
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.lo.to_le_bytes());
+        b[8..].copy_from_slice(&self.hi.to_le_bytes());
+        b
+    }
+
+    /// The key [`BucketKey::to_bytes`] gave.
+    pub fn from_bytes(b: [u8; 16]) -> Self {
+        let (lo, hi) = b.split_at(8);
+        Self {
+            lo: u64::from_le_bytes(lo.try_into().expect("8 bytes")),
+            hi: u64::from_le_bytes(hi.try_into().expect("8 bytes")),
+        }
+    }
 }
 
 impl Hash for BucketKey {
@@ -88,6 +105,24 @@ impl KeyHasher {
         Self {
             k0: seed.hash_one(0x7179_7a61_725f_6b30_u64),
             k1: seed.hash_one(0x7179_7a61_725f_6b31_u64),
+        }
+    }
+
+    /// A hasher every engine of a deployment derives alike for
+    /// `project_id` from `seed` (a secret they share), so one key has one
+    /// [`BucketKey`] on every engine and their counts can be added up
+    /// (cross-engine limits). Still unpredictable to a tenant, who knows
+    /// neither the seed nor the derived key.
+    pub fn shared(seed: &[u8; 32], project_id: &str) -> Self {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"qyzar limiter key ids v1\0");
+        ctx.update(seed);
+        ctx.update(project_id.as_bytes());
+        let d = ctx.finish();
+        let d = d.as_ref();
+        Self {
+            k0: u64::from_le_bytes(d[..8].try_into().expect("8 bytes")),
+            k1: u64::from_le_bytes(d[8..16].try_into().expect("8 bytes")),
         }
     }
 

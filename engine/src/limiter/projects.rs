@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError, Weak};
 use std::time::Instant;
 
-use super::{Inner, Limiter, LimiterStats, ShardMap};
+use super::{Inner, KeyHasher, Limiter, LimiterStats, ShardMap};
 
 /// Keys a partition's shard should hold at most: making room scans one
 /// shard, so this bounds that scan (a microsecond or two).
@@ -152,6 +152,9 @@ impl Pool {
 pub struct Limiters {
     pool: Arc<Pool>,
     projects: Arc<RwLock<HashMap<Box<str>, Limiter>>>,
+    /// When set, partitions hash keys under a hasher every engine derives
+    /// alike ([`KeyHasher::shared`]), so engines can add their counts up.
+    shared_seed: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Limiters {
@@ -174,7 +177,37 @@ impl Limiters {
         Self {
             pool: Arc::new(Pool::new(config.max_entries)),
             projects: Arc::new(RwLock::new(HashMap::new())),
+            shared_seed: None,
         }
+    }
+
+    /// Like [`Limiters::new`], with key ids every engine sharing `seed`
+    /// derives alike (cross-engine limits).
+    pub fn with_shared_ids(config: LimitersConfig, seed: [u8; 32]) -> Self {
+        Self {
+            shared_seed: Some(seed),
+            ..Self::new(config)
+        }
+    }
+
+    /// The projects whose partitions made a decision since the last call.
+    pub fn take_touched(&self) -> Vec<Box<str>> {
+        self.projects
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, l)| l.take_touched())
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// The partition of `project_id`, if one was made.
+    pub fn existing(&self, project_id: &str) -> Option<Limiter> {
+        self.projects
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(project_id)
+            .cloned()
     }
 
     /// The limiter of `project_id`, holding at most `budget` keys (its
@@ -194,8 +227,12 @@ impl Limiters {
             .projects
             .write()
             .unwrap_or_else(PoisonError::into_inner);
+        let hasher = match &self.shared_seed {
+            Some(seed) => KeyHasher::shared(seed, project_id),
+            None => KeyHasher::random(),
+        };
         let l = projects.entry(project_id.into()).or_insert_with(|| {
-            Limiter::in_pool(Arc::clone(&self.pool), budget, shards_for(budget))
+            Limiter::in_pool(Arc::clone(&self.pool), budget, shards_for(budget), hasher)
         });
         l.set_budget(budget);
         l.clone()

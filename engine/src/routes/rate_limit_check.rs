@@ -331,6 +331,20 @@ fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Response<Bod
     let decision = limiter
         .check(limiter.now_nanos(), &checks[..b.len], cost, input.dry_run)
         .map_err(|_| too_many_buckets())?;
+    // Cross-engine limits: hot keys' consumption, published off the path.
+    if let (Some(sync), true, false) = (&engine.limit_sync, decision.allowed, input.dry_run) {
+        for (c, o) in checks[..b.len].iter().zip(decision.buckets()) {
+            sync.record(
+                &project,
+                c.key,
+                cost,
+                o.limit,
+                o.remaining,
+                c.rule.emission_interval_nanos(),
+                now,
+            );
+        }
+    }
     if !decision.allowed && !input.dry_run && input.analytics.unwrap_or(rules.analytics_on_deny) {
         if let Some(i) = decision.denied_by {
             let (prefix, field) = b.name(i);

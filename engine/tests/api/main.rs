@@ -10,6 +10,7 @@ mod fuzz;
 mod geo;
 mod helpers;
 mod internal;
+mod limits_across;
 mod openapi;
 mod outage;
 mod routes;

@@ -97,6 +97,15 @@ const TABLES: &[&str] = &[
         project_id text, utc_day int, shard int, device_id text,
         first_seen timestamp, summary blob,
         PRIMARY KEY ((project_id, utc_day, shard), device_id))",
+    // Cross-engine rate limits: each engine's cumulative consumption of a
+    // key per one-minute slot. Small partitions (one project's hot keys in
+    // one slot), idempotent upserts whose write time is the publish time
+    // (a delayed older count never replaces a newer one), kept two slots.
+    "CREATE TABLE IF NOT EXISTS {ks}.limiter_usage (
+        project_id text, slot bigint, key blob, engine_id text,
+        cells bigint, interval_ns bigint,
+        PRIMARY KEY ((project_id, slot), key, engine_id))
+        WITH default_time_to_live = 180",
 ];
 
 /// Session columns in bind order; shared by the insert and the select.
@@ -142,6 +151,8 @@ pub(super) struct Statements {
     pub(super) set_device_first_seen: PreparedStatement,
     pub(super) set_device_summary: PreparedStatement,
     pub(super) select_device_days: PreparedStatement,
+    pub(super) set_limit_usage: PreparedStatement,
+    pub(super) select_limit_usage: PreparedStatement,
 }
 
 /// Creates the keyspace and tables if missing and waits until every node
@@ -315,6 +326,22 @@ impl Statements {
                 format!(
                     "SELECT first_seen, summary FROM {ks}.device_days \
                      WHERE project_id = ? AND utc_day = ? AND shard = ? AND device_id > ? LIMIT ?"
+                ),
+                read,
+            )
+            .await?,
+            set_limit_usage: p(
+                format!(
+                    "UPDATE {ks}.limiter_usage USING TIMESTAMP ? SET cells = ?, interval_ns = ? \
+                     WHERE project_id = ? AND slot = ? AND key = ? AND engine_id = ?"
+                ),
+                write,
+            )
+            .await?,
+            select_limit_usage: p(
+                format!(
+                    "SELECT key, engine_id, cells, interval_ns FROM {ks}.limiter_usage \
+                     WHERE project_id = ? AND slot = ? LIMIT ?"
                 ),
                 read,
             )
