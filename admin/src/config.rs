@@ -301,11 +301,14 @@ impl AdminConfig {
     /// Start-up checks that do not depend on where the values came from:
     /// channel keys of at least 32 bytes, one per direction.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        qyzar_shared::control::channel::check_key_pair(self.push_key.as_deref(), self.report_key.as_deref())
-            .map_err(|reason| ConfigError {
-                var: "QYZAR_ENGINE_PUSH_KEY / QYZAR_ADMIN_ENGINE_REPORT_KEY",
-                reason,
-            })
+        qyzar_shared::control::channel::check_key_pair(
+            self.push_key.as_deref(),
+            self.report_key.as_deref(),
+        )
+        .map_err(|reason| ConfigError {
+            var: "QYZAR_ENGINE_PUSH_KEY / QYZAR_ADMIN_ENGINE_REPORT_KEY",
+            reason,
+        })
     }
 
     /// The key engines must present (pull, traffic): the report key, or the

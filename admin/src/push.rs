@@ -210,7 +210,8 @@ impl Pusher {
     /// handle stops it ([`crate::engines`] does, when the engine goes
     /// quiet).
     pub fn spawn_target(&self, url: &str) -> Result<tokio::task::AbortHandle, String> {
-        let target = engine::EngineTarget::new(url, self.inner.push_key.as_deref(), &self.inner.trust)?;
+        let target =
+            engine::EngineTarget::new(url, self.inner.push_key.as_deref(), &self.inner.trust)?;
         Ok(tokio::spawn(engine::engine_task(target, self.inner.latest.subscribe())).abort_handle())
     }
 

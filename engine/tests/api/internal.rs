@@ -187,7 +187,10 @@ async fn a_full_push_configures_the_hot_path_and_versions_only_move_forward() {
         assert_eq!(r.status, 409, "version {stale}");
         let body = r.json();
         assert_eq!(body["error"]["code"], "snapshot_not_newer");
-        assert_eq!(body["error"]["field"], "version", "what earlier admins read");
+        assert_eq!(
+            body["error"]["field"], "version",
+            "what earlier admins read"
+        );
         assert!(
             body["error"]["message"].as_str().unwrap().contains('5'),
             "the message names the served version: {body}"
@@ -249,7 +252,10 @@ async fn a_delta_applies_on_its_base_and_a_wrong_base_asks_for_a_full_snapshot()
     assert_eq!(r.status, 409);
     let body = r.json();
     assert_eq!(body["error"]["code"], "snapshot_needs_full");
-    assert_eq!(body["error"]["field"], "baseVersion", "what earlier admins read");
+    assert_eq!(
+        body["error"]["field"], "baseVersion",
+        "what earlier admins read"
+    );
     assert!(
         body["error"]["message"]
             .as_str()

@@ -98,8 +98,8 @@ fn snapshot(version: u64) -> Vec<u8> {
 /// `PUT {base}/internal/snapshot` through the channel's own connector
 /// (`trust` for https); the status, or why no answer came.
 async fn push(base: &str, trust: &Trust, key: &str, body: Vec<u8>) -> Result<u16, String> {
-    let client: Client<_, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(qyzar_shared::control::channel::connector(trust)?);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .build(qyzar_shared::control::channel::connector(trust)?);
     let req = http::Request::put(format!("{base}/internal/snapshot"))
         .header("authorization", format!("Bearer {key}"))
         .body(Full::new(Bytes::from(body)))

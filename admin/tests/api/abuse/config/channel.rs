@@ -56,8 +56,9 @@ async fn admin_pushes_over_tls_only_to_the_pinned_engine() {
         c.engine_urls = vec![pinned_url, impostor_url];
         c.push_key = Some(STRONG_PUSH_KEY.to_owned());
         c.report_key = Some(REPORT_KEY.to_owned());
-        c.engine_tls =
-            qyzar_shared::control::channel::Trust::Pins(vec![qyzar_shared::control::channel::pin_of(&pinned_der)]);
+        c.engine_tls = qyzar_shared::control::channel::Trust::Pins(vec![
+            qyzar_shared::control::channel::pin_of(&pinned_der),
+        ]);
     })
     .await
     .unwrap();
