@@ -42,8 +42,8 @@ use http::{HeaderMap, Method};
 use serde_json::{json, Value};
 
 use qyzar_shared::crypto::{
-    client_token_key, random_token, sign_eddsa, sign_hs256, Claims, Ed25519Signer, Hs256Key,
-    ProjectSecret, sha256,
+    client_token_key, random_token, sha256, sign_eddsa, sign_hs256, Claims, Ed25519Signer,
+    Hs256Key, ProjectSecret,
 };
 use qyzar_shared::ids::ProjectId;
 use qyzar_shared::settings::ProjectSettings;
