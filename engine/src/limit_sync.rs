@@ -27,7 +27,9 @@
 //!   loses at most one interval of counts.
 //!
 //! Bounded: at most [`KEYS_PER_PROJECT`] hot keys per project and
-//! [`MAX_KEYS`] in all are tracked; past that a key is decided locally only.
+//! [`MAX_KEYS`] in all are tracked, and at most [`MAX_SEEN`] other engines'
+//! counts remembered (each read returns at most `MAX_LIMIT_USAGE_ROWS`);
+//! past that a key is decided on this engine's own count.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,6 +48,11 @@ pub const HOT_SHARE: u32 = 20; // 1/20 = 5 %
 pub const KEYS_PER_PROJECT: usize = 10_000;
 /// Hot keys tracked in all.
 pub const MAX_KEYS: usize = 200_000;
+/// Other engines' (project, slot, key, engine) counts remembered, to charge
+/// only what is new. Past it a row not seen before is not charged (its
+/// key is then decided on this engine's own count): the bound holds
+/// whatever the store returns.
+pub const MAX_SEEN: usize = 400_000;
 
 /// One hot key's local consumption in a slot.
 #[derive(Debug, Clone, Copy)]
@@ -195,10 +202,11 @@ impl LimitSync {
                 let now_nanos = limiter.now_nanos();
                 let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 for r in rows.into_iter().filter(|r| r.engine_id != self.engine_id) {
-                    let seen = st
-                        .seen
-                        .entry((project.clone(), s, r.key, r.engine_id))
-                        .or_insert(0);
+                    let id = (project.clone(), s, r.key, r.engine_id);
+                    if st.seen.len() >= MAX_SEEN && !st.seen.contains_key(&id) {
+                        continue;
+                    }
+                    let seen = st.seen.entry(id).or_insert(0);
                     let delta = r.cells.saturating_sub(*seen);
                     if delta > 0 {
                         *seen = r.cells;
