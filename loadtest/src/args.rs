@@ -13,15 +13,21 @@ pub const USAGE: &str = "\
 usage:
   qyzar-loadtest run      --url URL [request] [load] [--json FILE]
   qyzar-loadtest compare  --url URL [request] [load] [--rounds 5] [--baseline-url URL]
-                          [--pin-server CPUS] [--json FILE]
-  qyzar-loadtest baseline [--host 127.0.0.1] [--port 0]
+                          [--baseline strict|engine-like] [--pin-server CPUS] [--json FILE]
+  qyzar-loadtest baseline [--host 127.0.0.1] [--port 0] [--kind strict|engine-like]
   qyzar-loadtest engine-compare [load] [--rounds 5] [--projects 1000] [--sessions 100000]
-                          [--scenarios a,b,...] [--pin-server CPUS] [--json FILE]
+                          [--scenarios a,b,...] [--baseline strict|engine-like]
+                          [--pin-server CPUS] [--json FILE]
   qyzar-loadtest engine-serve --dir DIR [--host 127.0.0.1] [--port 0] [--token-cache N]
   qyzar-loadtest abuse    [--duration 60s] [--victim-rate 200] [--victim-connections 8]
                           [--attack-connections 16] [--attack-rate 2000] [--slow-connections 64]
                           [--attack-kinds junk,idempotency,big_token,limiter_flood]
                           [--sessions 1000] [--pin-server CPUS] [--json FILE]
+
+The baseline is the strict hello-world by default: the shared instrument's
+current-thread hyper server that reads the body and answers a 14-byte JSON
+(../shared/perf/hello-baseline). `engine-like` is the earlier one, with the
+engine's server settings on a multi-thread runtime, kept for reference.
 
 engine-compare starts its own engine (this binary's engine-serve, a child
 process over a temporary embedded store and a generated snapshot) and the
@@ -167,6 +173,8 @@ pub struct RunArgs {
 /// `baseline`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaselineArgs {
+    /// Which hello-world.
+    pub kind: crate::baseline::Kind,
     /// Address to bind.
     pub host: String,
     /// Port to bind; 0 picks a free one (printed on stdout).
@@ -187,6 +195,8 @@ pub struct CompareArgs {
     pub rounds: usize,
     /// An already running baseline; `None` spawns one.
     pub baseline_url: Option<String>,
+    /// Which hello-world to spawn.
+    pub baseline: crate::baseline::Kind,
     /// CPU list for the spawned baseline.
     pub pin_server: Option<String>,
     /// Where to write the JSON report.
@@ -208,6 +218,8 @@ pub struct EngineCompareArgs {
     pub sessions: usize,
     /// Comma-separated scenario names; `None` runs them all.
     pub scenarios: Option<String>,
+    /// Which hello-world to spawn.
+    pub baseline: crate::baseline::Kind,
     /// CPU list for the spawned engine and baseline.
     pub pin_server: Option<String>,
     /// Where to write the JSON report.
@@ -296,6 +308,7 @@ pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
             common: common(&mut flags)?,
         }),
         "baseline" => Command::Baseline(BaselineArgs {
+            kind: baseline_kind(&mut flags, "kind")?,
             host: flags.take("host").unwrap_or_else(|| "127.0.0.1".into()),
             port: flags.parsed("port")?.unwrap_or(0),
             common: common(&mut flags)?,
@@ -314,6 +327,7 @@ pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
                 load,
                 rounds,
                 baseline_url: flags.take("baseline-url"),
+                baseline: baseline_kind(&mut flags, "baseline")?,
                 pin_server: flags.take("pin-server").map(cpu_list).transpose()?,
                 json: flags.take("json").map(PathBuf::from),
                 common: common(&mut flags)?,
@@ -336,6 +350,7 @@ pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
                 projects: flags.parsed("projects")?.unwrap_or(1000),
                 sessions: flags.parsed("sessions")?.unwrap_or(100_000),
                 scenarios: flags.take("scenarios"),
+                baseline: baseline_kind(&mut flags, "baseline")?,
                 pin_server: flags.take("pin-server").map(cpu_list).transpose()?,
                 json: flags.take("json").map(PathBuf::from),
                 common: common(&mut flags)?,
@@ -435,6 +450,14 @@ pub fn parse_header(s: &str) -> Result<(String, String), ArgError> {
     match s.split_once(':') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
         _ => err(format!("`{s}` is not a header (expected `Name: value`)")),
+    }
+}
+
+/// `--NAME strict|engine-like`, strict when absent.
+fn baseline_kind(flags: &mut Flags, name: &str) -> Result<crate::baseline::Kind, ArgError> {
+    match flags.take(name) {
+        None => Ok(crate::baseline::Kind::default()),
+        Some(v) => v.parse().map_err(ArgError),
     }
 }
 

@@ -37,9 +37,13 @@ impl Drop for BaselineChild {
     }
 }
 
-/// Starts `qyzar-loadtest baseline --port 0` and reads the URL it prints.
-pub(crate) fn spawn_baseline(pin: Option<&str>) -> Result<(String, BaselineChild), String> {
-    spawn_child(pin, &["baseline", "--port", "0"])
+/// Starts `qyzar-loadtest baseline --port 0 --kind K` and reads the URL it
+/// prints.
+pub(crate) fn spawn_baseline(
+    pin: Option<&str>,
+    kind: crate::baseline::Kind,
+) -> Result<(String, BaselineChild), String> {
+    spawn_child(pin, &["baseline", "--port", "0", "--kind", kind.name()])
 }
 
 /// Starts this binary with `args` and reads the `listening on URL` line it
@@ -105,7 +109,7 @@ pub async fn compare(a: CompareArgs) -> Result<(), String> {
     let (base_url, _child) = match &a.baseline_url {
         Some(u) => (u.clone(), None),
         None => {
-            let (u, c) = spawn_baseline(a.pin_server.as_deref())?;
+            let (u, c) = spawn_baseline(a.pin_server.as_deref(), a.baseline)?;
             (u, Some(c))
         }
     };
@@ -132,6 +136,7 @@ pub async fn compare(a: CompareArgs) -> Result<(), String> {
         let v = json!({
             "route": route.target.url(),
             "baseline": base.target.url(),
+            "baseline_kind": a.baseline.name(),
             "rounds": a.rounds,
             "connections": a.load.connections,
             "duration_s": a.load.duration.as_secs_f64(),

@@ -400,7 +400,7 @@ pub async fn engine_compare(a: EngineCompareArgs) -> Result<(), String> {
         a.pin_server.as_deref(),
         &["engine-serve", "--dir", &d, "--token-cache", &cap],
     )?;
-    let (base_url, _base) = spawn_baseline(a.pin_server.as_deref())?;
+    let (base_url, _base) = spawn_baseline(a.pin_server.as_deref(), a.baseline)?;
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     println!(
@@ -467,6 +467,7 @@ pub async fn engine_compare(a: EngineCompareArgs) -> Result<(), String> {
         let v = json!({
             "engine": engine_url,
             "baseline": base_url,
+            "baseline_kind": a.baseline.name(),
             "projects": a.projects,
             "sessions": a.sessions,
             "rounds": a.rounds,

@@ -49,7 +49,7 @@ pub async fn execute(command: Command) -> Result<(), String> {
             println!("listening on http://{addr}");
             use std::io::Write as _;
             let _ = std::io::stdout().flush();
-            baseline::serve(listener, async {
+            baseline::serve(listener, a.kind, async {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await;

@@ -26,10 +26,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = common.threads {
-        rt.worker_threads(n);
-    }
+    // The strict baseline is a current-thread server (what it measures is
+    // hyper on one thread, not a scheduler); everything else multi-thread.
+    let mut rt = match &command {
+        Command::Baseline(b) if b.kind == qyzar_loadtest::baseline::Kind::Strict => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        _ => {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = common.threads {
+                rt.worker_threads(n);
+            }
+            rt
+        }
+    };
     let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

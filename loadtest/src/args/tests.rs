@@ -1,6 +1,7 @@
 //! The parser on good and bad command lines.
 
 use super::*;
+use crate::baseline::Kind;
 
 fn argv(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()
@@ -60,13 +61,30 @@ fn compare_and_baseline() {
     assert_eq!((c.rounds, c.pin_server.as_deref()), (7, Some("0")));
     assert_eq!(c.baseline_url.as_deref(), Some("http://h:2"));
     assert_eq!(
+        c.baseline,
+        Kind::Strict,
+        "the strict hello-world by default"
+    );
+    let Command::Compare(c) = parse(&argv(
+        "compare --url http://h:1/ping --baseline engine-like",
+    ))
+    .unwrap() else {
+        panic!("not a compare")
+    };
+    assert_eq!(c.baseline, Kind::EngineLike);
+    assert_eq!(
         parse(&argv("baseline --port 9000")).unwrap(),
         Command::Baseline(BaselineArgs {
+            kind: Kind::Strict,
             host: "127.0.0.1".into(),
             port: 9000,
             common: Common::default()
         })
     );
+    let Command::Baseline(b) = parse(&argv("baseline --kind engine-like")).unwrap() else {
+        panic!("not a baseline")
+    };
+    assert_eq!(b.kind, Kind::EngineLike);
     assert_eq!(parse(&[]).unwrap(), Command::Help);
     assert_eq!(parse(&argv("--help")).unwrap(), Command::Help);
 }
@@ -78,6 +96,8 @@ fn mistakes_are_named() {
         ("run --url u --bogus 1", "--bogus"),
         ("run --url u --connections", "needs a value"),
         ("run --url u --connections 0", "at least 1"),
+        ("baseline --kind fast", "unknown baseline `fast`"),
+        ("engine-compare --baseline soft", "unknown baseline `soft`"),
         ("run --url u --connections many", "--connections"),
         ("run --url u --duration 10h", "unknown unit"),
         ("run --url u --rate -5", "positive"),

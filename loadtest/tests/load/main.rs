@@ -12,15 +12,46 @@ use qyzar_loadtest::plan::Plan;
 use qyzar_loadtest::report::Pacing;
 use tokio::sync::oneshot;
 
-/// Starts the baseline on 127.0.0.1:0 and returns its URL and a stop switch.
+/// Starts the engine-like baseline on 127.0.0.1:0 and returns its URL and
+/// a stop switch.
 async fn spawn_baseline() -> (String, oneshot::Sender<()>) {
+    spawn_kind(qyzar_loadtest::baseline::Kind::EngineLike).await
+}
+
+async fn spawn_kind(kind: qyzar_loadtest::baseline::Kind) -> (String, oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel();
-    tokio::spawn(qyzar_loadtest::baseline::serve(listener, async {
+    tokio::spawn(qyzar_loadtest::baseline::serve(listener, kind, async {
         let _ = rx.await;
     }));
     (url, tx)
+}
+
+/// The strict baseline answers as the shared instrument's hello-world does:
+/// the body read, then 200 with `{"valid":true}`, twice on one keep-alive
+/// connection.
+#[tokio::test]
+async fn the_strict_baseline_reads_the_body_and_answers_valid() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (url, _stop) = spawn_kind(qyzar_loadtest::baseline::Kind::Strict).await;
+    let mut s = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let req = b"POST /projects/client/token HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+    let mut seen = String::new();
+    for _ in 0..2 {
+        s.write_all(req).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.ends_with(r#"{"valid":true}"#), "{answer}");
+        seen = answer;
+    }
+    assert!(seen
+        .to_ascii_lowercase()
+        .contains("content-type: application/json"));
 }
 
 fn plan(url: &str) -> Arc<Plan> {
