@@ -296,10 +296,12 @@ pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
     let Some((cmd, rest)) = argv.split_first() else {
         return Ok(Command::Help);
     };
-    if matches!(cmd.as_str(), "help" | "-h" | "--help") {
+    if matches!(cmd.as_str(), "help" | "-h" | "--help")
+        || rest.iter().any(|a| a == "--help" || a == "-h")
+    {
         return Ok(Command::Help);
     }
-    let mut flags = Flags::split(rest)?;
+    let mut flags = Flags::split(cmd, rest)?;
     let command = match cmd.as_str() {
         "run" => Command::Run(RunArgs {
             request: request_args(&mut flags)?,
@@ -420,7 +422,6 @@ pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
         }
         other => return err(format!("unknown command `{other}`")),
     };
-    flags.finish()?;
     Ok(command)
 }
 
@@ -530,52 +531,119 @@ fn common(flags: &mut Flags) -> Result<Common, ArgError> {
     })
 }
 
-/// The flags of one command line, consumed as the parser asks for them so
-/// that whatever is left over is reported as unknown.
-struct Flags(Vec<(String, Option<String>)>);
+/// The flags each command takes, for clap: the ones with a value, the
+/// repeatable ones and the switches. Validation and defaults stay in
+/// [`parse`], which reads them back through [`Flags`].
+fn spec(cmd: &str) -> Option<clap::Command> {
+    const COMMON: &[&str] = &["pin-client", "threads"];
+    const REQUEST: &[&str] = &["url", "method", "body", "scenario", "mix"];
+    const LOAD: &[&str] = &["connections", "duration", "warmup", "rate"];
+    let (valued, load, request): (&[&str], bool, bool) = match cmd {
+        "run" => (&["json"], true, true),
+        "baseline" => (&["kind", "host", "port"], false, false),
+        "compare" => (
+            &["rounds", "baseline-url", "baseline", "pin-server", "json"],
+            true,
+            true,
+        ),
+        "engine-compare" => (
+            &[
+                "rounds",
+                "projects",
+                "sessions",
+                "scenarios",
+                "baseline",
+                "pin-server",
+                "json",
+            ],
+            true,
+            false,
+        ),
+        "engine-serve" => (&["dir", "host", "port", "token-cache"], false, false),
+        "abuse" => (
+            &[
+                "duration",
+                "victim-rate",
+                "victim-connections",
+                "attack-connections",
+                "attack-rate",
+                "slow-connections",
+                "attack-kinds",
+                "sessions",
+                "pin-server",
+                "json",
+            ],
+            false,
+            false,
+        ),
+        _ => return None,
+    };
+    let value = |name: &'static str| {
+        clap::Arg::new(name)
+            .long(name)
+            .num_args(1)
+            .allow_negative_numbers(true)
+    };
+    let switch = |name: &'static str| {
+        clap::Arg::new(name)
+            .long(name)
+            .action(clap::ArgAction::SetTrue)
+    };
+    let mut c = clap::Command::new("qyzar-loadtest")
+        .no_binary_name(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        // A repeated flag overrides, as documented for every command.
+        .args_override_self(true)
+        .args(valued.iter().chain(COMMON).map(|n| value(n)))
+        .arg(switch("quiet"));
+    if load {
+        c = c.args(LOAD.iter().map(|n| value(n))).arg(switch("closed"));
+    }
+    if request {
+        c = c.args(REQUEST.iter().map(|n| value(n))).arg(
+            clap::Arg::new("header")
+                .long("header")
+                .num_args(1)
+                .action(clap::ArgAction::Append),
+        );
+    }
+    Some(c)
+}
 
-/// Flags that take no value.
-const SWITCHES: &[&str] = &["closed", "quiet"];
+/// One command line's flags as clap matched them, consumed as the parser
+/// asks for them.
+struct Flags(clap::ArgMatches);
 
 impl Flags {
-    fn split(args: &[String]) -> Result<Self, ArgError> {
-        let mut out = Vec::new();
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let Some(flag) = arg.strip_prefix("--") else {
-                return err(format!("unexpected argument `{arg}`"));
-            };
-            if let Some((name, value)) = flag.split_once('=') {
-                out.push((name.to_owned(), Some(value.to_owned())));
-            } else if SWITCHES.contains(&flag) {
-                out.push((flag.to_owned(), None));
-            } else {
-                match it.next() {
-                    Some(v) => out.push((flag.to_owned(), Some(v.clone()))),
-                    None => return err(format!("--{flag} needs a value")),
-                }
-            }
-        }
-        Ok(Self(out))
+    fn split(cmd: &str, args: &[String]) -> Result<Self, ArgError> {
+        let Some(spec) = spec(cmd) else {
+            return err(format!("unknown command `{cmd}`"));
+        };
+        spec.try_get_matches_from(args).map(Flags).map_err(|e| {
+            ArgError(
+                e.to_string()
+                    .trim()
+                    .trim_start_matches("error: ")
+                    .to_owned(),
+            )
+        })
     }
 
     fn take_all(&mut self, name: &str) -> Vec<String> {
-        let (mine, rest) = std::mem::take(&mut self.0)
-            .into_iter()
-            .partition::<Vec<_>, _>(|(n, _)| n == name);
-        self.0 = rest;
-        mine.into_iter().filter_map(|(_, v)| v).collect()
+        self.0
+            .remove_many::<String>(name)
+            .map(Iterator::collect)
+            .unwrap_or_default()
     }
 
-    /// The last value given for `name` (a repeated flag overrides).
+    /// The value given for `name` (the last, when repeated).
     fn take(&mut self, name: &str) -> Option<String> {
-        self.take_all(name).pop()
+        self.0.remove_one::<String>(name)
     }
 
     fn switch(&mut self, name: &str) -> bool {
-        let before = self.0.len();
-        self.0.retain(|(n, _)| n != name);
-        self.0.len() != before
+        self.0.remove_one::<bool>(name).unwrap_or(false)
     }
 
     fn parsed<T: std::str::FromStr>(&mut self, name: &str) -> Result<Option<T>, ArgError> {
@@ -591,13 +659,6 @@ impl Flags {
         self.take(name)
             .map(|v| parse_duration(&v).map_err(|e| ArgError(format!("--{name}: {e}"))))
             .transpose()
-    }
-
-    fn finish(self) -> Result<(), ArgError> {
-        match self.0.first() {
-            None => Ok(()),
-            Some((name, _)) => err(format!("unknown or misplaced flag --{name}")),
-        }
     }
 }
 

@@ -89,12 +89,32 @@ fn compare_and_baseline() {
     assert_eq!(parse(&argv("--help")).unwrap(), Command::Help);
 }
 
+/// clap's tokenizer keeps the documented habits: `--flag=value`, the last
+/// of a repeated flag wins, `--header` repeats, `--help` anywhere is help.
+#[test]
+fn flag_forms() {
+    let Command::Run(a) = parse(&argv(
+        "run --url=http://h:1/ping --connections 4 --connections 8 --header a:1 --header b:2",
+    ))
+    .unwrap() else {
+        panic!("not a run")
+    };
+    assert_eq!(a.load.connections, 8);
+    assert_eq!(a.request.url, "http://h:1/ping");
+    assert_eq!(a.request.headers.len(), 2);
+    assert_eq!(parse(&argv("run --help")).unwrap(), Command::Help);
+    assert_eq!(parse(&argv("abuse -h")).unwrap(), Command::Help);
+}
+
 #[test]
 fn mistakes_are_named() {
     for (line, needle) in [
         ("run", "--url is required"),
         ("run --url u --bogus 1", "--bogus"),
-        ("run --url u --connections", "needs a value"),
+        (
+            "run --url u --connections",
+            "a value is required for '--connections",
+        ),
         ("run --url u --connections 0", "at least 1"),
         ("baseline --kind fast", "unknown baseline `fast`"),
         ("engine-compare --baseline soft", "unknown baseline `soft`"),
