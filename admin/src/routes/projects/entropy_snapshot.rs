@@ -124,7 +124,18 @@ pub async fn handle(
         Some(s) => recent.iter().find(|r| &r.session_id == s).cloned(),
     }
     .ok_or(ApiError::new(ErrorCode::NotFound))?;
-    let entropy = serde_json::from_str(&chosen.entropy_json).map_err(AdminError::internal)?;
+    // The store keeps entropy as text and takes any (a row written by an
+    // older engine, or damaged): one that is not JSON is shown as `null`
+    // rather than failing the whole answer with a 500.
+    let entropy = serde_json::from_str(&chosen.entropy_json).unwrap_or_else(|e| {
+        tracing::warn!(
+            device = %chosen.device_id,
+            session = %chosen.session_id,
+            error = %e,
+            "stored entropy snapshot is not JSON; answered as null"
+        );
+        serde_json::Value::Null
+    });
     // answer
     Ok(Json(Output {
         device_id: chosen.device_id.to_string(),
