@@ -209,9 +209,16 @@ impl Pusher {
     /// which pushes the newest build at once and every later one; the
     /// handle stops it ([`crate::engines`] does, when the engine goes
     /// quiet).
+    /// The key sent is the push key bound to `url`
+    /// ([`qyzar_shared::control::bound_push_key`]): a URL registered by
+    /// heartbeat never receives the plain push key.
     pub fn spawn_target(&self, url: &str) -> Result<tokio::task::AbortHandle, String> {
-        let target =
-            engine::EngineTarget::new(url, self.inner.push_key.as_deref(), &self.inner.trust)?;
+        let bound = self
+            .inner
+            .push_key
+            .as_deref()
+            .map(|k| qyzar_shared::control::bound_push_key(k, url));
+        let target = engine::EngineTarget::new(url, bound.as_deref(), &self.inner.trust)?;
         Ok(tokio::spawn(engine::engine_task(target, self.inner.latest.subscribe())).abort_handle())
     }
 

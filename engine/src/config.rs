@@ -607,10 +607,19 @@ pub async fn start_with_store(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let mut tasks = vec![tokio::spawn(crate::internal::serve_internal(
+    // An engine that advertises its URL also takes the push key bound to
+    // it, which is all admin sends to URLs it learned of by heartbeat.
+    let push_key = config.push_key.as_deref().map(|k| {
+        let key = qyzar_shared::control::ChannelKey::new(k, qyzar_shared::control::Direction::Push);
+        match config.identity.push_url.as_deref() {
+            Some(url) => key.also_accepting(&qyzar_shared::control::bound_push_key(k, url)),
+            None => key,
+        }
+    });
+    let mut tasks = vec![tokio::spawn(crate::internal::serve_internal_with(
         internal,
         Arc::clone(&engine),
-        config.push_key.clone(),
+        push_key,
         config.internal_tls.clone(),
         stopped(),
     ))];

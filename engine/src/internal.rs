@@ -99,13 +99,27 @@ pub async fn serve_internal(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    if push_key.is_none() {
+    let key = push_key.map(|k| ChannelKey::new(&k, Direction::Push));
+    serve_internal_with(listener, engine, key, tls, shutdown).await
+}
+
+/// [`serve_internal`] with the push key as the engine holds it: an engine
+/// that advertises its URL also accepts the push key bound to that URL
+/// ([`qyzar_shared::control::bound_push_key`], what admin sends engines it
+/// learned of by heartbeat).
+pub async fn serve_internal_with(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    key: Option<ChannelKey>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    if key.is_none() {
         tracing::warn!(
             "no push key configured (QYZAR_ENGINE_PUSH_KEY): configuration pushes will be refused"
         );
     }
-    let key: Option<Arc<ChannelKey>> =
-        push_key.map(|k| Arc::new(ChannelKey::new(&k, Direction::Push)));
+    let key: Option<Arc<ChannelKey>> = key.map(Arc::new);
     let limits = ServerLimits {
         max_connections: MAX_CONNECTIONS,
         header_read_timeout: HEADER_READ_TIMEOUT,

@@ -201,3 +201,74 @@ async fn heartbeats_are_checked_before_anything_is_recorded() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].push_url.as_deref(), Some("http://127.0.0.1:9"));
 }
+
+/// A URL registered by heartbeat (which takes only the report key) never
+/// receives the plain push key: admin sends the push key bound to that URL,
+/// which no other engine accepts. Here the "engine" is a bare listener that
+/// records the `Authorization` of the push admin sends it.
+#[tokio::test]
+async fn a_registered_url_receives_a_key_bound_to_it_not_the_push_key() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(app) = admin(Backend::Sqlite).await else {
+        return;
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let push_url = format!("http://{}", listener.local_addr().unwrap());
+    let capture = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the headers");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await;
+        String::from_utf8_lossy(&head).into_owned()
+    });
+    // A build to push, and a heartbeat kept up so the URL stays live.
+    let user = sign_up(&app, "capture@example.com").await;
+    create_project(&app, &user.token, "Captured").await;
+    let beat = json!({"engineId": "eng-capture", "pushUrl": push_url, "version": 0,
+        "startedAtMs": 1, "heartbeatMs": 1000});
+    let (url, body) = (app.url("/internal/engines"), beat.to_string());
+    let beating = tokio::spawn(async move {
+        loop {
+            let r = request(
+                "POST",
+                &url,
+                &[("authorization", &format!("Bearer {PUSH_KEY}"))],
+                Some(&body),
+            )
+            .await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let head = tokio::time::timeout(Duration::from_secs(20), capture)
+        .await
+        .expect("admin pushed to the registered URL")
+        .unwrap();
+    beating.abort();
+    let auth = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("authorization")
+                .then(|| v.trim().to_owned())
+        })
+        .expect("the push carries a key");
+    assert!(
+        !auth.contains(PUSH_KEY),
+        "the plain push key went to a registered URL"
+    );
+    assert_eq!(
+        auth,
+        format!(
+            "Bearer {}",
+            qyzar_shared::control::bound_push_key(PUSH_KEY, &push_url)
+        )
+    );
+}

@@ -56,10 +56,22 @@ impl TestEngine {
                 let _ = stopped_public.await;
             },
         ));
-        tokio::spawn(qyzar_engine::internal::run_internal(
+        // As `qyzar engine` holds it when it advertises its URL: the plain
+        // push key (static `engine_urls`) and the one bound to its URL
+        // (what admin sends engines registered by heartbeat).
+        let key = qyzar_shared::control::ChannelKey::new(
+            PUSH_KEY,
+            qyzar_shared::control::Direction::Push,
+        )
+        .also_accepting(&qyzar_shared::control::bound_push_key(
+            PUSH_KEY,
+            &format!("http://{internal_addr}"),
+        ));
+        tokio::spawn(qyzar_engine::internal::serve_internal_with(
             internal,
             Arc::clone(&engine),
-            Some(PUSH_KEY.to_owned()),
+            Some(key),
+            None,
             async {
                 let _ = stopped_internal.await;
             },

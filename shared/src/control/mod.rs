@@ -263,6 +263,9 @@ impl Direction {
 #[derive(Clone)]
 pub struct ChannelKey {
     digest: [u8; 32],
+    /// A second key accepted too: the push key bound to this engine's
+    /// advertised URL ([`bound_push_key`]).
+    also: Option<[u8; 32]>,
     direction: Direction,
 }
 
@@ -279,9 +282,40 @@ impl ChannelKey {
     pub fn new(key: &str, direction: Direction) -> Self {
         Self {
             digest: sha256(key.as_bytes()),
+            also: None,
             direction,
         }
     }
+
+    /// Also accepts `key` (an engine: the push key bound to its own
+    /// advertised URL, which is what admin sends engines it learned of by
+    /// heartbeat).
+    pub fn also_accepting(mut self, key: &str) -> Self {
+        self.also = Some(sha256(key.as_bytes()));
+        self
+    }
+}
+
+/// The push key admin presents to an engine it learned of by heartbeat
+/// rather than from its own configuration: `qz_pb_` and the base64url
+/// HMAC-SHA256 of the engine's push URL (without a trailing `/`) under the
+/// push key.
+///
+/// Why: registering a push URL takes only the report key (every engine
+/// holds it). Were the plain push key sent to every registered URL, whoever
+/// held the report key could register a URL of theirs, receive the push
+/// key and then push forged configurations to every real engine. Bound to
+/// the URL, what such a URL receives opens no other engine: each engine
+/// accepts the key bound to its own advertised URL (and the plain key, for
+/// admins that list it in `QYZAR_ADMIN_ENGINE_URLS`).
+pub fn bound_push_key(push_key: &str, url: &str) -> String {
+    use base64::Engine as _;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, push_key.as_bytes());
+    let tag = ring::hmac::sign(&key, url.trim_end_matches('/').as_bytes());
+    format!(
+        "qz_pb_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+    )
 }
 
 /// Checks `Authorization: Bearer <key>` on an internal call that goes
@@ -323,7 +357,11 @@ pub fn authorise(
                 ),
             )
         })?;
-    if !ct_eq(&sha256(presented.as_bytes()), &key.digest) {
+    let digest = sha256(presented.as_bytes());
+    // Both compared, whichever matches: no early exit to time.
+    let plain = ct_eq(&digest, &key.digest);
+    let bound = key.also.as_ref().is_some_and(|a| ct_eq(&digest, a));
+    if !(plain | bound) {
         return Err(ApiError::with_message(
             ErrorCode::InvalidCredentials,
             format!("the {} is not valid", key.direction.noun()),
@@ -343,6 +381,47 @@ pub fn bearer(key: &str, direction: Direction) -> Result<http::HeaderValue, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An engine takes the plain push key and the one bound to its own URL,
+    /// not one bound to another URL; the binding ignores a trailing `/`.
+    #[test]
+    fn a_bound_push_key_opens_only_its_own_engine() {
+        let push = "qz_pk_0123456789abcdef0123456789abcdef";
+        let mine = bound_push_key(push, "http://10.0.0.7:8082");
+        assert_eq!(mine, bound_push_key(push, "http://10.0.0.7:8082/"));
+        assert!(mine.starts_with("qz_pb_") && !mine.contains(push));
+        let key = ChannelKey::new(push, Direction::Push).also_accepting(&mine);
+        for ok in [push.to_owned(), mine.clone()] {
+            assert!(authorise(
+                Some(&key),
+                Direction::Push,
+                &headers(&format!("Bearer {ok}"))
+            )
+            .is_ok());
+        }
+        let theirs = bound_push_key(push, "http://attacker.example:8082");
+        let other_key = bound_push_key(
+            "qz_pk_another_key_another_key_another",
+            "http://10.0.0.7:8082",
+        );
+        for bad in [theirs, other_key] {
+            let e = authorise(
+                Some(&key),
+                Direction::Push,
+                &headers(&format!("Bearer {bad}")),
+            )
+            .unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidCredentials);
+        }
+        // Without the binding only the plain key opens.
+        let plain_only = ChannelKey::new(push, Direction::Push);
+        assert!(authorise(
+            Some(&plain_only),
+            Direction::Push,
+            &headers(&format!("Bearer {mine}"))
+        )
+        .is_err());
+    }
 
     fn headers(auth: &str) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();
