@@ -97,40 +97,45 @@ async fn strict_answer(
 /// kind belongs on a current-thread runtime (the `baseline` command builds
 /// one); on another it measures that runtime instead.
 pub async fn serve(listener: TcpListener, kind: Kind, shutdown: impl Future<Output = ()>) {
-    if kind == Kind::Strict {
-        return serve_strict(listener, shutdown).await;
-    }
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
-        .keep_alive(true);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
+    match kind {
+        // As `../shared/perf/hello-baseline` has it: default builder, no
+        // `TCP_NODELAY`, the body read.
+        Kind::Strict => {
+            accept_each(listener, shutdown, |stream| async move {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service_fn(strict_answer))
+                    .await;
+            })
+            .await
+        }
+        Kind::EngineLike => {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .keep_alive(true);
+            accept_each(listener, shutdown, move |stream| {
+                let _ = stream.set_nodelay(true);
+                let conn = builder.serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(|_req| async { Ok::<_, Infallible>(answer()) }),
+                );
+                async move {
+                    let _ = conn.await;
                 }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            service_fn(|_req| async { Ok::<_, Infallible>(answer()) }),
-        );
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+            })
+            .await
+        }
     }
 }
 
-/// The strict hello-world's accept loop, as `../shared/perf/hello-baseline`
-/// has it: default builder, no `TCP_NODELAY`, one task per connection.
-async fn serve_strict(listener: TcpListener, shutdown: impl Future<Output = ()>) {
+/// Accepts until `shutdown`, running `serve` for each connection on its own
+/// task (a failed accept backs off 10 ms).
+async fn accept_each<F, Fut>(listener: TcpListener, shutdown: impl Future<Output = ()>, serve: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -143,10 +148,6 @@ async fn serve_strict(listener: TcpListener, shutdown: impl Future<Output = ()>)
                 }
             },
         };
-        tokio::spawn(async move {
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service_fn(strict_answer))
-                .await;
-        });
+        tokio::spawn(serve(stream));
     }
 }
