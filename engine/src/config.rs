@@ -387,6 +387,21 @@ impl EngineConfig {
         })
     }
 
+    /// The key pushes must carry: the push key, and, for an engine that
+    /// advertises its URL, also the push key bound to that URL, which is all
+    /// admin sends to URLs it learned of by heartbeat
+    /// ([`qyzar_shared::control::bound_push_key`]). `None`: no push key, every
+    /// push refused.
+    pub fn push_channel_key(&self) -> Option<qyzar_shared::control::ChannelKey> {
+        use qyzar_shared::control::{bound_push_key, ChannelKey, Direction};
+        let k = self.push_key.as_deref()?;
+        let key = ChannelKey::new(k, Direction::Push);
+        Some(match self.identity.push_url.as_deref() {
+            Some(url) => key.also_accepting(&bound_push_key(k, url)),
+            None => key,
+        })
+    }
+
     /// How this engine reaches admin, when an admin URL is configured: the
     /// report key (the push key while none is set) and the TLS trust.
     pub fn admin_link(&self) -> Option<crate::internal::AdminLink> {
@@ -607,19 +622,10 @@ pub async fn start_with_store(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    // An engine that advertises its URL also takes the push key bound to
-    // it, which is all admin sends to URLs it learned of by heartbeat.
-    let push_key = config.push_key.as_deref().map(|k| {
-        let key = qyzar_shared::control::ChannelKey::new(k, qyzar_shared::control::Direction::Push);
-        match config.identity.push_url.as_deref() {
-            Some(url) => key.also_accepting(&qyzar_shared::control::bound_push_key(k, url)),
-            None => key,
-        }
-    });
     let mut tasks = vec![tokio::spawn(crate::internal::serve_internal_with(
         internal,
         Arc::clone(&engine),
-        push_key,
+        config.push_channel_key(),
         config.internal_tls.clone(),
         stopped(),
     ))];
@@ -671,7 +677,36 @@ pub async fn start_with_store(
 
 #[cfg(test)]
 mod tests {
+    use super::EngineConfig;
     use qyzar_store::Consistency;
+
+    /// The push key an engine checks: the plain one always, the one bound
+    /// to its advertised URL only when it advertises one, never a key bound
+    /// to another URL.
+    #[test]
+    fn the_push_key_is_bound_to_the_advertised_url() {
+        use qyzar_shared::control::{authorise, bound_push_key, Direction};
+        let dir = tempfile::tempdir().unwrap();
+        let push = "qz_pk_0123456789abcdef0123456789abcdef";
+        let ok = |c: &EngineConfig, k: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                http::header::AUTHORIZATION,
+                format!("Bearer {k}").parse().unwrap(),
+            );
+            authorise(c.push_channel_key().as_ref(), Direction::Push, &h).is_ok()
+        };
+        let mut c = EngineConfig::local(dir.path());
+        assert!(c.push_channel_key().is_none());
+        c.push_key = Some(push.into());
+        let mine = bound_push_key(push, "http://10.0.0.7:8082");
+        assert!(ok(&c, push));
+        assert!(!ok(&c, &mine), "no advertised URL: no bound key");
+        c.identity = crate::internal::Identity::random(Some("http://10.0.0.7:8082".into()));
+        assert!(ok(&c, push));
+        assert!(ok(&c, &mine));
+        assert!(!ok(&c, &bound_push_key(push, "http://10.0.0.8:8082")));
+    }
 
     #[test]
     fn consistency_levels_are_read_by_their_cql_names() {

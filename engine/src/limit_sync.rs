@@ -249,14 +249,8 @@ pub async fn sync_loop(
         return;
     };
     let (store, limiters) = (&engine.store, &engine.limiter);
-    let mut ticks = tokio::time::interval(SYNC_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = ticks.tick() => {}
-        }
+    let mut ticks = qyzar_shared::periodic::Periodic::new(SYNC_EVERY, shutdown);
+    while ticks.tick().await {
         if !store.ready() {
             continue;
         }

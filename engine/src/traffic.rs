@@ -470,14 +470,9 @@ pub async fn report_loop_with(
         }
     };
     traffic.enable();
-    let mut ticks = tokio::time::interval(every.max(Duration::from_millis(50)));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = ticks.tick() => {}
-        }
+    let mut ticks =
+        qyzar_shared::periodic::Periodic::new(every.max(Duration::from_millis(50)), shutdown);
+    while ticks.tick().await {
         if let Err(e) = reporter.flush(&traffic).await {
             tracing::warn!(error = %e, undelivered = traffic.undelivered_rows(), "traffic report failed; kept for the next one");
         }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod identifier;
 pub mod ids;
 pub mod net;
+pub mod periodic;
 pub mod settings;
 pub mod snapshot;
 pub mod telemetry;

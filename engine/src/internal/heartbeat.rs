@@ -61,14 +61,8 @@ pub async fn heartbeat_loop(
         }
     };
     let every = every.max(Duration::from_millis(100));
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = ticks.tick() => {}
-        }
+    let mut ticks = qyzar_shared::periodic::Periodic::new(every, shutdown);
+    while ticks.tick().await {
         let served = engine.config.version();
         let beat = EngineHeartbeat {
             engine_id: me.engine_id.clone(),
@@ -77,9 +71,11 @@ pub async fn heartbeat_loop(
             started_at_ms: me.started_at_ms,
             heartbeat_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
         };
-        let answer = tokio::select! {
-            _ = &mut shutdown => break,
-            a = client.heartbeat(&beat, BEAT_TIMEOUT) => a,
+        let Some(answer) = ticks
+            .unless_stopped(client.heartbeat(&beat, BEAT_TIMEOUT))
+            .await
+        else {
+            break;
         };
         match answer {
             Ok(a) if a.newest_version > engine.config.version() => {

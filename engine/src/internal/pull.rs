@@ -76,19 +76,11 @@ pub async fn pull_loop_with(
     } else {
         every
     };
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = ticks.tick() => {}
-            // A heartbeat learned of a newer version: pull now.
-            _ = engine.pull_now.notified() => {}
-        }
-        let result = tokio::select! {
-            _ = &mut shutdown => break,
-            r = puller.pull(&engine) => r,
+    let mut every = qyzar_shared::periodic::Periodic::new(every, shutdown);
+    // A heartbeat that learns of a newer version wakes the pull early.
+    while every.tick_or(engine.pull_now.notified()).await {
+        let Some(result) = every.unless_stopped(puller.pull(&engine)).await else {
+            break;
         };
         match result {
             Ok(Pulled::Applied(version)) => {

@@ -125,17 +125,21 @@ pub async fn handle(
     }
     .ok_or(ApiError::new(ErrorCode::NotFound))?;
     // The store keeps entropy as text and takes any (a row written by an
-    // older engine, or damaged): one that is not JSON is shown as `null`
-    // rather than failing the whole answer with a 500.
-    let entropy = serde_json::from_str(&chosen.entropy_json).unwrap_or_else(|e| {
-        tracing::warn!(
-            device = %chosen.device_id,
-            session = %chosen.session_id,
-            error = %e,
-            "stored entropy snapshot is not JSON; answered as null"
-        );
-        serde_json::Value::Null
-    });
+    // older engine, or damaged): one that is not a JSON object is shown as
+    // `null`, as the OpenAPI document allows, rather than failing the whole
+    // answer with a 500 or answering outside the schema.
+    let entropy = match serde_json::from_str::<serde_json::Value>(&chosen.entropy_json) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        other => {
+            tracing::warn!(
+                device = %chosen.device_id,
+                session = %chosen.session_id,
+                parsed = other.is_ok(),
+                "stored entropy snapshot is not a JSON object; answered as null"
+            );
+            serde_json::Value::Null
+        }
+    };
     // answer
     Ok(Json(Output {
         device_id: chosen.device_id.to_string(),
