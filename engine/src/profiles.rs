@@ -228,12 +228,12 @@ impl Profiles {
         }
         let since = now.saturating_sub(qyzar_store::LOGIN_ATTEMPT_RETENTION_MS);
         let mut rows: Vec<LoginAttempt> = store
-            .recent_login_attempts(project, identifier, since, MAX_LIST_LIMIT)
+            .unprofiled_login_attempts(project, identifier, since, MAX_LIST_LIMIT)
             .await?;
         if raw != identifier {
             rows.extend(
                 store
-                    .recent_login_attempts(project, raw, since, MAX_LIST_LIMIT)
+                    .unprofiled_login_attempts(project, raw, since, MAX_LIST_LIMIT)
                     .await?,
             );
         }

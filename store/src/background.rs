@@ -181,6 +181,18 @@ impl DataStore for BackgroundStore {
             .await
     }
 
+    async fn unprofiled_login_attempts(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<LoginAttempt>, StoreError> {
+        self.store()?
+            .unprofiled_login_attempts(project, identifier, since_ms, limit)
+            .await
+    }
+
     async fn ato_profile(
         &self,
         project: &ProjectId,

@@ -26,7 +26,7 @@ use redb::{Database, ReadTransaction};
 use tokio::sync::{oneshot, Semaphore};
 
 use self::keys::Key;
-use self::rows::{db_err, decode, scan_newest, trusted_set};
+use self::rows::{db_err, decode, newest_attempts, scan_log, scan_newest, trusted_set};
 use self::writer::{Msg, Op, Outcome, Writer};
 use super::model::check_identifier;
 use super::{
@@ -87,6 +87,7 @@ impl EmbeddedStore {
             keys::TRUSTED,
             keys::SNAPSHOTS,
             keys::ATTEMPTS,
+            keys::ATTEMPT_LOG,
             keys::REVOKED,
             keys::DENIES,
             keys::PROFILES,
@@ -342,6 +343,30 @@ impl DataStore for EmbeddedStore {
     }
 
     async fn recent_login_attempts(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<LoginAttempt>, StoreError> {
+        check_identifier("identifier", identifier)?;
+        let prefix = Key::new()
+            .str(project.as_str())
+            .str(identifier)
+            .into_bytes();
+        let (project, identifier) = (project.clone(), identifier.to_owned());
+        self.read(move |txn| {
+            let mut rows = scan_newest(txn, keys::ATTEMPTS, &prefix, since_ms, limit)?;
+            rows.extend(scan_log(txn, &project, &identifier, since_ms, limit)?);
+            Ok(newest_attempts(rows, limit))
+        })
+        .await
+    }
+
+    /// Only the per-identifier rows: attempts logged by `record_ato` are in
+    /// the profile already and live in the time-ordered log
+    /// ([`keys::ATTEMPT_LOG`]), which the hot path never scans.
+    async fn unprofiled_login_attempts(
         &self,
         project: &ProjectId,
         identifier: &str,

@@ -206,10 +206,29 @@ pub trait DataStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<LoginAttempt>, StoreError>;
 
+    /// The attempts on `identifier` at or after `since_ms` that no profile
+    /// holds yet, newest first: what a lazy profile build
+    /// ([`profile::AtoProfile::from_attempts`]) reads. Attempts logged by
+    /// [`DataStore::record_ato`] were joined into the identifier's profile
+    /// in the same write, so a store may leave them out; the embedded store
+    /// does (it keeps them in a time-ordered log, so this stays one
+    /// partition read on the hot path's profile miss). Default: every
+    /// attempt, as [`DataStore::recent_login_attempts`].
+    async fn unprofiled_login_attempts(
+        &self,
+        project: &ProjectId,
+        identifier: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<LoginAttempt>, StoreError> {
+        self.recent_login_attempts(project, identifier, since_ms, limit)
+            .await
+    }
+
     /// The anti-ATO profile of (`project`, `identifier`), the identifier
     /// already normalised by the caller; `None` when no profile was ever
     /// written for it (the caller then builds one from
-    /// [`DataStore::recent_login_attempts`], see
+    /// [`DataStore::unprofiled_login_attempts`], see
     /// [`profile::AtoProfile::from_attempts`]). Cells past their retention
     /// are not returned; the result is bounded ([`profile::AtoProfile::bound`]).
     async fn ato_profile(

@@ -113,6 +113,16 @@ impl DataStore for Switchable {
         self.check()?;
         self.inner.recent_login_attempts(p, i, since, l).await
     }
+    async fn unprofiled_login_attempts(
+        &self,
+        p: &ProjectId,
+        i: &str,
+        since: i64,
+        l: usize,
+    ) -> Result<Vec<LoginAttempt>, StoreError> {
+        self.check()?;
+        self.inner.unprofiled_login_attempts(p, i, since, l).await
+    }
     async fn ato_profile(
         &self,
         p: &ProjectId,

@@ -20,6 +20,16 @@ pub(super) const SNAPSHOTS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("entropy_snapshots");
 /// `project, identifier, !at, attempt_id` → JSON [`LoginAttempt`](crate::LoginAttempt).
 pub(super) const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("login_attempts");
+/// `!newest at, seq` → a JSON array of the [`LoginAttempt`](crate::LoginAttempt)s
+/// one group commit logged through `record_ato`, every project's together:
+/// one row per commit instead of two B-tree entries per attempt (the row
+/// and its expiry entry), because nothing on the hot path reads attempts
+/// the identifier's profile already holds. Newest first; expired by its
+/// newest attempt ([`Tag::AttemptLog`]). Attempts written without a profile
+/// (`record_login_attempt`, and rows from before profiles) stay in
+/// [`ATTEMPTS`], the only table a lazy profile build reads.
+pub(super) const ATTEMPT_LOG: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("login_attempt_log");
 /// `project, jti` → `expires_at` (8 bytes BE).
 pub(super) const REVOKED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("token_revocations");
 /// `project, !at, seq` → JSON [`DenyEvent`](crate::DenyEvent).
@@ -47,6 +57,7 @@ pub(super) enum Tag {
     Deny = 5,
     Profile = 6,
     DeviceDay = 7,
+    AttemptLog = 8,
 }
 
 impl Tag {
@@ -59,6 +70,7 @@ impl Tag {
             5 => Tag::Deny,
             6 => Tag::Profile,
             7 => Tag::DeviceDay,
+            8 => Tag::AttemptLog,
             _ => return None,
         })
     }

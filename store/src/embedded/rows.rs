@@ -5,7 +5,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::keys;
-use crate::{clamp_limit, StoreError, MAX_LIST_LIMIT};
+use qyzar_shared::ids::ProjectId;
+
+use crate::{clamp_limit, LoginAttempt, StoreError, MAX_LIST_LIMIT};
 
 /// Rows of the partition `prefix` in a table keyed `prefix, !at, …`,
 /// newest first, stopping at the first row older than `since`.
@@ -38,6 +40,62 @@ pub(super) fn scan_newest<T: DeserializeOwned>(
         }
     }
     Ok(out)
+}
+
+/// `identifier`'s attempts at or after `since` in the attempt log
+/// ([`keys::ATTEMPT_LOG`]), at least the newest `limit` of them (more when
+/// a row holds several; [`newest_attempts`] cuts). Its cost grows with
+/// everything every project logged since `since`: for support and tests,
+/// never the hot path.
+pub(super) fn scan_log(
+    txn: &ReadTransaction,
+    project: &ProjectId,
+    identifier: &str,
+    since: i64,
+    limit: usize,
+) -> Result<Vec<LoginAttempt>, StoreError> {
+    let limit = clamp_limit(limit);
+    let mut out: Vec<LoginAttempt> = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let t = txn.open_table(keys::ATTEMPT_LOG).map_err(db_err)?;
+    for row in t.iter().map_err(db_err)? {
+        let (k, v) = row.map_err(db_err)?;
+        let newest = keys::read_newest_first(k.value())
+            .ok_or_else(|| StoreError::Corrupt("short attempt log key".into()))?;
+        if newest < since {
+            break;
+        }
+        // Rows are ordered by their newest attempt; once `limit` attempts
+        // are newer than everything this row holds, no later row can add
+        // one of the newest `limit`.
+        if out.len() >= limit {
+            out = newest_attempts(out, limit);
+            if out.last().is_some_and(|a| a.at > newest) {
+                break;
+            }
+        }
+        let batch: Vec<LoginAttempt> = decode(v.value())?;
+        out.extend(
+            batch.into_iter().filter(|a| {
+                a.at >= since && a.identifier == identifier && a.project_id == *project
+            }),
+        );
+    }
+    Ok(out)
+}
+
+/// Newest first (ties by attempt id, so the order is stable), one row per
+/// (time, attempt id) (a retried write logs twice), at most `limit`.
+pub(super) fn newest_attempts(mut rows: Vec<LoginAttempt>, limit: usize) -> Vec<LoginAttempt> {
+    rows.sort_by(|a, b| {
+        b.at.cmp(&a.at)
+            .then_with(|| a.attempt_id.cmp(&b.attempt_id))
+    });
+    rows.dedup_by(|a, b| a.at == b.at && a.attempt_id == b.attempt_id);
+    rows.truncate(clamp_limit(limit));
+    rows
 }
 
 /// The identifiers under `prefix` (project, device), in byte order, which is

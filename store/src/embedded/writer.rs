@@ -195,17 +195,20 @@ impl Writer {
                 trusted: txn.open_table(keys::TRUSTED).map_err(db_err)?,
                 snapshots: txn.open_table(keys::SNAPSHOTS).map_err(db_err)?,
                 attempts: txn.open_table(keys::ATTEMPTS).map_err(db_err)?,
+                attempt_log: txn.open_table(keys::ATTEMPT_LOG).map_err(db_err)?,
                 revoked: txn.open_table(keys::REVOKED).map_err(db_err)?,
                 denies: txn.open_table(keys::DENIES).map_err(db_err)?,
                 profiles: txn.open_table(keys::PROFILES).map_err(db_err)?,
                 device_days: txn.open_table(keys::DEVICE_DAYS).map_err(db_err)?,
                 expiry: txn.open_table(keys::EXPIRY).map_err(db_err)?,
                 pending: HashMap::new(),
+                log: LogBatch::default(),
             };
             for op in ops {
                 out.push(t.apply(op, now, &mut self.next_seq).map_err(|Fatal(e)| e)?);
             }
             t.flush_profiles().map_err(|Fatal(e)| e)?;
+            t.flush_log(&mut self.next_seq).map_err(|Fatal(e)| e)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(out)
@@ -218,6 +221,7 @@ struct Tables<'txn> {
     trusted: Table<'txn, &'static [u8], &'static [u8]>,
     snapshots: Table<'txn, &'static [u8], &'static [u8]>,
     attempts: Table<'txn, &'static [u8], &'static [u8]>,
+    attempt_log: Table<'txn, &'static [u8], &'static [u8]>,
     revoked: Table<'txn, &'static [u8], &'static [u8]>,
     denies: Table<'txn, &'static [u8], &'static [u8]>,
     profiles: Table<'txn, &'static [u8], &'static [u8]>,
@@ -227,6 +231,28 @@ struct Tables<'txn> {
     /// identifier's N attempts in one group commit cost one profile
     /// decode, encode and B-tree write instead of N (BENCHMARKS.md).
     pending: HashMap<Vec<u8>, PendingProfile>,
+    /// The attempts `record_ato` logged in this batch, written as one
+    /// [`keys::ATTEMPT_LOG`] row at its end.
+    log: LogBatch,
+}
+
+/// One batch's attempt-log row as it is built: a JSON array, appended to
+/// attempt by attempt.
+#[derive(Default)]
+struct LogBatch {
+    json: Vec<u8>,
+    newest_at: i64,
+}
+
+impl LogBatch {
+    fn push(&mut self, a: &LoginAttempt) {
+        self.json
+            .push(if self.json.is_empty() { b'[' } else { b',' });
+        // A `LoginAttempt` is plain strings, numbers and options: encoding
+        // it into a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut self.json, a);
+        self.newest_at = self.newest_at.max(a.at);
+    }
 }
 
 /// A profile changed in this batch and not yet written back.
@@ -417,6 +443,28 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
+    /// Writes the batch's logged attempts as one row, expiring with its
+    /// newest attempt (the others, logged in the same few milliseconds,
+    /// outlive their retention by as much).
+    fn flush_log(&mut self, seq: &mut u64) -> Result<(), Fatal> {
+        let LogBatch {
+            mut json,
+            newest_at,
+        } = std::mem::take(&mut self.log);
+        if json.is_empty() {
+            return Ok(());
+        }
+        json.push(b']');
+        *seq = seq.wrapping_add(1);
+        let key = Key::new().newest_first(newest_at).u64(*seq).into_bytes();
+        self.put_row(
+            Tag::AttemptLog,
+            &key,
+            &json,
+            newest_at.saturating_add(LOGIN_ATTEMPT_RETENTION_MS),
+        )
+    }
+
     fn put_attempt(&mut self, a: &LoginAttempt) -> Result<(), Fatal> {
         let key = Key::new()
             .str(a.project_id.as_str())
@@ -444,10 +492,12 @@ impl<'txn> Tables<'txn> {
     /// Joins the update into the profile (as stored, or as this batch left
     /// it), applies its deletions and bounds it at `now`, exactly as if
     /// each write were its own transaction; the row itself is written once
-    /// at the batch's end ([`Self::flush_profiles`]). Then logs the
-    /// attempt. Everything that can fail for this write alone (decoding the
-    /// stored row) happens before anything is written, so the profile and
-    /// the attempt row land together or not at all.
+    /// at the batch's end ([`Self::flush_profiles`]). Then adds the
+    /// attempt to the batch's log row ([`Self::flush_log`]). Everything that
+    /// can fail for this write alone (decoding the stored row) happens
+    /// before anything is joined or logged, and both rows are written by the
+    /// same transaction, so the profile and the attempt land together or not
+    /// at all.
     fn record_ato(
         &mut self,
         project: &ProjectId,
@@ -481,7 +531,7 @@ impl<'txn> Tables<'txn> {
         expire_profile(p, now);
         p.bound(now);
         if let Some(a) = attempt {
-            self.put_attempt(a)?;
+            self.log.push(a);
         }
         Ok(Ok(Outcome::Done))
     }
@@ -554,6 +604,7 @@ impl<'txn> Tables<'txn> {
             Tag::Deny => &mut self.denies,
             Tag::Profile => &mut self.profiles,
             Tag::DeviceDay => &mut self.device_days,
+            Tag::AttemptLog => &mut self.attempt_log,
         }
     }
 
@@ -650,7 +701,12 @@ impl<'txn> Tables<'txn> {
                     .get(key)?
                     .and_then(|v| keys::read_time_value(v.value()))
                     .is_some_and(|t| t > now),
-                Tag::Snapshot | Tag::Attempt | Tag::Deny | Tag::Profile | Tag::DeviceDay => false,
+                Tag::Snapshot
+                | Tag::Attempt
+                | Tag::AttemptLog
+                | Tag::Deny
+                | Tag::Profile
+                | Tag::DeviceDay => false,
             };
             if !still_live && self.data(tag).remove(key)?.is_some() {
                 removed += 1;
@@ -695,6 +751,7 @@ mod tests {
             keys::TRUSTED,
             keys::SNAPSHOTS,
             keys::ATTEMPTS,
+            keys::ATTEMPT_LOG,
             keys::REVOKED,
             keys::DENIES,
             keys::PROFILES,
@@ -722,10 +779,19 @@ mod tests {
         Some(decode(v.value()).expect("decodes"))
     }
 
-    fn attempts(w: &Writer) -> usize {
+    /// (log rows, distinct attempts logged).
+    fn attempts(w: &Writer) -> (usize, usize) {
         let txn = w.db.begin_read().expect("read");
-        let t = txn.open_table(keys::ATTEMPTS).expect("attempts");
-        t.iter().expect("iter").count()
+        let t = txn.open_table(keys::ATTEMPT_LOG).expect("attempt log");
+        let mut ids = std::collections::HashSet::new();
+        let mut rows = 0;
+        for row in t.iter().expect("iter") {
+            let (_, v) = row.expect("row");
+            rows += 1;
+            let batch: Vec<LoginAttempt> = decode(v.value()).expect("a JSON array");
+            ids.extend(batch.into_iter().map(|a| a.attempt_id));
+        }
+        (rows, ids.len())
     }
 
     /// The same writes, with a purge among them and two identifiers
@@ -805,8 +871,10 @@ mod tests {
             assert_eq!(Some(&b), stored(&single, &project, identifier).as_ref());
             assert_eq!(b.devices.len(), 2, "both devices of {identifier}");
         }
-        assert_eq!(attempts(&batched), 12);
-        assert_eq!(attempts(&single), 12);
+        // Every attempt logged once: in one row for the batch, in a row
+        // per transaction otherwise.
+        assert_eq!(attempts(&batched), (1, 12));
+        assert_eq!(attempts(&single), (12, 12));
     }
 
     /// Writes to one profile add no expiry entries after the first, and
