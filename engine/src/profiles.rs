@@ -6,8 +6,8 @@
 //! store at all once an identifier is warm:
 //!
 //! - **Bounded**: a [`ProjectCache`] by bytes with a share per project
-//!   (`QYZAR_ENGINE_PROFILE_CACHE_MIB`, default 256/32, about 400 bytes a
-//!   typical profile), so one tenant's 10 million identifiers evict only
+//!   (`QYZAR_ENGINE_PROFILE_CACHE_MIB`, default 256/32, about 530 bytes a
+//!   typical profile, so some 60 000 per project), so one tenant's 10 million identifiers evict only
 //!   its own profiles. Only authenticated calls reach it.
 //! - **Write-through**: [`Profiles::record`] updates the cached profile and
 //!   returns the [`ProfileUpdate`] the caller writes durably before it
@@ -54,14 +54,30 @@ pub struct CachedProfile {
     pub unsaved: bool,
 }
 
-/// Weighs a cached profile: the identifier, the profile, slot overhead.
+/// Weighs a cached profile as the memory it holds: the identifier's text,
+/// the `Arc`'s allocation (its two counters and the [`CachedProfile`],
+/// which holds the profile's struct), what the profile points to, and a
+/// slot's overhead. The profile's struct is counted once, inside the
+/// `CachedProfile`.
 #[derive(Clone, Copy)]
 pub struct ProfileWeight;
 
 impl Weighter<Box<str>, Arc<CachedProfile>> for ProfileWeight {
     fn weight(&self, key: &Box<str>, v: &Arc<CachedProfile>) -> u64 {
-        (key.len() + v.profile.weight() + std::mem::size_of::<CachedProfile>() + 64) as u64
+        profile_weight(key, v) as u64
     }
+}
+
+/// Slot overhead of one cache entry: the key's and value's pointers, the
+/// cache's own bookkeeping.
+const SLOT_BYTES: usize = 64;
+
+fn profile_weight(key: &str, v: &CachedProfile) -> usize {
+    key.len()
+        + 2 * std::mem::size_of::<usize>()
+        + std::mem::size_of::<CachedProfile>()
+        + v.profile.heap_bytes()
+        + SLOT_BYTES
 }
 
 /// The cache and what it needs to load and count.
@@ -290,5 +306,75 @@ impl Held<'_> {
             Arc::new(next),
         );
         update
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qyzar_store::profile::AttemptFacts;
+
+    /// An identifier after a few logins from one IP, no device: the
+    /// 50 000-identifier benchmark's profile, and a common one.
+    fn typical() -> CachedProfile {
+        let mut profile = AtoProfile::default();
+        for (k, success) in [true, false, true].into_iter().enumerate() {
+            let attempt = LoginAttempt {
+                project_id: ProjectId::generate(),
+                identifier: "user123@example.com".into(),
+                at: 1_700_000_000_000 + k as i64,
+                attempt_id: LoginAttempt::new_id(),
+                success,
+                ip: Some("198.51.100.23".into()),
+                device_id: None,
+                session_id: None,
+                region: None,
+                platform: None,
+                browser: None,
+            };
+            profile.record(
+                &AttemptFacts {
+                    attempt: &attempt,
+                    location: None,
+                },
+                7,
+                900_000,
+            );
+        }
+        CachedProfile {
+            profile,
+            loaded_at: 0,
+            unsaved: false,
+        }
+    }
+
+    /// The struct is counted once: what a profile adds over an empty one is
+    /// exactly what it points to.
+    #[test]
+    fn the_profile_struct_is_weighed_once() {
+        let key = "user123@example.com";
+        let empty = CachedProfile {
+            profile: AtoProfile::default(),
+            loaded_at: 0,
+            unsaved: false,
+        };
+        let full = typical();
+        assert_eq!(
+            profile_weight(key, &full) - profile_weight(key, &empty),
+            full.profile.heap_bytes()
+        );
+        assert_eq!(
+            profile_weight(key, &empty),
+            key.len() + 16 + std::mem::size_of::<CachedProfile>() + SLOT_BYTES
+        );
+    }
+
+    /// The docs' "about 530 bytes a typical profile" holds, so the default
+    /// 32 MiB share keeps some 60 000 of them (it kept under 40 000 when
+    /// the struct was weighed twice).
+    #[test]
+    fn a_typical_profile_weighs_about_530_bytes() {
+        let w = profile_weight("user123@example.com", &typical());
+        assert!((450..=620).contains(&w), "weighs {w}");
     }
 }

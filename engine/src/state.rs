@@ -37,7 +37,7 @@ pub struct StateOptions {
     /// (`QYZAR_ENGINE_IDEMPOTENCY_CACHE_MIB`, default 128/8).
     pub idempotency_cache: Budget,
     /// Anti-ATO profiles (`QYZAR_ENGINE_PROFILE_CACHE_MIB`, default 256/32:
-    /// a typical profile weighs about 600 bytes, so about 50 000 identifiers
+    /// a typical profile weighs about 530 bytes, so about 60 000 identifiers
     /// per project stay warm).
     pub profile_cache: Budget,
     /// How stale a cached profile may be before its next use joins it with

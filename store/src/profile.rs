@@ -589,14 +589,21 @@ impl AtoProfile {
         p
     }
 
-    /// Bytes the profile holds, for byte-bounded caches: the struct, its
-    /// vectors' capacity and the text they point to.
+    /// Bytes the profile holds, for byte-bounded caches: the struct itself
+    /// plus [`AtoProfile::heap_bytes`].
     pub fn weight(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self
-                .last_success
-                .as_ref()
-                .map_or(0, |r| std::mem::size_of::<LoginRecord>() + r.heap())
+        std::mem::size_of::<Self>() + self.heap_bytes()
+    }
+
+    /// Bytes the profile points to outside its own struct: its vectors'
+    /// capacity and the text of its strings. The newest success lives
+    /// inside the struct (an `Option`, not a box), so only its text
+    /// counts here; counting it again, and a cache counting the struct
+    /// again on top of its own entry, had the profile cache charge about
+    /// twice what a profile holds, so a 32 MiB share kept half the
+    /// profiles it could (BENCHMARKS.md, "The profile cache's weights").
+    pub fn heap_bytes(&self) -> usize {
+        self.last_success.as_ref().map_or(0, LoginRecord::heap)
             + self.devices.capacity() * std::mem::size_of::<KnownDevice>()
             + self
                 .devices

@@ -274,3 +274,18 @@ fn a_damaged_cell_counts_without_panicking() {
         let _ = c.count(1_700_000_000_000, 60_000);
     }
 }
+
+/// The newest success lives inside the struct: only its text is extra.
+#[test]
+fn weight_counts_the_newest_success_once() {
+    let mut p = AtoProfile::default();
+    let empty = p.weight();
+    record(&mut p, &attempt(1_000, true, None, None), 1);
+    let r = p.last_success.clone().expect("a success");
+    let text = r.attempt_id.len() + r.ip.as_ref().map_or(0, String::len);
+    assert_eq!(p.weight() - empty, text + p.heap_bytes() - text);
+    assert_eq!(
+        p.heap_bytes(),
+        text + p.failures.capacity() * std::mem::size_of::<FailureCell>()
+    );
+}
