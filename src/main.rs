@@ -19,24 +19,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage: qyzar <dev|engine|admin|demo-traffic>\n\n  dev     engine and admin in one process on embedded defaults\n  engine  the engine alone (QYZAR_ENGINE_ADDR, ...)\n  admin   the admin alone (QYZAR_ADMIN_ADDR, QYZAR_DATABASE_URL, ...)\n  demo-traffic [--people N]\n          realistic traffic (people, a bot farm, credential stuffing)\n          for the running `qyzar dev`, so the dashboard has data\n";
 
-/// Turns transparent huge pages off for this process, before anything
-/// allocates. mimalloc asks the kernel for huge pages on its arenas, so a
-/// fresh allocator page first touched by the store's writer (redb's page
-/// buffers, its allocator bitmaps when the file grows) made the kernel
-/// zero a whole 2 MiB page inside the write path: 12 % of the engine's CPU
-/// on the anti-ATO route and 30-85 ms at its 99th percentile, against 7 ms
-/// without (BENCHMARKS.md, "Huge pages"). The engine's memory is many small
-/// objects and 4 KiB store pages, where huge pages buy nothing. Best effort:
-/// a kernel without the flag leaves the behaviour as it was.
-fn disable_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
-        eprintln!("qyzar: transparent huge pages stay on ({e})");
-    }
-}
-
 fn main() -> ExitCode {
-    disable_transparent_huge_pages();
+    qyzar_shared::process::disable_transparent_huge_pages();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (cmd, rest) = match args.as_slice() {
         [c, rest @ ..] if c == "demo-traffic" => (c.as_str(), rest),

@@ -5,7 +5,13 @@ use std::process::ExitCode;
 
 use qyzar_loadtest::args::{self, Command};
 
+/// The allocator `qyzar` ships with: `engine-compare`'s child engine is
+/// this binary, and should measure what users run.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
+    qyzar_shared::process::disable_transparent_huge_pages();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let command = match args::parse(&argv) {
         Ok(c) => c,

@@ -20,6 +20,7 @@ pub mod identifier;
 pub mod ids;
 pub mod net;
 pub mod periodic;
+pub mod process;
 pub mod settings;
 pub mod snapshot;
 pub mod telemetry;
