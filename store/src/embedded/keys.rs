@@ -20,12 +20,14 @@ pub(super) const SNAPSHOTS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("entropy_snapshots");
 /// `project, identifier, !at, attempt_id` → JSON [`LoginAttempt`](crate::LoginAttempt).
 pub(super) const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("login_attempts");
-/// `!newest at, seq` → a JSON array of the [`LoginAttempt`](crate::LoginAttempt)s
-/// one group commit logged through `record_ato`, every project's together:
-/// one row per commit instead of two B-tree entries per attempt (the row
-/// and its expiry entry), because nothing on the hot path reads attempts
-/// the identifier's profile already holds. Newest first; expired by its
-/// newest attempt ([`Tag::AttemptLog`]). Attempts written without a profile
+/// `project, !newest at, seq` → a JSON array of the
+/// [`LoginAttempt`](crate::LoginAttempt)s one group commit logged for the
+/// project through `record_ato`: one row per project and commit instead of
+/// two B-tree entries per attempt (the row and its expiry entry), because
+/// nothing on the hot path reads attempts the identifier's profile already
+/// holds. Keyed by project first, so listing one project's attempts never
+/// reads another's. Newest first; expired by its newest attempt
+/// ([`Tag::AttemptLog`]). Attempts written without a profile
 /// (`record_login_attempt`, and rows from before profiles) stay in
 /// [`ATTEMPTS`], the only table a lazy profile build reads.
 pub(super) const ATTEMPT_LOG: TableDefinition<&[u8], &[u8]> =

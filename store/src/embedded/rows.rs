@@ -42,11 +42,11 @@ pub(super) fn scan_newest<T: DeserializeOwned>(
     Ok(out)
 }
 
-/// `identifier`'s attempts at or after `since` in the attempt log
+/// `identifier`'s attempts at or after `since` in `project`'s attempt log
 /// ([`keys::ATTEMPT_LOG`]), at least the newest `limit` of them (more when
 /// a row holds several; [`newest_attempts`] cuts). Its cost grows with
-/// everything every project logged since `since`: for support and tests,
-/// never the hot path.
+/// everything the project logged since `since` (never another project's
+/// rows): for support and tests, never the hot path.
 pub(super) fn scan_log(
     txn: &ReadTransaction,
     project: &ProjectId,
@@ -59,10 +59,14 @@ pub(super) fn scan_log(
     if limit == 0 {
         return Ok(out);
     }
+    let prefix = keys::Key::new().str(project.as_str()).into_bytes();
     let t = txn.open_table(keys::ATTEMPT_LOG).map_err(db_err)?;
-    for row in t.iter().map_err(db_err)? {
+    for row in t.range(prefix.as_slice()..).map_err(db_err)? {
         let (k, v) = row.map_err(db_err)?;
-        let newest = keys::read_newest_first(k.value())
+        let Some(rest) = k.value().strip_prefix(prefix.as_slice()) else {
+            break;
+        };
+        let newest = keys::read_newest_first(rest)
             .ok_or_else(|| StoreError::Corrupt("short attempt log key".into()))?;
         if newest < since {
             break;

@@ -202,7 +202,7 @@ impl Writer {
                 device_days: txn.open_table(keys::DEVICE_DAYS).map_err(db_err)?,
                 expiry: txn.open_table(keys::EXPIRY).map_err(db_err)?,
                 pending: HashMap::new(),
-                log: LogBatch::default(),
+                log: HashMap::new(),
             };
             for op in ops {
                 out.push(t.apply(op, now, &mut self.next_seq).map_err(|Fatal(e)| e)?);
@@ -231,9 +231,9 @@ struct Tables<'txn> {
     /// identifier's N attempts in one group commit cost one profile
     /// decode, encode and B-tree write instead of N (BENCHMARKS.md).
     pending: HashMap<Vec<u8>, PendingProfile>,
-    /// The attempts `record_ato` logged in this batch, written as one
-    /// [`keys::ATTEMPT_LOG`] row at its end.
-    log: LogBatch,
+    /// The attempts `record_ato` logged in this batch, by project, each
+    /// project's written as one [`keys::ATTEMPT_LOG`] row at its end.
+    log: HashMap<ProjectId, LogBatch>,
 }
 
 /// One batch's attempt-log row as it is built: a JSON array, appended to
@@ -443,26 +443,33 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
-    /// Writes the batch's logged attempts as one row, expiring with its
-    /// newest attempt (the others, logged in the same few milliseconds,
-    /// outlive their retention by as much).
+    /// Writes the batch's logged attempts as one row per project, each
+    /// expiring with its newest attempt (the others, logged in the same few
+    /// milliseconds, outlive their retention by as much).
     fn flush_log(&mut self, seq: &mut u64) -> Result<(), Fatal> {
-        let LogBatch {
-            mut json,
-            newest_at,
-        } = std::mem::take(&mut self.log);
-        if json.is_empty() {
-            return Ok(());
+        for (project, batch) in std::mem::take(&mut self.log) {
+            let LogBatch {
+                mut json,
+                newest_at,
+            } = batch;
+            if json.is_empty() {
+                continue;
+            }
+            json.push(b']');
+            *seq = seq.wrapping_add(1);
+            let key = Key::new()
+                .str(project.as_str())
+                .newest_first(newest_at)
+                .u64(*seq)
+                .into_bytes();
+            self.put_row(
+                Tag::AttemptLog,
+                &key,
+                &json,
+                newest_at.saturating_add(LOGIN_ATTEMPT_RETENTION_MS),
+            )?;
         }
-        json.push(b']');
-        *seq = seq.wrapping_add(1);
-        let key = Key::new().newest_first(newest_at).u64(*seq).into_bytes();
-        self.put_row(
-            Tag::AttemptLog,
-            &key,
-            &json,
-            newest_at.saturating_add(LOGIN_ATTEMPT_RETENTION_MS),
-        )
+        Ok(())
     }
 
     fn put_attempt(&mut self, a: &LoginAttempt) -> Result<(), Fatal> {
@@ -531,7 +538,7 @@ impl<'txn> Tables<'txn> {
         expire_profile(p, now);
         p.bound(now);
         if let Some(a) = attempt {
-            self.log.push(a);
+            self.log.entry(project.clone()).or_default().push(a);
         }
         Ok(Ok(Outcome::Done))
     }
@@ -875,6 +882,56 @@ mod tests {
         // per transaction otherwise.
         assert_eq!(attempts(&batched), (1, 12));
         assert_eq!(attempts(&single), (12, 12));
+    }
+
+    /// One batch with two projects' attempts writes one log row per
+    /// project, each under its own project's key prefix, so listing one
+    /// project's log never reads the other's attempts.
+    #[test]
+    fn the_attempt_log_has_a_row_per_project_and_commit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut w = writer(&dir, "log.redb");
+        let now = now_ms();
+        let projects = [ProjectId::generate(), ProjectId::generate()];
+        let ops = (0..6i64)
+            .map(|k| {
+                let project = projects[(k % 2) as usize].clone();
+                let attempt = LoginAttempt {
+                    project_id: project.clone(),
+                    identifier: "a@example.com".into(),
+                    at: now + k,
+                    attempt_id: LoginAttempt::new_id(),
+                    success: true,
+                    ip: None,
+                    device_id: None,
+                    session_id: None,
+                    region: None,
+                    platform: None,
+                    browser: None,
+                };
+                Op::RecordAto {
+                    project,
+                    identifier: "a@example.com".into(),
+                    attempt: Some(Box::new(attempt)),
+                    update: Box::default(),
+                }
+            })
+            .collect();
+        let out = w.apply_all(ops, now).expect("batch");
+        assert!(out.iter().all(Result::is_ok));
+        let txn = w.db.begin_read().expect("read");
+        let t = txn.open_table(keys::ATTEMPT_LOG).expect("attempt log");
+        let mut rows = 0;
+        for row in t.iter().expect("iter") {
+            let (k, v) = row.expect("row");
+            rows += 1;
+            let batch: Vec<LoginAttempt> = decode(v.value()).expect("a JSON array");
+            assert_eq!(batch.len(), 3);
+            let prefix = Key::new().str(batch[0].project_id.as_str()).into_bytes();
+            assert!(k.value().starts_with(&prefix));
+            assert!(batch.iter().all(|a| a.project_id == batch[0].project_id));
+        }
+        assert_eq!(rows, 2);
     }
 
     /// Writes to one profile add no expiry entries after the first, and
