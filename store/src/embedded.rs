@@ -342,6 +342,9 @@ impl DataStore for EmbeddedStore {
         self.done(Op::RecordAttempt(attempt.clone())).await
     }
 
+    /// The per-identifier rows and the project's attempt log together (two
+    /// read transactions: the sets are disjoint, so a commit between them
+    /// can only add newer log rows).
     async fn recent_login_attempts(
         &self,
         project: &ProjectId,
@@ -349,18 +352,14 @@ impl DataStore for EmbeddedStore {
         since_ms: i64,
         limit: usize,
     ) -> Result<Vec<LoginAttempt>, StoreError> {
-        check_identifier("identifier", identifier)?;
-        let prefix = Key::new()
-            .str(project.as_str())
-            .str(identifier)
-            .into_bytes();
-        let (project, identifier) = (project.clone(), identifier.to_owned());
-        self.read(move |txn| {
-            let mut rows = scan_newest(txn, keys::ATTEMPTS, &prefix, since_ms, limit)?;
-            rows.extend(scan_log(txn, &project, &identifier, since_ms, limit)?);
-            Ok(newest_attempts(rows, limit))
-        })
-        .await
+        let mut rows = self
+            .unprofiled_login_attempts(project, identifier, since_ms, limit)
+            .await?;
+        rows.extend(
+            self.read(|txn| scan_log(txn, project, identifier, since_ms, limit))
+                .await?,
+        );
+        Ok(newest_attempts(rows, limit))
     }
 
     /// Only the per-identifier rows: attempts logged by `record_ato` are in
