@@ -538,7 +538,11 @@ impl<'txn> Tables<'txn> {
         expire_profile(p, now);
         p.bound(now);
         if let Some(a) = attempt {
-            self.log.entry(project.clone()).or_default().push(a);
+            // No key clone per attempt: the project is usually there already.
+            match self.log.get_mut(project) {
+                Some(batch) => batch.push(a),
+                None => self.log.entry(project.clone()).or_default().push(a),
+            }
         }
         Ok(Ok(Outcome::Done))
     }
