@@ -35,8 +35,9 @@ where
 {
     let (mut parts, body) = req.into_parts();
     // Forwarding headers are believed only from trusted proxies; after this
-    // every route may read them as they are (see `client_addr.rs`).
-    crate::client_addr::normalise(
+    // every route may read the headers as they are, and the routes that need
+    // the caller's address take `client` (see `client_addr.rs`).
+    let client = crate::client_addr::normalise(
         &mut parts.headers,
         parts.extensions.get().copied(),
         &engine.options.trusted_proxies,
@@ -107,7 +108,7 @@ where
             Method::POST => {
                 let b = body!();
                 let res = idempotent(engine, "connect", h, &b, || {
-                    routes::connect::handle(engine, h, &b)
+                    routes::connect::handle(engine, h, client.ip, &b)
                 })
                 .await;
                 ("connect", routes::cors::reflect_if_allowed(engine, h, res))
@@ -118,7 +119,7 @@ where
         "/connect/reverify" => match *m {
             Method::POST => {
                 let b = body!();
-                let res = routes::reverify::handle(engine, h, &b).await;
+                let res = routes::reverify::handle(engine, h, client.ip, &b).await;
                 (
                     "connect_reverify",
                     routes::cors::reflect_if_allowed(engine, h, res),

@@ -162,9 +162,15 @@ impl Key {
 }
 
 /// One project's counters and its share of new keys this minute.
+/// The counters' hasher: foldhash (seeded per process) instead of SipHash,
+/// for two lookups on every answer of every route. Both maps hold only
+/// authenticated projects and per-project capped keys, so the keys an
+/// attacker chooses are bounded in number whatever the hash.
+type FastHash = foldhash::fast::RandomState;
+
 #[derive(Default)]
 struct ProjectCounts {
-    counts: HashMap<Key, u64>,
+    counts: HashMap<Key, u64, FastHash>,
     /// The UTC minute `opened` counts for.
     minute_start_ms: i64,
     /// Detailed keys opened in that minute (across seals, so a tenant
@@ -176,7 +182,7 @@ struct ProjectCounts {
 struct Counters {
     /// Keyed by the project id as text, so routes holding only a checked
     /// `&str` (session-verify) count without building a `ProjectId`.
-    projects: HashMap<Box<str>, ProjectCounts>,
+    projects: HashMap<Box<str>, ProjectCounts, FastHash>,
     /// Detailed keys held over all projects.
     detailed: usize,
 }

@@ -302,10 +302,12 @@ async fn run(
     );
     // Where the answer came from: the profile from memory or loaded, and
     // how long the durable write took.
-    let store_ms = write_started.elapsed().as_secs_f64() * 1000.0;
-    let desc = if warm { "hit" } else { "miss" };
-    Ok(response::timing(
-        res,
-        &format!("profile;desc={desc}, store;dur={store_ms:.3}"),
-    ))
+    let mut entry = String::with_capacity(48);
+    entry.push_str(if warm {
+        "profile;desc=hit, store;dur="
+    } else {
+        "profile;desc=miss, store;dur="
+    });
+    response::push_millis(&mut entry, write_started.elapsed().as_micros() as u64);
+    Ok(response::timing(res, &entry))
 }

@@ -66,8 +66,13 @@ pub const SESSION_ISSUER: &str = "qyzar-session";
 
 /// Handles one call; the body has been read by the router. CORS headers
 /// are added by the router (so idempotent replays carry them too).
-pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Response<Body> {
-    match run(engine, headers, body).await {
+pub async fn handle(
+    engine: &Engine,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+    body: &[u8],
+) -> Response<Body> {
+    match run(engine, headers, client, body).await {
         Ok(r) => r,
         Err(e) => response::error(&e),
     }
@@ -76,6 +81,7 @@ pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Respon
 async fn run(
     engine: &Engine,
     headers: &HeaderMap,
+    client: Option<IpAddr>,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let now = qyzar_shared::time::now_ms();
@@ -119,7 +125,7 @@ async fn run(
         cfg,
         BROWSER_CONNECT,
         cfg.settings.browser_rate_limit.connect,
-        headers,
+        client,
     ) {
         refused(engine, &project, now);
         return Ok(throttled);
@@ -167,7 +173,7 @@ async fn run(
     let ua = UaInfo::parse(ua_text);
     let risk = decide::score_bot(&entropy, &ua);
     let device_id = decide::device_id(&entropy);
-    let region = region(engine, headers);
+    let region = region_for(engine, headers, client);
     let device = ua.device_info(region.clone());
     let session_id = SessionId::generate();
     let session_token = random_token("qz_st_", 32);
@@ -181,7 +187,7 @@ async fn run(
         expires_at: now + ttl_ms,
         last_seen_at: now,
         revoked: false,
-        ip: client_ip(headers),
+        ip: client.map(|ip| ip.to_string()),
         risk: (&risk).into(),
         device: device.clone(),
     };
@@ -300,12 +306,12 @@ pub(super) fn throttle(
     cfg: &ProjectConfig,
     bucket: &str,
     rule: RateRule,
-    headers: &HeaderMap,
+    client: Option<IpAddr>,
 ) -> Option<Response<Body>> {
     let limiter = engine
         .limiter
         .project(&cfg.project_id, cfg.plan.limits().limiter_keys);
-    let subject = client_ip_addr(headers)
+    let subject = client
         .map(throttle_subject)
         .map(|ip| ip.to_string())
         .unwrap_or_default();
@@ -352,13 +358,6 @@ fn refused(engine: &Engine, project: &ProjectId, now: i64) {
     );
 }
 
-/// The region of the browser calling: the region header first (present only
-/// when a trusted proxy sent it), else the country database's answer for the
-/// client IP.
-pub fn region(engine: &Engine, headers: &HeaderMap) -> Option<String> {
-    region_for(engine, headers, client_ip_addr(headers))
-}
-
 /// The region from the configured trusted header (e.g. `CF-IPCountry`),
 /// upper-cased, letters and dashes only, at most 8 characters; when the
 /// header gives nothing, the country of `ip` in the configured GeoIP
@@ -374,20 +373,6 @@ fn header_region(engine: &Engine, headers: &HeaderMap) -> Option<String> {
     let v = headers.get(name)?.to_str().ok()?.trim();
     (!v.is_empty() && v.len() <= 8 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
         .then(|| v.to_ascii_uppercase())
-}
-
-/// The client IP as text, when known.
-pub fn client_ip(headers: &HeaderMap) -> Option<String> {
-    client_ip_addr(headers).map(|ip| ip.to_string())
-}
-
-/// The client IP. The router has already rewritten `X-Forwarded-For` to the
-/// one address resolved from the socket peer and, only when that peer is a
-/// trusted proxy (`QYZAR_ENGINE_TRUSTED_PROXIES`), its forwarding chain
-/// (`crate::client_addr`), so the header is read as it is.
-pub fn client_ip_addr(headers: &HeaderMap) -> Option<IpAddr> {
-    let v = headers.get("x-forwarded-for")?.to_str().ok()?;
-    v.split(',').next()?.trim().parse().ok()
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 //! extended durably and the new entropy recorded) → answer `{valid,
 //! sessionId, deviceChanged, risk, expiresAt}` or `{valid: false, reason}`.
 
+use std::net::IpAddr;
+
 use base64::Engine as _;
 use http::header::USER_AGENT;
 use http::{HeaderMap, Response, StatusCode};
@@ -51,8 +53,13 @@ struct Invalid {
 
 /// Handles one call; the body has been read by the router. CORS headers
 /// are added by the router for origins a project allows.
-pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Response<Body> {
-    match run(engine, headers, body).await {
+pub async fn handle(
+    engine: &Engine,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+    body: &[u8],
+) -> Response<Body> {
+    match run(engine, headers, client, body).await {
         Ok(r) => r,
         Err(e) => response::error(&e),
     }
@@ -71,6 +78,7 @@ fn invalid(reason: &'static str) -> Response<Body> {
 async fn run(
     engine: &Engine,
     headers: &HeaderMap,
+    client: Option<IpAddr>,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let now = qyzar_shared::time::now_ms();
@@ -111,7 +119,7 @@ async fn run(
         cfg,
         connect::BROWSER_REVERIFY,
         cfg.settings.browser_rate_limit.reverify,
-        headers,
+        client,
     ) {
         return Ok(throttled);
     }
@@ -175,7 +183,7 @@ async fn run(
         TrafficRoute::Reverify,
         TrafficOutcome::Ok,
         crate::traffic::Dims {
-            region: connect::region(engine, headers).as_deref(),
+            region: connect::region_for(engine, headers, client).as_deref(),
             platform: ua.platform.as_str(),
             browser: ua.browser,
         },
