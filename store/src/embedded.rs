@@ -104,6 +104,7 @@ impl EmbeddedStore {
             db: Arc::clone(&db),
             commits: Arc::clone(&commits),
             next_seq: random_u64(),
+            log_cursor: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("qyzar-store-writer".into())

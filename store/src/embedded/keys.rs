@@ -135,6 +135,16 @@ pub(super) fn split_expiry_key(k: &[u8]) -> Option<(i64, Tag, &[u8])> {
     Some((deadline, Tag::from_byte(*tag)?, key))
 }
 
+/// The partition prefix (the first string component, length included) of a
+/// key that continues with at least an inverted time: for an
+/// [`ATTEMPT_LOG`] key, its project's prefix. `None` for a key too short
+/// to be one.
+pub(super) fn partition_prefix(key: &[u8]) -> Option<&[u8]> {
+    let (n, _) = key.split_first_chunk::<2>()?;
+    let end = 2 + usize::from(u16::from_be_bytes(*n));
+    (key.len() >= end + 8).then(|| &key[..end])
+}
+
 /// Reads the inverted time that starts `rest` (the part after a partition
 /// prefix), giving back the original time.
 pub(super) fn read_newest_first(rest: &[u8]) -> Option<i64> {
