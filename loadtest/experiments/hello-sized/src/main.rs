@@ -27,8 +27,13 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 }
 
 fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18181".into());
-    let n: usize = std::env::var("HELLO_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(14);
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:18181".into());
+    let n: usize = std::env::var("HELLO_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(14);
     let body = if n <= 14 {
         String::from(r#"{"valid":true}"#)
     } else {
@@ -40,7 +45,10 @@ fn main() {
         s
     };
     let _ = BODY.set(Bytes::from(body));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let listener = TcpListener::bind(&addr).await.unwrap();
         loop {
