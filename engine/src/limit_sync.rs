@@ -77,6 +77,19 @@ pub struct LimitSync {
     state: Mutex<State>,
 }
 
+/// What one allowed call consumed from one bucket, as the limiter decided it.
+#[derive(Debug, Clone, Copy)]
+pub struct Consumed {
+    /// Cells the call took.
+    pub cost: u32,
+    /// The bucket's rule: cells per window.
+    pub limit: u32,
+    /// Cells left after the call.
+    pub remaining: u32,
+    /// Nanoseconds a cell takes to come back (the rule's emission interval).
+    pub interval: u64,
+}
+
 impl LimitSync {
     /// Sync state for the engine `engine_id`.
     pub fn new(engine_id: String) -> Self {
@@ -86,19 +99,15 @@ impl LimitSync {
         }
     }
 
-    /// Notes `cost` cells just consumed from `key` (its rule's `limit`,
-    /// `interval` ns a cell, `remaining` cells after the call), if the key
-    /// is hot. A key becoming hot starts from what it has spent here.
-    pub fn record(
-        &self,
-        project: &ProjectId,
-        key: BucketKey,
-        cost: u32,
-        limit: u32,
-        remaining: u32,
-        interval: u64,
-        now_ms: i64,
-    ) {
+    /// Notes what one call just consumed from `key`, if the key is hot. A
+    /// key becoming hot starts from what it has spent here.
+    pub fn record(&self, project: &ProjectId, key: BucketKey, used: Consumed, now_ms: i64) {
+        let Consumed {
+            cost,
+            limit,
+            remaining,
+            interval,
+        } = used;
         let spent = limit.saturating_sub(remaining);
         if spent < (limit / HOT_SHARE).max(1) {
             return;

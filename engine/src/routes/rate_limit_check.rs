@@ -334,15 +334,13 @@ fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Response<Bod
     // Cross-engine limits: hot keys' consumption, published off the path.
     if let (Some(sync), true, false) = (&engine.limit_sync, decision.allowed, input.dry_run) {
         for (c, o) in checks[..b.len].iter().zip(decision.buckets()) {
-            sync.record(
-                &project,
-                c.key,
+            let used = crate::limit_sync::Consumed {
                 cost,
-                o.limit,
-                o.remaining,
-                c.rule.emission_interval_nanos(),
-                now,
-            );
+                limit: o.limit,
+                remaining: o.remaining,
+                interval: c.rule.emission_interval_nanos(),
+            };
+            sync.record(&project, c.key, used, now);
         }
     }
     if !decision.allowed && !input.dry_run && input.analytics.unwrap_or(rules.analytics_on_deny) {

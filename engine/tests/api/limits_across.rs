@@ -39,15 +39,16 @@ fn call(e: &Engine, project: &ProjectId, rule: Rule) -> bool {
         .unwrap();
     if d.allowed {
         let o = d.buckets()[0];
-        e.limit_sync.as_ref().unwrap().record(
-            project,
-            key,
-            1,
-            o.limit,
-            o.remaining,
-            rule.emission_interval_nanos(),
-            qyzar_shared::time::now_ms(),
-        );
+        let used = qyzar_engine::limit_sync::Consumed {
+            cost: 1,
+            limit: o.limit,
+            remaining: o.remaining,
+            interval: rule.emission_interval_nanos(),
+        };
+        e.limit_sync
+            .as_ref()
+            .unwrap()
+            .record(project, key, used, qyzar_shared::time::now_ms());
     }
     d.allowed
 }
