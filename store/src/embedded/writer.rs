@@ -875,6 +875,29 @@ mod tests {
         Some(decode(v.value()).expect("decodes"))
     }
 
+    /// A `record_ato` that logs a bare attempt of `a@example.com` at `at`
+    /// and changes no profile cell: what the attempt-log tests write.
+    fn log_only(project: &ProjectId, at: i64) -> Op {
+        Op::RecordAto {
+            project: project.clone(),
+            identifier: "a@example.com".into(),
+            attempt: Some(Box::new(LoginAttempt {
+                project_id: project.clone(),
+                identifier: "a@example.com".into(),
+                at,
+                attempt_id: LoginAttempt::new_id(),
+                success: false,
+                ip: None,
+                device_id: None,
+                session_id: None,
+                region: None,
+                platform: None,
+                browser: None,
+            })),
+            update: Box::default(),
+        }
+    }
+
     /// (log rows, distinct attempts logged).
     fn attempts(w: &Writer) -> (usize, usize) {
         let txn = w.db.begin_read().expect("read");
@@ -983,28 +1006,7 @@ mod tests {
         let now = now_ms();
         let projects = [ProjectId::generate(), ProjectId::generate()];
         let ops = (0..6i64)
-            .map(|k| {
-                let project = projects[(k % 2) as usize].clone();
-                let attempt = LoginAttempt {
-                    project_id: project.clone(),
-                    identifier: "a@example.com".into(),
-                    at: now + k,
-                    attempt_id: LoginAttempt::new_id(),
-                    success: true,
-                    ip: None,
-                    device_id: None,
-                    session_id: None,
-                    region: None,
-                    platform: None,
-                    browser: None,
-                };
-                Op::RecordAto {
-                    project,
-                    identifier: "a@example.com".into(),
-                    attempt: Some(Box::new(attempt)),
-                    update: Box::default(),
-                }
-            })
+            .map(|k| log_only(&projects[(k % 2) as usize], now + k))
             .collect();
         let out = w.apply_all(ops, now).expect("batch");
         assert!(out.iter().all(Result::is_ok));
@@ -1035,27 +1037,7 @@ mod tests {
         let n = LOG_PROJECTS_PER_PURGE + 5;
         let projects: Vec<ProjectId> = (0..n).map(|_| ProjectId::generate()).collect();
         for at in [t0, newer] {
-            let ops = projects
-                .iter()
-                .map(|project| Op::RecordAto {
-                    project: project.clone(),
-                    identifier: "a@example.com".into(),
-                    attempt: Some(Box::new(LoginAttempt {
-                        project_id: project.clone(),
-                        identifier: "a@example.com".into(),
-                        at,
-                        attempt_id: LoginAttempt::new_id(),
-                        success: false,
-                        ip: None,
-                        device_id: None,
-                        session_id: None,
-                        region: None,
-                        platform: None,
-                        browser: None,
-                    })),
-                    update: Box::default(),
-                })
-                .collect();
+            let ops = projects.iter().map(|p| log_only(p, at)).collect();
             let out = w.apply_all(ops, at).expect("batch");
             assert!(out.iter().all(Result::is_ok));
         }
