@@ -258,6 +258,53 @@ async fn forwarding_headers_count_only_from_trusted_proxies() {
         connect_seen_as(&e, &p, &spoof).await,
         (Some("203.0.113.5".into()), Some("US".into()))
     );
+    // Behind the trusted proxy each forwarded client has its own throttle
+    // buckets, on /connect and /connect/reverify alike (the router hands
+    // both routes the resolved address).
+    let (p3, mut cfg3) = project(SETTINGS, false);
+    cfg3.settings.browser_rate_limit.connect.limit = 1;
+    cfg3.settings.browser_rate_limit.reverify.limit = 1;
+    install(&e.engine, 2, vec![cfg3]);
+    let body = json!({"projectId": p3.id, "originToken": p3.origin_token, "entropy": entropy()})
+        .to_string();
+    let clients = ["198.51.100.1", "198.51.100.2", "198.51.100.1"];
+    let mut statuses = Vec::new();
+    let mut jwt = None;
+    for xff in clients {
+        let r = request(
+            "POST",
+            &e.url("/connect"),
+            &[("origin", ORIGIN), ("x-forwarded-for", xff)],
+            Some(&body),
+        )
+        .await;
+        if jwt.is_none() && r.status == 201 {
+            jwt = r.body["sessionJwt"].as_str().map(str::to_owned);
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        statuses,
+        [201, 201, 429],
+        "one connect per forwarded client"
+    );
+    let rbody = json!({"sessionJwt": jwt.expect("a session"), "entropy": entropy()}).to_string();
+    let mut statuses = Vec::new();
+    for xff in clients {
+        let r = request(
+            "POST",
+            &e.url("/connect/reverify"),
+            &[("origin", ORIGIN), ("x-forwarded-for", xff)],
+            Some(&rbody),
+        )
+        .await;
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 429],
+        "one reverify per forwarded client"
+    );
     e.stop().await;
 }
 
