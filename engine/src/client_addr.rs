@@ -31,8 +31,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderMap;
 
-/// The socket address of the connection a request came in on, put into the
-/// request's extensions by the server (`server.rs`).
+/// The socket address of the connection a request came in on, handed to
+/// the router by the server (`server.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 

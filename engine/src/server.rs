@@ -32,6 +32,7 @@ use qyzar_shared::{ApiError, ErrorCode};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::client_addr::PeerAddr;
 use crate::response::{self, Body};
 use crate::router;
 use crate::state::Engine;
@@ -86,13 +87,9 @@ pub async fn run(
         &limits,
         None,
         "engine",
-        move |mut req: Request<Incoming>, peer| {
-            // The socket peer, for deciding whether forwarding headers are
-            // believed (`client_addr.rs`).
-            req.extensions_mut()
-                .insert(crate::client_addr::PeerAddr(peer));
+        move |req: Request<Incoming>, peer| {
             let req = req.map(|b| DeadlineBody::new(b, body_timeout));
-            answer_within(handler_timeout, Arc::clone(&routes), req)
+            answer_within(handler_timeout, Arc::clone(&routes), PeerAddr(peer), req)
         },
         shutdown,
     )
@@ -197,10 +194,11 @@ pub(crate) async fn serve<H, F>(
 async fn answer_within(
     timeout: Duration,
     engine: Arc<Engine>,
+    peer: PeerAddr,
     req: Request<DeadlineBody<Incoming>>,
 ) -> Response<Body> {
     let metrics = Arc::clone(&engine);
-    let mut routed = Box::pin(async move { router::route(&engine, req).await });
+    let mut routed = Box::pin(async move { router::route(&engine, Some(peer), req).await });
     let mut res = match tokio::time::timeout(timeout, &mut routed).await {
         Ok(res) if res.status() != StatusCode::REQUEST_TIMEOUT => return res,
         Ok(res) => res,

@@ -87,7 +87,7 @@ impl World {
     pub(super) fn send(&self, configured: bool, req: Request<Full<Bytes>>) -> (u16, Value) {
         let engine = if configured { &self.engine } else { &self.bare };
         self.rt.block_on(async {
-            let res = qyzar_engine::router::route(engine, req).await;
+            let res = qyzar_engine::router::route(engine, None, req).await;
             let status = res.status().as_u16();
             let bytes = res.into_body().collect().await.unwrap().to_bytes();
             (
