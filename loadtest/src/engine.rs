@@ -455,8 +455,16 @@ pub async fn engine_compare(a: EngineCompareArgs) -> Result<(), String> {
                     progress: !a.common.quiet,
                 };
                 let r = load::run(Arc::clone(&route), &spec).await?;
-                let p99 = r.latency().p99 as f64;
-                println!("  {round} route at half its own maximum ({rate:.0}/s): {:.0}/s, p99 {p99:.0} µs", r.throughput());
+                let l = r.latency();
+                let p99 = l.p99 as f64;
+                println!(
+                    "  {round} route at half its own maximum ({rate:.0}/s): {:.0}/s, p50 {} p90 {} p99 {p99:.0} p99.9 {} max {} µs",
+                    r.throughput(),
+                    l.p50,
+                    l.p90,
+                    l.p99_9,
+                    l.max
+                );
                 p99s.push(p99);
             }
             Some((rate, crate::report::median(&p99s)))
