@@ -22,13 +22,13 @@
 //! (one engine, or a deploy job) to avoid concurrent `CREATE TABLE`s.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::scylla::client::execution_profile::ExecutionProfile;
 use ::scylla::client::session::Session as CqlSession;
 use ::scylla::client::session_builder::SessionBuilder;
 use ::scylla::response::query_result::QueryResult;
-use ::scylla::statement::batch::{Batch, BatchType};
 use ::scylla::statement::prepared::PreparedStatement;
 use ::scylla::value::{CqlTimestamp, MaybeUnset};
 use async_trait::async_trait;
@@ -49,6 +49,7 @@ use super::{
 
 mod ato;
 mod errors;
+mod group;
 mod rows;
 mod schema;
 
@@ -119,11 +120,11 @@ impl ScyllaConfig {
 /// The ScyllaDB store. One driver session (connection pools to every
 /// node) and the prepared statements; share it behind an `Arc`.
 pub struct ScyllaStore {
-    session: CqlSession,
+    session: Arc<CqlSession>,
     st: Statements,
-    /// For batches, which carry their own consistency (the prepared
-    /// statements in them do not count).
-    write_consistency: Consistency,
+    /// The anti-ATO writes, joined into batches ([`group`]), which carry
+    /// their own consistency (the prepared statements in them do not count).
+    ato_writes: group::Group,
     /// Deny-event tie-breaker, seeded randomly so engines do not collide.
     next_event_id: AtomicI64,
 }
@@ -158,12 +159,19 @@ impl ScyllaStore {
             config.read_consistency,
         )
         .await?;
+        let session = Arc::new(session);
         Ok(ScyllaStore {
+            ato_writes: group::Group::start(Arc::clone(&session), config.write_consistency),
             session,
             st,
-            write_consistency: config.write_consistency,
             next_event_id: AtomicI64::new(random_i64()),
         })
+    }
+
+    /// Anti-ATO writes asked for and the batches they were written in
+    /// (concurrent writes share a batch; tests compare the two to prove it).
+    pub fn ato_write_counts(&self) -> (u64, u64) {
+        self.ato_writes.counts()
     }
 
     async fn exec(
@@ -487,9 +495,10 @@ impl DataStore for ScyllaStore {
     /// merge; the batch is `LOGGED` when it holds the attempt (two tables,
     /// two partitions: the batch log makes it both or neither) and
     /// `UNLOGGED` otherwise (one partition is applied atomically anyway).
-    /// Every statement has explicit values, so a retried batch writes the
-    /// same cells again and changes nothing (the attempt row is the same
-    /// row).
+    /// Concurrent calls share a batch ([`group`]: one logged batch per group
+    /// instead of one per attempt). Every statement has explicit values, so a
+    /// retried batch writes the same cells again and changes nothing (the
+    /// attempt row is the same row).
     async fn record_ato(
         &self,
         project: &ProjectId,
@@ -511,23 +520,13 @@ impl DataStore for ScyllaStore {
         if writes.is_empty() {
             return Ok(());
         }
-        let mut batch = Batch::new(if logged {
-            BatchType::Logged
-        } else {
-            BatchType::Unlogged
-        });
-        batch.set_consistency(self.write_consistency);
-        batch.set_is_idempotent(true);
-        let mut values = Vec::with_capacity(writes.len());
-        for (st, v) in writes {
-            batch.append_statement(st.clone());
-            values.push(v);
-        }
-        self.session
-            .batch(&batch, values)
+        let statements = writes
+            .into_iter()
+            .map(|(st, v)| Ok((st.clone(), group::Bound::new(st, &*v)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.ato_writes
+            .write(group::Write { statements, logged })
             .await
-            .map(drop)
-            .map_err(|e| exec_err("write ato profile", e))
     }
 
     async fn revoke_token(

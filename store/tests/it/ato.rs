@@ -351,4 +351,80 @@ macro_rules! conformance_arc {
 
 conformance_arc!(ato_concurrent_writers_lose_nothing);
 
+/// On CQL concurrent anti-ATO writes share logged batches (one per group,
+/// not one per attempt), and each grouped write is whole: every
+/// identifier's profile holds its success and its attempt is listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cql_concurrent_ato_writes_share_batches() {
+    super::with_cql(|store| async move {
+        const N: usize = 200;
+        let p = ProjectId::generate();
+        let t = window_start();
+        let (writes_before, batches_before) = store.ato_write_counts();
+        let tasks: Vec<_> = (0..N)
+            .map(|n| {
+                let (store, p) = (Arc::clone(&store), p.clone());
+                tokio::spawn(async move {
+                    // Half on one identifier, half each on its own.
+                    let ident = if n % 2 == 0 {
+                        "hot@example.com".to_owned()
+                    } else {
+                        format!("user{n}@example.com")
+                    };
+                    let a = attempt(
+                        &p,
+                        &ident,
+                        t + n as i64,
+                        true,
+                        Some(&DeviceId::generate()),
+                        Some("FR"),
+                    );
+                    let mut prof = AtoProfile::default();
+                    record(&*store, &mut prof, new_writer_id(), &a).await;
+                    a
+                })
+            })
+            .collect();
+        let mut written = Vec::new();
+        for task in tasks {
+            written.push(task.await.expect("writer task"));
+        }
+        let (writes, batches) = store.ato_write_counts();
+        let (writes, batches) = (writes - writes_before, batches - batches_before);
+        println!("{writes} concurrent record_ato in {batches} batches");
+        assert_eq!(writes, N as u64);
+        assert!(
+            batches < writes / 2,
+            "{writes} concurrent writes took {batches} batches: not grouped"
+        );
+        for a in written.iter().filter(|a| a.identifier != "hot@example.com") {
+            let prof = read(&*store, &p, &a.identifier).await.expect("a profile");
+            assert_eq!(
+                prof.last_success.as_ref().map(|r| r.attempt_id.as_str()),
+                Some(a.attempt_id.as_str())
+            );
+        }
+        let hot = read(&*store, &p, "hot@example.com")
+            .await
+            .expect("a profile");
+        // 100 devices written; a read keeps the newest MAX_PROFILE_DEVICES.
+        assert_eq!(hot.devices.len(), MAX_PROFILE_DEVICES);
+        let newest = written
+            .iter()
+            .filter(|a| a.identifier == "hot@example.com")
+            .max_by_key(|a| a.at)
+            .expect("hot attempts");
+        assert_eq!(
+            hot.last_success.as_ref().map(|r| r.attempt_id.as_str()),
+            Some(newest.attempt_id.as_str())
+        );
+        let logged = store
+            .recent_login_attempts(&p, "hot@example.com", 0, 1_000)
+            .await
+            .expect("attempts");
+        assert_eq!(logged.len(), N / 2, "every grouped attempt row is written");
+    })
+    .await;
+}
+
 mod embedded_only;
