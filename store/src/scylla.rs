@@ -161,7 +161,7 @@ impl ScyllaStore {
         .await?;
         let session = Arc::new(session);
         Ok(ScyllaStore {
-            ato_writes: group::Group::start(Arc::clone(&session), config.write_consistency),
+            ato_writes: group::Group::new(Arc::clone(&session), config.write_consistency),
             session,
             st,
             next_event_id: AtomicI64::new(random_i64()),
@@ -495,8 +495,8 @@ impl DataStore for ScyllaStore {
     /// merge; the batch is `LOGGED` when it holds the attempt (two tables,
     /// two partitions: the batch log makes it both or neither) and
     /// `UNLOGGED` otherwise (one partition is applied atomically anyway).
-    /// Concurrent calls share a batch ([`group`]: one logged batch per group
-    /// instead of one per attempt). Every statement has explicit values, so a
+    /// Concurrent calls for one identifier share a batch ([`group`]: one
+    /// logged batch per group instead of one per attempt). Every statement has explicit values, so a
     /// retried batch writes the same cells again and changes nothing (the
     /// attempt row is the same row).
     async fn record_ato(
@@ -525,7 +525,11 @@ impl DataStore for ScyllaStore {
             .map(|(st, v)| Ok((st.clone(), group::Bound::new(st, &*v)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.ato_writes
-            .write(group::Write { statements, logged })
+            .write(
+                project.as_str(),
+                identifier,
+                group::Write { statements, logged },
+            )
             .await
     }
 

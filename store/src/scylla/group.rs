@@ -1,24 +1,31 @@
-//! Group commit for the anti-ATO write on CQL, as the embedded store's
-//! writer does for redb (`embedded/writer.rs`).
+//! Group commit for the anti-ATO write on CQL, per identifier, as the
+//! embedded store's writer joins one identifier's updates
+//! (`embedded/writer.rs`).
 //!
 //! Every `ato-login-attempt` writes one `LOGGED` batch: the attempt row and
-//! the profile's changed cells. A logged batch is the coordinator's most
-//! expensive write (the batch is first written to its batch log, then
-//! applied, then the log entry removed), and each one is a request of its
-//! own for the driver and the node. Here concurrent writes are joined: a
-//! caller queues its statements with values already serialized, one task
-//! takes whatever is queued (bounded by [`MAX_GROUP_BYTES`] and
-//! [`MAX_GROUP_STATEMENTS`]) into one batch, with at most [`IN_FLIGHT`]
-//! batches outstanding, and acks every caller once the batch is written
-//! at the configured consistency. Joining changes no merge: every
-//! statement keeps its own `USING TIMESTAMP` (see [`ato`](super::ato)), so N
-//! batches and one batch of the same statements leave the same cells. A
-//! batch the node rejects is retried one caller at a time, so one caller's
-//! bad write never fails another's; a batch that times out fails its
-//! callers, as their own batches would have.
+//! the profile's changed cells, two partitions of one (project,
+//! identifier). A logged batch is the coordinator's most expensive write
+//! (written to its batch log, applied, the log entry removed), and each is
+//! a request of its own for the driver and the node. When an identifier is
+//! under attack, many such batches for the same two partitions are in
+//! flight at once. Here each identifier has at most one batch in flight:
+//! a write for an identifier with none goes out at once (so a quiet
+//! identifier pays nothing), and writes arriving meanwhile queue and go
+//! out together as the next batch (bounded by [`MAX_GROUP_BYTES`] and
+//! [`MAX_GROUP_STATEMENTS`]), every caller acked once the batch holding
+//! its write is written at the configured consistency. Different
+//! identifiers are never joined: a batch stays on its two partitions (a
+//! multi-partition group measured slower on Cassandra, BENCHMARKS.md).
+//! Joining changes no merge: every statement keeps its own `USING
+//! TIMESTAMP` (see [`ato`](super::ato)), so N batches and one batch of the
+//! same statements leave the same cells. A batch the node rejects is
+//! retried one caller at a time, so one caller's bad write never fails
+//! another's; a batch that times out fails its callers, as their own
+//! batches would have.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ::scylla::client::session::Session as CqlSession;
 use ::scylla::serialize::row::{RowSerializationContext, SerializeRow};
@@ -27,7 +34,7 @@ use ::scylla::serialize::SerializationError;
 use ::scylla::statement::batch::{Batch, BatchType};
 use ::scylla::statement::prepared::PreparedStatement;
 use ::scylla::statement::Consistency;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 use super::errors::exec_err;
 use crate::StoreError;
@@ -35,17 +42,11 @@ use crate::StoreError;
 /// Most bytes of bound values in one batch. Cassandra refuses a batch whose
 /// mutations exceed `batch_size_fail_threshold` (50 KiB by default; ScyllaDB
 /// 1 MiB), and mutations are larger than their bound values; 16 KiB keeps a
-/// full group well under that (about 60 login attempts with their profile
-/// cells). A single write larger than this goes alone, as before.
+/// full group well under that. A single write larger than this goes alone,
+/// as before.
 const MAX_GROUP_BYTES: usize = 16 * 1024;
 /// Most statements in one batch.
 const MAX_GROUP_STATEMENTS: usize = 256;
-/// Batches outstanding at once: while they are out, new writes queue and
-/// join the next batch (that wait is what makes the groups).
-const IN_FLIGHT: usize = 4;
-/// Writes waiting for a batch. Callers are requests holding a connection,
-/// which the server bounds; past this they wait to queue.
-const QUEUE: usize = 4096;
 
 /// One statement's values, serialized when the write is queued so the
 /// queue holds no borrow of the caller (the form of `SerializedValues`,
@@ -136,8 +137,8 @@ impl SerializeRow for Bound {
 /// One caller's write: statements applied together or not at all.
 pub(super) struct Write {
     pub(super) statements: Vec<(PreparedStatement, Bound)>,
-    /// Spans two partitions (the attempt row and the profile), so its batch
-    /// must be `LOGGED` to be atomic.
+    /// Holds the attempt row as well as profile cells (two partitions), so
+    /// its batch must be `LOGGED` to be atomic.
     pub(super) logged: bool,
 }
 
@@ -153,115 +154,144 @@ struct Queued {
     ack: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// The queue's sending side; the task ends when the store is dropped.
+/// (project, identifier): the two partitions one write touches.
+type Key = (String, String);
+
+/// The identifiers with a batch in flight, each with the writes waiting
+/// for the next one. An entry lives while its identifier has a write in
+/// flight, so the map is bounded by the requests being served.
 pub(super) struct Group {
-    tx: mpsc::Sender<Queued>,
-    counts: Arc<Counts>,
+    inner: Arc<Inner>,
 }
 
-/// Writes queued and batches sent, for tests and metrics to see grouping.
-#[derive(Default)]
-struct Counts {
+struct Inner {
+    session: Arc<CqlSession>,
+    consistency: Consistency,
+    waiting: Mutex<HashMap<Key, VecDeque<Queued>>>,
     writes: AtomicU64,
     batches: AtomicU64,
 }
 
 impl Group {
-    /// Starts the grouping task on the current runtime (the one the
-    /// driver's connections run on).
-    pub(super) fn start(session: Arc<CqlSession>, consistency: Consistency) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let counts = Arc::new(Counts::default());
-        tokio::spawn(run(session, consistency, rx, Arc::clone(&counts)));
-        Group { tx, counts }
+    pub(super) fn new(session: Arc<CqlSession>, consistency: Consistency) -> Self {
+        Group {
+            inner: Arc::new(Inner {
+                session,
+                consistency,
+                waiting: Mutex::new(HashMap::new()),
+                writes: AtomicU64::new(0),
+                batches: AtomicU64::new(0),
+            }),
+        }
     }
 
     /// Writes asked for and batches sent (retries of a rejected batch one
     /// write at a time count as batches too).
     pub(super) fn counts(&self) -> (u64, u64) {
         (
-            self.counts.writes.load(Ordering::Relaxed),
-            self.counts.batches.load(Ordering::Relaxed),
+            self.inner.writes.load(Ordering::Relaxed),
+            self.inner.batches.load(Ordering::Relaxed),
         )
     }
 
-    /// Writes `write` in the next batch; returns once that batch is written
-    /// (or has failed).
-    pub(super) async fn write(&self, write: Write) -> Result<(), StoreError> {
+    /// Writes `write` for `(project, identifier)`; returns once the batch
+    /// holding it is written (or has failed). The batches of one identifier
+    /// are sent by a task of their own, so a caller whose request is
+    /// dropped (its client gone) stops no one else's write.
+    pub(super) async fn write(
+        &self,
+        project: &str,
+        identifier: &str,
+        write: Write,
+    ) -> Result<(), StoreError> {
+        self.inner.writes.fetch_add(1, Ordering::Relaxed);
         let (ack, done) = oneshot::channel();
-        let size = write.size();
-        self.counts.writes.fetch_add(1, Ordering::Relaxed);
-        self.tx
-            .send(Queued { write, size, ack })
-            .await
-            .map_err(|_| stopped())?;
+        let queued = Queued {
+            size: write.size(),
+            write,
+            ack,
+        };
+        let key = (project.to_owned(), identifier.to_owned());
+        let lead = {
+            let mut waiting = lock(&self.inner.waiting);
+            match waiting.get_mut(&key) {
+                Some(queue) => {
+                    queue.push_back(queued);
+                    None
+                }
+                None => {
+                    waiting.insert(key.clone(), VecDeque::new());
+                    Some(queued)
+                }
+            }
+        };
+        if let Some(first) = lead {
+            tokio::spawn(drive(Arc::clone(&self.inner), key, first));
+        }
         done.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
 
-fn stopped() -> StoreError {
-    StoreError::Unavailable("cql ato write: the write group has stopped".into())
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere cannot leave the map half-changed: every change is
+    // one insert, push or remove.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn run(
-    session: Arc<CqlSession>,
-    consistency: Consistency,
-    mut rx: mpsc::Receiver<Queued>,
-    counts: Arc<Counts>,
-) {
-    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut carried: Option<Queued> = None;
+fn stopped() -> StoreError {
+    StoreError::Unavailable("cql ato write: the write was dropped before it was sent".into())
+}
+
+/// Sends `first`, then whatever queued for `key` meanwhile, batch after
+/// batch, until nothing waits; then forgets `key`.
+async fn drive(inner: Arc<Inner>, key: Key, first: Queued) {
+    let mut group = vec![first];
     loop {
-        let first = match carried.take() {
-            Some(q) => q,
-            None => match rx.recv().await {
-                Some(q) => q,
-                None => return,
-            },
-        };
-        // Wait for a slot before taking more: what queues meanwhile joins.
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+        commit(&inner, group).await;
+        let mut waiting = lock(&inner.waiting);
+        let Some(queue) = waiting.get_mut(&key) else {
             return;
         };
-        let (mut size, mut statements) = (first.size, first.write.statements.len());
-        let mut group = vec![first];
-        while let Ok(q) = rx.try_recv() {
-            if size + q.size > MAX_GROUP_BYTES
-                || statements + q.write.statements.len() > MAX_GROUP_STATEMENTS
-            {
-                carried = Some(q);
-                break;
-            }
-            size += q.size;
-            statements += q.write.statements.len();
-            group.push(q);
+        if queue.is_empty() {
+            waiting.remove(&key);
+            return;
         }
-        let (session, counts) = (Arc::clone(&session), Arc::clone(&counts));
-        tokio::spawn(async move {
-            commit(&session, consistency, group, &counts).await;
-            drop(permit);
-        });
+        group = take_group(queue);
     }
+}
+
+/// The next batch from `queue`: at least one write, then more while the
+/// batch stays under both bounds.
+fn take_group(queue: &mut VecDeque<Queued>) -> Vec<Queued> {
+    let (mut size, mut statements) = (0, 0);
+    let mut group = Vec::new();
+    while let Some(q) = queue.front() {
+        let n = q.write.statements.len();
+        if !group.is_empty()
+            && (size + q.size > MAX_GROUP_BYTES || statements + n > MAX_GROUP_STATEMENTS)
+        {
+            break;
+        }
+        size += q.size;
+        statements += n;
+        group.extend(queue.pop_front());
+    }
+    group
 }
 
 /// Writes the group as one batch and acks each caller; a batch the node
 /// rejected is retried one write at a time so each caller gets its own
 /// outcome.
-async fn commit(
-    session: &CqlSession,
-    consistency: Consistency,
-    group: Vec<Queued>,
-    counts: &Counts,
-) {
+async fn commit(inner: &Inner, group: Vec<Queued>) {
     let all: Vec<&Write> = group.iter().map(|q| &q.write).collect();
-    counts.batches.fetch_add(1, Ordering::Relaxed);
-    let result = send(session, consistency, &all).await;
+    inner.batches.fetch_add(1, Ordering::Relaxed);
+    let result = send(&inner.session, inner.consistency, &all).await;
     drop(all);
     match result {
         Err(StoreError::Corrupt(_)) if group.len() > 1 => {
             let alone = group.into_iter().map(|q| async move {
-                counts.batches.fetch_add(1, Ordering::Relaxed);
-                let r = send(session, consistency, &[&q.write]).await;
+                inner.batches.fetch_add(1, Ordering::Relaxed);
+                let r = send(&inner.session, inner.consistency, &[&q.write]).await;
                 let _ = q.ack.send(r);
             });
             futures::future::join_all(alone).await;
@@ -279,9 +309,9 @@ async fn send(
     consistency: Consistency,
     writes: &[&Write],
 ) -> Result<(), StoreError> {
-    // Several writes span several partitions: only a logged batch keeps
-    // each of them whole.
-    let logged = writes.len() > 1 || writes.iter().any(|w| w.logged);
+    // All on one identifier's two partitions: logged when an attempt row
+    // is in it, so the row and the profile cells are both or neither.
+    let logged = writes.iter().any(|w| w.logged);
     let mut batch = Batch::new(if logged {
         BatchType::Logged
     } else {
