@@ -31,7 +31,7 @@ trap cleanup EXIT
 count() { # PATH URL-HOST PORT : warm up, zero, measure, dump
 	QZ_BODY="$body" python3 "$client" "$2" "$3" "$1" 200
 	callgrind_control -z "$vg" >/dev/null
-	QZ_BODY="$body" python3 "$client" "$2" "$3" "$1" "$n"
+	QZ_START=200 QZ_BODY="$body" python3 "$client" "$2" "$3" "$1" "$n"
 	callgrind_control -d "$vg" >/dev/null
 }
 per_request() { # FILE [FUNCTION] : instructions per request, all or under FUNCTION
@@ -87,7 +87,7 @@ case $route in
 sv) path=/projects/client/session-verify body="{\"projectId\":\"$project\",\"sessionId\":\"$sid\",\"sessionToken\":\"$stok\"}" ;;
 mint) path=/projects/client/token body="{\"projectId\":\"$project\"}" ;;
 verify) path=/projects/client/token-verify body="{\"projectId\":\"$project\",\"clientToken\":\"$token\"}" ;;
-rl) path=/projects/client/rate-limit-check body='{"ip":"198.51.100.7"}' ;;
+rl) path=/projects/client/rate-limit-check body="{\"projectId\":\"$project\",\"ip\":\"%IP%\",\"metadata\":{\"email\":\"u%N%@example.com\"}}" ;;
 ato) path=/projects/client/ato-login-attempt body="{\"projectId\":\"$project\",\"identifier\":\"perf@example.com\",\"success\":true,\"ip\":\"203.0.113.9\",\"sessionId\":\"$sid\",\"sessionToken\":\"$stok\"}" ;;
 *) echo "unknown route $route (sv | mint | verify | rl | ato | hello)" >&2; exit 2 ;;
 esac

@@ -1,5 +1,8 @@
-"""Sends N identical POSTs over one keep-alive connection and fails on any
-answer that is not 200 (deploy/instructions.sh drives it)."""
+"""Sends N POSTs over one keep-alive connection and fails on any answer
+that is not 200 (deploy/instructions.sh drives it). In the body `%IP%`
+becomes a different client address per request and `%N%` the request's
+number (as the shared instrument's rate-limit script varies them); other
+bodies are sent as they are."""
 import http.client
 import os
 import sys
@@ -10,8 +13,10 @@ headers = {"Content-Type": "application/json"}
 if os.environ.get("QZ_SECRET"):
     headers["Authorization"] = "Bearer " + os.environ["QZ_SECRET"]
 conn = http.client.HTTPConnection(host, port)
-for _ in range(n):
-    conn.request("POST", path, body=body, headers=headers)
+start = int(os.environ.get("QZ_START", "0"))
+for k in range(start, start + n):
+    b = body.replace("%IP%", f"10.{k // 65536 % 256}.{k // 256 % 256}.{k % 256}").replace("%N%", str(k % 50000))
+    conn.request("POST", path, body=b, headers=headers)
     res = conn.getresponse()
     data = res.read()
     if res.status != 200:
