@@ -351,6 +351,39 @@ fn a_full_shard_forgets_idle_keys_first_then_the_most_refilled_never_fails_open(
 }
 
 #[test]
+fn a_shard_full_of_live_keys_evicts_its_most_refilled_eighth_at_once() {
+    let l = Limiter::new(LimiterConfig {
+        max_entries: 16,
+        shards: 1,
+    });
+    let rule = Rule::new(1, 100);
+    let keys: Vec<_> = (0..16).map(|i| key(&l, "ip", &format!("k{i}"))).collect();
+    // Spent one after another: k0 is the most refilled, k15 the least.
+    for (i, &k) in keys.iter().enumerate() {
+        assert!(hit(&l, k, rule, i as u64 * SEC, 1).allowed);
+    }
+    let t = 16 * SEC;
+    let new = key(&l, "ip", "new");
+    assert!(hit(&l, new, rule, t, 1).allowed);
+    assert_eq!(
+        (l.stats().entries, l.stats().evicted),
+        (15, 2),
+        "16 / 8 evicted at once"
+    );
+    // The next new key finds room without evicting.
+    assert!(hit(&l, key(&l, "ip", "next"), rule, t, 1).allowed);
+    assert_eq!((l.stats().entries, l.stats().evicted), (16, 2));
+    // Every more-spent key kept its state, and so did the new one; the two
+    // most-refilled were forgotten (full buckets again).
+    for &k in &keys[2..] {
+        assert!(!hit(&l, k, rule, t, 1).allowed, "a more-spent key is kept");
+    }
+    assert!(!hit(&l, new, rule, t, 1).allowed);
+    assert!(hit(&l, keys[0], rule, t, 1).allowed);
+    assert!(hit(&l, keys[1], rule, t, 1).allowed);
+}
+
+#[test]
 fn clones_share_state_and_debug_shows_no_entries() {
     let l = Limiter::new(LimiterConfig {
         max_entries: 10,
