@@ -516,7 +516,10 @@ mod tests {
         ] {
             let mut out = b"[".to_vec();
             push_name(&mut out, (prefix, field));
-            let want = format!("[{}", serde_json::to_string(&format!("{prefix}{field}")).unwrap());
+            let want = format!(
+                "[{}",
+                serde_json::to_string(&format!("{prefix}{field}")).unwrap()
+            );
             assert_eq!(std::str::from_utf8(&out).unwrap(), want);
         }
     }
