@@ -26,7 +26,15 @@ if ! command -v valgrind >/dev/null; then
 fi
 work=$(mktemp -d)
 vg=""
-cleanup() { [ -n "$vg" ] && kill -INT "$vg" 2>/dev/null && wait "$vg" 2>/dev/null; rm -rf "$work"; }
+cleanup() { # qyzar stops on SIGINT; the hello-world ignores it, so kill what is left after 10 s
+	if [ -n "$vg" ]; then
+		kill -INT "$vg" 2>/dev/null
+		for _ in $(seq 50); do kill -0 "$vg" 2>/dev/null || break; sleep 0.2; done
+		kill -KILL "$vg" 2>/dev/null
+		wait "$vg" 2>/dev/null
+	fi
+	rm -rf "$work"
+}
 trap cleanup EXIT
 count() { # PATH URL-HOST PORT : warm up, zero, measure, dump
 	QZ_BODY="$body" python3 "$client" "$2" "$3" "$1" 200
