@@ -630,7 +630,7 @@ impl Inner {
     /// the largest project ([`Pool::reclaim`]); only if both fail does the
     /// key go untracked.
     fn insert_new(&self, map: &mut ShardMap, key: BucketKey, state: State, now: u64) {
-        if map.entries.len() >= self.shard_cap() && !self.make_room(map, now) {
+        if map.entries.len() >= self.shard_cap() && !self.make_room(map, now, true) {
             self.pool.untracked.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -653,20 +653,27 @@ impl Inner {
         self.pool.add(1);
     }
 
-    /// Frees at least one slot of `map` from this project's own keys: every
-    /// idle key (a full bucket, so nothing is lost), or if none is idle the
-    /// most-refilled [`EVICT_SHARE`] of the shard at once (the lowest TATs,
-    /// at least one key). Evicting one key at a time made every new key of a
-    /// shard full of live keys scan the whole shard again: 11 % of the core
-    /// under the instrument's rate-limit scenario (a new client address per
-    /// call; BENCHMARKS.md); one eviction pass now makes room for the next
-    /// `len / 8` new keys. `false` only for an empty shard.
-    fn make_room(&self, map: &mut ShardMap, now: u64) -> bool {
+    /// Frees at least one slot of `map`: every idle key (a full bucket, so
+    /// nothing is lost), or if none is idle the most-refilled (lowest TAT)
+    /// live keys. For the asker's own shard (`own`) that is
+    /// [`EVICT_SHARE`] of the shard at once: evicting one key at a time
+    /// made every new key of a shard full of live keys scan the whole shard
+    /// again, 11 % of the core under the instrument's rate-limit scenario (a
+    /// new client address per call; BENCHMARKS.md), and one pass now makes
+    /// room for the next `len / 8` new keys. From another project's shard
+    /// (the pool's reclaim) exactly one key, as many as the asker needs:
+    /// a tenant's new keys never cost another tenant more counters than
+    /// they take. `false` only for an empty shard.
+    fn make_room(&self, map: &mut ShardMap, now: u64, own: bool) -> bool {
         let before = map.entries.len();
         map.entries.retain(|_, s| s.tat > now);
         let mut removed = before - map.entries.len();
         if removed == 0 && !map.entries.is_empty() {
-            let n = (map.entries.len() / EVICT_SHARE).max(1);
+            let n = if own {
+                (map.entries.len() / EVICT_SHARE).max(1)
+            } else {
+                1
+            };
             let mut tats: Vec<u64> = map.entries.values().map(|s| s.tat).collect();
             let (lower, &mut cut, _) = tats.select_nth_unstable(n - 1);
             // Exactly `n` go: every key below the cut, then keys at the cut

@@ -86,6 +86,8 @@ fn a_project_at_budget_keeps_limiting_its_recent_keys() {
 #[test]
 fn a_full_pool_takes_room_from_the_largest_project_not_the_small_one() {
     let ls = Limiters::new(LimitersConfig { max_entries: 300 });
+    // Big fills the pool over its 4 shards (about 75 keys each), so an
+    // eighth of one of them would be 9 keys.
     let big = ls.project("prj_big", 1_000);
     let small = ls.project("prj_small", 1_000);
     let rule = Rule::new(1, 3_600);
@@ -98,14 +100,26 @@ fn a_full_pool_takes_room_from_the_largest_project_not_the_small_one() {
         "the pool bounds all projects"
     );
     // The small project's new keys are tracked (limited on their second
-    // call) and its old key kept its state.
+    // call) and its old key kept its state; each took at most one key of
+    // the big project's (the pool's reclaim evicts one, never a batch).
+    let (big_before, evicted_before) = (big.entries(), ls.stats().evicted);
     for i in 1..20 {
         let k = format!("s{i}");
+        let big_had = big.entries();
         assert!(hit(&small, "prj_small", &k, rule, SEC));
+        assert!(big_had - big.entries() <= 1, "{k} cost big one key at most");
         assert!(!hit(&small, "prj_small", &k, rule, SEC), "{k} is tracked");
     }
     assert!(!hit(&small, "prj_small", "s0", rule, SEC));
     assert_eq!(small.entries(), 20);
+    assert!(
+        big_before - big.entries() > 0,
+        "the pool was full: big gave keys"
+    );
+    assert_eq!(
+        ls.stats().evicted - evicted_before,
+        (big_before - big.entries()) as u64
+    );
     assert_eq!(ls.stats().untracked, 0);
 }
 

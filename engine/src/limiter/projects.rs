@@ -121,7 +121,7 @@ impl Pool {
         let target: &Inner = if std::ptr::eq(Arc::as_ptr(&victim), me)
             || victim.entries.load(Ordering::Relaxed) <= me.entries.load(Ordering::Relaxed)
         {
-            if me.make_room(held, now) {
+            if me.make_room(held, now, true) {
                 return true;
             }
             me
@@ -129,9 +129,11 @@ impl Pool {
             &victim
         };
         // The asker's own held shard is skipped by `try_lock` (it would block).
+        // Another project gives one key, the asker its usual share.
+        let own = std::ptr::eq(target, me);
         target.shards.iter().any(|shard| match shard.0.try_lock() {
-            Ok(mut map) => target.make_room(&mut map, now),
-            Err(TryLockError::Poisoned(p)) => target.make_room(&mut p.into_inner(), now),
+            Ok(mut map) => target.make_room(&mut map, now, own),
+            Err(TryLockError::Poisoned(p)) => target.make_room(&mut p.into_inner(), now, own),
             Err(TryLockError::WouldBlock) => false,
         })
     }
