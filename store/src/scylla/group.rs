@@ -401,6 +401,58 @@ mod tests {
         ));
     }
 
+    /// Three writes for one identifier: the first goes out alone, the two
+    /// that queued behind it share a batch, which the node rejects (a
+    /// negative TTL); each is then retried alone, so the good one is
+    /// written and only the bad one fails. Against the CQL test node.
+    #[tokio::test]
+    async fn a_rejected_batch_is_retried_one_write_at_a_time() {
+        let Some(node) = qyzar_shared::testing::backend("QYZAR_TEST_CQL_NODE", "CQL write groups")
+        else {
+            return;
+        };
+        let keyspace = qyzar_shared::testing::unique_name("qz_test_");
+        let mut config = super::super::ScyllaConfig::new(vec![node], keyspace.clone());
+        config.replication_factor = 1;
+        config.request_timeout = std::time::Duration::from_secs(15);
+        let store = super::super::ScyllaStore::connect(config)
+            .await
+            .expect("the CQL test node is reachable");
+        let st = &store.st.set_last_success;
+        let write = |ttl: i32| Write {
+            statements: vec![(
+                st.clone(),
+                Bound::new(st, &(1_000_i64, ttl, b"{}".to_vec(), "prj_x", "id")).unwrap(),
+            )],
+            logged: false,
+        };
+        let g = &store.ato_writes;
+        let before = g.counts();
+        // One poll of `join!` queues all three before the first batch is
+        // sent (this test's runtime has one thread).
+        let (first, bad, good) = futures::join!(
+            g.write("prj_x", "id", write(60)),
+            g.write("prj_x", "id", write(-1)),
+            g.write("prj_x", "id", write(60)),
+        );
+        let after = g.counts();
+        let drop = ::scylla::statement::unprepared::Statement::new(format!(
+            "DROP KEYSPACE IF EXISTS {keyspace}"
+        ));
+        let _ = store.session.query_unpaged(drop, &[]).await;
+        assert!(first.is_ok(), "{first:?}");
+        assert!(matches!(bad, Err(StoreError::Corrupt(_))), "{bad:?}");
+        assert!(
+            good.is_ok(),
+            "the good write is not failed by its neighbour: {good:?}"
+        );
+        assert_eq!(
+            (after.0 - before.0, after.1 - before.1),
+            (3, 4),
+            "one batch alone, one shared and rejected, two retried alone"
+        );
+    }
+
     /// A truncated buffer is an error, not a panic.
     #[test]
     fn a_malformed_bound_row_is_an_error() {
