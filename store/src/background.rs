@@ -205,8 +205,8 @@ impl DataStore for BackgroundStore {
         &self,
         project: &ProjectId,
         identifier: &str,
-        attempt: Option<&LoginAttempt>,
-        update: &ProfileUpdate,
+        attempt: Option<LoginAttempt>,
+        update: ProfileUpdate,
     ) -> Result<(), StoreError> {
         self.store()?
             .record_ato(project, identifier, attempt, update)

@@ -414,15 +414,15 @@ impl DataStore for EmbeddedStore {
         &self,
         project: &ProjectId,
         identifier: &str,
-        attempt: Option<&LoginAttempt>,
-        update: &ProfileUpdate,
+        attempt: Option<LoginAttempt>,
+        update: ProfileUpdate,
     ) -> Result<(), StoreError> {
-        check_ato_write(project, identifier, attempt, update)?;
+        check_ato_write(project, identifier, attempt.as_ref(), &update)?;
         self.done(Op::RecordAto {
             project: project.clone(),
             identifier: identifier.into(),
-            attempt: attempt.cloned().map(Box::new),
-            update: Box::new(update.clone()),
+            attempt: attempt.map(Box::new),
+            update: Box::new(update),
         })
         .await
     }

@@ -242,13 +242,15 @@ pub trait DataStore: Send + Sync + 'static {
     /// attempt as [`DataStore::record_login_attempt`] does; durable before
     /// it returns. Concurrent calls for one identifier, from any number of
     /// processes, end in the same profile whatever their order (the join of
-    /// [`profile`]); a retried call changes nothing more.
+    /// [`profile`]); a retried call changes nothing more. Takes the
+    /// attempt and update by value: the embedded store hands them to its
+    /// writer thread as they are, without a copy.
     async fn record_ato(
         &self,
         project: &ProjectId,
         identifier: &str,
-        attempt: Option<&LoginAttempt>,
-        update: &ProfileUpdate,
+        attempt: Option<LoginAttempt>,
+        update: ProfileUpdate,
     ) -> Result<(), StoreError>;
 
     /// Revokes a client token (by `jti`) until `expires_at`, the token's own

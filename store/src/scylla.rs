@@ -503,14 +503,14 @@ impl DataStore for ScyllaStore {
         &self,
         project: &ProjectId,
         identifier: &str,
-        attempt: Option<&LoginAttempt>,
-        update: &ProfileUpdate,
+        attempt: Option<LoginAttempt>,
+        update: ProfileUpdate,
     ) -> Result<(), StoreError> {
-        check_ato_write(project, identifier, attempt, update)?;
+        check_ato_write(project, identifier, attempt.as_ref(), &update)?;
         let now = now_ms();
         let st = &self.st;
-        let mut writes = ato::profile_writes(st, project.as_str(), identifier, update, now);
-        let logged = match attempt.and_then(|a| attempt_values(a, now)) {
+        let mut writes = ato::profile_writes(st, project.as_str(), identifier, &update, now);
+        let logged = match attempt.as_ref().and_then(|a| attempt_values(a, now)) {
             Some(v) => {
                 writes.push((&st.insert_attempt, Box::new(v)));
                 true

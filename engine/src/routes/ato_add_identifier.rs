@@ -53,7 +53,7 @@ async fn run(
     // parse
     let input: Input = request::json_body(headers, body)?;
     let project = common::project_id(input.project_id.as_deref())?;
-    let identifier = identifier(input.identifier)?;
+    let identifier = identifier(input.identifier.as_deref())?;
     let body_device = match input.device_id.as_deref() {
         Some(d) => Some(DeviceId::parse(d).map_err(|_| {
             ApiError::with_message(ErrorCode::InvalidField, "deviceId is not a device id")
@@ -64,7 +64,7 @@ async fn run(
     // authorise
     let live = common::live(engine, now)?;
     let (cfg, _) = common::authorise(&live, &project, headers, now)?;
-    let identifier = normalise(&identifier, cfg.settings.ato.case_sensitive_identifiers)?;
+    let identifier = normalise(identifier, cfg.settings.ato.case_sensitive_identifiers)?;
     let device = match body_device {
         Some(d) => d,
         None => {
@@ -126,7 +126,7 @@ async fn run(
     if update != Default::default() {
         if let Err(e) = engine
             .store
-            .record_ato(&project, &identifier, None, &update)
+            .record_ato(&project, &identifier, None, update)
             .await
         {
             engine.profiles.forget(&project, &identifier);

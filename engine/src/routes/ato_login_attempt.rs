@@ -32,7 +32,7 @@ use qyzar_store::profile::AttemptFacts;
 use super::common::{self, SessionCheck};
 use super::connect;
 use crate::decide::{self, Attempt, History, PriorSnapshot, Thresholds};
-use crate::request;
+use crate::request::{self, Text};
 use crate::response::{self, Body};
 use crate::state::Engine;
 use crate::traffic::Dims;
@@ -47,45 +47,90 @@ pub const ATO_BLOCK_BUCKET: &str = "ato:block";
 /// Longest identifier once normalised (an email, a username, a user id).
 pub const MAX_IDENTIFIER: usize = qyzar_shared::identifier::MAX_BYTES;
 
+/// The body, borrowed from the request: no copy of its strings.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Input {
-    project_id: Option<String>,
-    identifier: Option<String>,
+struct Input<'a> {
+    #[serde(borrow)]
+    project_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    identifier: Option<Text<'a>>,
     success: Option<bool>,
-    ip: Option<String>,
-    session_id: Option<String>,
-    session_token: Option<String>,
-    device_id: Option<String>,
+    #[serde(borrow)]
+    ip: Option<Text<'a>>,
+    #[serde(borrow)]
+    session_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    session_token: Option<Text<'a>>,
+    #[serde(borrow)]
+    device_id: Option<Text<'a>>,
 }
 
+/// `priorSnapshot`, borrowed from the profile's last success.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Prior {
-    device_id: Option<String>,
+struct Prior<'a> {
+    device_id: Option<&'a str>,
     ip: Option<String>,
-    region: Option<String>,
-    platform: Option<String>,
-    browser: Option<String>,
-    at: String,
+    region: Option<&'a str>,
+    platform: Option<&'a str>,
+    browser: Option<&'a str>,
+    at: &'a str,
 }
 
+/// The answer: the decision's fields, then `lastLoginAt` and
+/// `priorSnapshot`. Listed here rather than `#[serde(flatten)]`ed, which
+/// serialises through a map (a test holds the two equal).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Output {
-    #[serde(flatten)]
-    decision: decide::AtoDecision,
-    last_login_at: Option<String>,
-    prior_snapshot: Option<Prior>,
+struct Output<'a> {
+    action: decide::Action,
+    score: u8,
+    reasons: &'a [&'static str],
+    changes: &'a [&'static str],
+    trusted_device: bool,
+    details: &'a decide::ato::Details,
+    last_login_at: Option<&'a str>,
+    prior_snapshot: Option<Prior<'a>>,
+}
+
+impl<'a> Prior<'a> {
+    /// The snapshot's fields; `at` is its time as RFC 3339 (also the
+    /// answer's `lastLoginAt`).
+    fn of((p, at): (&'a PriorSnapshot, &'a str)) -> Self {
+        Self {
+            device_id: p.device_id.as_ref().map(DeviceId::as_str),
+            ip: p.ip.map(qyzar_shared::net::ip_text),
+            region: p.region.as_deref(),
+            platform: p.platform.as_deref(),
+            browser: p.browser.as_deref(),
+            at,
+        }
+    }
+}
+
+impl<'a> Output<'a> {
+    fn new(decision: &'a decide::AtoDecision, prior: Option<Prior<'a>>) -> Self {
+        Self {
+            action: decision.action,
+            score: decision.score,
+            reasons: &decision.reasons,
+            changes: &decision.changes,
+            trusted_device: decision.trusted_device,
+            details: &decision.details,
+            last_login_at: prior.as_ref().map(|p| p.at),
+            prior_snapshot: prior,
+        }
+    }
 }
 
 /// Parses an identifier field: present, and passing the checks that need
 /// no project settings ([`qyzar_shared::identifier::precheck`]). The raw
 /// text is returned; it is normalised once the project (and so its
 /// `ato.caseSensitiveIdentifiers`) is known.
-pub fn identifier(raw: Option<String>) -> Result<String, ApiError> {
+pub fn identifier(raw: Option<&str>) -> Result<&str, ApiError> {
     let id = raw.ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("identifier"))?;
-    qyzar_shared::identifier::precheck(&id)?;
+    qyzar_shared::identifier::precheck(id)?;
     Ok(id)
 }
 
@@ -104,9 +149,9 @@ async fn run(
 ) -> Result<Response<Body>, ApiError> {
     let now = qyzar_shared::time::now_ms();
     // parse
-    let input: Input = request::json_body(headers, body)?;
+    let input: Input<'_> = request::json_body(headers, body)?;
     let project = common::project_id(input.project_id.as_deref())?;
-    let identifier = identifier(input.identifier)?;
+    let identifier = identifier(input.identifier.as_deref())?;
     let success = input
         .success
         .ok_or_else(|| ApiError::new(ErrorCode::MissingField).field("success"))?;
@@ -128,8 +173,8 @@ async fn run(
     let (cfg, _) = common::authorise(&live, &project, headers, now)?;
     // The spelling as sent (trimmed) is kept only to find attempt rows
     // logged before identifiers were normalised (a lazy profile build).
-    let raw = identifier.trim().to_owned();
-    let identifier = normalise(&identifier, cfg.settings.ato.case_sensitive_identifiers)?;
+    let raw = identifier.trim();
+    let identifier = normalise(identifier, cfg.settings.ato.case_sensitive_identifiers)?;
     // decide
     let (sid, token) = common::session_credentials(
         cfg,
@@ -164,7 +209,7 @@ async fn run(
     let window_ms = i64::from(window_seconds).saturating_mul(1000);
     let (loaded, warm) = engine
         .profiles
-        .get(&*engine.store, &project, &identifier, &raw, window_ms, now)
+        .get(&*engine.store, &project, &identifier, raw, window_ms, now)
         .await
         .map_err(unavailable)?;
     let thresholds = Thresholds {
@@ -173,14 +218,14 @@ async fn run(
     };
     let attempt = LoginAttempt {
         project_id: project.clone(),
-        identifier,
+        identifier: identifier.clone(),
         at: now,
         attempt_id: LoginAttempt::new_id(),
         success,
-        ip: ip.map(|i| i.to_string()),
+        ip: ip.map(qyzar_shared::net::ip_text),
         device_id,
         session_id: session.as_ref().map(|s| s.to_session_id()),
-        region,
+        region: region.clone(),
         platform,
         browser,
     };
@@ -232,14 +277,17 @@ async fn run(
         (prior, decision, update)
     };
     // The attempt and the profile are durable before the answer.
+    // The attempt and update go to the store as they are; what the answer
+    // still needs of them is kept above (`identifier`, `region`, `ip`, the
+    // session's platform and browser).
     let write_started = std::time::Instant::now();
     if let Err(e) = engine
         .store
-        .record_ato(&project, &attempt.identifier, Some(&attempt), &update)
+        .record_ato(&project, &identifier, Some(attempt), update)
         .await
     {
         tracing::warn!(error = %e, "login attempt not stored");
-        engine.profiles.forget(&project, &attempt.identifier);
+        engine.profiles.forget(&project, &identifier);
         engine.traffic.record(
             project.as_str(),
             TrafficRoute::AtoLoginAttempt,
@@ -260,9 +308,9 @@ async fn run(
         // The visitor's region (from the body's ip or the session) and the
         // session's browser, not the calling backend's.
         Dims {
-            region: attempt.region.as_deref(),
-            platform: attempt.platform.as_deref().unwrap_or("server"),
-            browser: attempt.browser.as_deref().unwrap_or(""),
+            region: region.as_deref(),
+            platform: session.as_ref().map_or("server", |s| s.platform()),
+            browser: session.as_ref().map_or("", |s| s.browser()),
         },
         now,
     );
@@ -279,27 +327,14 @@ async fn run(
             project_id: project.clone(),
             at: now,
             bucket: bucket.to_owned(),
-            key: attempt.identifier.clone(),
-            ip: attempt.ip.clone(),
+            key: identifier,
+            ip: ip.map(qyzar_shared::net::ip_text),
         });
     }
     // answer
-    let prior_snapshot = prior.as_ref().map(|p| Prior {
-        device_id: p.device_id.as_ref().map(|d| d.to_string()),
-        ip: p.ip.map(|i| i.to_string()),
-        region: p.region.clone(),
-        platform: p.platform.clone(),
-        browser: p.browser.clone(),
-        at: rfc3339(p.at),
-    });
-    let res = response::json_of(
-        StatusCode::OK,
-        &Output {
-            decision,
-            last_login_at: prior.as_ref().map(|p| rfc3339(p.at)),
-            prior_snapshot,
-        },
-    );
+    let prior_at = prior.as_ref().map(|p| rfc3339(p.at));
+    let prior_snapshot = prior.as_ref().zip(prior_at.as_deref()).map(Prior::of);
+    let res = response::json_of(StatusCode::OK, &Output::new(&decision, prior_snapshot));
     // Where the answer came from: the profile from memory or loaded, and
     // how long the durable write took.
     let mut entry = String::with_capacity(48);
@@ -310,4 +345,110 @@ async fn run(
     });
     response::push_millis(&mut entry, write_started.elapsed().as_micros() as u64);
     Ok(response::timing(res, &entry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use decide::ato::{Details, NewDevice, NewRegion, Travel, Velocity};
+    use decide::{Action, AtoDecision};
+
+    /// The answer as it was written before: the decision flattened in by
+    /// serde, owned copies of the snapshot's text.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Flattened {
+        #[serde(flatten)]
+        decision: AtoDecision,
+        last_login_at: Option<String>,
+        prior_snapshot: Option<OwnedPrior>,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct OwnedPrior {
+        device_id: Option<String>,
+        ip: Option<String>,
+        region: Option<String>,
+        platform: Option<String>,
+        browser: Option<String>,
+        at: String,
+    }
+
+    #[test]
+    fn the_listed_answer_is_the_flattened_answer() {
+        let full = Details {
+            new_device: Some(NewDevice {
+                device_id: Some("dev_x".into()),
+                known_devices: 3,
+            }),
+            new_region: Some(NewRegion {
+                region: "FR".into(),
+                last_region: "DE".into(),
+                known_regions: vec!["DE".into(), "AT\"".into()],
+            }),
+            untrusted_identifier: None,
+            failed_attempt_velocity: Some(Velocity {
+                failures: 12,
+                free_failures: 5,
+                window_seconds: 900,
+            }),
+            impossible_travel: Some(Travel {
+                from_region: Some("DE".into()),
+                to_region: None,
+                minutes_since_last_login: 7,
+                distance_km: Some(9000),
+                speed_kmh: None,
+            }),
+            bot: None,
+        };
+        for (action, reasons, changes, details) in [
+            (Action::Allow, vec![], vec![], Details::default()),
+            (
+                Action::Block,
+                vec!["new_device", "new_region", "impossible_travel"],
+                vec!["device", "ip"],
+                full,
+            ),
+        ] {
+            let decision = AtoDecision {
+                action,
+                score: 87,
+                reasons,
+                changes,
+                trusted_device: action == Action::Allow,
+                details,
+            };
+            for prior in [
+                None,
+                Some(PriorSnapshot {
+                    device_id: Some(DeviceId::from_digest(&[7; 32])),
+                    ip: Some("2001:db8::1".parse().unwrap()),
+                    region: Some("DE".into()),
+                    platform: None,
+                    browser: Some("Fire\"fox".into()),
+                    location: None,
+                    at: 1_764_120_000_123,
+                }),
+            ] {
+                let want = serde_json::to_string(&Flattened {
+                    decision: decision.clone(),
+                    last_login_at: prior.as_ref().map(|p| rfc3339(p.at)),
+                    prior_snapshot: prior.as_ref().map(|p| OwnedPrior {
+                        device_id: p.device_id.as_ref().map(|d| d.to_string()),
+                        ip: p.ip.map(|i| i.to_string()),
+                        region: p.region.clone(),
+                        platform: p.platform.clone(),
+                        browser: p.browser.clone(),
+                        at: rfc3339(p.at),
+                    }),
+                })
+                .unwrap();
+                let at = prior.as_ref().map(|p| rfc3339(p.at));
+                let listed = prior.as_ref().zip(at.as_deref()).map(Prior::of);
+                let got = serde_json::to_string(&Output::new(&decision, listed)).unwrap();
+                assert_eq!(got, want);
+            }
+        }
+    }
 }

@@ -187,7 +187,7 @@ async fn run(
         expires_at: now + ttl_ms,
         last_seen_at: now,
         revoked: false,
-        ip: client.map(|ip| ip.to_string()),
+        ip: client.map(qyzar_shared::net::ip_text),
         risk: (&risk).into(),
         device: device.clone(),
     };
@@ -313,7 +313,7 @@ pub(super) fn throttle(
         .project(&cfg.project_id, cfg.plan.limits().limiter_keys);
     let subject = client
         .map(throttle_subject)
-        .map(|ip| ip.to_string())
+        .map(qyzar_shared::net::ip_text)
         .unwrap_or_default();
     let key = limiter
         .bucket_key(&cfg.project_id, bucket, subject.as_bytes())

@@ -135,8 +135,8 @@ impl DataStore for Switchable {
         &self,
         p: &ProjectId,
         i: &str,
-        a: Option<&LoginAttempt>,
-        u: &qyzar_store::ProfileUpdate,
+        a: Option<LoginAttempt>,
+        u: qyzar_store::ProfileUpdate,
     ) -> Result<(), StoreError> {
         self.check()?;
         self.inner.record_ato(p, i, a, u).await

@@ -56,7 +56,7 @@ async fn record(store: &dyn DataStore, prof: &mut AtoProfile, writer: u64, a: &L
     };
     let update = prof.record(&facts, writer, WINDOW_MS);
     store
-        .record_ato(&a.project_id, &a.identifier, Some(a), &update)
+        .record_ato(&a.project_id, &a.identifier, Some(a.clone()), update)
         .await
         .expect("record_ato");
 }
@@ -85,7 +85,7 @@ pub(crate) async fn ato_profile_round_trip_and_isolation(store: &dyn DataStore) 
     }
     let trust = prof.trust(&d1, t + 50);
     store
-        .record_ato(&p, ident, None, &trust)
+        .record_ato(&p, ident, None, trust)
         .await
         .expect("trust");
     let stored = read(store, &p, ident).await.expect("a profile");
@@ -160,7 +160,7 @@ pub(crate) async fn ato_forget_is_conditional_and_bounds_hold(store: &dyn DataSt
     )
     .await;
     store
-        .record_ato(&p, ident, None, &prof.trust(&d, t + 5))
+        .record_ato(&p, ident, None, prof.trust(&d, t + 5))
         .await
         .expect("trust");
     let forget = |f: Forgotten| ProfileUpdate {
@@ -175,7 +175,7 @@ pub(crate) async fn ato_forget_is_conditional_and_bounds_hold(store: &dyn DataSt
         failures: vec![],
     };
     store
-        .record_ato(&p, ident, None, &forget(stale))
+        .record_ato(&p, ident, None, forget(stale))
         .await
         .expect("stale forget");
     assert_eq!(read(store, &p, ident).await.as_ref(), Some(&prof));
@@ -186,7 +186,7 @@ pub(crate) async fn ato_forget_is_conditional_and_bounds_hold(store: &dyn DataSt
         failures: vec![],
     };
     store
-        .record_ato(&p, ident, None, &forget(exact))
+        .record_ato(&p, ident, None, forget(exact))
         .await
         .expect("forget");
     let left = read(store, &p, ident)
@@ -245,13 +245,13 @@ pub(crate) async fn ato_updates_commute(store: &dyn DataStore) {
     }
     for u in &updates {
         store
-            .record_ato(&p, "fwd", None, u)
+            .record_ato(&p, "fwd", None, u.clone())
             .await
             .expect("forwards");
     }
     for u in updates.iter().rev() {
         store
-            .record_ato(&p, "rev", None, u)
+            .record_ato(&p, "rev", None, u.clone())
             .await
             .expect("backwards");
     }

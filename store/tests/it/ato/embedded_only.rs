@@ -25,7 +25,7 @@ async fn purge_drops_an_expired_profile_and_keeps_trust() {
         WINDOW_MS,
     );
     store
-        .record_ato(&p, "old@example.com", None, &u)
+        .record_ato(&p, "old@example.com", None, u)
         .await
         .expect("record");
     let d = DeviceId::generate();
@@ -41,7 +41,7 @@ async fn purge_drops_an_expired_profile_and_keeps_trust() {
     );
     u.cells.trusted = kept.trust(&d, t).cells.trusted;
     store
-        .record_ato(&p, "kept@example.com", None, &u)
+        .record_ato(&p, "kept@example.com", None, u)
         .await
         .expect("record");
     // Nothing is due yet.
@@ -118,14 +118,14 @@ async fn attempt_log_is_listed_isolated_and_expires() {
         .collect();
     let writes = updates
         .iter()
-        .map(|(a, u)| store.record_ato(&p, "ann@example.com", Some(a), u));
+        .map(|(a, u)| store.record_ato(&p, "ann@example.com", Some((*a).clone()), u.clone()));
     for r in futures::future::join_all(writes).await {
         r.expect("record_ato");
     }
     // A retried write logs the attempt again; it is listed once.
     let (a, u) = &updates[4];
     store
-        .record_ato(&p, "ann@example.com", Some(a), u)
+        .record_ato(&p, "ann@example.com", Some((*a).clone()), u.clone())
         .await
         .expect("retry");
     // The same identifier in another project, another identifier here.
