@@ -276,10 +276,16 @@ async fn run(
         );
         (prior, decision, update)
     };
-    // The attempt and the profile are durable before the answer.
-    // The attempt and update go to the store as they are; what the answer
-    // still needs of them is kept above (`identifier`, `region`, `ip`, the
-    // session's platform and browser).
+    // The answer is written before the wait and sent only once the write
+    // is durable: the answers of one group commit then leave back to back,
+    // each task doing little more than its send after the wake.
+    let prior_at = prior.as_ref().map(|p| rfc3339(p.at));
+    let prior_snapshot = prior.as_ref().zip(prior_at.as_deref()).map(Prior::of);
+    let res = response::json_of(StatusCode::OK, &Output::new(&decision, prior_snapshot));
+    // The attempt and the profile are durable before the answer. They go
+    // to the store as they are; what is needed after the write is kept
+    // apart (`identifier`, `region`, `ip`, the session's platform and
+    // browser).
     let write_started = std::time::Instant::now();
     if let Err(e) = engine
         .store
@@ -332,9 +338,6 @@ async fn run(
         });
     }
     // answer
-    let prior_at = prior.as_ref().map(|p| rfc3339(p.at));
-    let prior_snapshot = prior.as_ref().zip(prior_at.as_deref()).map(Prior::of);
-    let res = response::json_of(StatusCode::OK, &Output::new(&decision, prior_snapshot));
     // Where the answer came from: the profile from memory or loaded, and
     // how long the durable write took.
     let mut entry = String::with_capacity(48);
