@@ -102,12 +102,12 @@ fn jti() -> String {
 fn answer(client_token: &str, exp_ms: i64, session_id: Option<&str>) -> Vec<u8> {
     let mut out = Vec::with_capacity(client_token.len() + 96);
     out.extend_from_slice(b"{\"clientToken\":");
-    let _ = serde_json::to_writer(&mut out, client_token);
+    response::push_json_str(&mut out, client_token);
     out.extend_from_slice(b",\"expiresAt\":");
     response::push_rfc3339(&mut out, exp_ms);
     if let Some(sid) = session_id {
         out.extend_from_slice(b",\"sessionId\":");
-        let _ = serde_json::to_writer(&mut out, sid);
+        response::push_json_str(&mut out, sid);
     }
     out.push(b'}');
     out
