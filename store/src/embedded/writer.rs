@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
-use redb::{Database, ReadableTable, Table};
+use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::keys::{self, expiry_key, split_expiry_key, Key, Tag};
@@ -198,16 +198,16 @@ impl Writer {
         let mut out = Vec::with_capacity(ops.len());
         {
             let mut t = Tables {
-                sessions: txn.open_table(keys::SESSIONS).map_err(db_err)?,
-                trusted: txn.open_table(keys::TRUSTED).map_err(db_err)?,
-                snapshots: txn.open_table(keys::SNAPSHOTS).map_err(db_err)?,
-                attempts: txn.open_table(keys::ATTEMPTS).map_err(db_err)?,
-                attempt_log: txn.open_table(keys::ATTEMPT_LOG).map_err(db_err)?,
-                revoked: txn.open_table(keys::REVOKED).map_err(db_err)?,
-                denies: txn.open_table(keys::DENIES).map_err(db_err)?,
-                profiles: txn.open_table(keys::PROFILES).map_err(db_err)?,
-                device_days: txn.open_table(keys::DEVICE_DAYS).map_err(db_err)?,
-                expiry: txn.open_table(keys::EXPIRY).map_err(db_err)?,
+                sessions: Lazy::new(&txn, keys::SESSIONS),
+                trusted: Lazy::new(&txn, keys::TRUSTED),
+                snapshots: Lazy::new(&txn, keys::SNAPSHOTS),
+                attempts: Lazy::new(&txn, keys::ATTEMPTS),
+                attempt_log: Lazy::new(&txn, keys::ATTEMPT_LOG),
+                revoked: Lazy::new(&txn, keys::REVOKED),
+                denies: Lazy::new(&txn, keys::DENIES),
+                profiles: Lazy::new(&txn, keys::PROFILES),
+                device_days: Lazy::new(&txn, keys::DEVICE_DAYS),
+                expiry: Lazy::new(&txn, keys::EXPIRY),
                 pending: HashMap::new(),
                 log: HashMap::new(),
                 log_cursor: std::mem::take(&mut self.log_cursor),
@@ -226,16 +226,16 @@ impl Writer {
 
 /// The open tables of one write transaction.
 struct Tables<'txn> {
-    sessions: Table<'txn, &'static [u8], &'static [u8]>,
-    trusted: Table<'txn, &'static [u8], &'static [u8]>,
-    snapshots: Table<'txn, &'static [u8], &'static [u8]>,
-    attempts: Table<'txn, &'static [u8], &'static [u8]>,
-    attempt_log: Table<'txn, &'static [u8], &'static [u8]>,
-    revoked: Table<'txn, &'static [u8], &'static [u8]>,
-    denies: Table<'txn, &'static [u8], &'static [u8]>,
-    profiles: Table<'txn, &'static [u8], &'static [u8]>,
-    device_days: Table<'txn, &'static [u8], &'static [u8]>,
-    expiry: Table<'txn, &'static [u8], ()>,
+    sessions: Lazy<'txn, &'static [u8]>,
+    trusted: Lazy<'txn, &'static [u8]>,
+    snapshots: Lazy<'txn, &'static [u8]>,
+    attempts: Lazy<'txn, &'static [u8]>,
+    attempt_log: Lazy<'txn, &'static [u8]>,
+    revoked: Lazy<'txn, &'static [u8]>,
+    denies: Lazy<'txn, &'static [u8]>,
+    profiles: Lazy<'txn, &'static [u8]>,
+    device_days: Lazy<'txn, &'static [u8]>,
+    expiry: Lazy<'txn, ()>,
     /// Profiles this batch changed, by key, written once at its end: a hot
     /// identifier's N attempts in one group commit cost one profile
     /// decode, encode and B-tree write instead of N (BENCHMARKS.md).
@@ -245,6 +245,39 @@ struct Tables<'txn> {
     log: HashMap<ProjectId, LogBatch>,
     /// [`Writer::log_cursor`], for the transaction's purge.
     log_cursor: Vec<u8>,
+}
+
+/// A table of the write transaction, opened on first use. Opening looks
+/// the table up in redb's table tree, and every table opened is written
+/// back to that tree at commit, changed or not: a batch of anti-ATO writes
+/// opens the three it touches, not all ten (counted in BENCHMARKS.md,
+/// "Tables opened on first use").
+struct Lazy<'txn, V: redb::Value + 'static> {
+    txn: &'txn WriteTransaction,
+    def: TableDefinition<'static, &'static [u8], V>,
+    table: Option<Table<'txn, &'static [u8], V>>,
+}
+
+impl<'txn, V: redb::Value + 'static> Lazy<'txn, V> {
+    fn new(txn: &'txn WriteTransaction, def: TableDefinition<'static, &'static [u8], V>) -> Self {
+        Self {
+            txn,
+            def,
+            table: None,
+        }
+    }
+
+    /// The table, opened now if this transaction has not yet.
+    fn open(&mut self) -> Result<&mut Table<'txn, &'static [u8], V>, Fatal> {
+        let table = match self.table.take() {
+            Some(t) => t,
+            None => self
+                .txn
+                .open_table(self.def)
+                .map_err(|e| Fatal(db_err(e)))?,
+        };
+        Ok(self.table.insert(table))
+    }
 }
 
 /// One batch's attempt-log row as it is built: a JSON array, appended to
@@ -323,11 +356,11 @@ impl<'txn> Tables<'txn> {
                     .into_bytes();
                 let mut key = prefix.clone();
                 key.extend_from_slice(identifier.as_bytes());
-                if self.trusted.get(key.as_slice())?.is_none() {
-                    self.trusted.insert(key.as_slice(), [].as_slice())?;
+                if self.trusted.open()?.get(key.as_slice())?.is_none() {
+                    self.trusted.open()?.insert(key.as_slice(), [].as_slice())?;
                 }
                 Ok(Ok(Outcome::Identifiers(trusted_set(
-                    &self.trusted,
+                    self.trusted.open()?,
                     &prefix,
                 )?)))
             }
@@ -419,6 +452,7 @@ impl<'txn> Tables<'txn> {
             .into_bytes();
         let stored = self
             .device_days
+            .open()?
             .get(key.as_slice())?
             .map(|v| decode::<DeviceDay>(v.value()));
         let merged = match stored {
@@ -434,11 +468,13 @@ impl<'txn> Tables<'txn> {
                     .saturating_mul(DAY_MS)
                     .saturating_add(DEVICE_DAY_RETENTION_MS);
                 self.expiry
+                    .open()?
                     .insert(expiry_key(deadline, Tag::DeviceDay, &key).as_slice(), ())?;
                 row.clone()
             }
         };
         self.device_days
+            .open()?
             .insert(key.as_slice(), encode(&merged).as_slice())?;
         Ok(())
     }
@@ -478,7 +514,9 @@ impl<'txn> Tables<'txn> {
                 .newest_first(newest_at)
                 .u64(*seq)
                 .into_bytes();
-            self.attempt_log.insert(key.as_slice(), json.as_slice())?;
+            self.attempt_log
+                .open()?
+                .insert(key.as_slice(), json.as_slice())?;
         }
         Ok(())
     }
@@ -500,8 +538,11 @@ impl<'txn> Tables<'txn> {
 
     /// The stored profile at `key`; an undecodable one answers this write
     /// (nothing of it is written), not the whole batch.
-    fn read_profile(&self, key: &[u8]) -> Result<Result<Option<AtoProfile>, StoreError>, Fatal> {
-        Ok(match self.profiles.get(key)? {
+    fn read_profile(
+        &mut self,
+        key: &[u8],
+    ) -> Result<Result<Option<AtoProfile>, StoreError>, Fatal> {
+        Ok(match self.profiles.open()?.get(key)? {
             None => Ok(None),
             Some(v) => decode::<AtoProfile>(v.value()).map(Some),
         })
@@ -531,7 +572,7 @@ impl<'txn> Tables<'txn> {
         let p = match self.pending.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let stored = match self.profiles.get(e.key().as_slice())? {
+                let stored = match self.profiles.open()?.get(e.key().as_slice())? {
                     None => None,
                     Some(v) => match decode::<AtoProfile>(v.value()) {
                         Ok(p) => Some(p),
@@ -573,12 +614,13 @@ impl<'txn> Tables<'txn> {
     /// when they come due.
     fn put_profile(&mut self, key: &[u8], indexed: bool, p: &AtoProfile) -> Result<bool, Fatal> {
         if profile_is_empty(p) {
-            return Ok(self.profiles.remove(key)?.is_some());
+            return Ok(self.profiles.open()?.remove(key)?.is_some());
         }
-        self.profiles.insert(key, encode(p).as_slice())?;
+        self.profiles.open()?.insert(key, encode(p).as_slice())?;
         if !indexed {
             if let Some(d) = profile_deadline(p) {
                 self.expiry
+                    .open()?
                     .insert(expiry_key(d, Tag::Profile, key).as_slice(), ())?;
             }
         }
@@ -601,6 +643,7 @@ impl<'txn> Tables<'txn> {
             // deadline.
             if let Some(d) = profile_deadline(&p).filter(|d| *d > now) {
                 self.expiry
+                    .open()?
                     .insert(expiry_key(d, Tag::Profile, key).as_slice(), ())?;
             }
             return Ok(false);
@@ -611,28 +654,30 @@ impl<'txn> Tables<'txn> {
 
     /// Writes `value` at `key` in `tag`'s table and schedules its deletion.
     fn put_row(&mut self, tag: Tag, key: &[u8], value: &[u8], deadline: i64) -> Result<(), Fatal> {
-        self.data(tag).insert(key, value)?;
+        self.data(tag)?.insert(key, value)?;
         self.expiry
+            .open()?
             .insert(expiry_key(deadline, tag, key).as_slice(), ())?;
         Ok(())
     }
 
-    fn data(&mut self, tag: Tag) -> &mut Table<'txn, &'static [u8], &'static [u8]> {
+    fn data(&mut self, tag: Tag) -> Result<&mut Table<'txn, &'static [u8], &'static [u8]>, Fatal> {
         match tag {
-            Tag::Session => &mut self.sessions,
-            Tag::Snapshot => &mut self.snapshots,
-            Tag::Attempt => &mut self.attempts,
-            Tag::Revocation => &mut self.revoked,
-            Tag::Deny => &mut self.denies,
-            Tag::Profile => &mut self.profiles,
-            Tag::DeviceDay => &mut self.device_days,
-            Tag::AttemptLog => &mut self.attempt_log,
+            Tag::Session => self.sessions.open(),
+            Tag::Snapshot => self.snapshots.open(),
+            Tag::Attempt => self.attempts.open(),
+            Tag::Revocation => self.revoked.open(),
+            Tag::Deny => self.denies.open(),
+            Tag::Profile => self.profiles.open(),
+            Tag::DeviceDay => self.device_days.open(),
+            Tag::AttemptLog => self.attempt_log.open(),
         }
     }
 
-    fn read_session(&self, key: &[u8]) -> Result<Option<Result<Session, StoreError>>, Fatal> {
+    fn read_session(&mut self, key: &[u8]) -> Result<Option<Result<Session, StoreError>>, Fatal> {
         Ok(self
             .sessions
+            .open()?
             .get(key)?
             .map(|v| decode::<Session>(v.value())))
     }
@@ -643,6 +688,7 @@ impl<'txn> Tables<'txn> {
         // not linger until its own time.
         if let Some(Ok(old)) = self.read_session(&key)? {
             self.expiry
+                .open()?
                 .remove(expiry_key(old.expires_at, Tag::Session, &key).as_slice())?;
         }
         self.put_row(Tag::Session, &key, &encode(s), s.expires_at)?;
@@ -669,6 +715,7 @@ impl<'txn> Tables<'txn> {
         s.expires_at = s.expires_at.max(expires_at);
         if s.expires_at != old_expiry {
             self.expiry
+                .open()?
                 .remove(expiry_key(old_expiry, Tag::Session, key).as_slice())?;
         }
         self.put_row(Tag::Session, key, &encode(&s), s.expires_at)?;
@@ -686,7 +733,7 @@ impl<'txn> Tables<'txn> {
         }
         if !s.revoked {
             s.revoked = true;
-            self.sessions.insert(key, encode(&s).as_slice())?;
+            self.sessions.open()?.insert(key, encode(&s).as_slice())?;
         }
         Ok(Ok(Outcome::Found(true)))
     }
@@ -698,13 +745,14 @@ impl<'txn> Tables<'txn> {
         let end = keys::time_bits(now).saturating_add(1).to_be_bytes();
         let due: Vec<Vec<u8>> = self
             .expiry
+            .open()?
             .range(..end.as_slice())?
             .take(MAX_PURGE)
             .map(|r| r.map(|(k, _)| k.value().to_vec()))
             .collect::<Result<_, _>>()?;
         let mut removed = 0u64;
         for ek in due {
-            self.expiry.remove(ek.as_slice())?;
+            self.expiry.open()?.remove(ek.as_slice())?;
             let Some((_, tag, key)) = split_expiry_key(&ek) else {
                 continue;
             };
@@ -720,6 +768,7 @@ impl<'txn> Tables<'txn> {
                 }
                 Tag::Revocation => self
                     .revoked
+                    .open()?
                     .get(key)?
                     .and_then(|v| keys::read_time_value(v.value()))
                     .is_some_and(|t| t > now),
@@ -730,7 +779,7 @@ impl<'txn> Tables<'txn> {
                 | Tag::Profile
                 | Tag::DeviceDay => false,
             };
-            if !still_live && self.data(tag).remove(key)?.is_some() {
+            if !still_live && self.data(tag)?.remove(key)?.is_some() {
                 removed += 1;
             }
         }
@@ -758,6 +807,7 @@ impl<'txn> Tables<'txn> {
             visited += 1;
             let first = self
                 .attempt_log
+                .open()?
                 .range(self.log_cursor.as_slice()..)?
                 .next()
                 .transpose()?
@@ -792,6 +842,7 @@ impl<'txn> Tables<'txn> {
                 }
                 let oldest = self
                     .attempt_log
+                    .open()?
                     .range(prefix..=last.as_slice())?
                     .next_back()
                     .transpose()?
@@ -801,7 +852,7 @@ impl<'txn> Tables<'txn> {
                 if newest_at.saturating_add(LOGIN_ATTEMPT_RETENTION_MS) > now {
                     break;
                 }
-                self.attempt_log.remove(oldest.as_slice())?;
+                self.attempt_log.open()?.remove(oldest.as_slice())?;
                 removed += 1;
             }
             self.log_cursor = last;
