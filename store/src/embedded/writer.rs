@@ -248,10 +248,10 @@ struct Tables<'txn> {
 }
 
 /// A table of the write transaction, opened on first use. Opening looks
-/// the table up in redb's table tree, and every table opened is written
-/// back to that tree at commit, changed or not: a batch of anti-ATO writes
-/// opens the three it touches, not all ten (counted in BENCHMARKS.md,
-/// "Tables opened on first use").
+/// the table up in redb's table tree by name, and at commit redb looks
+/// every opened table up there again to compare its root: a batch of
+/// anti-ATO writes opens the three it touches, not all ten (counted in
+/// BENCHMARKS.md, "Tables opened on first use").
 struct Lazy<'txn, V: redb::Value + 'static> {
     txn: &'txn WriteTransaction,
     def: TableDefinition<'static, &'static [u8], V>,
