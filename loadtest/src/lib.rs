@@ -25,6 +25,7 @@ pub mod engine;
 pub mod load;
 pub mod pin;
 pub mod plan;
+pub mod raw;
 pub mod report;
 
 use std::path::Path;

@@ -36,6 +36,7 @@ use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
 use crate::plan::Plan;
+use crate::raw::RawConn;
 use crate::report::{Pacing, RunReport, Tally, MAX_LATENCY_US};
 
 /// How one run is driven.
@@ -181,13 +182,11 @@ struct Connection {
     connections: usize,
 }
 
-type Sender = http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
-
 impl Connection {
     /// Sends until the run ends; returns one tally per plan entry.
     async fn drive(self) -> Vec<Tally> {
         let mut tallies = vec![Tally::default(); self.plan.entries.len()];
-        let mut sender: Option<Sender> = None;
+        let mut sender: Option<RawConn> = None;
         let mut sent: u64 = 0;
         // Closed-paced: this connection's own schedule, staggered so the
         // connections do not fire in bursts.
@@ -242,7 +241,7 @@ impl Connection {
             let entry = self.plan.pick(n);
             sent += 1;
             let sent_at = Instant::now();
-            let outcome = send(&mut s, self.plan.request_n(entry, n)).await;
+            let outcome = s.send(&self.plan, entry, n, None).await;
             let done = Instant::now();
             let from = latency_origin(self.pacing, due, claimed_at, sent_at);
             if let (Some(iv), Some(n)) = (per_conn, next_paced.as_mut()) {
@@ -250,7 +249,7 @@ impl Connection {
             }
             let measured = from >= self.clock.measure_from;
             let key = match &outcome {
-                Ok(status) => status.to_string(),
+                Ok(answer) => answer.status.to_string(),
                 Err(_) => "io".to_owned(),
             };
             let failed = !key.starts_with('2') && !key.starts_with('3');
@@ -275,7 +274,9 @@ impl Connection {
                     };
                 }
             }
-            if outcome.is_ok() {
+            // A connection the answer closed (or that failed) is opened
+            // again for the next request.
+            if outcome.is_ok_and(|a| a.keep_alive) {
                 sender = Some(s);
             } else {
                 self.live.open_connections.fetch_sub(1, Ordering::Relaxed);
@@ -289,21 +290,8 @@ impl Connection {
 
     /// Opens the connection; on failure counts an error and backs off a
     /// little so a refused port does not turn into a busy loop.
-    async fn connect(&self) -> Option<Sender> {
-        let opened = async {
-            let stream = TcpStream::connect(self.addr).await?;
-            stream.set_nodelay(true)?;
-            let (sender, conn) = http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(std::io::Error::other)?;
-            tokio::spawn(async move {
-                // Ends when the sender is dropped or the server closes.
-                let _ = conn.await;
-            });
-            Ok::<_, std::io::Error>(sender)
-        }
-        .await;
-        match opened {
+    async fn connect(&self) -> Option<RawConn> {
+        match RawConn::connect(self.addr).await {
             Ok(s) => {
                 self.live.open_connections.fetch_add(1, Ordering::Relaxed);
                 Some(s)
@@ -362,7 +350,7 @@ pub async fn fetch(plan: &Plan, n: u64) -> Result<(u16, bytes::Bytes), String> {
 }
 
 async fn send(
-    sender: &mut Sender,
+    sender: &mut http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
     req: http::Request<http_body_util::Full<bytes::Bytes>>,
 ) -> Result<u16, hyper::Error> {
     sender.ready().await?;

@@ -54,7 +54,12 @@ pub struct Variant {
 }
 
 impl Entry {
-    fn new(weight: u32, method: Method, path: &str, body: Bytes) -> Result<Self, String> {
+    pub(crate) fn new(
+        weight: u32,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Self, String> {
         if !path.starts_with('/') {
             return Err(format!("`{path}`: a path must start with `/`"));
         }
@@ -236,6 +241,59 @@ impl Plan {
         }
         *req.headers_mut() = headers;
         req
+    }
+
+    /// [`Plan::request_n`]'s request as the HTTP/1.1 bytes hyper's client
+    /// writes for it, into `out` (cleared first): request line, the shared
+    /// headers (a variant's replacing those of the same name), then the
+    /// variant's, `content-length` where hyper sends one (a non-empty body,
+    /// whatever the method) unless a header already frames the body, and
+    /// the body. For [`crate::raw::RawConn`]; the tests there
+    /// check a hyper server reads the same request from both.
+    pub fn write_request(&self, i: usize, n: u64, out: &mut Vec<u8>) {
+        use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+        let e = &self.entries[i];
+        let variant = e
+            .variants
+            .as_ref()
+            .map(|v| &v[(n % v.len() as u64) as usize]);
+        let body = variant.map_or(&e.body, |v| &v.body);
+        out.clear();
+        out.extend_from_slice(e.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(
+            e.path
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .as_bytes(),
+        );
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let replaced =
+            |k: &HeaderName| variant.is_some_and(|v| v.headers.iter().any(|(n, _)| n == k));
+        let mut push = |k: &HeaderName, v: &HeaderValue| {
+            out.extend_from_slice(k.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        };
+        let mut framed = false;
+        for (k, v) in &self.headers {
+            if !replaced(k) {
+                framed |= k == CONTENT_LENGTH || k == TRANSFER_ENCODING;
+                push(k, v);
+            }
+        }
+        for (k, v) in variant.map_or(&[][..], |v| &v.headers[..]) {
+            framed |= k == CONTENT_LENGTH || k == TRANSFER_ENCODING;
+            push(k, v);
+        }
+        if !framed && !body.is_empty() {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(body.len().to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
     }
 }
 
