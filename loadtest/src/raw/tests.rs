@@ -159,6 +159,19 @@ async fn canned_server(answers: Vec<&'static [u8]>) -> SocketAddr {
     addr
 }
 
+/// A [`canned_server`] for `answers`, a plan of `GET /` and `HEAD /`
+/// against it, and a [`RawConn`] to it.
+async fn canned(answers: Vec<&'static [u8]>) -> (Plan, RawConn) {
+    let addr = canned_server(answers).await;
+    let entries = vec![
+        Entry::new(1, Method::GET, "/", Bytes::new()).unwrap(),
+        Entry::new(1, Method::HEAD, "/", Bytes::new()).unwrap(),
+    ];
+    let target = Target::parse(&format!("http://{addr}")).unwrap();
+    let plan = Plan::new(target, entries, HeaderMap::new()).unwrap();
+    (plan, RawConn::connect(addr).await.unwrap())
+}
+
 /// What hyper's client makes of `answer`: status and body.
 async fn hyper_reads(answer: &'static [u8], method: Method) -> (u16, Vec<u8>) {
     let addr = canned_server(vec![answer]).await;
@@ -195,25 +208,16 @@ async fn answers_are_read_as_hyper_reads_them() {
         (b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end", false),
         (b"HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nold", false),
     ];
-    let mut entries = vec![Entry::new(1, Method::GET, "/", Bytes::new()).unwrap()];
-    entries.push(Entry::new(1, Method::HEAD, "/", Bytes::new()).unwrap());
+    let next: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext";
     for (answer, keep_alive) in cases {
         let expected = hyper_reads(answer, Method::GET).await;
         // A closing answer is the server's last: it then closes.
-        let next: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext";
         let answers = if keep_alive {
             vec![answer, next]
         } else {
             vec![answer]
         };
-        let addr = canned_server(answers).await;
-        let plan = Plan::new(
-            Target::parse(&format!("http://{addr}")).unwrap(),
-            entries.clone(),
-            HeaderMap::new(),
-        )
-        .unwrap();
-        let mut raw = RawConn::connect(addr).await.unwrap();
+        let (plan, mut raw) = canned(answers).await;
         let mut body = Vec::new();
         let got = raw.send(&plan, 0, 0, Some(&mut body)).await.unwrap();
         let case = String::from_utf8_lossy(answer);
@@ -232,23 +236,16 @@ async fn answers_are_read_as_hyper_reads_them() {
     // A HEAD answer's content-length announces a body that never comes.
     let answer: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n";
     let expected = hyper_reads(answer, Method::HEAD).await;
-    let addr = canned_server(vec![
-        answer,
-        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext",
-    ])
-    .await;
-    let plan = Plan::new(
-        Target::parse(&format!("http://{addr}")).unwrap(),
-        entries,
-        HeaderMap::new(),
-    )
-    .unwrap();
-    let mut raw = RawConn::connect(addr).await.unwrap();
+    let (plan, mut raw) = canned(vec![answer, next]).await;
     let mut body = Vec::new();
     let got = raw.send(&plan, 1, 0, Some(&mut body)).await.unwrap();
     assert_eq!((got.status, body), expected);
-    let got = raw.send(&plan, 0, 1, None).await.unwrap();
-    assert!(got.keep_alive);
+    let mut body = Vec::new();
+    let got = raw.send(&plan, 0, 1, Some(&mut body)).await.unwrap();
+    assert_eq!(
+        (got.status, got.keep_alive, body.as_slice()),
+        (200, true, &b"next"[..])
+    );
 }
 
 /// A body larger than the read buffer, in content-length and chunked form.
@@ -273,15 +270,7 @@ async fn large_bodies_are_read_whole() {
     });
     let split = big.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4 + 200_000;
     let (first, second) = big.split_at(split);
-    let addr = canned_server(vec![first, second]).await;
-    let entries = vec![Entry::new(1, Method::GET, "/", Bytes::new()).unwrap()];
-    let plan = Plan::new(
-        Target::parse(&format!("http://{addr}")).unwrap(),
-        entries,
-        HeaderMap::new(),
-    )
-    .unwrap();
-    let mut raw = RawConn::connect(addr).await.unwrap();
+    let (plan, mut raw) = canned(vec![first, second]).await;
     for n in 0..2 {
         let mut body = Vec::new();
         let got = raw.send(&plan, 0, n, Some(&mut body)).await.unwrap();
@@ -306,15 +295,7 @@ async fn a_broken_answer_is_an_error() {
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
         b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
     ] {
-        let addr = canned_server(vec![answer]).await;
-        let entries = vec![Entry::new(1, Method::GET, "/", Bytes::new()).unwrap()];
-        let plan = Plan::new(
-            Target::parse(&format!("http://{addr}")).unwrap(),
-            entries,
-            HeaderMap::new(),
-        )
-        .unwrap();
-        let mut raw = RawConn::connect(addr).await.unwrap();
+        let (plan, mut raw) = canned(vec![answer]).await;
         assert!(
             raw.send(&plan, 0, 0, None).await.is_err(),
             "{}",
