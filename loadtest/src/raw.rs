@@ -164,7 +164,9 @@ impl RawConn {
                 Ok(httparse::Status::Complete(len)) => {
                     let status = res.code.ok_or_else(|| invalid("no status code"))?;
                     let mut keep_alive = res.version == Some(1);
-                    let (mut length, mut chunked) = (None, false);
+                    // `coded`: a transfer-encoding was given; `chunked`:
+                    // chunked is its last coding.
+                    let (mut length, mut coded, mut chunked) = (None, false, false);
                     for h in res.headers.iter() {
                         let v = std::str::from_utf8(h.value)
                             .map_err(|_| invalid("a framing header is not text"))?;
@@ -178,6 +180,7 @@ impl RawConn {
                             }
                             length = Some(n);
                         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                            coded = true;
                             chunked = v
                                 .rsplit(',')
                                 .next()
@@ -194,11 +197,14 @@ impl RawConn {
                     }
                     self.pos += len;
                     // RFC 9112 §6.3: no body after HEAD, 1xx, 204 and 304;
-                    // chunked wins over a length; neither reads to the close.
+                    // a transfer-encoding wins over a length (chunked last:
+                    // chunks; otherwise to the close); neither: to the close.
                     let framing = if head_only || status < 200 || status == 204 || status == 304 {
                         Framing::None
                     } else if chunked {
                         Framing::Chunked
+                    } else if coded {
+                        Framing::UntilClose
                     } else if let Some(n) = length {
                         Framing::Length(n)
                     } else {

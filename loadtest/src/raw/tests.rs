@@ -207,6 +207,10 @@ async fn answers_are_read_as_hyper_reads_them() {
         (b"HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 4\r\n\r\ngone", false),
         (b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end", false),
         (b"HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nold", false),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ncontent-length: 2\r\n\r\nnot two bytes",
+            false,
+        ),
     ];
     let next: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext";
     for (answer, keep_alive) in cases {
