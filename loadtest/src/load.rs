@@ -23,7 +23,9 @@
 //! Warm-up: requests due (open) or sent (closed) before the warm-up ends are
 //! answered but not recorded. A request whose transport fails counts as an
 //! `io` error and its connection is re-opened; a failed (re)connect counts as
-//! a `connect` error.
+//! a `connect` error. An answer that closes its connection (`connection:
+//! close`, HTTP/1.0, a body read to the close) counts by its status, and the
+//! next request opens a new connection.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -221,14 +221,21 @@ impl Plan {
         self.request_n(i, 0)
     }
 
-    /// A fresh request for entry `i` as the `n`th request of the run: an
-    /// entry with variants sends variant `n mod len`.
-    pub fn request_n(&self, i: usize, n: u64) -> Request<Full<Bytes>> {
+    /// Entry `i` and, if it has variants, the one the run's `n`th request
+    /// sends (`n mod len`): shared by both ways of writing a request.
+    fn variant(&self, i: usize, n: u64) -> (&Entry, Option<&Variant>) {
         let e = &self.entries[i];
         let variant = e
             .variants
             .as_ref()
             .map(|v| &v[(n % v.len() as u64) as usize]);
+        (e, variant)
+    }
+
+    /// A fresh request for entry `i` as the `n`th request of the run: an
+    /// entry with variants sends variant `n mod len`.
+    pub fn request_n(&self, i: usize, n: u64) -> Request<Full<Bytes>> {
+        let (e, variant) = self.variant(i, n);
         let body = variant.map_or_else(|| e.body.clone(), |v| v.body.clone());
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = e.method.clone();
@@ -252,11 +259,7 @@ impl Plan {
     /// check a hyper server reads the same request from both.
     pub fn write_request(&self, i: usize, n: u64, out: &mut Vec<u8>) {
         use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-        let e = &self.entries[i];
-        let variant = e
-            .variants
-            .as_ref()
-            .map(|v| &v[(n % v.len() as u64) as usize]);
+        let (e, variant) = self.variant(i, n);
         let body = variant.map_or(&e.body, |v| &v.body);
         out.clear();
         out.extend_from_slice(e.method.as_str().as_bytes());

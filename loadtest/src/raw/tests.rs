@@ -307,3 +307,49 @@ async fn a_broken_answer_is_an_error() {
         );
     }
 }
+
+/// The load loop opens a new connection after an answer that closes its
+/// own, and counts that answer by its status, not as a transport error.
+#[tokio::test]
+async fn the_load_loop_reconnects_after_a_closing_answer() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    let entries = vec![Entry::new(1, Method::GET, "/", Bytes::new()).unwrap()];
+    let target = Target::parse(&format!("http://{addr}")).unwrap();
+    let plan = Arc::new(Plan::new(target, entries, HeaderMap::new()).unwrap());
+    let spec = crate::load::LoadSpec {
+        label: "closing".into(),
+        connections: 2,
+        duration: Duration::from_millis(300),
+        warmup: Duration::ZERO,
+        pacing: crate::report::Pacing::Closed,
+        progress: false,
+    };
+    let report = crate::load::run(plan, &spec).await.unwrap();
+    let ok = report.total.status.get("200").copied().unwrap_or(0);
+    assert!(ok >= 10, "{:?}", report.total.status);
+    assert_eq!(report.total.status.len(), 1, "{:?}", report.total.status);
+}
