@@ -35,6 +35,9 @@ use super::{
     Session, StoreError, DEVICE_DAY_SHARDS,
 };
 
+mod ato_writer;
+mod checkpoint;
+mod journal;
 mod keys;
 mod rows;
 mod writer;
@@ -55,7 +58,12 @@ struct Inner {
     /// `None` only while dropping.
     tx: Option<mpsc::Sender<Msg>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// The anti-ATO writer (`ato_writer.rs`); `None` only while dropping.
+    ato_tx: Option<mpsc::Sender<ato_writer::AtoMsg>>,
+    ato_writer: Option<std::thread::JoinHandle<()>>,
     commits: Arc<AtomicU64>,
+    /// Anti-ATO changes journalled and not yet in redb, read before it.
+    overlay: journal::SharedOverlay,
     queue: Semaphore,
     /// Set by [`EmbeddedStore::close`], so `health` stops answering ok.
     closed: AtomicBool,
@@ -96,26 +104,70 @@ impl EmbeddedStore {
             txn.open_table(t).map_err(db_err)?;
         }
         txn.open_table(keys::EXPIRY).map_err(db_err)?;
+        txn.open_table(keys::META).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
 
+        // What the anti-ATO journal holds past the last checkpoint goes to
+        // redb before anything else is written (`journal.rs`).
+        let mut checkpointed = writer::checkpointed(&db)?;
+        let (journal, replay) = journal::Journal::open(path, checkpointed)?;
+        if let Some(&(newest, _)) = replay.last() {
+            let mut pending = journal::Pending::default();
+            for frame in replay.into_iter().flat_map(|(_, frames)| frames) {
+                pending.add(frame);
+            }
+            let profiles: Vec<(Vec<u8>, AtoProfile)> = pending
+                .profiles
+                .into_iter()
+                .map(|(k, (p, _))| (k, p))
+                .collect();
+            tracing::info!(
+                profiles = profiles.len(),
+                log_rows = pending.log.len(),
+                "replaying the ato journal"
+            );
+            writer::write_rows(&db, &profiles, &pending.log, Some(newest))?;
+            checkpointed = newest;
+        }
+        let overlay = journal::SharedOverlay::default();
+        journal::write(&overlay).active.generation = journal.generation();
+        let progress = Arc::new(checkpoint::Progress::new(checkpointed));
         let commits = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel();
-        let writer = Writer {
+        let writer = Writer::new(
+            Arc::clone(&db),
+            Arc::clone(&commits),
+            Arc::clone(&overlay),
+            Arc::clone(&progress),
+            random_u64(),
+        );
+        let ato = ato_writer::AtoWriter {
             db: Arc::clone(&db),
             commits: Arc::clone(&commits),
             next_seq: random_u64(),
-            log_cursor: Vec::new(),
+            journal,
+            overlay: Arc::clone(&overlay),
+            progress,
+            redb: tx.clone(),
         };
+        let (ato_tx, ato_rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("qyzar-store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
+        let ato_handle = std::thread::Builder::new()
+            .name("qyzar-ato-journal".into())
+            .spawn(move || ato.run(ato_rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the ato journal: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
                 tx: Some(tx),
                 writer: Some(handle),
+                ato_tx: Some(ato_tx),
+                ato_writer: Some(ato_handle),
                 commits,
+                overlay,
                 queue: Semaphore::new(MAX_QUEUED_WRITES),
                 closed: AtomicBool::new(false),
             }),
@@ -132,6 +184,8 @@ impl EmbeddedStore {
     /// revocations, attempts/snapshots/denies past retention) and returns
     /// how many rows went. The writer runs this by itself every minute.
     pub async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+        // What the journal holds goes to redb first, so the purge sees it.
+        self.ato(ato_writer::AtoMsg::Checkpoint).await?;
         match self.write(Op::Purge { now }).await? {
             Outcome::Purged(n) => Ok(n),
             other => Err(unexpected(&other)),
@@ -143,6 +197,9 @@ impl EmbeddedStore {
     /// clone is dropped. Dropping without `close` also flushes the queue.
     pub async fn close(&self) -> Result<(), StoreError> {
         self.inner.closed.store(true, Ordering::Relaxed);
+        // The journal's writer hands everything to the redb writer, then
+        // stops; the redb writer writes it and stops.
+        let _ = self.ato(ato_writer::AtoMsg::Close).await;
         let (ack, done) = oneshot::channel();
         let Some(tx) = &self.inner.tx else {
             return Ok(());
@@ -154,14 +211,35 @@ impl EmbeddedStore {
         Ok(())
     }
 
-    /// Queues one write and waits until the commit that holds it is durable.
+    /// Queues one write and waits until the commit that holds it is
+    /// durable: a `record_ato` to the journal's writer, the others to the
+    /// redb writer.
     async fn write(&self, op: Op) -> Result<Outcome, StoreError> {
         let _slot = self.inner.queue.acquire().await.map_err(|_| closed())?;
         let (ack, answer) = oneshot::channel();
-        let tx = self.inner.tx.as_ref().ok_or_else(closed)?;
-        tx.send(Msg::Write(Box::new(op), ack))
-            .map_err(|_| closed())?;
+        let sent = if matches!(op, Op::RecordAto { .. }) {
+            let tx = self.inner.ato_tx.as_ref().ok_or_else(closed)?;
+            tx.send(ato_writer::AtoMsg::Write(Box::new(op), ack))
+                .is_ok()
+        } else {
+            let tx = self.inner.tx.as_ref().ok_or_else(closed)?;
+            tx.send(Msg::Write(Box::new(op), ack)).is_ok()
+        };
+        if !sent {
+            return Err(closed());
+        }
         answer.await.map_err(|_| closed())?
+    }
+
+    /// Sends the journal's writer a message answered once done.
+    async fn ato(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<()>) -> ato_writer::AtoMsg,
+    ) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        let tx = self.inner.ato_tx.as_ref().ok_or_else(closed)?;
+        tx.send(msg(ack)).map_err(|_| closed())?;
+        done.await.map_err(|_| closed())
     }
 
     /// Runs `f` in a fresh read transaction, on the calling task's thread.
@@ -202,6 +280,12 @@ impl Drop for Inner {
     /// the handle is gone, so the same path can be opened again at once.
     /// Waits at most for one commit.
     fn drop(&mut self) {
+        // The anti-ATO writer first: it hands work to the redb writer,
+        // which stops once both senders are gone.
+        drop(self.ato_tx.take());
+        if let Some(h) = self.ato_writer.take() {
+            let _ = h.join();
+        }
         drop(self.tx.take());
         if let Some(h) = self.writer.take() {
             let _ = h.join();
@@ -360,6 +444,15 @@ impl DataStore for EmbeddedStore {
             self.read(|txn| scan_log(txn, project, identifier, since_ms, limit))
                 .await?,
         );
+        // Rows still only in the journal (read after redb: a checkpoint in
+        // between leaves a row in both, and `newest_attempts` keeps one).
+        let prefix = Key::new().str(project.as_str()).into_bytes();
+        for row in journal::read(&self.inner.overlay).log_rows(&prefix) {
+            let batch: Vec<LoginAttempt> = decode(row)?;
+            rows.extend(batch.into_iter().filter(|a| {
+                a.at >= since_ms && a.identifier == identifier && a.project_id == *project
+            }));
+        }
         Ok(newest_attempts(rows, limit))
     }
 
@@ -392,19 +485,28 @@ impl DataStore for EmbeddedStore {
             .str(project.as_str())
             .str(identifier)
             .into_bytes();
-        self.read(move |txn| {
-            let t = txn.open_table(keys::PROFILES).map_err(db_err)?;
-            let Some(v) = t.get(key.as_slice()).map_err(db_err)? else {
-                return Ok(None);
-            };
-            let mut p: AtoProfile = decode(v.value())?;
+        // The journal's version is newer than redb's, when there is one.
+        let journalled = journal::read(&self.inner.overlay).profile(&key).cloned();
+        let stored = match journalled {
+            Some(p) => Some(p),
+            None => {
+                self.read(move |txn| {
+                    let t = txn.open_table(keys::PROFILES).map_err(db_err)?;
+                    let Some(v) = t.get(key.as_slice()).map_err(db_err)? else {
+                        return Ok(None);
+                    };
+                    decode::<AtoProfile>(v.value()).map(Some)
+                })
+                .await?
+            }
+        };
+        Ok(stored.and_then(|mut p| {
             // The purge runs once a minute: drop what expired since.
             let now = now_ms();
             expire_profile(&mut p, now);
             p.bound(now);
-            Ok((!profile_is_empty(&p)).then_some(p))
-        })
-        .await
+            (!profile_is_empty(&p)).then_some(p)
+        }))
     }
 
     /// One writer op: the join happens inside the write transaction, so

@@ -44,6 +44,11 @@ pub(super) const PROFILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 /// `project, day, shard, device` → JSON [`DeviceDay`](crate::DeviceDay):
 /// the dashboard's device index, one row per device and UTC day.
 pub(super) const DEVICE_DAYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("device_days");
+/// Small named values of the store itself: [`JOURNAL_CHECKPOINTED`].
+pub(super) const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("store_meta");
+/// In [`META`]: the newest anti-ATO journal generation written to redb
+/// (8 bytes, big-endian); replay starts after it (`journal.rs`).
+pub(super) const JOURNAL_CHECKPOINTED: &[u8] = b"ato_journal_checkpointed";
 /// `deadline, table tag, key in that table` → nothing: what to delete when.
 /// Scanning it from the start finds everything due without touching live rows.
 pub(super) const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry_index");

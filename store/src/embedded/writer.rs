@@ -8,16 +8,18 @@
 //! writes cost about one fsync, and a caller is never acked before the commit
 //! that holds its write is durable.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
-use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::checkpoint::{Checkpoint, Job, Progress};
+use super::journal::{LogRows, SharedOverlay};
 use super::keys::{self, expiry_key, split_expiry_key, Key, Tag};
 use super::rows::{db_err, decode, encode, trusted_set};
 use crate::{
@@ -29,7 +31,7 @@ use crate::{
 
 /// Most writes folded into one transaction: bounds the latency the first
 /// caller of a large burst pays for everyone queued behind it.
-const MAX_BATCH: usize = 1024;
+pub(super) const MAX_BATCH: usize = 1024;
 /// How often the writer purges expired rows on its own.
 pub(super) const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// Most expiry-index entries one purge handles; the rest waits for the next
@@ -98,6 +100,8 @@ pub(super) type Ack = oneshot::Sender<Result<Outcome, StoreError>>;
 pub(super) enum Msg {
     /// Boxed: a session is a few hundred bytes, `Close` is one pointer.
     Write(Box<Op>, Ack),
+    /// Journalled rows to write (from the anti-ATO writer).
+    Job(Job),
     /// Commit what is queued before this, then stop and release the file.
     Close(oneshot::Sender<()>),
 }
@@ -112,41 +116,88 @@ pub(super) struct Writer {
     /// Where the next purge of the attempt log goes on (the first key it
     /// reads); empty to start from the first project.
     pub(super) log_cursor: Vec<u8>,
+    /// The anti-ATO journal's overlay and what is checkpointed: this
+    /// thread writes journalled rows to redb ([`Job`], `checkpoint.rs`).
+    pub(super) overlay: SharedOverlay,
+    pub(super) progress: Arc<Progress>,
+    /// Log flushes queued, done before the next checkpoint slice.
+    pub(super) flushes: VecDeque<LogRows>,
+    /// Checkpoints queued; the first is under way, one slice per turn.
+    pub(super) checkpoints: VecDeque<Checkpoint>,
 }
 
 impl Writer {
+    /// The redb writer of `db`, sharing the journal's `overlay` and
+    /// `progress` with the anti-ATO writer (`ato_writer.rs`).
+    pub(super) fn new(
+        db: Arc<Database>,
+        commits: Arc<AtomicU64>,
+        overlay: SharedOverlay,
+        progress: Arc<Progress>,
+        next_seq: u64,
+    ) -> Self {
+        Writer {
+            db,
+            commits,
+            next_seq,
+            log_cursor: Vec::new(),
+            overlay,
+            progress,
+            flushes: VecDeque::new(),
+            checkpoints: VecDeque::new(),
+        }
+    }
+
     /// Runs until every sender is gone or a [`Msg::Close`] arrives.
     pub(super) fn run(mut self, rx: Receiver<Msg>) {
         let mut next_purge = Instant::now() + PURGE_INTERVAL;
         loop {
-            let first = match rx.recv_timeout(next_purge.saturating_duration_since(Instant::now()))
-            {
+            let mut wait = next_purge.saturating_duration_since(Instant::now());
+            if !self.checkpoints.is_empty() || !self.flushes.is_empty() {
+                wait = Duration::ZERO;
+            }
+            let first = match rx.recv_timeout(wait) {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.periodic_purge();
-                    next_purge = Instant::now() + PURGE_INTERVAL;
+                    if Instant::now() >= next_purge {
+                        self.periodic_purge();
+                        next_purge = Instant::now() + PURGE_INTERVAL;
+                    }
+                    self.step_journal();
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Every sender is gone (the store and the anti-ATO
+                    // writer): what is queued here still goes to redb.
+                    self.finish_journal();
+                    self.progress.stop.store(true, Ordering::Relaxed);
+                    return;
+                }
             };
             let mut batch = Vec::new();
             let mut close = None;
-            match first {
-                Msg::Write(op, ack) => batch.push((op, ack)),
-                Msg::Close(ack) => close = Some(ack),
-            }
-            while close.is_none() && batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(Msg::Write(op, ack)) => batch.push((op, ack)),
-                    Ok(Msg::Close(ack)) => close = Some(ack),
-                    Err(_) => break,
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                match m {
+                    Msg::Write(op, ack) => batch.push((op, ack)),
+                    Msg::Job(Job::FlushLog(rows)) => self.flushes.push_back(rows),
+                    Msg::Job(Job::Checkpoint { pending, keys }) => {
+                        self.checkpoints.push_back(Checkpoint::new(pending, keys))
+                    }
+                    Msg::Close(ack) => close = Some(ack),
+                }
+                if close.is_none() && batch.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
                 }
             }
             if !batch.is_empty() {
                 self.commit_batch(batch);
             }
+            self.step_journal();
             if let Some(ack) = close {
                 tracing::debug!("embedded store writer closing");
+                self.finish_journal();
+                self.progress.stop.store(true, Ordering::Relaxed);
                 // Release the file and refuse later writes before acking, so
                 // a caller that saw `close` return can reopen the path.
                 drop(self);
@@ -161,14 +212,52 @@ impl Writer {
         }
     }
 
+    /// The queued log flushes, then one slice of the first checkpoint.
+    fn step_journal(&mut self) {
+        while let Some(rows) = self.flushes.front() {
+            if !super::checkpoint::flush_log(&self.db, &self.overlay, rows) {
+                return;
+            }
+            self.flushes.pop_front();
+        }
+        if let Some(c) = self.checkpoints.front_mut() {
+            if c.slice(&self.db, &self.overlay, &self.progress) {
+                self.checkpoints.pop_front();
+            }
+        }
+    }
+
+    /// Everything queued for the journal, to the end (close, purge).
+    fn finish_journal(&mut self) {
+        let mut tries = 0;
+        while !self.flushes.is_empty() || !self.checkpoints.is_empty() {
+            self.step_journal();
+            tries += 1;
+            if tries > 10_000 {
+                // redb keeps failing: the journal replays at the next open.
+                return;
+            }
+        }
+    }
+
     fn periodic_purge(&mut self) {
         let (tx, _rx) = oneshot::channel();
         self.commit_batch(vec![(Box::new(Op::Purge { now: now_ms() }), tx)]);
     }
 
-    /// Applies the batch in one transaction, commits once, acks everyone.
+    /// Applies the writes in one redb transaction, commits once, acks
+    /// everyone. A purge first writes what the journal handed over, so it
+    /// sees every profile the journal had frozen.
     fn commit_batch(&mut self, batch: Vec<(Box<Op>, Ack)>) {
-        let now = now_ms();
+        if batch.iter().any(|(op, _)| matches!(**op, Op::Purge { .. })) {
+            self.finish_journal();
+        }
+        self.commit_redb(batch, now_ms());
+    }
+
+    /// Applies the writes in one redb transaction, commits once, acks
+    /// everyone.
+    fn commit_redb(&mut self, batch: Vec<(Box<Op>, Ack)>, now: i64) {
         let (ops, acks): (Vec<Op>, Vec<Ack>) =
             batch.into_iter().map(|(op, ack)| (*op, ack)).unzip();
         match self.apply_all(ops, now) {
@@ -197,26 +286,10 @@ impl Writer {
         let txn = self.db.begin_write().map_err(db_err)?;
         let mut out = Vec::with_capacity(ops.len());
         {
-            let mut t = Tables {
-                sessions: Lazy::new(&txn, keys::SESSIONS),
-                trusted: Lazy::new(&txn, keys::TRUSTED),
-                snapshots: Lazy::new(&txn, keys::SNAPSHOTS),
-                attempts: Lazy::new(&txn, keys::ATTEMPTS),
-                attempt_log: Lazy::new(&txn, keys::ATTEMPT_LOG),
-                revoked: Lazy::new(&txn, keys::REVOKED),
-                denies: Lazy::new(&txn, keys::DENIES),
-                profiles: Lazy::new(&txn, keys::PROFILES),
-                device_days: Lazy::new(&txn, keys::DEVICE_DAYS),
-                expiry: Lazy::new(&txn, keys::EXPIRY),
-                pending: HashMap::new(),
-                log: HashMap::new(),
-                log_cursor: std::mem::take(&mut self.log_cursor),
-            };
+            let mut t = Tables::new(&txn, std::mem::take(&mut self.log_cursor));
             for op in ops {
                 out.push(t.apply(op, now, &mut self.next_seq).map_err(|Fatal(e)| e)?);
             }
-            t.flush_profiles().map_err(|Fatal(e)| e)?;
-            t.flush_log(&mut self.next_seq).map_err(|Fatal(e)| e)?;
             self.log_cursor = t.log_cursor;
         }
         txn.commit().map_err(db_err)?;
@@ -236,15 +309,26 @@ struct Tables<'txn> {
     profiles: Lazy<'txn, &'static [u8]>,
     device_days: Lazy<'txn, &'static [u8]>,
     expiry: Lazy<'txn, ()>,
-    /// Profiles this batch changed, by key, written once at its end: a hot
-    /// identifier's N attempts in one group commit cost one profile
-    /// decode, encode and B-tree write instead of N (BENCHMARKS.md).
-    pending: HashMap<Vec<u8>, PendingProfile>,
-    /// The attempts `record_ato` logged in this batch, by project, each
-    /// project's written as one [`keys::ATTEMPT_LOG`] row at its end.
-    log: HashMap<ProjectId, LogBatch>,
     /// [`Writer::log_cursor`], for the transaction's purge.
     log_cursor: Vec<u8>,
+}
+
+impl<'txn> Tables<'txn> {
+    fn new(txn: &'txn WriteTransaction, log_cursor: Vec<u8>) -> Self {
+        Tables {
+            sessions: Lazy::new(txn, keys::SESSIONS),
+            trusted: Lazy::new(txn, keys::TRUSTED),
+            snapshots: Lazy::new(txn, keys::SNAPSHOTS),
+            attempts: Lazy::new(txn, keys::ATTEMPTS),
+            attempt_log: Lazy::new(txn, keys::ATTEMPT_LOG),
+            revoked: Lazy::new(txn, keys::REVOKED),
+            denies: Lazy::new(txn, keys::DENIES),
+            profiles: Lazy::new(txn, keys::PROFILES),
+            device_days: Lazy::new(txn, keys::DEVICE_DAYS),
+            expiry: Lazy::new(txn, keys::EXPIRY),
+            log_cursor,
+        }
+    }
 }
 
 /// A table of the write transaction, opened on first use. Opening looks
@@ -283,13 +367,13 @@ impl<'txn, V: redb::Value + 'static> Lazy<'txn, V> {
 /// One batch's attempt-log row as it is built: a JSON array, appended to
 /// attempt by attempt.
 #[derive(Default)]
-struct LogBatch {
+pub(super) struct LogBatch {
     json: Vec<u8>,
     newest_at: i64,
 }
 
 impl LogBatch {
-    fn push(&mut self, a: &LoginAttempt) {
+    pub(super) fn push(&mut self, a: &LoginAttempt) {
         self.json
             .push(if self.json.is_empty() { b'[' } else { b',' });
         // A `LoginAttempt` is plain strings, numbers and options: encoding
@@ -299,12 +383,94 @@ impl LogBatch {
     }
 }
 
-/// A profile changed in this batch and not yet written back.
-struct PendingProfile {
-    /// As stored before the batch (its expiry entry is the one to move).
-    stored: Option<AtoProfile>,
-    /// With every update of the batch so far joined in.
-    current: AtoProfile,
+impl LogBatch {
+    /// The finished row: its key (`project, !newest at, seq`) and the
+    /// JSON array; `None` when nothing was logged.
+    pub(super) fn row(self, project: &ProjectId, seq: &mut u64) -> Option<(Vec<u8>, Vec<u8>)> {
+        let LogBatch {
+            mut json,
+            newest_at,
+        } = self;
+        if json.is_empty() {
+            return None;
+        }
+        json.push(b']');
+        *seq = seq.wrapping_add(1);
+        let key = Key::new()
+            .str(project.as_str())
+            .newest_first(newest_at)
+            .u64(*seq)
+            .into_bytes();
+        Some((key, json))
+    }
+}
+
+/// The profile at `key` as stored in redb, read in `txn` (begun on first
+/// use); an undecodable row is this write's error.
+pub(super) fn stored_profile(
+    db: &Database,
+    txn: &mut Option<ReadTransaction>,
+    key: &[u8],
+) -> Result<Option<AtoProfile>, StoreError> {
+    let txn = match txn {
+        Some(t) => t,
+        None => txn.insert(db.begin_read().map_err(db_err)?),
+    };
+    let t = txn.open_table(keys::PROFILES).map_err(db_err)?;
+    let v = t.get(key).map_err(db_err)?;
+    v.map(|v| decode::<AtoProfile>(v.value())).transpose()
+}
+
+/// Writes journalled profiles and log rows to redb in one durable
+/// transaction; with `checkpointed`, it also records that generation as
+/// written. Durable every time, not only at a generation's end: a
+/// commit's sync flushes the disk's cache, so the next journal frame's
+/// sync waits for whatever redb left unsynced, and one sync of a whole
+/// generation's pages held group commits for 30-100 ms (BENCHMARKS.md,
+/// "The anti-ATO journal"). Replaying a generation whose rows are
+/// partly in redb writes the same values again.
+pub(super) fn write_rows(
+    db: &Database,
+    profiles: &[(Vec<u8>, AtoProfile)],
+    log: &[(Vec<u8>, Vec<u8>)],
+    checkpointed: Option<u64>,
+) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(db_err)?;
+    {
+        let mut t = Tables::new(&txn, Vec::new());
+        let mut write = || -> Result<(), Fatal> {
+            for (key, p) in profiles {
+                // An undecodable stored row is replaced, and indexed.
+                let indexed = matches!(t.read_profile(key)?,
+                    Ok(Some(s)) if profile_deadline(&s).is_some());
+                t.put_profile(key, indexed, p)?;
+            }
+            let table = t.attempt_log.open()?;
+            for (key, row) in log {
+                table.insert(key.as_slice(), row.as_slice())?;
+            }
+            Ok(())
+        };
+        write().map_err(|Fatal(e)| e)?;
+        if let Some(generation) = checkpointed {
+            let mut meta = txn.open_table(keys::META).map_err(db_err)?;
+            meta.insert(
+                keys::JOURNAL_CHECKPOINTED,
+                generation.to_be_bytes().as_slice(),
+            )
+            .map_err(db_err)?;
+        }
+    }
+    txn.commit().map_err(db_err)
+}
+
+/// The newest journal generation already in redb (0 for none).
+pub(super) fn checkpointed(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let t = txn.open_table(keys::META).map_err(db_err)?;
+    let v = t.get(keys::JOURNAL_CHECKPOINTED).map_err(db_err)?;
+    Ok(v.and_then(|v| v.value().try_into().ok())
+        .map_or(0, u64::from_be_bytes))
 }
 
 /// The outer error is fatal to the transaction (a redb failure); the inner
@@ -383,12 +549,10 @@ impl<'txn> Tables<'txn> {
                 self.put_attempt(&a)?;
                 Ok(Ok(Outcome::Done))
             }
-            Op::RecordAto {
-                project,
-                identifier,
-                attempt,
-                update,
-            } => self.record_ato(&project, &identifier, attempt.as_deref(), &update, now),
+            // `commit_batch` sends these to the journal, never here.
+            Op::RecordAto { .. } => Ok(Err(StoreError::Corrupt(
+                "an anti-ATO write reached a redb transaction".into(),
+            ))),
             Op::RevokeToken {
                 project,
                 jti,
@@ -430,12 +594,7 @@ impl<'txn> Tables<'txn> {
                 }
                 Ok(Ok(Outcome::Done))
             }
-            Op::Purge { now } => {
-                // The purge reads profiles from the table: write this
-                // batch's first.
-                self.flush_profiles()?;
-                self.purge(now)
-            }
+            Op::Purge { now } => self.purge(now),
         }
     }
 
@@ -479,48 +638,6 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
-    /// Writes every profile this batch changed, once each.
-    fn flush_profiles(&mut self) -> Result<(), Fatal> {
-        for (key, p) in std::mem::take(&mut self.pending) {
-            if p.stored.as_ref() != Some(&p.current) {
-                let indexed = p.stored.as_ref().and_then(profile_deadline).is_some();
-                self.put_profile(&key, indexed, &p.current)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes the batch's logged attempts as one row per project, each
-    /// expiring with its newest attempt (the others, logged in the same few
-    /// milliseconds, outlive their retention by as much). A log row gets no
-    /// [`keys::EXPIRY`] entry: its key says when it expires, and
-    /// [`Self::purge_log`] finds it there. Without the entry a group commit
-    /// of one hot identifier writes about 7 pages instead of 9 (the expiry
-    /// tree's leaf and branch), on this VM each a block write inside the
-    /// commit's `fdatasync` (BENCHMARKS.md).
-    fn flush_log(&mut self, seq: &mut u64) -> Result<(), Fatal> {
-        for (project, batch) in std::mem::take(&mut self.log) {
-            let LogBatch {
-                mut json,
-                newest_at,
-            } = batch;
-            if json.is_empty() {
-                continue;
-            }
-            json.push(b']');
-            *seq = seq.wrapping_add(1);
-            let key = Key::new()
-                .str(project.as_str())
-                .newest_first(newest_at)
-                .u64(*seq)
-                .into_bytes();
-            self.attempt_log
-                .open()?
-                .insert(key.as_slice(), json.as_slice())?;
-        }
-        Ok(())
-    }
-
     fn put_attempt(&mut self, a: &LoginAttempt) -> Result<(), Fatal> {
         let key = Key::new()
             .str(a.project_id.as_str())
@@ -546,57 +663,6 @@ impl<'txn> Tables<'txn> {
             None => Ok(None),
             Some(v) => decode::<AtoProfile>(v.value()).map(Some),
         })
-    }
-
-    /// Joins the update into the profile (as stored, or as this batch left
-    /// it), applies its deletions and bounds it at `now`, exactly as if
-    /// each write were its own transaction; the row itself is written once
-    /// at the batch's end ([`Self::flush_profiles`]). Then adds the
-    /// attempt to the batch's log row ([`Self::flush_log`]). Everything that
-    /// can fail for this write alone (decoding the stored row) happens
-    /// before anything is joined or logged, and both rows are written by the
-    /// same transaction, so the profile and the attempt land together or not
-    /// at all.
-    fn record_ato(
-        &mut self,
-        project: &ProjectId,
-        identifier: &str,
-        attempt: Option<&LoginAttempt>,
-        update: &ProfileUpdate,
-        now: i64,
-    ) -> Applied {
-        let key = Key::new()
-            .str(project.as_str())
-            .str(identifier)
-            .into_bytes();
-        let p = match self.pending.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let stored = match self.profiles.open()?.get(e.key().as_slice())? {
-                    None => None,
-                    Some(v) => match decode::<AtoProfile>(v.value()) {
-                        Ok(p) => Some(p),
-                        Err(err) => return Ok(Err(err)),
-                    },
-                };
-                let current = stored.clone().unwrap_or_default();
-                e.insert(PendingProfile { stored, current })
-            }
-        };
-        let p = &mut p.current;
-        p.join(&update.cells);
-        p.forget(&update.forget);
-        // Expired cells first, so the caps keep live ones.
-        expire_profile(p, now);
-        p.bound(now);
-        if let Some(a) = attempt {
-            // No key clone per attempt: the project is usually there already.
-            match self.log.get_mut(project) {
-                Some(batch) => batch.push(a),
-                None => self.log.entry(project.clone()).or_default().push(a),
-            }
-        }
-        Ok(Ok(Outcome::Done))
     }
 
     /// Writes `p` at `key` (or deletes the row when `p` holds nothing);
@@ -885,10 +951,12 @@ fn profile_deadline(p: &AtoProfile) -> Option<i64> {
 mod tests {
     //! The batch's profile coalescing against one transaction per write.
     use super::*;
+    use crate::embedded::ato_writer::AtoWriter;
+    use crate::embedded::journal::{self, Journal};
     use crate::profile::{new_writer_id, AttemptFacts};
     use qyzar_shared::ids::DeviceId;
 
-    fn writer(dir: &tempfile::TempDir, name: &str) -> Writer {
+    fn writer(dir: &tempfile::TempDir, name: &str) -> Writers {
         let db = Database::create(dir.path().join(name)).expect("redb");
         // Tables exist before the first read, as `EmbeddedStore::open` ensures.
         let txn = db.begin_write().expect("txn");
@@ -906,13 +974,114 @@ mod tests {
             txn.open_table(t).expect("table");
         }
         txn.open_table(keys::EXPIRY).expect("expiry");
+        txn.open_table(keys::META).expect("meta");
         txn.commit().expect("commit");
-        Writer {
-            db: Arc::new(db),
-            commits: Arc::new(AtomicU64::new(0)),
-            next_seq: 0,
-            log_cursor: Vec::new(),
+        let (journal, replay) = Journal::open(&dir.path().join(name), 0).expect("journal");
+        assert!(replay.is_empty());
+        let db = Arc::new(db);
+        let overlay = SharedOverlay::default();
+        journal::write(&overlay).active.generation = journal.generation();
+        let progress = Arc::new(Progress::new(0));
+        let commits = Arc::new(AtomicU64::new(0));
+        let (tx, jobs) = std::sync::mpsc::channel();
+        Writers {
+            ato: AtoWriter {
+                db: Arc::clone(&db),
+                commits: Arc::clone(&commits),
+                next_seq: 0,
+                journal,
+                overlay: Arc::clone(&overlay),
+                progress: Arc::clone(&progress),
+                redb: tx,
+            },
+            redb: Writer::new(db, commits, overlay, progress, 0),
+            jobs,
         }
+    }
+
+    /// Both writers, driven by hand on the test's thread: what the
+    /// anti-ATO writer hands over waits in `jobs` until [`Writers::pump`].
+    struct Writers {
+        redb: Writer,
+        ato: AtoWriter,
+        jobs: std::sync::mpsc::Receiver<Msg>,
+    }
+
+    impl std::ops::Deref for Writers {
+        type Target = Writer;
+        fn deref(&self) -> &Writer {
+            &self.redb
+        }
+    }
+
+    impl std::ops::DerefMut for Writers {
+        fn deref_mut(&mut self) -> &mut Writer {
+            &mut self.redb
+        }
+    }
+
+    impl Writers {
+        /// Moves handed-over work to the redb writer's queues.
+        fn pump(&mut self) {
+            while let Ok(m) = self.jobs.try_recv() {
+                match m {
+                    Msg::Job(Job::FlushLog(rows)) => self.redb.flushes.push_back(rows),
+                    Msg::Job(Job::Checkpoint { pending, keys }) => self
+                        .redb
+                        .checkpoints
+                        .push_back(Checkpoint::new(pending, keys)),
+                    _ => unreachable!("only jobs"),
+                }
+            }
+        }
+
+        /// Everything journalled, written to redb (what `checkpoint_all`
+        /// and the redb writer do on their two threads).
+        fn checkpoint_all(&mut self) {
+            if self.ato.journal.len() > 0 {
+                self.ato.rotate();
+            }
+            self.pump();
+            self.redb.finish_journal();
+        }
+    }
+
+    /// Commits `ops` as their two writers would, each as one group: the
+    /// `record_ato`s as one journal frame, the others as one redb
+    /// transaction (the writers run side by side; here the redb one goes
+    /// first). Returns each write's outcome, in order.
+    fn commit(w: &mut Writers, ops: Vec<Op>) -> Vec<Result<Outcome, StoreError>> {
+        let mut answers = Vec::new();
+        let (mut ato, mut rest) = (Vec::new(), Vec::new());
+        for op in ops {
+            let (ack, answer) = oneshot::channel();
+            answers.push(answer);
+            if matches!(op, Op::RecordAto { .. }) {
+                ato.push((Box::new(op), ack));
+            } else {
+                rest.push((Box::new(op), ack));
+            }
+        }
+        if !rest.is_empty() {
+            w.redb.commit_batch(rest);
+        }
+        if !ato.is_empty() {
+            w.ato.journal_ato(ato, now_ms());
+        }
+        answers
+            .into_iter()
+            .map(|mut a| a.try_recv().expect("acked at commit"))
+            .collect()
+    }
+
+    /// [`commit`], then everything journalled written to redb.
+    fn commit_all(w: &mut Writers, ops: Vec<Op>) {
+        let out = commit(w, ops);
+        assert!(out.iter().all(Result::is_ok), "{out:?}");
+        w.checkpoint_all();
+        let o = journal::read(&w.overlay);
+        assert!(o.active.profiles.is_empty() && o.active.log.is_empty());
+        assert!(o.frozen.is_none() && o.flushing.is_empty());
     }
 
     fn stored(w: &Writer, project: &ProjectId, identifier: &str) -> Option<AtoProfile> {
@@ -1027,14 +1196,10 @@ mod tests {
             _ => unreachable!(),
         };
         let mut batched = writer(&dir, "batched.redb");
-        let outcomes = batched
-            .apply_all(ops.iter().map(clone_op).collect(), now)
-            .expect("batch");
-        assert!(outcomes.iter().all(Result::is_ok));
+        commit_all(&mut batched, ops.iter().map(clone_op).collect());
         let mut single = writer(&dir, "single.redb");
         for op in &ops {
-            let out = single.apply_all(vec![clone_op(op)], now).expect("txn");
-            assert!(out[0].is_ok());
+            commit_all(&mut single, vec![clone_op(op)]);
         }
         for identifier in ["a@example.com", "b@example.com"] {
             let b = stored(&batched, &project, identifier).expect("a profile");
@@ -1059,8 +1224,7 @@ mod tests {
         let ops = (0..6i64)
             .map(|k| log_only(&projects[(k % 2) as usize], now + k))
             .collect();
-        let out = w.apply_all(ops, now).expect("batch");
-        assert!(out.iter().all(Result::is_ok));
+        commit_all(&mut w, ops);
         let txn = w.db.begin_read().expect("read");
         let t = txn.open_table(keys::ATTEMPT_LOG).expect("attempt log");
         let mut rows = 0;
@@ -1089,8 +1253,7 @@ mod tests {
         let projects: Vec<ProjectId> = (0..n).map(|_| ProjectId::generate()).collect();
         for at in [t0, newer] {
             let ops = projects.iter().map(|p| log_only(p, at)).collect();
-            let out = w.apply_all(ops, at).expect("batch");
-            assert!(out.iter().all(Result::is_ok));
+            commit_all(&mut w, ops);
         }
         assert_eq!(attempts(&w), (2 * n, 2 * n), "a row per project and commit");
         {
@@ -1147,6 +1310,158 @@ mod tests {
         assert_eq!(purge(&mut w, gone), 0, "everything expires");
     }
 
+    /// A `record_ato` of `identifier` whose attempt adds `device`.
+    fn device_op(project: &ProjectId, identifier: &str, device: &DeviceId, at: i64) -> Op {
+        let attempt = LoginAttempt {
+            project_id: project.clone(),
+            identifier: identifier.into(),
+            at,
+            attempt_id: LoginAttempt::new_id(),
+            success: true,
+            ip: Some("203.0.113.9".into()),
+            device_id: Some(device.clone()),
+            session_id: None,
+            region: Some("FR".into()),
+            platform: None,
+            browser: None,
+        };
+        let update = AtoProfile::default().record(
+            &AttemptFacts {
+                attempt: &attempt,
+                location: None,
+            },
+            7,
+            60_000,
+        );
+        Op::RecordAto {
+            project: project.clone(),
+            identifier: identifier.into(),
+            attempt: Some(Box::new(attempt)),
+            update: Box::new(update),
+        }
+    }
+
+    fn profile_key(project: &ProjectId, identifier: &str) -> Vec<u8> {
+        Key::new()
+            .str(project.as_str())
+            .str(identifier)
+            .into_bytes()
+    }
+
+    /// A group commit is durable in the journal alone: stopped before any
+    /// checkpoint (as a crash leaves it), the store replays it when opened,
+    /// profile and log row, and after a clean close holds nothing more to
+    /// replay.
+    #[tokio::test]
+    async fn journalled_writes_survive_a_stop_without_checkpoint() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("replay.redb");
+        let project = ProjectId::generate();
+        let now = now_ms();
+        let device = DeviceId::generate();
+        let mut w = writer(&dir, "replay.redb");
+        let out = commit(
+            &mut w,
+            vec![device_op(&project, "a@example.com", &device, now)],
+        );
+        assert!(out.iter().all(Result::is_ok));
+        let journalled = journal::read(&w.overlay)
+            .profile(&profile_key(&project, "a@example.com"))
+            .cloned()
+            .expect("in the overlay");
+        assert_eq!(
+            stored(&w, &project, "a@example.com"),
+            None,
+            "not in redb yet"
+        );
+        assert_eq!(attempts(&w), (0, 0));
+        // A stop without a checkpoint, as a crash leaves it.
+        drop(w);
+
+        let store = crate::EmbeddedStore::open(&path).expect("reopen replays");
+        let read = crate::DataStore::ato_profile(&store, &project, "a@example.com")
+            .await
+            .expect("read")
+            .expect("replayed");
+        assert_eq!(read, journalled);
+        assert!(read.device(&device).is_some());
+        let listed =
+            crate::DataStore::recent_login_attempts(&store, &project, "a@example.com", 0, 10)
+                .await
+                .expect("list");
+        assert_eq!(listed.len(), 1, "the log row is replayed once");
+        store.close().await.expect("close");
+        drop(store);
+
+        let db = Database::open(&path).expect("redb");
+        let done = checkpointed(&db).expect("meta");
+        assert!(done >= 1);
+        let (_, replay) = Journal::open(&path, done).expect("journal");
+        assert!(replay.is_empty(), "a closed store replays nothing");
+    }
+
+    /// While the redb writer writes a frozen generation to redb (in
+    /// several slices) and new writes go to the active one, the overlay
+    /// always answers the newest version; at the end redb holds it and the
+    /// overlay nothing.
+    #[test]
+    fn a_checkpoint_keeps_reads_on_the_newest_version() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut w = writer(&dir, "slices.redb");
+        let project = ProjectId::generate();
+        let now = now_ms();
+        // Enough profiles for several slices.
+        let n = 3 * super::super::checkpoint::CHECKPOINT_SLICE / 400;
+        let ops = (0..n)
+            .map(|i| {
+                device_op(
+                    &project,
+                    &format!("u{i}@example.com"),
+                    &DeviceId::generate(),
+                    now,
+                )
+            })
+            .collect();
+        assert!(commit(&mut w, ops).iter().all(Result::is_ok));
+        let frozen = w.ato.journal.generation();
+        w.ato.rotate();
+        w.pump();
+        // A newer device for u0 lands in the active generation while the
+        // frozen one is written.
+        let newer = DeviceId::generate();
+        let out = commit(
+            &mut w,
+            vec![device_op(&project, "u0@example.com", &newer, now + 1)],
+        );
+        assert!(out.iter().all(Result::is_ok));
+        let key = profile_key(&project, "u0@example.com");
+        let mut slices = 0;
+        loop {
+            let o = journal::read(&w.overlay);
+            assert!(o.profile(&key).expect("u0").device(&newer).is_some());
+            if o.frozen.is_none() {
+                break;
+            }
+            drop(o);
+            w.redb.step_journal();
+            slices += 1;
+        }
+        assert!(slices >= 2, "{slices} slices");
+        w.progress.wait_for(frozen);
+        // The frozen generation is in redb; u0's newest is still journalled.
+        assert!(stored(&w, &project, "u1@example.com").is_some());
+        let in_redb = stored(&w, &project, "u0@example.com").expect("u0");
+        assert!(in_redb.device(&newer).is_none());
+        assert_eq!(checkpointed(&w.db).expect("meta"), frozen);
+        w.checkpoint_all();
+        assert!(stored(&w, &project, "u0@example.com")
+            .expect("u0")
+            .device(&newer)
+            .is_some());
+        assert_eq!(attempts(&w).1, n + 1, "every attempt logged once");
+        assert!(journal::read(&w.overlay).profile(&key).is_none());
+    }
+
     /// Writes to one profile add no expiry entries after the first, and
     /// the purge still removes the profile once everything in it expired.
     #[test]
@@ -1185,7 +1500,7 @@ mod tests {
                 attempt: None,
                 update: Box::new(update),
             };
-            assert!(w.apply_all(vec![op], now).expect("txn")[0].is_ok());
+            commit_all(&mut w, vec![op]);
         }
         let profile_entries = |w: &Writer| {
             let txn = w.db.begin_read().expect("read");

@@ -1,0 +1,324 @@
+//! The anti-ATO writer: the thread that makes `record_ato` durable by
+//! appending one journal frame per group commit (`journal.rs`).
+//!
+//! It joins each attempt into its identifier's profile (as journalled,
+//! else as stored in redb), appends the changed profiles and the group's
+//! attempt-log rows as one frame, syncs it and acks the callers; readers
+//! see the changes from then on, in the [`Overlay`](journal::Overlay). It
+//! never takes redb's write lock: log rows and frozen generations go to
+//! the redb writer (`writer.rs`, `checkpoint.rs`), so redb's page work and
+//! syncs never hold up a group commit.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use qyzar_shared::ids::ProjectId;
+use redb::{Database, ReadTransaction};
+use tokio::sync::oneshot;
+
+use super::checkpoint::{Job, Progress};
+use super::journal::{self, Frame, Journal, SharedOverlay};
+use super::keys::Key;
+use super::writer::{stored_profile, Ack, LogBatch, Msg, Op, Outcome, MAX_BATCH};
+use crate::{expire_profile, AtoProfile, StoreError};
+
+/// The active journal generation is frozen and checkpointed once its
+/// changes hold this many bytes in memory ([`Pending::bytes`])…
+const ROTATE_OVERLAY_BYTES: usize = 32 << 20;
+/// …or its file this many bytes (after two rotations, both files have
+/// their size and a frame's sync writes data only)…
+const ROTATE_JOURNAL_BYTES: u64 = 64 << 20;
+/// …or its first change is this old…
+const ROTATE_AGE: Duration = Duration::from_secs(10);
+/// …or once no anti-ATO write came for this long.
+const ROTATE_QUIET: Duration = Duration::from_secs(1);
+/// The active generation's attempt-log rows go to redb (by the redb
+/// writer) once they hold this many bytes, so memory holds profiles,
+/// which coalesce, and not the log, which only grows. Log rows are keyed
+/// by time within a project: a flush appends to a few leaves.
+const LOG_FLUSH_BYTES: usize = 256 << 10;
+/// With frames in the active generation, how often the writer looks, when
+/// nothing arrives, whether it has gone quiet ([`ROTATE_QUIET`]).
+const IDLE_STEP: Duration = Duration::from_millis(10);
+
+/// A message to the anti-ATO writer.
+pub(super) enum AtoMsg {
+    /// A `record_ato` ([`Op::RecordAto`]).
+    Write(Box<Op>, Ack),
+    /// Freeze what is journalled, hand it to the redb writer and answer
+    /// once it is in redb (before a purge).
+    Checkpoint(oneshot::Sender<()>),
+    /// As `Checkpoint`, then stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// The anti-ATO writer's state.
+pub(super) struct AtoWriter {
+    /// For reading a stored profile (never written here).
+    pub(super) db: Arc<Database>,
+    pub(super) commits: Arc<AtomicU64>,
+    /// Tie-breaker of attempt-log rows of one project in one millisecond;
+    /// seeded randomly at open so a restart does not reuse values.
+    pub(super) next_seq: u64,
+    pub(super) journal: Journal,
+    /// What the journal holds that redb does not yet; readers share it.
+    pub(super) overlay: SharedOverlay,
+    /// What the redb writer has checkpointed.
+    pub(super) progress: Arc<Progress>,
+    /// Where log flushes and checkpoints go: the redb writer.
+    pub(super) redb: Sender<Msg>,
+}
+
+impl AtoWriter {
+    /// Runs until every sender is gone or an [`AtoMsg::Close`] arrives. A
+    /// stop without close leaves the active generation to the replay.
+    pub(super) fn run(mut self, rx: Receiver<AtoMsg>) {
+        loop {
+            let wait = if self.journal.len() > 0 {
+                IDLE_STEP
+            } else {
+                Duration::from_secs(3600)
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.step_checkpoint(true);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch = Vec::new();
+            let mut after = None;
+            match first {
+                AtoMsg::Write(op, ack) => batch.push((op, ack)),
+                m => after = Some(m),
+            }
+            while after.is_none() && batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(AtoMsg::Write(op, ack)) => batch.push((op, ack)),
+                    Ok(m) => after = Some(m),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.journal_ato(batch, crate::now_ms());
+                self.step_checkpoint(false);
+            }
+            match after {
+                Some(AtoMsg::Checkpoint(ack)) => {
+                    self.checkpoint_all();
+                    let _ = ack.send(());
+                }
+                Some(AtoMsg::Close(ack)) => {
+                    self.checkpoint_all();
+                    let _ = ack.send(());
+                    return;
+                }
+                Some(AtoMsg::Write(..)) | None => {}
+            }
+        }
+    }
+
+    /// Joins each `record_ato` into its identifier's profile (as journalled,
+    /// else as stored in redb), exactly as joining it in a redb
+    /// transaction of its own would, and appends the changed profiles and the batch's log rows as one
+    /// journal frame. Readers see the changes once the frame is durable,
+    /// when the callers are acked.
+    pub(super) fn journal_ato(&mut self, batch: Vec<(Box<Op>, Ack)>, now: i64) {
+        let mut changed: HashMap<Vec<u8>, AtoProfile> = HashMap::new();
+        let mut order: Vec<Vec<u8>> = Vec::new();
+        let mut log: HashMap<ProjectId, LogBatch> = HashMap::new();
+        let mut acks = Vec::with_capacity(batch.len());
+        let mut txn: Option<ReadTransaction> = None;
+        {
+            let overlay = journal::read(&self.overlay);
+            for (op, ack) in batch {
+                let Op::RecordAto {
+                    project,
+                    identifier,
+                    attempt,
+                    update,
+                } = *op
+                else {
+                    continue;
+                };
+                let key = Key::new()
+                    .str(project.as_str())
+                    .str(&identifier)
+                    .into_bytes();
+                let p = match changed.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let base = match overlay.profile(e.key()) {
+                            Some(p) => Ok(Some(p.clone())),
+                            None => stored_profile(&self.db, &mut txn, e.key()),
+                        };
+                        match base {
+                            Ok(p) => {
+                                order.push(e.key().clone());
+                                e.insert(p.unwrap_or_default())
+                            }
+                            // This write alone fails (an undecodable row,
+                            // a read error); nothing of it is joined.
+                            Err(err) => {
+                                let _ = ack.send(Err(err));
+                                continue;
+                            }
+                        }
+                    }
+                };
+                p.join(&update.cells);
+                p.forget(&update.forget);
+                expire_profile(p, now);
+                p.bound(now);
+                if let Some(a) = attempt {
+                    log.entry(project).or_default().push(&a);
+                }
+                acks.push(ack);
+            }
+        }
+        drop(txn);
+        let mut frame = Frame {
+            profiles: Vec::with_capacity(order.len()),
+            log: Vec::with_capacity(log.len()),
+        };
+        for k in order {
+            if let Some(p) = changed.remove(&k) {
+                frame.profiles.push((k, p));
+            }
+        }
+        for (project, batch) in log {
+            if let Some(row) = batch.row(&project, &mut self.next_seq) {
+                frame.log.push(row);
+            }
+        }
+        if frame.is_empty() {
+            for ack in acks {
+                let _ = ack.send(Ok(Outcome::Done));
+            }
+            return;
+        }
+        match self.journal.append(&frame) {
+            Ok(()) => {
+                journal::write(&self.overlay).active.add(frame);
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                for ack in acks {
+                    let _ = ack.send(Ok(Outcome::Done));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = acks.len(), "ato journal append failed");
+                let err = StoreError::Unavailable(format!("ato journal: {e}"));
+                for ack in acks {
+                    let _ = ack.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Hands redb work to the redb writer: a log flush once the active
+    /// generation's rows reach [`LOG_FLUSH_BYTES`], and the active
+    /// generation itself once it is due ([`ROTATE_OVERLAY_BYTES`] and the
+    /// rest) and the previous one is written. Past twice the bounds with
+    /// the previous one still being written, waits for it: the memory and
+    /// the files stay bounded whatever the write rate.
+    fn step_checkpoint(&mut self, idle: bool) {
+        let (flush, frozen, due, over) = {
+            let o = journal::read(&self.overlay);
+            let a = &o.active;
+            let age = a.since.map_or(Duration::ZERO, |t| t.elapsed());
+            let quiet = a.last.map_or(Duration::ZERO, |t| t.elapsed());
+            let len = self.journal.len();
+            (
+                a.log_bytes >= LOG_FLUSH_BYTES,
+                o.frozen.as_ref().map(|f| f.generation),
+                // Frames whose log rows are already in redb still need the
+                // checkpoint's durable commit before their file is reused.
+                len > 0
+                    && (a.bytes >= ROTATE_OVERLAY_BYTES
+                        || len >= ROTATE_JOURNAL_BYTES
+                        || age >= ROTATE_AGE
+                        || (idle && quiet >= ROTATE_QUIET)),
+                a.bytes >= 2 * ROTATE_OVERLAY_BYTES || len >= 2 * ROTATE_JOURNAL_BYTES,
+            )
+        };
+        if flush {
+            let rows = {
+                let mut o = journal::write(&self.overlay);
+                let rows = Arc::new(o.active.take_log());
+                o.flushing.push(Arc::clone(&rows));
+                rows
+            };
+            self.send(Job::FlushLog(rows));
+        }
+        match frozen {
+            None if due => self.rotate(),
+            Some(generation) if over => {
+                self.progress.wait_for(generation);
+                self.rotate();
+            }
+            _ => {}
+        }
+    }
+
+    fn send(&mut self, job: Job) {
+        // The redb writer stops only after this thread: a failed send means
+        // it died (a panic); the journal still has everything.
+        let _ = self.redb.send(Msg::Job(job));
+    }
+
+    /// Freezes the active generation and hands it to the redb writer;
+    /// later frames go to the other file. Only once the previous frozen
+    /// generation is written (its file is the one reused).
+    pub(super) fn rotate(&mut self) {
+        // In key order: consecutive keys share B-tree leaves. Collected
+        // under the read lock (only this thread changes the active
+        // generation), so readers are not held up while tens of thousands
+        // of keys are copied and sorted; the swap itself is O(1).
+        let (mut keys, held): (Vec<Vec<u8>>, usize) = {
+            let o = journal::read(&self.overlay);
+            (
+                o.active.profiles.keys().cloned().collect(),
+                o.active.profiles.len(),
+            )
+        };
+        keys.sort_unstable();
+        let generation = self.journal.rotate();
+        let mut next = journal::Pending {
+            generation: self.journal.generation(),
+            ..Default::default()
+        };
+        // About as many profiles as the last generation: no rehash of a
+        // large map while the write lock is held in `journal_ato`.
+        next.profiles.reserve(held);
+        let pending = {
+            let mut o = journal::write(&self.overlay);
+            debug_assert!(o.frozen.is_none());
+            let frozen = Arc::new(std::mem::replace(&mut o.active, next));
+            o.frozen = Some(Arc::clone(&frozen));
+            frozen
+        };
+        debug_assert_eq!(pending.generation, generation);
+        self.send(Job::Checkpoint { pending, keys });
+    }
+
+    /// Writes everything journalled to redb and waits for it (at close
+    /// and before a purge).
+    fn checkpoint_all(&mut self) {
+        if let Some(g) = journal::read(&self.overlay)
+            .frozen
+            .as_ref()
+            .map(|f| f.generation)
+        {
+            self.progress.wait_for(g);
+        }
+        if self.journal.len() > 0 {
+            let g = self.journal.generation();
+            self.rotate();
+            self.progress.wait_for(g);
+        }
+    }
+}
