@@ -26,7 +26,8 @@ use super::writer::{stored_profile, Ack, LogBatch, Msg, Op, Outcome, MAX_BATCH};
 use crate::{expire_profile, AtoProfile, StoreError};
 
 /// The active journal generation is frozen and checkpointed once its
-/// changes hold this many bytes in memory ([`Pending::bytes`])…
+/// profiles and log rows hold this many bytes in memory
+/// ([`Pending::bytes`](journal::Pending) and `log_bytes`)…
 const ROTATE_OVERLAY_BYTES: usize = 32 << 20;
 /// …or its file this many bytes (after two rotations, both files have
 /// their size and a frame's sync writes data only)…
@@ -40,6 +41,10 @@ const ROTATE_QUIET: Duration = Duration::from_secs(1);
 /// which coalesce, and not the log, which only grows. Log rows are keyed
 /// by time within a project: a flush appends to a few leaves.
 const LOG_FLUSH_BYTES: usize = 256 << 10;
+/// Most log flushes handed over and not yet written: past it rows stay in
+/// the active generation (and count towards its bound), so a redb writer
+/// that falls behind or fails cannot make memory grow without end.
+const MAX_FLUSHING: usize = 64;
 /// With frames in the active generation, how often the writer looks, when
 /// nothing arrives, whether it has gone quiet ([`ROTATE_QUIET`]).
 const IDLE_STEP: Duration = Duration::from_millis(10);
@@ -232,17 +237,18 @@ impl AtoWriter {
             let age = a.since.map_or(Duration::ZERO, |t| t.elapsed());
             let quiet = a.last.map_or(Duration::ZERO, |t| t.elapsed());
             let len = self.journal.len();
+            let held = a.bytes + a.log_bytes;
             (
-                a.log_bytes >= LOG_FLUSH_BYTES,
+                a.log_bytes >= LOG_FLUSH_BYTES && o.flushing.len() < MAX_FLUSHING,
                 o.frozen.as_ref().map(|f| f.generation),
                 // Frames whose log rows are already in redb still need the
                 // checkpoint's durable commit before their file is reused.
                 len > 0
-                    && (a.bytes >= ROTATE_OVERLAY_BYTES
+                    && (held >= ROTATE_OVERLAY_BYTES
                         || len >= ROTATE_JOURNAL_BYTES
                         || age >= ROTATE_AGE
                         || (idle && quiet >= ROTATE_QUIET)),
-                a.bytes >= 2 * ROTATE_OVERLAY_BYTES || len >= 2 * ROTATE_JOURNAL_BYTES,
+                held >= 2 * ROTATE_OVERLAY_BYTES || len >= 2 * ROTATE_JOURNAL_BYTES,
             )
         };
         if flush {
@@ -258,10 +264,20 @@ impl AtoWriter {
             None if due => self.rotate(),
             Some(generation) if over => {
                 self.progress.wait_for(generation);
-                self.rotate();
+                self.rotate_if_free();
             }
             _ => {}
         }
+    }
+
+    /// Rotates unless a frozen generation is still held (the redb writer
+    /// stopped before writing it): its file must not be reused.
+    fn rotate_if_free(&mut self) -> bool {
+        let free = journal::read(&self.overlay).frozen.is_none();
+        if free {
+            self.rotate();
+        }
+        free
     }
 
     fn send(&mut self, job: Job) {
@@ -317,8 +333,9 @@ impl AtoWriter {
         }
         if self.journal.len() > 0 {
             let g = self.journal.generation();
-            self.rotate();
-            self.progress.wait_for(g);
+            if self.rotate_if_free() {
+                self.progress.wait_for(g);
+            }
         }
     }
 }
