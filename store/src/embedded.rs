@@ -1,9 +1,13 @@
 //! The embedded [`DataStore`]: one redb file, for `qyzar dev` and single-box
 //! installs with no database server.
 //!
-//! - **Writes** go through one writer thread that groups everything queued
-//!   into one durable transaction (see [`writer`]): concurrent requests share
-//!   an fsync instead of queueing for one each.
+//! - **Writes** go through two writer threads, each grouping everything
+//!   queued so concurrent requests share an fsync instead of queueing for
+//!   one each: `record_ato` through the anti-ATO journal ([`ato_writer`],
+//!   one appended frame per group, [`journal`]), everything else through
+//!   the redb writer ([`writer`], one durable transaction per group), which
+//!   also writes what the journal holds to redb in slices ([`checkpoint`]).
+//!   Profile and attempt-log reads look in the journal's overlay first.
 //! - **Reads** open their own read transaction on the caller's thread
 //!   (see [`EmbeddedStore::read`] for why not the blocking pool); redb
 //!   readers never wait for the writer and see the last commit.

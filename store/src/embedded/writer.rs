@@ -70,7 +70,8 @@ pub(super) enum Op {
     },
     RecordDenies(Vec<DenyEvent>),
     /// One `record_ato`: the profile join and the attempt row (if any) in
-    /// the same transaction, so both are written or neither.
+    /// the same journal frame, so both are written or neither. Sent to the
+    /// anti-ATO writer (`ato_writer.rs`), never to a redb transaction.
     /// Boxed: a profile update is several times the other writes' size.
     RecordAto {
         project: ProjectId,
