@@ -132,6 +132,7 @@ pub async fn serve_internal_with(
         tls.map(tokio_rustls::TlsAcceptor::from),
         "internal",
         move |req, _peer| route(Arc::clone(&engine), key.clone(), req),
+        None,
         shutdown,
     )
     .await

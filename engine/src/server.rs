@@ -1,6 +1,9 @@
 //! The accept loop of both listeners ([`serve`]): connection cap, TLS,
 //! graceful drain; and the public one's three deadlines of a request
-//! (headers, body, handler).
+//! (headers, body, handler). The public listener serves plain HTTP/1.1
+//! connections on its own loop (`server/h1.rs`) and gives hyper any
+//! connection that sends a request that loop does not take; TLS and the
+//! internal listener are hyper's.
 //!
 //! A connection slot is held only while a client is doing something useful:
 //! - headers must arrive within [`ServerLimits::header_read_timeout`],
@@ -36,6 +39,8 @@ use crate::client_addr::PeerAddr;
 use crate::response::{self, Body};
 use crate::router;
 use crate::state::Engine;
+
+mod h1;
 
 /// Limits that protect the engine from slow or greedy clients.
 #[derive(Debug, Clone)]
@@ -82,6 +87,15 @@ pub async fn run(
 ) {
     let (body_timeout, handler_timeout) = (limits.body_read_timeout, limits.handler_timeout);
     let routes = Arc::clone(&engine);
+    let fast = Fast {
+        engine: Arc::clone(&engine),
+        deadlines: h1::Deadlines {
+            header: limits.header_read_timeout,
+            body: body_timeout,
+            handler: handler_timeout,
+        },
+        stop: Arc::default(),
+    };
     serve(
         listener,
         &limits,
@@ -91,6 +105,7 @@ pub async fn run(
             let req = req.map(|b| DeadlineBody::new(b, body_timeout));
             answer_within(handler_timeout, Arc::clone(&routes), PeerAddr(peer), req)
         },
+        Some(fast),
         shutdown,
     )
     .await;
@@ -98,18 +113,57 @@ pub async fn run(
     engine.background.shutdown().await;
 }
 
+/// The public listener's HTTP/1.1 fast path (`server/h1.rs`): the engine's
+/// routes behind the same deadlines as hyper's path.
+#[derive(Clone)]
+pub(crate) struct Fast {
+    engine: Arc<Engine>,
+    deadlines: h1::Deadlines,
+    stop: Arc<h1::Stop>,
+}
+
+impl Fast {
+    /// Serves `stream` on the fast path until it closes or hands over.
+    async fn serve(&self, stream: &mut tokio::net::TcpStream, peer: SocketAddr) -> h1::End {
+        let d = self.deadlines;
+        let route =
+            |req, budget| answer_within(budget, Arc::clone(&self.engine), PeerAddr(peer), req);
+        // The body did not arrive in time: `408` if its own deadline is
+        // the shorter, else the handler's `503` (as `answer_within` answers).
+        let late = |body_first: bool| {
+            let (timeout, code) = if body_first {
+                (d.body, ErrorCode::RequestTimeout)
+            } else {
+                (d.handler, ErrorCode::DeadlineExceeded)
+            };
+            let micros = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+            let mut res = response::error(&ApiError::new(code));
+            self.engine
+                .metrics
+                .record("other", res.status().as_u16(), micros);
+            if !body_first {
+                res.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            res
+        };
+        h1::serve(stream, d, &self.stop, route, late).await
+    }
+}
+
 /// The one accept loop of both listeners (public and internal): takes a
 /// connection slot before accepting (so a flood waits in the kernel
 /// backlog), speaks TLS when `tls` is given (the handshake bounded like a
 /// header read, in the connection's own task), serves HTTP/1.1 with
-/// `handler`, and on `shutdown` stops accepting and drains. `what` names
-/// the listener in logs.
+/// `fast` when given (plain TCP only) and `handler` otherwise, and on
+/// `shutdown` stops accepting and drains. `what` names the listener in logs.
 pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     limits: &ServerLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     what: &'static str,
     handler: H,
+    fast: Option<Fast>,
     shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
@@ -151,6 +205,20 @@ pub(crate) async fn serve<H, F>(
             async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
         let Some(acceptor) = tls.clone() else {
+            if let Some(fast) = fast.clone() {
+                let (builder, watcher) = (builder.clone(), graceful.watcher());
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    if let h1::End::Handover(read) = fast.serve(&mut stream, peer).await {
+                        let io = TokioIo::new(h1::Rewind::new(read, stream));
+                        if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
+                            tracing::debug!(listener = what, error = %e, "connection ended with an error");
+                        }
+                    }
+                    drop(permit);
+                });
+                continue;
+            }
             let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
@@ -177,8 +245,18 @@ pub(crate) async fn serve<H, F>(
         });
     }
     drop(listener);
+    if let Some(fast) = &fast {
+        fast.stop.stop();
+    }
+    // Every connection holds a slot until it ends: all slots back is all
+    // connections drained, on either path.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let drained = async {
+        graceful.shutdown().await;
+        let _ = permits.acquire_many(all).await;
+    };
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!(listener = what, "drained"),
+        _ = drained => tracing::info!(listener = what, "drained"),
         _ = tokio::time::sleep(limits.drain_timeout) => tracing::warn!(listener = what, "drain timed out"),
     }
 }
@@ -191,12 +269,17 @@ pub(crate) async fn serve<H, F>(
 /// Both timeout answers (this one and a body's `408`) leave the request
 /// body unread, so they close the connection instead of reusing a
 /// half-read stream.
-async fn answer_within(
+async fn answer_within<B>(
     timeout: Duration,
     engine: Arc<Engine>,
     peer: PeerAddr,
-    req: Request<DeadlineBody<Incoming>>,
-) -> Response<Body> {
+    req: Request<B>,
+) -> Response<Body>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let metrics = Arc::clone(&engine);
     let mut routed = Box::pin(async move { router::route(&engine, Some(peer), req).await });
     let mut res = match tokio::time::timeout(timeout, &mut routed).await {

@@ -1,0 +1,566 @@
+//! HTTP/1.1 on the public listener without hyper's per-request machinery,
+//! for the requests the hot routes get; hyper serves everything else.
+//!
+//! Why: on the hot routes the engine's own work is a few thousand
+//! instructions, and hyper's connection state machine around it (its
+//! dispatcher, the body channel, a header-read timer armed and dropped for
+//! every request, the response encoder's header map walk) was as large
+//! again (`deploy/instructions.sh`, BENCHMARKS.md "An HTTP/1.1 fast path").
+//! This loop reads a request into one buffer, parses its head with
+//! `httparse` (the parser hyper uses), hands the router an ordinary
+//! `http::Request`, and writes the answer's head and body with one `write`.
+//!
+//! It takes only what it can serve exactly: an HTTP/1.1 request with no
+//! `Transfer-Encoding`, `Expect` or `Upgrade`, at most one `Content-Length`
+//! no larger than the body cap, and a method other than `HEAD` and
+//! `CONNECT`. At the first request that is anything else (a parse error
+//! included) the connection is handed to hyper with every byte read so far
+//! ([`End::Handover`]), and hyper serves it to its end, answering the same
+//! way it always has. The tests in `h1/tests.rs` send the same requests to
+//! both and compare the answers.
+//!
+//! The deadlines of `server.rs` hold here too: the headers within
+//! `header_read_timeout` of accept or of the previous answer, the body within
+//! `body_read_timeout` of the headers (`408`, closed), the answer within
+//! `handler_timeout` (`503`, closed). One timer per connection, created at
+//! the first wait and moved only when it fires before the current deadline,
+//! serves all three, so a request costs two clock reads instead of a timer.
+
+use std::future::Future as _;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::Full;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+use crate::response::Body;
+
+#[cfg(test)]
+mod tests;
+
+/// The longest request head taken here; a longer one goes to hyper, which
+/// has its own limit.
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
+/// Most header fields in a request taken here.
+const MAX_HEADERS: usize = 64;
+/// A connection's read buffer: hyper's initial size. It grows for a large
+/// body and shrinks back once that request is served, so an idle connection
+/// holds this much.
+const READ_BUFFER: usize = 8 * 1024;
+/// A write buffer grown past this by a large answer is given back.
+const KEEP_WRITE_BUFFER: usize = 64 * 1024;
+
+/// Tells idle connections to close: set once, when the server stops.
+#[derive(Default)]
+pub(crate) struct Stop {
+    stopping: AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    /// Asks every connection to close once it is idle (between requests):
+    /// an answer being made is still written, with `connection: close`.
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// The three deadlines of a request (see `server::ServerLimits`).
+#[derive(Clone, Copy)]
+pub(crate) struct Deadlines {
+    pub(crate) header: Duration,
+    pub(crate) body: Duration,
+    pub(crate) handler: Duration,
+}
+
+/// How a connection ended here.
+pub(crate) enum End {
+    /// Closed: by the client, a deadline, an answer with `connection:
+    /// close`, an I/O error, or the server stopping.
+    Closed,
+    /// A request this loop does not take: hyper goes on from the bytes
+    /// read so far (the start of that request and anything after it).
+    Handover(Bytes),
+}
+
+/// Why a wait for more bytes ended.
+enum Wait {
+    Data,
+    Eof,
+    Late,
+    Stopped,
+}
+
+/// What the head of the buffered request says, by offsets into the buffer.
+struct Head {
+    /// Bytes of the head, blank line included.
+    len: usize,
+    method: Method,
+    path: (usize, usize),
+    /// Name start and length, value start and length.
+    headers: [(u32, u32, u32, u32); MAX_HEADERS],
+    count: usize,
+    body: usize,
+    close: bool,
+}
+
+/// Serves `stream` until it closes or hands over. `route` makes the answer
+/// to a request within the time given (the rest of the handler deadline:
+/// the router behind `server::answer_within`); `late` makes the answer when the body
+/// deadline passes first (`408`, or `503` if the handler's is shorter).
+pub(crate) async fn serve<R, F>(
+    stream: &mut TcpStream,
+    deadlines: Deadlines,
+    stop: &Stop,
+    route: R,
+    late: impl Fn(bool) -> Response<Body>,
+) -> End
+where
+    R: Fn(Request<Body>, Duration) -> F,
+    F: std::future::Future<Output = Response<Body>>,
+{
+    let mut notified = Box::pin(stop.notify.notified());
+    notified.as_mut().enable();
+    let mut conn = Conn {
+        stream,
+        stop,
+        notified,
+        buf: vec![0; READ_BUFFER],
+        start: 0,
+        end: 0,
+        out: Vec::with_capacity(1024),
+        timer: None,
+        deadline: Instant::now() + deadlines.header,
+        registered: false,
+    };
+    loop {
+        // A whole head, or a reason to stop.
+        let head = loop {
+            match parse(&conn.buf[conn.start..conn.end]) {
+                Parsed::Head(h) => break h,
+                Parsed::Other => return conn.handover(),
+                Parsed::Partial if conn.end - conn.start >= MAX_HEAD => return conn.handover(),
+                Parsed::Partial => {}
+            }
+            let idle = conn.start == conn.end;
+            match conn.fill(idle).await {
+                Ok(Wait::Data) => {}
+                Ok(Wait::Eof | Wait::Late | Wait::Stopped) | Err(_) => return End::Closed,
+            }
+        };
+        // Its body: within the body deadline, and the handler's.
+        let total = head.len + head.body;
+        let mut budget = deadlines.handler;
+        if conn.end - conn.start < total {
+            let headers_at = Instant::now();
+            conn.deadline = headers_at + deadlines.handler.min(deadlines.body);
+            conn.reserve(total);
+            while conn.end - conn.start < total {
+                match conn.fill(false).await {
+                    Ok(Wait::Data) => {}
+                    Ok(Wait::Late) => {
+                        let res = late(deadlines.body <= deadlines.handler);
+                        let _ = conn.answer(res, true).await;
+                        return End::Closed;
+                    }
+                    Ok(Wait::Eof | Wait::Stopped) | Err(_) => return End::Closed,
+                }
+            }
+            budget = budget.saturating_sub(headers_at.elapsed());
+        }
+        let data = Bytes::copy_from_slice(&conn.buf[conn.start..conn.start + total]);
+        conn.start += total;
+        let Some(req) = request(&head, data) else {
+            // Not a valid `http` request after all (an URI `http` refuses):
+            // hyper answers it as it always has.
+            conn.start -= total;
+            return conn.handover();
+        };
+        let res = route(req, budget).await;
+        let close = head.close || stop.stopping() || wants_close(res.headers());
+        if conn.answer(res, close).await.is_err() || close {
+            return End::Closed;
+        }
+        conn.deadline = Instant::now() + deadlines.header;
+        conn.settle();
+    }
+}
+
+/// One connection's buffers and deadline.
+struct Conn<'a> {
+    stream: &'a mut TcpStream,
+    stop: &'a Stop,
+    /// On the stop signal's list from the start; polled once, at the first
+    /// idle wait, to leave this task's waker there (the waker of a task does
+    /// not change, so later waits only read [`Stop::stopping`]).
+    notified: Pin<Box<tokio::sync::futures::Notified<'a>>>,
+    /// Read buffer, initialised (reads go into `buf[end..]`); the unserved
+    /// bytes are `buf[start..end]`.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    out: Vec<u8>,
+    /// Armed at or before `deadline`; moved on when it fires early.
+    timer: Option<Pin<Box<Sleep>>>,
+    deadline: Instant,
+    /// Whether `notified` holds this task's waker.
+    registered: bool,
+}
+
+impl Conn<'_> {
+    /// Reads once into the buffer, waiting if nothing is there: until the
+    /// deadline, or, when `idle` (no request begun), until the server stops.
+    async fn fill(&mut self, idle: bool) -> io::Result<Wait> {
+        if self.end == self.buf.len() {
+            self.reserve(self.buf.len() + READ_BUFFER);
+        }
+        std::future::poll_fn(|cx| {
+            let mut read = ReadBuf::new(&mut self.buf[self.end..]);
+            match Pin::new(&mut *self.stream).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    let n = read.filled().len();
+                    self.end += n;
+                    return Poll::Ready(Ok(if n == 0 { Wait::Eof } else { Wait::Data }));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+            if idle {
+                if self.stop.stopping() {
+                    return Poll::Ready(Ok(Wait::Stopped));
+                }
+                if !self.registered {
+                    self.registered = true;
+                    if self.notified.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Ok(Wait::Stopped));
+                    }
+                }
+            }
+            let deadline = self.deadline;
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            while timer.as_mut().poll(cx).is_ready() {
+                if Instant::now() >= deadline {
+                    return Poll::Ready(Ok(Wait::Late));
+                }
+                timer.as_mut().reset(deadline);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Makes room for `len` unserved bytes at the front of the buffer.
+    fn reserve(&mut self, len: usize) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+    }
+
+    /// After an answer: an empty buffer starts over at its front, and one
+    /// grown by a large request goes back to its usual size.
+    fn settle(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > READ_BUFFER {
+                self.buf = vec![0; READ_BUFFER];
+            }
+        }
+        if self.out.capacity() > KEEP_WRITE_BUFFER {
+            self.out = Vec::with_capacity(1024);
+        }
+    }
+
+    fn handover(self) -> End {
+        End::Handover(Bytes::copy_from_slice(&self.buf[self.start..self.end]))
+    }
+
+    /// Writes `res` with one `write`: status line, its headers, `content-length`,
+    /// `date`, `connection: close` when closing, the body.
+    async fn answer(&mut self, res: Response<Body>, close: bool) -> io::Result<()> {
+        let (parts, body) = res.into_parts();
+        let body = full_bytes(body);
+        encode(&mut self.out, parts.status, &parts.headers, &body, close);
+        self.stream.write_all(&self.out).await
+    }
+}
+
+/// The bytes of a [`Body`]: one frame, ready at once.
+fn full_bytes(mut body: Body) -> Bytes {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match hyper::body::Body::poll_frame(Pin::new(&mut body), &mut cx) {
+        Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+        _ => Bytes::new(),
+    }
+}
+
+/// Whether an answer's `Connection` header says `close`.
+fn wants_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|v| has_token(v.as_bytes(), b"close"))
+}
+
+/// Whether the comma-separated list `value` holds `token` (any case).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// The answer's bytes into `out`.
+pub(crate) fn encode(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    close: bool,
+) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut said_close = false;
+    for (name, value) in headers {
+        if name == CONTENT_LENGTH || name == DATE || name == http::header::TRANSFER_ENCODING {
+            continue;
+        }
+        said_close |= name == CONNECTION && has_token(value.as_bytes(), b"close");
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if close && !said_close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.extend_from_slice(b"\r\ndate: ");
+    date::push(out);
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+}
+
+enum Parsed {
+    Head(Head),
+    Partial,
+    /// Not for this loop: hyper takes the connection from here.
+    Other,
+}
+
+/// Parses the head at the start of `buf`.
+fn parse(buf: &[u8]) -> Parsed {
+    if buf.is_empty() {
+        return Parsed::Partial;
+    }
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    if req.version != Some(1) {
+        return Parsed::Other;
+    }
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return Parsed::Other;
+    };
+    let method = match method {
+        "GET" => Method::GET,
+        "POST" => Method::POST,
+        "OPTIONS" => Method::OPTIONS,
+        "PUT" => Method::PUT,
+        "DELETE" => Method::DELETE,
+        "PATCH" => Method::PATCH,
+        _ => return Parsed::Other,
+    };
+    if len > MAX_HEAD {
+        return Parsed::Other;
+    }
+    // Offsets into `buf`, which is shorter than `MAX_HEAD` up to the head's end.
+    let at = |s: &[u8]| (s.as_ptr() as usize - buf.as_ptr() as usize) as u32;
+    let mut head = Head {
+        len,
+        method,
+        path: (at(path.as_bytes()) as usize, path.len()),
+        headers: [(0, 0, 0, 0); MAX_HEADERS],
+        count: req.headers.len(),
+        body: 0,
+        close: false,
+    };
+    let mut length = None;
+    for (slot, h) in head.headers.iter_mut().zip(req.headers.iter()) {
+        let name = h.name.as_bytes();
+        *slot = (
+            at(name),
+            name.len() as u32,
+            at(h.value),
+            h.value.len() as u32,
+        );
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let Some(n) = content_length(h.value) else {
+                return Parsed::Other;
+            };
+            if length.replace(n).is_some() {
+                return Parsed::Other;
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            if has_token(h.value, b"upgrade") {
+                return Parsed::Other;
+            }
+            head.close |= has_token(h.value, b"close");
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"upgrade")
+        {
+            return Parsed::Other;
+        }
+    }
+    head.body = length.unwrap_or(0);
+    Parsed::Head(head)
+}
+
+/// A `Content-Length` value within the body cap: digits only, as hyper
+/// reads it (no sign, no spaces inside, no list).
+fn content_length(value: &[u8]) -> Option<usize> {
+    let v = value.trim_ascii();
+    if v.is_empty() || v.len() > 6 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = v.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+    (n <= crate::request::MAX_BODY).then_some(n)
+}
+
+/// The `http::Request` of a parsed head over `data` (head and body).
+fn request(head: &Head, data: Bytes) -> Option<Request<Body>> {
+    let uri = Uri::from_maybe_shared(data.slice(head.path.0..head.path.0 + head.path.1)).ok()?;
+    let mut headers = HeaderMap::with_capacity(head.count);
+    for &(n, nl, v, vl) in &head.headers[..head.count] {
+        let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
+        let name = HeaderName::from_bytes(&data[n..n + nl]).ok()?;
+        let value = HeaderValue::from_maybe_shared(data.slice(v..v + vl)).ok()?;
+        headers.append(name, value);
+    }
+    let mut req = Request::new(Full::new(data.slice(head.len..)));
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
+/// Bytes read before a handover, then the socket: how hyper is given a
+/// connection this loop started.
+pub(crate) struct Rewind {
+    pre: Bytes,
+    io: TcpStream,
+}
+
+impl Rewind {
+    pub(crate) fn new(pre: Bytes, io: TcpStream) -> Self {
+        Self { pre, io }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            let pre = self.pre.split_to(n);
+            buf.put_slice(&pre);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The `Date` header's value, formatted once a second per thread (as hyper
+/// does).
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHED: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    }
+
+    pub(super) fn push(out: &mut Vec<u8>) {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        CACHED.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.0 != secs {
+                let text = httpdate::fmt_http_date(now);
+                if text.len() == 29 {
+                    c.1.copy_from_slice(text.as_bytes());
+                    c.0 = secs;
+                } else {
+                    out.extend_from_slice(text.as_bytes());
+                    return;
+                }
+            }
+            out.extend_from_slice(&c.1);
+        });
+    }
+}

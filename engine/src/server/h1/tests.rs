@@ -1,0 +1,396 @@
+//! The fast path against hyper: the same bytes sent to both, the same
+//! request seen by the route and the same answers read by the client; what
+//! it hands over; its deadlines and its stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+
+/// What a route saw, as its answer: method, target, version, every header
+/// in order, the body; with a header and a status of its own, so encoding
+/// is compared too.
+async fn echo<B>(req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+        .collect();
+    let seen = serde_json::json!({
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    let mut res = Response::new(Full::new(Bytes::from(seen.to_string())));
+    *res.status_mut() = if parts.uri.path() == "/created" {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    res.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    res.headers_mut().append("x-echo", "one".parse().unwrap());
+    res.headers_mut().append("x-echo", "two".parse().unwrap());
+    if parts.uri.path() == "/bye" {
+        res.headers_mut()
+            .insert("connection", "close".parse().unwrap());
+    }
+    res
+}
+
+const DEADLINES: Deadlines = Deadlines {
+    header: Duration::from_secs(10),
+    body: Duration::from_secs(10),
+    handler: Duration::from_secs(15),
+};
+
+/// A server on loopback: the fast path (handing over to hyper as the
+/// engine does) when `fast`, hyper alone otherwise.
+async fn spawn(fast: bool, deadlines: Deadlines, stop: Arc<Stop>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let service =
+                    service_fn(
+                        |req| async move { Ok::<_, std::convert::Infallible>(echo(req).await) },
+                    );
+                if !fast {
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                    return;
+                }
+                let late = |body_first: bool| {
+                    let mut res = Response::new(Full::new(Bytes::from_static(b"late")));
+                    *res.status_mut() = if body_first {
+                        StatusCode::REQUEST_TIMEOUT
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    res
+                };
+                let end = serve(&mut stream, deadlines, &stop, |req, _| echo(req), late).await;
+                if let End::Handover(read) = end {
+                    let io = TokioIo::new(Rewind::new(read, stream));
+                    let _ = http1::Builder::new().serve_connection(io, service).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One answer as a client reads it: status, headers (sorted, `date`
+/// left out, its presence kept), body.
+#[derive(Debug, PartialEq)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// Sends `parts` (each its own write, 20 ms apart) and reads until the
+/// server closes or 2 s pass; returns every answer and whether it closed.
+async fn exchange(addr: SocketAddr, parts: &[&[u8]]) -> (Vec<Answer>, bool) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        s.write_all(p).await.unwrap();
+    }
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => raw.extend_from_slice(&chunk[..n]),
+            Err(_) => break false,
+        }
+    };
+    (answers(&raw), closed)
+}
+
+fn answers(mut raw: &[u8]) -> Vec<Answer> {
+    let mut out = Vec::new();
+    while !raw.is_empty() {
+        let mut h = [httparse::EMPTY_HEADER; 32];
+        let mut res = httparse::Response::new(&mut h);
+        let Ok(httparse::Status::Complete(len)) = res.parse(raw) else {
+            panic!("not an answer: {:?}", String::from_utf8_lossy(raw));
+        };
+        let mut headers: Vec<(String, String)> = res
+            .headers
+            .iter()
+            .map(|h| {
+                let value = if h.name.eq_ignore_ascii_case("date") {
+                    assert_eq!(h.value.len(), 29, "an IMF-fixdate");
+                    "<date>".into()
+                } else {
+                    String::from_utf8_lossy(h.value).into_owned()
+                };
+                (h.name.to_ascii_lowercase(), value)
+            })
+            .collect();
+        headers.sort();
+        let n: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        // A `HEAD` answer declares a length it does not send.
+        let end = (len + n).min(raw.len());
+        out.push(Answer {
+            status: res.code.unwrap(),
+            headers,
+            body: String::from_utf8_lossy(&raw[len..end]).into_owned(),
+        });
+        raw = &raw[end..];
+    }
+    out
+}
+
+/// The same exchange with both servers gives the same answers.
+async fn same(parts: &[&[u8]]) -> Vec<Answer> {
+    let fast = spawn(true, DEADLINES, Arc::default()).await;
+    let hyper = spawn(false, DEADLINES, Arc::default()).await;
+    let a = exchange(fast, parts).await;
+    let b = exchange(hyper, parts).await;
+    assert_eq!(a, b, "fast path and hyper differ for {parts:?}");
+    a.0
+}
+
+#[tokio::test]
+async fn the_route_sees_and_the_client_reads_what_hyper_gives() {
+    let cases: &[&[&[u8]]] = &[
+        &[b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"],
+        &[b"POST /projects/client/session-verify?projectId=p&x=%20y HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 16\r\nAuthorization: Bearer sk_1\r\n\r\n{\"sessionId\":\"s\"}"],
+        // Repeated fields keep their order; names are case-insensitive.
+        &[b"GET / HTTP/1.1\r\nCookie: a=1\r\nX-Thing: 1\r\ncookie: b=2\r\nx-thing:2 \r\n\r\n"],
+        // A body in several writes, and a head in two.
+        &[b"POST /created HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234", b"56789"],
+        &[b"POST /a HTTP/1.1\r\nConte", b"nt-Length: 2\r\n\r\nok"],
+        // Pipelined: three requests in one write.
+        &[b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /3 HTTP/1.1\r\n\r\n"],
+        // The client or the route closes.
+        &[b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n"],
+        &[b"GET /bye HTTP/1.1\r\n\r\nGET /never HTTP/1.1\r\n\r\n"],
+        &[b"GET /x HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n"],
+        // An absolute-form target, an empty body declared.
+        &[b"GET http://example.com/abs?q=1 HTTP/1.1\r\nContent-Length: 0\r\n\r\n"],
+        // Handed over: chunked, `Expect`, `Upgrade`, HTTP/1.0, HEAD, a
+        // duplicate or signed length, a parse error; after a fast request
+        // on the same connection.
+        &[b"GET /first HTTP/1.1\r\n\r\nPOST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"],
+        &[b"POST /e HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n", b"hi"],
+        &[b"GET /u HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"],
+        &[b"GET /old HTTP/1.0\r\n\r\n"],
+        &[b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /again HTTP/1.1\r\n\r\n"],
+        &[b"GET /first HTTP/1.1\r\n\r\nHEAD /h HTTP/1.1\r\n\r\n"],
+        &[b"POST /d HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi"],
+        &[b"POST /d HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nhi!"],
+        &[b"POST /d HTTP/1.1\r\nContent-Length: +2\r\n\r\nhi"],
+        &[b"GET /first HTTP/1.1\r\n\r\nGET /bad path HTTP/1.1\r\n\r\n"],
+        &[b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"],
+        &[b"BREW /pot HTTP/1.1\r\n\r\n"],
+    ];
+    for parts in cases {
+        let got = same(parts).await;
+        assert!(!got.is_empty(), "{parts:?} got an answer");
+    }
+}
+
+#[tokio::test]
+async fn a_request_the_route_would_not_take_keeps_the_bytes_after_it() {
+    // The chunked request is handed over with the pipelined one behind it.
+    let got = same(&[b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\nGET /3 HTTP/1.1\r\n\r\n"]).await;
+    let paths: Vec<String> = got
+        .iter()
+        .map(|a| {
+            serde_json::from_str::<serde_json::Value>(&a.body).unwrap()["path"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(paths, ["/1", "/2", "/3"]);
+    let body: serde_json::Value = serde_json::from_str(&got[1].body).unwrap();
+    assert_eq!(body["body"], "x");
+}
+
+#[test]
+fn heads_are_taken_or_handed_over() {
+    let take = |raw: &[u8]| match parse(raw) {
+        Parsed::Head(h) => Some((h.len, h.body, h.close)),
+        Parsed::Partial => None,
+        Parsed::Other => panic!("handed over: {:?}", String::from_utf8_lossy(raw)),
+    };
+    let other = |raw: &[u8]| matches!(parse(raw), Parsed::Other);
+    assert_eq!(take(b"GET / HTTP/1.1\r\n\r\n"), Some((18, 0, false)));
+    assert_eq!(take(b"GET / HTTP/1.1\r\nHost: x"), None);
+    assert_eq!(take(b""), None);
+    assert_eq!(
+        take(b"POST / HTTP/1.1\r\ncontent-length: 65536\r\nconnection: close\r\n\r\n"),
+        Some((61, 65536, true))
+    );
+    assert!(other(b"POST / HTTP/1.1\r\ncontent-length: 65537\r\n\r\n"));
+    assert!(other(
+        b"POST / HTTP/1.1\r\ncontent-length: 99999999999999999999\r\n\r\n"
+    ));
+    assert!(other(b"POST / HTTP/1.1\r\ncontent-length: 1, 1\r\n\r\n"));
+    assert!(other(b"POST / HTTP/1.1\r\ncontent-length: -1\r\n\r\n"));
+    assert!(other(b"POST / HTTP/1.1\r\ncontent-length:\r\n\r\n"));
+    assert!(other(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"));
+    assert!(other(b"POST / HTTP/1.1\r\nexpect: 100-continue\r\n\r\n"));
+    assert!(other(b"GET / HTTP/1.1\r\nupgrade: h2c\r\n\r\n"));
+    assert!(other(
+        b"GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\n\r\n"
+    ));
+    assert!(other(b"GET / HTTP/1.0\r\n\r\n"));
+    assert!(other(b"HEAD / HTTP/1.1\r\n\r\n"));
+    assert!(other(b"CONNECT x:443 HTTP/1.1\r\n\r\n"));
+    assert!(other(b"GET / HTTP/1.1\r\nbad header: x\r\n\r\n"));
+    let many: Vec<u8> = [&b"GET / HTTP/1.1\r\n"[..]]
+        .into_iter()
+        .chain(std::iter::repeat_n(&b"a: b\r\n"[..], MAX_HEADERS + 1))
+        .chain([&b"\r\n"[..]])
+        .flatten()
+        .copied()
+        .collect();
+    assert!(other(&many), "more fields than the loop keeps");
+    let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_HEAD));
+    assert!(other(long.as_bytes()), "a head longer than the loop keeps");
+}
+
+#[tokio::test]
+async fn a_head_longer_than_the_fast_path_keeps_goes_to_hyper_whole() {
+    let long = format!(
+        "GET /{} HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "a".repeat(MAX_HEAD + 100)
+    );
+    let got = same(&[long.as_bytes()]).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].status, 200);
+}
+
+#[tokio::test]
+async fn the_header_deadline_runs_from_the_last_answer_and_closes_an_idle_connection() {
+    let deadlines = Deadlines {
+        header: Duration::from_millis(300),
+        ..DEADLINES
+    };
+    let addr = spawn(true, deadlines, Arc::default()).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // Five requests 200 ms apart: 1 s in all, each within the deadline of
+    // the answer before it, so the one timer moves with them.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.write_all(b"GET /k HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "kept alive");
+    }
+    // Then nothing: closed.
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed after the idle deadline")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn a_late_body_gets_the_late_answer_and_a_close() {
+    for (body, handler, status) in [(200, 5_000, 408), (5_000, 200, 503)] {
+        let deadlines = Deadlines {
+            header: Duration::from_secs(10),
+            body: Duration::from_millis(body),
+            handler: Duration::from_millis(handler),
+        };
+        let addr = spawn(true, deadlines, Arc::default()).await;
+        let (got, closed) = exchange(
+            addr,
+            &[b"POST /slow HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123"],
+        )
+        .await;
+        assert!(closed);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].status, status);
+        assert!(got[0]
+            .headers
+            .contains(&("connection".into(), "close".into())));
+    }
+}
+
+#[tokio::test]
+async fn a_stop_closes_idle_connections_and_lets_a_started_request_finish() {
+    let stop = Arc::new(Stop::default());
+    let addr = spawn(true, DEADLINES, Arc::clone(&stop)).await;
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /1 HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(idle.read(&mut buf).await.unwrap() > 0);
+    let mut started = TcpStream::connect(addr).await.unwrap();
+    started
+        .write_all(b"POST /2 HTTP/1.1\r\nContent-Length: 4\r\n\r\nab")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.stop();
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("the idle connection is closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    started.write_all(b"cd").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), started.read_to_end(&mut rest))
+        .await
+        .expect("the started request is answered, then closed")
+        .unwrap();
+    let got = answers(&rest);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].status, 200);
+    assert!(got[0]
+        .headers
+        .contains(&("connection".into(), "close".into())));
+}
+
+#[test]
+fn answers_are_encoded_with_their_length_date_and_close() {
+    let mut out = Vec::new();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("content-type", "application/json".parse().unwrap());
+    headers.insert("content-length", "999".parse().unwrap());
+    encode(&mut out, StatusCode::NOT_FOUND, &headers, b"{}", true);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with("HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 2\r\ndate: "), "{text}");
+    assert!(text.ends_with(" GMT\r\n\r\n{}"), "{text}");
+    assert!(
+        !text.contains("999"),
+        "the route's own length is not repeated"
+    );
+}
