@@ -4,10 +4,10 @@
 //! Every failure here is a small [`ApiError`] with a static message: a bad
 //! request is normal traffic on a verify API and must cost no formatting.
 
-use bytes::Bytes;
+use bytes::{Buf as _, Bytes};
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
 use http::HeaderMap;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use qyzar_shared::{ApiError, ErrorCode};
 use serde::Deserialize;
 
@@ -33,22 +33,44 @@ where
             return Err(ApiError::new(ErrorCode::PayloadTooLarge));
         }
     }
-    match Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(ApiError::new(ErrorCode::PayloadTooLarge))
+    // Frames are read one by one (not `Limited::collect`, which queues
+    // every frame in a list): a body of one frame, which is nearly every
+    // body, is handed on as it came, without a copy.
+    let mut body = std::pin::pin!(body);
+    let mut first = Bytes::new();
+    let mut joined: Option<Vec<u8>> = None;
+    while let Some(frame) = body.as_mut().frame().await {
+        let frame = frame.map_err(|e| {
+            if qyzar_shared::deadline::DeadlineError::is_timeout(&e) {
+                ApiError::new(ErrorCode::RequestTimeout)
+            } else {
+                ApiError::with_message(
+                    ErrorCode::MalformedJson,
+                    "the request body could not be read",
+                )
+            }
+        })?;
+        let Ok(mut data) = frame.into_data() else {
+            continue; // trailers
+        };
+        // `Bytes` (every body here) hands itself over without a copy.
+        let data = data.copy_to_bytes(data.remaining());
+        let len = first.len() + joined.as_ref().map_or(0, Vec::len) + data.len();
+        if len > MAX_BODY {
+            return Err(ApiError::new(ErrorCode::PayloadTooLarge));
         }
-        Err(e) if qyzar_shared::deadline::DeadlineError::is_timeout(&*e) => {
-            Err(ApiError::new(ErrorCode::RequestTimeout))
+        match &mut joined {
+            Some(all) => all.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => {
+                let mut all = Vec::with_capacity(len);
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&data);
+                joined = Some(all);
+            }
         }
-        Err(_) => Err(ApiError::with_message(
-            ErrorCode::MalformedJson,
-            "the request body could not be read",
-        )),
     }
+    Ok(joined.map_or(first, Bytes::from))
 }
 
 /// Parses a JSON body after checking it is declared as JSON. An empty body
@@ -238,6 +260,102 @@ mod fuzz;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use qyzar_shared::deadline::DeadlineError;
+
+    /// A body of the given frames (and trailers), failing at the end with
+    /// `fail`.
+    fn frames(
+        parts: &[&[u8]],
+        fail: Option<DeadlineError>,
+    ) -> http_body_util::StreamBody<
+        futures::stream::Iter<std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, DeadlineError>>>,
+    > {
+        let mut items: Vec<Result<hyper::body::Frame<Bytes>, _>> = parts
+            .iter()
+            .map(|p| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(p))))
+            .collect();
+        items.push(Ok(hyper::body::Frame::trailers(HeaderMap::new())));
+        if let Some(e) = fail {
+            items.push(Err(e));
+        }
+        http_body_util::StreamBody::new(futures::stream::iter(items))
+    }
+
+    /// What `Limited::collect`, the library this reader replaced, makes of
+    /// a body: the same bytes, or the same error code.
+    async fn by_library(parts: &[&[u8]]) -> Result<Bytes, ErrorCode> {
+        match http_body_util::Limited::new(frames(parts, None), MAX_BODY)
+            .collect()
+            .await
+        {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                Err(ErrorCode::PayloadTooLarge)
+            }
+            Err(_) => Err(ErrorCode::MalformedJson),
+        }
+    }
+
+    #[tokio::test]
+    async fn read_body_agrees_with_limited_collect() {
+        let big = vec![b'x'; MAX_BODY];
+        let cases: Vec<Vec<&[u8]>> = vec![
+            vec![],
+            vec![b""],
+            vec![b"{}"],
+            vec![b"{\"a\":", b"1", b"}"],
+            vec![b"", b"ab", b"", b"cd"],
+            vec![&big],
+            vec![&big[..MAX_BODY / 2], &big[MAX_BODY / 2..]],
+            vec![&big, b"!"],
+            vec![b"!", &big],
+            vec![&big[..MAX_BODY - 1], b"!", b"?"],
+        ];
+        for parts in cases {
+            let ours = read_body(&HeaderMap::new(), frames(&parts, None))
+                .await
+                .map_err(|e| e.code);
+            assert_eq!(
+                ours,
+                by_library(&parts).await,
+                "frames of {:?}",
+                parts.iter().map(|p| p.len()).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn read_body_hands_one_frame_on_without_a_copy_and_maps_errors() {
+        let body = Bytes::from_static(b"{\"sessionId\":\"s\"}");
+        let read = read_body(&HeaderMap::new(), http_body_util::Full::new(body.clone()))
+            .await
+            .unwrap();
+        assert_eq!(read.as_ptr(), body.as_ptr(), "the same buffer");
+        let mut declared = HeaderMap::new();
+        declared.insert(CONTENT_LENGTH, (MAX_BODY + 1).to_string().parse().unwrap());
+        let e = read_body(&declared, frames(&[b"{}"], None))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::PayloadTooLarge, "refused before reading");
+        let e = read_body(
+            &HeaderMap::new(),
+            frames(&[b"{"], Some(DeadlineError::Body("reset".into()))),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::MalformedJson);
+        let e = read_body(
+            &HeaderMap::new(),
+            frames(&[b"{"], Some(DeadlineError::TimedOut)),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::RequestTimeout);
+    }
 
     #[test]
     fn percent_decoding_handles_plus_escapes_and_broken_escapes() {

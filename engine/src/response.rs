@@ -50,15 +50,51 @@ pub fn pong() -> Response<Body> {
     )
 }
 
-/// Serialises `value` as the JSON body of a `status` answer.
+/// Serialises `value` as the JSON body of a `status` answer, through this
+/// thread's scratch buffer ([`scratch_body`]): `serde_json::to_vec` starts
+/// at 128 bytes and copies the answer again at every doubling.
 pub fn json_of<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    match serde_json::to_vec(value) {
-        Ok(b) => json(status, b),
-        Err(e) => {
+    let mut failed = None;
+    let body = scratch_body(|out| {
+        if let Err(e) = serde_json::to_writer(&mut *out, value) {
+            failed = Some(e);
+        }
+    });
+    match failed {
+        None => json(status, body),
+        Some(e) => {
             tracing::error!(error = %e, "answer did not serialise");
             error_code(ErrorCode::Internal)
         }
     }
+}
+
+thread_local! {
+    /// Where answers are written before their one copy into the body.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(4096));
+}
+
+/// A body written by `write` into this thread's scratch buffer, then copied
+/// out at its exact size: one allocation per answer and no buffer grown per
+/// answer. A buffer grown past 64 KiB by a large answer is given back.
+pub fn scratch_body(write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut out) => {
+            out.clear();
+            write(&mut out);
+            let body = Bytes::copy_from_slice(&out);
+            if out.capacity() > 64 * 1024 {
+                *out = Vec::with_capacity(4096);
+            }
+            body
+        }
+        // Only if `write` itself made a body this way.
+        Err(_) => {
+            let mut out = Vec::new();
+            write(&mut out);
+            Bytes::from(out)
+        }
+    })
 }
 
 static SERVER_TIMING: http::header::HeaderName =

@@ -282,7 +282,14 @@ where
 {
     let metrics = Arc::clone(&engine);
     let mut routed = Box::pin(async move { router::route(&engine, Some(peer), req).await });
-    let mut res = match tokio::time::timeout(timeout, &mut routed).await {
+    // A route that answers without waiting (a cache hit) needs no timer:
+    // it is polled once first, and the deadline is armed only if it waits.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(routed.as_mut().poll(cx))).await;
+    let answered = match first {
+        std::task::Poll::Ready(res) => Ok(res),
+        std::task::Poll::Pending => tokio::time::timeout(timeout, &mut routed).await,
+    };
+    let mut res = match answered {
         Ok(res) if res.status() != StatusCode::REQUEST_TIMEOUT => return res,
         Ok(res) => res,
         Err(_) => {

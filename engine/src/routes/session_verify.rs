@@ -7,8 +7,6 @@
 //! `valid: false` + reason; 503 only when the store is down and nothing is
 //! cached — never `valid: false` for a session that may exist).
 
-use std::cell::RefCell;
-
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -135,24 +133,13 @@ async fn run(
     Ok(response::cache_timing(res, status, store_ms))
 }
 
-thread_local! {
-    /// Where answers are written before their one copy into the body, so
-    /// writing grows no buffer per request.
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
-}
-
 /// `{"valid":true,"sessionId":…,"deviceId":…,"createdAt":…,"expiresAt":…,
 /// "lastSeenAt":…,"risk":{"score":…,"bot":…,"signals":[…]},
 /// "device":{"browser":…,"os":…,"platform":…,"region":…|null}}`: the shape
 /// serde gave a `Session`'s fields (a test holds the two equal), written by
 /// hand so the only allocation is the body itself.
 fn valid_body(s: &CachedSession, last_seen_at: i64) -> Bytes {
-    SCRATCH.with(|scratch| {
-        let mut out = scratch.borrow_mut();
-        out.clear();
-        write_valid(&mut out, s, last_seen_at);
-        Bytes::copy_from_slice(&out)
-    })
+    response::scratch_body(|out| write_valid(out, s, last_seen_at))
 }
 
 fn write_valid(out: &mut Vec<u8>, s: &CachedSession, last_seen_at: i64) {

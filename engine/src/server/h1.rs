@@ -106,13 +106,14 @@ enum Wait {
 }
 
 /// What the head of the buffered request says, by offsets into the buffer.
+#[derive(Default)]
 struct Head {
     /// Bytes of the head, blank line included.
     len: usize,
     method: Method,
     path: (usize, usize),
     /// Name start and length, value start and length.
-    headers: [(u32, u32, u32, u32); MAX_HEADERS],
+    headers: Fields,
     count: usize,
     body: usize,
     close: bool,
@@ -139,6 +140,7 @@ where
         stream,
         stop,
         notified,
+        head: Head::default(),
         buf: vec![0; READ_BUFFER],
         start: 0,
         end: 0,
@@ -149,9 +151,9 @@ where
     };
     loop {
         // A whole head, or a reason to stop.
-        let head = loop {
-            match parse(&conn.buf[conn.start..conn.end]) {
-                Parsed::Head(h) => break h,
+        loop {
+            match parse(&conn.buf[conn.start..conn.end], &mut conn.head) {
+                Parsed::Head => break,
                 Parsed::Other => return conn.handover(),
                 Parsed::Partial if conn.end - conn.start >= MAX_HEAD => return conn.handover(),
                 Parsed::Partial => {}
@@ -161,9 +163,10 @@ where
                 Ok(Wait::Data) => {}
                 Ok(Wait::Eof | Wait::Late | Wait::Stopped) | Err(_) => return End::Closed,
             }
-        };
+        }
+        let head = &conn.head;
+        let (total, close) = (head.len + head.body, head.close);
         // Its body: within the body deadline, and the handler's.
-        let total = head.len + head.body;
         let mut budget = deadlines.handler;
         if conn.end - conn.start < total {
             let headers_at = Instant::now();
@@ -183,15 +186,14 @@ where
             budget = budget.saturating_sub(headers_at.elapsed());
         }
         let data = Bytes::copy_from_slice(&conn.buf[conn.start..conn.start + total]);
-        conn.start += total;
-        let Some(req) = request(&head, data) else {
+        let Some(req) = request(&conn.head, data) else {
             // Not a valid `http` request after all (an URI `http` refuses):
             // hyper answers it as it always has.
-            conn.start -= total;
             return conn.handover();
         };
+        conn.start += total;
         let res = route(req, budget).await;
-        let close = head.close || stop.stopping() || wants_close(res.headers());
+        let close = close || stop.stopping() || wants_close(res.headers());
         if conn.answer(res, close).await.is_err() || close {
             return End::Closed;
         }
@@ -203,6 +205,9 @@ where
 /// One connection's buffers and deadline.
 struct Conn<'a> {
     stream: &'a mut TcpStream,
+    /// The current request's head, parsed in place (it is a kilobyte of
+    /// offsets: not moved per request).
+    head: Head,
     stop: &'a Stop,
     /// On the stop signal's list from the start; polled once, at the first
     /// idle wait, to leave this task's waker there (the waker of a task does
@@ -339,11 +344,15 @@ pub(crate) fn encode(
     close: bool,
 ) {
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    if status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     let mut said_close = false;
     for (name, value) in headers {
         if name == CONTENT_LENGTH || name == DATE || name == http::header::TRANSFER_ENCODING {
@@ -366,15 +375,25 @@ pub(crate) fn encode(
     out.extend_from_slice(body);
 }
 
+/// The offsets of a head's fields.
+struct Fields([(u32, u32, u32, u32); MAX_HEADERS]);
+
+impl Default for Fields {
+    fn default() -> Self {
+        Self([(0, 0, 0, 0); MAX_HEADERS])
+    }
+}
+
 enum Parsed {
-    Head(Head),
+    /// In the given [`Head`].
+    Head,
     Partial,
     /// Not for this loop: hyper takes the connection from here.
     Other,
 }
 
-/// Parses the head at the start of `buf`.
-fn parse(buf: &[u8]) -> Parsed {
+/// Parses the head at the start of `buf` into `head`.
+fn parse(buf: &[u8], head: &mut Head) -> Parsed {
     if buf.is_empty() {
         return Parsed::Partial;
     }
@@ -406,17 +425,13 @@ fn parse(buf: &[u8]) -> Parsed {
     }
     // Offsets into `buf`, which is shorter than `MAX_HEAD` up to the head's end.
     let at = |s: &[u8]| (s.as_ptr() as usize - buf.as_ptr() as usize) as u32;
-    let mut head = Head {
-        len,
-        method,
-        path: (at(path.as_bytes()) as usize, path.len()),
-        headers: [(0, 0, 0, 0); MAX_HEADERS],
-        count: req.headers.len(),
-        body: 0,
-        close: false,
-    };
+    head.len = len;
+    head.method = method;
+    head.path = (at(path.as_bytes()) as usize, path.len());
+    head.count = req.headers.len();
+    head.close = false;
     let mut length = None;
-    for (slot, h) in head.headers.iter_mut().zip(req.headers.iter()) {
+    for (slot, h) in head.headers.0.iter_mut().zip(req.headers.iter()) {
         let name = h.name.as_bytes();
         *slot = (
             at(name),
@@ -444,7 +459,7 @@ fn parse(buf: &[u8]) -> Parsed {
         }
     }
     head.body = length.unwrap_or(0);
-    Parsed::Head(head)
+    Parsed::Head
 }
 
 /// A `Content-Length` value within the body cap: digits only, as hyper
@@ -462,7 +477,7 @@ fn content_length(value: &[u8]) -> Option<usize> {
 fn request(head: &Head, data: Bytes) -> Option<Request<Body>> {
     let uri = Uri::from_maybe_shared(data.slice(head.path.0..head.path.0 + head.path.1)).ok()?;
     let mut headers = HeaderMap::with_capacity(head.count);
-    for &(n, nl, v, vl) in &head.headers[..head.count] {
+    for &(n, nl, v, vl) in &head.headers.0[..head.count] {
         let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
         let name = HeaderName::from_bytes(&data[n..n + nl]).ok()?;
         let value = HeaderValue::from_maybe_shared(data.slice(v..v + vl)).ok()?;
