@@ -263,14 +263,13 @@ mod tests {
 
     use qyzar_shared::deadline::DeadlineError;
 
+    type Frames = http_body_util::StreamBody<
+        futures::stream::Iter<std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, DeadlineError>>>,
+    >;
+
     /// A body of the given frames (and trailers), failing at the end with
     /// `fail`.
-    fn frames(
-        parts: &[&[u8]],
-        fail: Option<DeadlineError>,
-    ) -> http_body_util::StreamBody<
-        futures::stream::Iter<std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, DeadlineError>>>,
-    > {
+    fn frames(parts: &[&[u8]], fail: Option<DeadlineError>) -> Frames {
         let mut items: Vec<Result<hyper::body::Frame<Bytes>, _>> = parts
             .iter()
             .map(|p| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(p))))
