@@ -171,7 +171,9 @@ where
         if conn.end - conn.start < total {
             let headers_at = Instant::now();
             conn.deadline = headers_at + deadlines.handler.min(deadlines.body);
-            conn.reserve(total);
+            // The buffer grows as bytes arrive (`fill`), not to the declared
+            // length: a client that declares 64 KiB and sends nothing holds
+            // only the usual buffer.
             while conn.end - conn.start < total {
                 match conn.fill(false).await {
                     Ok(Wait::Data) => {}
