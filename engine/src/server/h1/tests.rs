@@ -121,7 +121,9 @@ async fn exchange(addr: SocketAddr, parts: &[&[u8]]) -> (Vec<Answer>, bool) {
         if i > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        s.write_all(p).await.unwrap();
+        if s.write_all(p).await.is_err() {
+            break; // the server closed after an answer: read what it sent
+        }
     }
     let mut raw = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -141,7 +143,22 @@ fn answers(mut raw: &[u8]) -> Vec<Answer> {
         let mut h = [httparse::EMPTY_HEADER; 32];
         let mut res = httparse::Response::new(&mut h);
         let Ok(httparse::Status::Complete(len)) = res.parse(raw) else {
-            panic!("not an answer: {:?}", String::from_utf8_lossy(raw));
+            // Not an answer where one should start: kept as it is (dates
+            // masked), so the comparison shows it.
+            let mut text = String::from_utf8_lossy(raw).into_owned();
+            let mut from = 0;
+            while let Some(i) = text[from..].find("date: ") {
+                let at = from + i + "date: ".len();
+                let end = (at + 29).min(text.len());
+                text.replace_range(at..end, "<date>");
+                from = at;
+            }
+            out.push(Answer {
+                status: 0,
+                headers: Vec::new(),
+                body: text,
+            });
+            break;
         };
         let mut headers: Vec<(String, String)> = res
             .headers
@@ -394,4 +411,97 @@ fn answers_are_encoded_with_their_length_date_and_close() {
         !text.contains("999"),
         "the route's own length is not repeated"
     );
+}
+
+/// Requests as a client library, a proxy or an attacker might write them:
+/// any method of a few, odd paths, repeated and odd-cased fields, bodies
+/// with a right, wrong, repeated or missing length, chunked ones, sent in
+/// pieces; always ending with a `Connection: close` request so both
+/// servers end the exchange. (`HEAD`, whose answer declares a length it
+/// does not send, is left to the fixed cases, where it comes last.)
+fn request_bytes() -> impl proptest::strategy::Strategy<Value = (Vec<u8>, Vec<usize>)> {
+    use proptest::prelude::*;
+    let method = prop::sample::select(vec![
+        "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW",
+    ]);
+    let path = "/[a-z0-9/?=&%.-]{0,24}";
+    let field = (
+        prop::sample::select(vec![
+            "Host",
+            "content-type",
+            "X-Thing",
+            "Cookie",
+            "authorization",
+            "Accept",
+            "x_under",
+            "Connection",
+        ]),
+        "[ -~]{0,20}",
+    );
+    let framing = prop::sample::select(vec!["none", "length", "short", "long", "twice", "chunked"]);
+    let one = (
+        method,
+        path,
+        prop::collection::vec(field, 0..5),
+        framing,
+        "[a-z{}\":,]{0,40}",
+    )
+        .prop_map(|(method, path, fields, framing, body)| {
+            let mut r = format!("{method} /{path} HTTP/1.1\r\n");
+            for (name, value) in fields {
+                r.push_str(&format!("{name}: {}\r\n", value.trim()));
+            }
+            match framing {
+                "length" => r.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len())),
+                "short" => r.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len() / 2)),
+                "long" => r.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len() + 3)),
+                "twice" => r.push_str(&format!(
+                    "Content-Length: {0}\r\nContent-Length: {0}\r\n\r\n{body}",
+                    body.len()
+                )),
+                "chunked" => r.push_str(&format!(
+                    "Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                    body.len()
+                )),
+                _ => r.push_str("\r\n"),
+            }
+            r.into_bytes()
+        });
+    (
+        prop::collection::vec(one, 1..4),
+        prop::collection::vec(1usize..200, 0..3),
+    )
+        .prop_map(|(requests, cuts)| {
+            let mut all: Vec<u8> = requests.concat();
+            all.extend_from_slice(b"GET /last HTTP/1.1\r\nConnection: close\r\n\r\n");
+            (all, cuts)
+        })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Whatever the bytes, the fast path (with its handover) answers as
+    /// hyper alone does.
+    #[test]
+    fn any_request_bytes_get_the_answers_hyper_gives((bytes, cuts) in request_bytes()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut parts: Vec<&[u8]> = Vec::new();
+            let mut rest = &bytes[..];
+            for cut in cuts {
+                if cut < rest.len() {
+                    let (a, b) = rest.split_at(cut);
+                    parts.push(a);
+                    rest = b;
+                }
+            }
+            parts.push(rest);
+            same(&parts).await;
+        });
+    }
 }
