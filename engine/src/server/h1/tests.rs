@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
+use std::sync::atomic::Ordering;
 
 /// What a route saw, as its answer: method, target, version, every header
 /// in order, the body; with a header and a status of its own, so encoding
@@ -67,12 +68,23 @@ const DEADLINES: Deadlines = Deadlines {
 /// A server on loopback: the fast path (handing over to hyper as the
 /// engine does) when `fast`, hyper alone otherwise.
 async fn spawn(fast: bool, deadlines: Deadlines, stop: Arc<Stop>) -> SocketAddr {
+    spawn_counting(fast, deadlines, stop, Arc::default()).await
+}
+
+/// [`spawn`], counting the connections handed over to hyper in `handovers`.
+async fn spawn_counting(
+    fast: bool,
+    deadlines: Deadlines,
+    stop: Arc<Stop>,
+    handovers: Arc<std::sync::atomic::AtomicUsize>,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let (mut stream, _) = listener.accept().await.unwrap();
             let stop = Arc::clone(&stop);
+            let handovers = Arc::clone(&handovers);
             tokio::spawn(async move {
                 let service =
                     service_fn(
@@ -95,6 +107,7 @@ async fn spawn(fast: bool, deadlines: Deadlines, stop: Arc<Stop>) -> SocketAddr 
                 };
                 let end = serve(&mut stream, deadlines, &stop, |req, _| echo(req), late).await;
                 if let End::Handover(read) = end {
+                    handovers.fetch_add(1, Ordering::SeqCst);
                     let io = TokioIo::new(Rewind::new(read, stream));
                     let _ = http1::Builder::new().serve_connection(io, service).await;
                 }
@@ -238,6 +251,35 @@ async fn the_route_sees_and_the_client_reads_what_hyper_gives() {
         let got = same(parts).await;
         assert!(!got.is_empty(), "{parts:?} got an answer");
     }
+}
+
+#[tokio::test]
+async fn simple_requests_stay_on_the_loop_and_the_others_go_to_hyper() {
+    // Without this, every comparison with hyper would also pass if the loop
+    // handed every connection over.
+    let handovers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let addr = spawn_counting(true, DEADLINES, Arc::default(), Arc::clone(&handovers)).await;
+    let simple: &[&[u8]] = &[
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\n",
+        b"{}",
+        b"GET /c HTTP/1.1\r\nConnection: close\r\n\r\n",
+    ];
+    let (got, closed) = exchange(addr, simple).await;
+    assert!(closed);
+    assert_eq!(got.len(), 3);
+    assert_eq!(handovers.load(Ordering::SeqCst), 0, "served on the loop");
+    let (got, _) = exchange(
+        addr,
+        &[b"GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"],
+    )
+    .await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        handovers.load(Ordering::SeqCst),
+        1,
+        "the chunked request went to hyper"
+    );
 }
 
 #[tokio::test]
