@@ -369,12 +369,20 @@ pub(crate) fn encode(
     if close && !said_close {
         out.extend_from_slice(b"connection: close\r\n");
     }
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-    out.extend_from_slice(b"\r\ndate: ");
+    // A `204` (the CORS preflight) or `1xx` answer has no body and must not
+    // declare a length (RFC 9110, 8.6); hyper leaves both out too.
+    let bodiless = status == StatusCode::NO_CONTENT || status.is_informational();
+    if !bodiless {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"date: ");
     date::push(out);
     out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(body);
+    if !bodiless {
+        out.extend_from_slice(body);
+    }
 }
 
 /// The offsets of a head's fields.

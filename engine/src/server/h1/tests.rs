@@ -43,10 +43,11 @@ where
         "body": String::from_utf8_lossy(&body),
     });
     let mut res = Response::new(Full::new(Bytes::from(seen.to_string())));
-    *res.status_mut() = if parts.uri.path() == "/created" {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    *res.status_mut() = match parts.uri.path() {
+        "/created" => StatusCode::CREATED,
+        // As the CORS preflight answers: no content, whatever the body.
+        "/none" => StatusCode::NO_CONTENT,
+        _ => StatusCode::OK,
     };
     res.headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
@@ -229,6 +230,8 @@ async fn the_route_sees_and_the_client_reads_what_hyper_gives() {
         &[b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n"],
         &[b"GET /bye HTTP/1.1\r\n\r\nGET /never HTTP/1.1\r\n\r\n"],
         &[b"GET /x HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n"],
+        // A `204` in the middle of a keep-alive exchange: no length, no body.
+        &[b"OPTIONS /none HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\nConnection: close\r\n\r\n"],
         // An absolute-form target, an empty body declared.
         &[b"GET http://example.com/abs?q=1 HTTP/1.1\r\nContent-Length: 0\r\n\r\n"],
         // Handed over: chunked, `Expect`, `Upgrade`, HTTP/1.0, HEAD, a
@@ -452,6 +455,23 @@ fn answers_are_encoded_with_their_length_date_and_close() {
     assert!(
         !text.contains("999"),
         "the route's own length is not repeated"
+    );
+    let mut out = Vec::new();
+    encode(
+        &mut out,
+        StatusCode::NO_CONTENT,
+        &http::HeaderMap::new(),
+        b"x",
+        false,
+    );
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 204 No Content\r\ndate: "),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(" GMT\r\n\r\n"),
+        "no length and no body: {text}"
     );
 }
 
