@@ -83,22 +83,38 @@ async fn ping_answers(engine: &Limited) -> bool {
 /// 200 ms (always progressing, never finishing in time), and returns what
 /// the engine answered before closing the connection.
 async fn trickled_answer(engine: &Limited) -> String {
+    trickled(engine, false).await
+}
+
+/// [`trickled_answer`], the body sent `chunked` (one byte per chunk) when
+/// `chunked`: such a request goes to hyper's path, where the route itself
+/// waits for the body under the handler deadline.
+async fn trickled(engine: &Limited, chunked: bool) -> String {
     let slow = TcpStream::connect(engine.addr).await.unwrap();
     let body = format!(
         r#"{{"projectId":"{}","sessionId":"ses_x"}}"#,
         engine.project.id
     );
+    let framing = if chunked {
+        "transfer-encoding: chunked".to_owned()
+    } else {
+        format!("content-length: {}", body.len())
+    };
     let head = format!(
         "POST /projects/client/token HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
-         x-qyzar-project-secret: {}\r\ncontent-length: {}\r\n\r\n",
+         x-qyzar-project-secret: {}\r\n{framing}\r\n\r\n",
         engine.project.secret,
-        body.len()
     );
     let (mut rd, mut wr) = slow.into_split();
     wr.write_all(head.as_bytes()).await.unwrap();
     let trickle = tokio::spawn(async move {
         for b in body.bytes() {
-            if wr.write_all(&[b]).await.is_err() {
+            let piece = if chunked {
+                format!("1\r\n{}\r\n", b as char).into_bytes()
+            } else {
+                vec![b]
+            };
+            if wr.write_all(&piece).await.is_err() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -153,6 +169,27 @@ async fn a_request_past_the_handler_deadline_gets_503_deadline_exceeded() {
         "{answer:?}"
     );
     assert!(answer.to_ascii_lowercase().contains("retry-after: 1"));
+    assert!(ping_answers(&engine).await, "the slot is free again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_still_waiting_at_the_handler_deadline_gets_503_on_hyper_s_path_too() {
+    // Chunked: handed to hyper, where the token route waits for its body,
+    // so the handler deadline is armed after the route's first poll.
+    let engine = Limited::spawn(ServerLimits {
+        max_connections: 1,
+        body_read_timeout: Duration::from_secs(60),
+        handler_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let answer = trickled(&engine, true).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(
+        answer.contains(r#""code":"deadline_exceeded""#),
+        "{answer:?}"
+    );
+    assert!(answer.to_ascii_lowercase().contains("connection: close"));
     assert!(ping_answers(&engine).await, "the slot is free again");
 }
 
