@@ -221,7 +221,8 @@ struct Conn<'a> {
     start: usize,
     end: usize,
     out: Vec<u8>,
-    /// Armed at or before `deadline`; moved on when it fires early.
+    /// Armed at or before `deadline`: moved on when it fires early, moved
+    /// back when the deadline comes before it.
     timer: Option<Pin<Box<Sleep>>>,
     deadline: Instant,
     /// Whether `notified` holds this task's waker.
@@ -261,6 +262,13 @@ impl Conn<'_> {
             let timer = self
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            // Deadlines mostly move later (the header one after each
+            // answer), and then the timer is left alone; a body deadline
+            // can come before the header one it replaces (an idle timeout
+            // configured longer than the body's), and then it is moved.
+            if timer.deadline() > deadline {
+                timer.as_mut().reset(deadline);
+            }
             while timer.as_mut().poll(cx).is_ready() {
                 if Instant::now() >= deadline {
                     return Poll::Ready(Ok(Wait::Late));

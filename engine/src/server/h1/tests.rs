@@ -409,6 +409,30 @@ async fn a_late_body_gets_the_late_answer_and_a_close() {
 }
 
 #[tokio::test]
+async fn a_body_deadline_before_the_idle_one_still_fires() {
+    // An idle timeout longer than the body's: after the first answer the
+    // timer waits for the idle deadline, a minute away; the second
+    // request's body deadline, 200 ms after its head, must move it back.
+    let deadlines = Deadlines {
+        header: Duration::from_secs(60),
+        body: Duration::from_millis(200),
+        handler: Duration::from_secs(5),
+    };
+    let addr = spawn(true, deadlines, Arc::default()).await;
+    let (got, closed) = exchange(
+        addr,
+        &[
+            b"GET /first HTTP/1.1\r\n\r\n",
+            b"POST /slow HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123",
+        ],
+    )
+    .await;
+    assert!(closed, "closed after the late body: {got:?}");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].status, 408);
+}
+
+#[tokio::test]
 async fn a_stop_closes_idle_connections_and_lets_a_started_request_finish() {
     let stop = Arc::new(Stop::default());
     let addr = spawn(true, DEADLINES, Arc::clone(&stop)).await;
