@@ -44,8 +44,12 @@ const HEADER: usize = 24;
 /// (one in about 30 group commits of one hot identifier), and the file is
 /// reused without growing once it has held a whole generation.
 const GROW: u64 = 256 << 10;
-/// CRC-32C (Castagnoli), as ext4, iSCSI and most logs use.
-const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// CRC-32C (Castagnoli), as ext4, iSCSI and most logs use, computed
+/// sixteen bytes at a time: the crate's default one-byte table made the
+/// checksum most of the journal thread's own CPU (3.7 % of the core under
+/// one hot identifier; BENCHMARKS.md, "What anti-ATO's CPU goes to").
+/// The same function: a journal written before reads back (`tests`).
+const CRC: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
 
 /// What one group commit journals: each profile it changed, whole, and its
 /// attempt-log rows, under the keys they get in redb.

@@ -60,6 +60,27 @@ fn a_frame_decodes_to_itself_and_rejects_trailing_bytes() {
 }
 
 #[test]
+fn the_checksum_is_crc32c_as_journals_of_earlier_builds_hold_it() {
+    // The check value of CRC-32C, and the byte-at-a-time table of earlier
+    // builds over every length around the 16-byte steps.
+    assert_eq!(CRC.checksum(b"123456789"), 0xE306_9283);
+    let bytewise = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+    let data: Vec<u8> = (0..4099u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for len in (0..64).chain([255, 256, 257, 4096, 4099]) {
+        for start in [0, 1, 7] {
+            let s = &data[start..start + len.min(data.len() - start)];
+            assert_eq!(
+                CRC.checksum(s),
+                bytewise.checksum(s),
+                "len {len} start {start}"
+            );
+        }
+    }
+}
+
+#[test]
 fn synced_frames_come_back_in_order() {
     let dir = tempfile::tempdir().expect("dir");
     let (mut j, r) = Journal::open(&db_path(&dir), 0).expect("open");
