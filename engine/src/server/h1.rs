@@ -204,6 +204,26 @@ where
     }
 }
 
+/// Makes room in a full read buffer (`end == buf.len()`) for one more
+/// read: the unserved bytes `buf[start..end]` move to the front, and the
+/// buffer grows only by what those bytes leave too little room for. The
+/// loop reads only while the current request is incomplete, so the
+/// unserved bytes are at most one head (under [`MAX_HEAD`]) or one request
+/// (under the body cap), and the buffer stays within that plus
+/// [`READ_BUFFER`] however long a client keeps a pipeline full. (Growing
+/// by a step at every full buffer, as the first version did, let a client
+/// that always left a partial request at the end grow it without bound.)
+fn make_room(buf: &mut Vec<u8>, start: &mut usize, end: &mut usize) {
+    if *start > 0 {
+        buf.copy_within(*start..*end, 0);
+        *end -= *start;
+        *start = 0;
+    }
+    if buf.len() - *end < READ_BUFFER / 2 {
+        buf.resize(*end + READ_BUFFER, 0);
+    }
+}
+
 /// One connection's buffers and deadline.
 struct Conn<'a> {
     stream: &'a mut TcpStream,
@@ -234,7 +254,7 @@ impl Conn<'_> {
     /// deadline, or, when `idle` (no request begun), until the server stops.
     async fn fill(&mut self, idle: bool) -> io::Result<Wait> {
         if self.end == self.buf.len() {
-            self.reserve(self.buf.len() + READ_BUFFER);
+            make_room(&mut self.buf, &mut self.start, &mut self.end);
         }
         std::future::poll_fn(|cx| {
             let mut read = ReadBuf::new(&mut self.buf[self.end..]);
@@ -278,18 +298,6 @@ impl Conn<'_> {
             Poll::Pending
         })
         .await
-    }
-
-    /// Makes room for `len` unserved bytes at the front of the buffer.
-    fn reserve(&mut self, len: usize) {
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.buf.len() < len {
-            self.buf.resize(len, 0);
-        }
     }
 
     /// After an answer: an empty buffer starts over at its front, and one
