@@ -162,14 +162,21 @@ async fn a_request_past_the_handler_deadline_gets_503_deadline_exceeded() {
         ..Default::default()
     })
     .await;
-    let answer = trickled_answer(&engine).await;
+    assert_deadline_exceeded(&trickled_answer(&engine).await);
+    assert!(ping_answers(&engine).await, "the slot is free again");
+}
+
+/// The handler deadline's answer: 503 `deadline_exceeded`, `Retry-After: 1`,
+/// and the connection closed.
+fn assert_deadline_exceeded(answer: &str) {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
     assert!(
         answer.contains(r#""code":"deadline_exceeded""#),
         "{answer:?}"
     );
-    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"));
-    assert!(ping_answers(&engine).await, "the slot is free again");
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.contains("retry-after: 1"), "{answer:?}");
+    assert!(lower.contains("connection: close"), "{answer:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,13 +190,7 @@ async fn a_route_still_waiting_at_the_handler_deadline_gets_503_on_hyper_s_path_
         ..Default::default()
     })
     .await;
-    let answer = trickled(&engine, true).await;
-    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
-    assert!(
-        answer.contains(r#""code":"deadline_exceeded""#),
-        "{answer:?}"
-    );
-    assert!(answer.to_ascii_lowercase().contains("connection: close"));
+    assert_deadline_exceeded(&trickled(&engine, true).await);
     assert!(ping_answers(&engine).await, "the slot is free again");
 }
 
