@@ -13,10 +13,10 @@ pub const USAGE: &str = "\
 usage:
   qyzar-loadtest run      --url URL [request] [load] [--json FILE]
   qyzar-loadtest compare  --url URL [request] [load] [--rounds 5] [--baseline-url URL]
-                          [--baseline strict|engine-like] [--pin-server CPUS] [--json FILE]
-  qyzar-loadtest baseline [--host 127.0.0.1] [--port 0] [--kind strict|engine-like]
+                          [--baseline strict|engine-like|durable] [--pin-server CPUS] [--json FILE]
+  qyzar-loadtest baseline [--host 127.0.0.1] [--port 0] [--kind strict|engine-like|durable]
   qyzar-loadtest engine-compare [load] [--rounds 5] [--projects 1000] [--sessions 100000]
-                          [--scenarios a,b,...] [--baseline strict|engine-like]
+                          [--scenarios a,b,...] [--baseline strict|engine-like|durable]
                           [--pin-server CPUS] [--json FILE]
   qyzar-loadtest engine-serve --dir DIR [--host 127.0.0.1] [--port 0] [--token-cache N]
   qyzar-loadtest abuse    [--duration 60s] [--victim-rate 200] [--victim-connections 8]
@@ -28,6 +28,9 @@ The baseline is the strict hello-world by default: the shared instrument's
 current-thread hyper server that reads the body and answers a 14-byte JSON
 (../shared/perf/hello-baseline). `engine-like` is the earlier one, with the
 engine's server settings on a multi-thread runtime, kept for reference.
+`durable` is the strict one whose answer also waits for the request's body
+to be durable (group commit to a file under $TMPDIR, as the anti-ATO
+journal does): the ceiling of a route that writes before it answers.
 
 engine-compare starts its own engine (this binary's engine-serve, a child
 process over a temporary embedded store and a generated snapshot) and the
@@ -454,7 +457,7 @@ pub fn parse_header(s: &str) -> Result<(String, String), ArgError> {
     }
 }
 
-/// `--NAME strict|engine-like`, strict when absent.
+/// `--NAME strict|engine-like|durable`, strict when absent.
 fn baseline_kind(flags: &mut Flags, name: &str) -> Result<crate::baseline::Kind, ArgError> {
     match flags.take(name) {
         None => Ok(crate::baseline::Kind::default()),

@@ -15,6 +15,12 @@
 //!   multi-thread one `qyzar-loadtest` builds). It serves markedly fewer
 //!   requests per second on the same core, which made every ratio look
 //!   better than the strict one (BENCHMARKS.md, issue 14).
+//! - [`Kind::Durable`]: the strict hello-world whose answer also waits for
+//!   the request's body to be durable, by the anti-ATO journal's group
+//!   commit ([`durable`]): the ceiling of a route that must write before it
+//!   answers, on this machine's disk.
+
+pub mod durable;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -42,6 +48,8 @@ pub enum Kind {
     Strict,
     /// The earlier baseline with the engine's server settings.
     EngineLike,
+    /// The strict hello-world, each body made durable before the answer.
+    Durable,
 }
 
 impl Kind {
@@ -50,6 +58,7 @@ impl Kind {
         match self {
             Kind::Strict => "strict",
             Kind::EngineLike => "engine-like",
+            Kind::Durable => "durable",
         }
     }
 }
@@ -60,8 +69,9 @@ impl std::str::FromStr for Kind {
         match s {
             "strict" => Ok(Kind::Strict),
             "engine-like" => Ok(Kind::EngineLike),
+            "durable" => Ok(Kind::Durable),
             other => Err(format!(
-                "unknown baseline `{other}` (strict or engine-like)"
+                "unknown baseline `{other}` (strict, engine-like or durable)"
             )),
         }
     }
@@ -92,10 +102,38 @@ async fn strict_answer(
     Ok(res)
 }
 
+/// The durable answer: the body read and made durable, then
+/// `{"valid":true}`; 503 when the journal failed.
+async fn durable_answer(
+    journal: durable::Journal,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let (status, text) = match journal.append(body).await {
+        Ok(()) => (http::StatusCode::OK, STRICT_BODY),
+        Err(()) => (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            &br#"{"valid":false}"#[..],
+        ),
+    };
+    let mut res = Response::new(Full::new(Bytes::from_static(text)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(CONTENT_TYPE, JSON.clone());
+    Ok(res)
+}
+
 /// Serves `listener` until `shutdown` resolves. Open connections are simply
 /// dropped then: the baseline holds no state worth draining. The strict
 /// kind belongs on a current-thread runtime (the `baseline` command builds
-/// one); on another it measures that runtime instead.
+/// one); on another it measures that runtime instead. The durable kind
+/// keeps its journal in a fresh directory under the system's temporary
+/// directory (which must be on the disk being measured), removed when it
+/// stops.
 pub async fn serve(listener: TcpListener, kind: Kind, shutdown: impl Future<Output = ()>) {
     match kind {
         // As `../shared/perf/hello-baseline` has it: default builder, no
@@ -105,6 +143,35 @@ pub async fn serve(listener: TcpListener, kind: Kind, shutdown: impl Future<Outp
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service_fn(strict_answer))
                     .await;
+            })
+            .await
+        }
+        Kind::Durable => {
+            let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+            let dir = std::env::temp_dir().join(format!(
+                "qyzar-durable-baseline-{}-{port}",
+                std::process::id()
+            ));
+            let (journal, _dir) = match durable::Journal::start(&dir) {
+                Ok(j) => j,
+                Err(e) => {
+                    eprintln!(
+                        "durable baseline: cannot start a journal in {}: {e}",
+                        dir.display()
+                    );
+                    return;
+                }
+            };
+            accept_each(listener, shutdown, move |stream| {
+                let journal = journal.clone();
+                async move {
+                    let _ = http1::Builder::new()
+                        .serve_connection(
+                            TokioIo::new(stream),
+                            service_fn(move |req| durable_answer(journal.clone(), req)),
+                        )
+                        .await;
+                }
             })
             .await
         }

@@ -32,10 +32,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    // The strict baseline is a current-thread server (what it measures is
+    // The strict and durable baselines are current-thread servers (what it measures is
     // hyper on one thread, not a scheduler); everything else multi-thread.
     let mut rt = match &command {
-        Command::Baseline(b) if b.kind == qyzar_loadtest::baseline::Kind::Strict => {
+        Command::Baseline(b) if b.kind != qyzar_loadtest::baseline::Kind::EngineLike => {
             tokio::runtime::Builder::new_current_thread()
         }
         _ => {

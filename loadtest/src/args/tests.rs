@@ -85,6 +85,10 @@ fn compare_and_baseline() {
         panic!("not a baseline")
     };
     assert_eq!(b.kind, Kind::EngineLike);
+    let Command::Baseline(b) = parse(&argv("baseline --kind durable")).unwrap() else {
+        panic!("not a baseline")
+    };
+    assert_eq!(b.kind, Kind::Durable);
     assert_eq!(parse(&[]).unwrap(), Command::Help);
     assert_eq!(parse(&argv("--help")).unwrap(), Command::Help);
 }

@@ -33,8 +33,19 @@ async fn spawn_kind(kind: qyzar_loadtest::baseline::Kind) -> (String, oneshot::S
 /// connection.
 #[tokio::test]
 async fn the_strict_baseline_reads_the_body_and_answers_valid() {
+    answers_valid_twice(qyzar_loadtest::baseline::Kind::Strict).await;
+}
+
+/// The durable baseline answers as the strict one does, once the body is
+/// synced (its journal is checked in `baseline::durable`'s own tests).
+#[tokio::test]
+async fn the_durable_baseline_answers_as_the_strict_one() {
+    answers_valid_twice(qyzar_loadtest::baseline::Kind::Durable).await;
+}
+
+async fn answers_valid_twice(kind: qyzar_loadtest::baseline::Kind) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (url, _stop) = spawn_kind(qyzar_loadtest::baseline::Kind::Strict).await;
+    let (url, _stop) = spawn_kind(kind).await;
     let mut s = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
         .await
         .unwrap();
