@@ -43,6 +43,7 @@ mod ato_writer;
 mod checkpoint;
 mod journal;
 mod keys;
+mod log_row;
 mod rows;
 mod writer;
 
@@ -452,7 +453,7 @@ impl DataStore for EmbeddedStore {
         // between leaves a row in both, and `newest_attempts` keeps one).
         let prefix = Key::new().str(project.as_str()).into_bytes();
         for row in journal::read(&self.inner.overlay).log_rows(&prefix) {
-            let batch: Vec<LoginAttempt> = decode(row)?;
+            let batch = log_row::decode(row, project)?;
             rows.extend(batch.into_iter().filter(|a| {
                 a.at >= since_ms && a.identifier == identifier && a.project_id == *project
             }));

@@ -80,7 +80,7 @@ pub(super) fn scan_log(
                 break;
             }
         }
-        let batch: Vec<LoginAttempt> = decode(v.value())?;
+        let batch = super::log_row::decode(v.value(), project)?;
         out.extend(
             batch.into_iter().filter(|a| {
                 a.at >= since && a.identifier == identifier && a.project_id == *project

@@ -365,44 +365,33 @@ impl<'txn, V: redb::Value + 'static> Lazy<'txn, V> {
     }
 }
 
-/// One batch's attempt-log row as it is built: a JSON array, appended to
-/// attempt by attempt.
+/// One batch's attempt-log row as it is built, attempt by attempt, in
+/// the compact encoding ([`log_row`](super::log_row)).
 #[derive(Default)]
 pub(super) struct LogBatch {
-    json: Vec<u8>,
+    row: Vec<u8>,
     newest_at: i64,
 }
 
 impl LogBatch {
     pub(super) fn push(&mut self, a: &LoginAttempt) {
-        self.json
-            .push(if self.json.is_empty() { b'[' } else { b',' });
-        // A `LoginAttempt` is plain strings, numbers and options: encoding
-        // it into a `Vec` cannot fail.
-        let _ = serde_json::to_writer(&mut self.json, a);
+        super::log_row::push(&mut self.row, a);
         self.newest_at = self.newest_at.max(a.at);
     }
-}
 
-impl LogBatch {
-    /// The finished row: its key (`project, !newest at, seq`) and the
-    /// JSON array; `None` when nothing was logged.
+    /// The finished row: its key (`project, !newest at, seq`) and value;
+    /// `None` when nothing was logged.
     pub(super) fn row(self, project: &ProjectId, seq: &mut u64) -> Option<(Vec<u8>, Vec<u8>)> {
-        let LogBatch {
-            mut json,
-            newest_at,
-        } = self;
-        if json.is_empty() {
+        if self.row.is_empty() {
             return None;
         }
-        json.push(b']');
         *seq = seq.wrapping_add(1);
         let key = Key::new()
             .str(project.as_str())
-            .newest_first(newest_at)
+            .newest_first(self.newest_at)
             .u64(*seq)
             .into_bytes();
-        Some((key, json))
+        Some((key, self.row))
     }
 }
 
@@ -953,6 +942,7 @@ mod tests {
     //! The batch's profile coalescing against one transaction per write.
     use super::*;
     use crate::embedded::ato_writer::AtoWriter;
+    use crate::embedded::log_row;
     use crate::embedded::journal::{self, Journal};
     use crate::profile::{new_writer_id, AttemptFacts};
     use qyzar_shared::ids::DeviceId;
@@ -1126,9 +1116,9 @@ mod tests {
         let mut ids = std::collections::HashSet::new();
         let mut rows = 0;
         for row in t.iter().expect("iter") {
-            let (_, v) = row.expect("row");
+            let (k, v) = row.expect("row");
             rows += 1;
-            let batch: Vec<LoginAttempt> = decode(v.value()).expect("a JSON array");
+            let batch = log_row::decode_keyed(k.value(), v.value()).expect("a log row");
             ids.extend(batch.into_iter().map(|a| a.attempt_id));
         }
         (rows, ids.len())
@@ -1232,7 +1222,7 @@ mod tests {
         for row in t.iter().expect("iter") {
             let (k, v) = row.expect("row");
             rows += 1;
-            let batch: Vec<LoginAttempt> = decode(v.value()).expect("a JSON array");
+            let batch = log_row::decode_keyed(k.value(), v.value()).expect("a log row");
             assert_eq!(batch.len(), 3);
             let prefix = Key::new().str(batch[0].project_id.as_str()).into_bytes();
             assert!(k.value().starts_with(&prefix));
@@ -1297,8 +1287,8 @@ mod tests {
         let txn = w.db.begin_read().expect("read");
         let t = txn.open_table(keys::ATTEMPT_LOG).expect("attempt log");
         for row in t.iter().expect("iter") {
-            let (_, v) = row.expect("row");
-            let batch: Vec<LoginAttempt> = decode(v.value()).expect("a JSON array");
+            let (k, v) = row.expect("row");
+            let batch = log_row::decode_keyed(k.value(), v.value()).expect("a log row");
             assert!(
                 batch.iter().all(|a| a.at == newer),
                 "only the newer rows are left"
