@@ -9,7 +9,6 @@
 //! the redb writer (`writer.rs`, `checkpoint.rs`), so redb's page work and
 //! syncs never hold up a group commit.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -133,9 +132,9 @@ impl AtoWriter {
     /// journal frame. Readers see the changes once the frame is durable,
     /// when the callers are acked.
     pub(super) fn journal_ato(&mut self, batch: Vec<(Box<Op>, Ack)>, now: i64) {
-        let mut changed: HashMap<Vec<u8>, AtoProfile> = HashMap::new();
+        let mut changed: journal::Map<Vec<u8>, AtoProfile> = journal::Map::default();
         let mut order: Vec<Vec<u8>> = Vec::new();
-        let mut log: HashMap<ProjectId, LogBatch> = HashMap::new();
+        let mut log: journal::Map<ProjectId, LogBatch> = journal::Map::default();
         let mut acks = Vec::with_capacity(batch.len());
         let mut txn: Option<ReadTransaction> = None;
         {

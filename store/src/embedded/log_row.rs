@@ -119,7 +119,9 @@ pub(super) fn decode(row: &[u8], project: &ProjectId) -> Result<Vec<LoginAttempt
             Ok(out)
         }
         Some((b'[', _)) => super::rows::decode(row),
-        _ => Err(StoreError::Corrupt("attempt log row of an unknown format".into())),
+        _ => Err(StoreError::Corrupt(
+            "attempt log row of an unknown format".into(),
+        )),
     }
 }
 
@@ -164,7 +166,12 @@ mod tests {
         }
         assert_eq!(decode(&row, &want[0].project_id).unwrap(), want);
         let json = serde_json::to_vec(&want).unwrap();
-        assert!(row.len() * 2 < json.len(), "{} against {}", row.len(), json.len());
+        assert!(
+            row.len() * 2 < json.len(),
+            "{} against {}",
+            row.len(),
+            json.len()
+        );
     }
 
     /// A JSON row of an earlier build reads as it always did.
@@ -183,7 +190,10 @@ mod tests {
         push(&mut row, &a);
         for cut in 1..row.len() {
             assert!(
-                matches!(decode(&row[..cut], &a.project_id), Err(StoreError::Corrupt(_))),
+                matches!(
+                    decode(&row[..cut], &a.project_id),
+                    Err(StoreError::Corrupt(_))
+                ),
                 "cut at {cut}"
             );
         }

@@ -942,8 +942,8 @@ mod tests {
     //! The batch's profile coalescing against one transaction per write.
     use super::*;
     use crate::embedded::ato_writer::AtoWriter;
-    use crate::embedded::log_row;
     use crate::embedded::journal::{self, Journal};
+    use crate::embedded::log_row;
     use crate::profile::{new_writer_id, AttemptFacts};
     use qyzar_shared::ids::DeviceId;
 
