@@ -59,6 +59,33 @@ fn a_frame_decodes_to_itself_and_rejects_trailing_bytes() {
     assert_eq!(Frame::decode(&[]), None);
 }
 
+/// A frame as builds before the postcard profiles wrote it (the profile
+/// count first, each profile as JSON) still replays.
+#[test]
+fn a_frame_of_json_profiles_still_decodes() {
+    let f = frame(9);
+    let mut b = Vec::new();
+    b.extend_from_slice(&(f.profiles.len() as u32).to_le_bytes());
+    for (k, p) in &f.profiles {
+        let json = serde_json::to_vec(p).unwrap();
+        for part in [k.as_slice(), json.as_slice()] {
+            b.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            b.extend_from_slice(part);
+        }
+    }
+    b.extend_from_slice(&(f.log.len() as u32).to_le_bytes());
+    for (k, v) in &f.log {
+        for part in [k, v] {
+            b.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            b.extend_from_slice(part);
+        }
+    }
+    assert_eq!(Frame::decode(&b), Some(f.clone()));
+    let mut now = Vec::new();
+    f.encode(&mut now);
+    assert!(now.len() < b.len(), "{} against {}", now.len(), b.len());
+}
+
 #[test]
 fn the_checksum_is_crc32c_as_journals_of_earlier_builds_hold_it() {
     // The check value of CRC-32C, and the byte-at-a-time table of earlier
