@@ -44,6 +44,7 @@ mod checkpoint;
 mod journal;
 mod keys;
 mod log_row;
+mod profile_row;
 mod rows;
 mod writer;
 
@@ -500,7 +501,7 @@ impl DataStore for EmbeddedStore {
                     let Some(v) = t.get(key.as_slice()).map_err(db_err)? else {
                         return Ok(None);
                     };
-                    decode::<AtoProfile>(v.value()).map(Some)
+                    profile_row::decode(v.value()).map(Some)
                 })
                 .await?
             }

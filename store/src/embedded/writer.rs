@@ -408,7 +408,7 @@ pub(super) fn stored_profile(
     };
     let t = txn.open_table(keys::PROFILES).map_err(db_err)?;
     let v = t.get(key).map_err(db_err)?;
-    v.map(|v| decode::<AtoProfile>(v.value())).transpose()
+    v.map(|v| super::profile_row::decode(v.value())).transpose()
 }
 
 /// Writes journalled profiles and log rows to redb in one durable
@@ -651,7 +651,7 @@ impl<'txn> Tables<'txn> {
     ) -> Result<Result<Option<AtoProfile>, StoreError>, Fatal> {
         Ok(match self.profiles.open()?.get(key)? {
             None => Ok(None),
-            Some(v) => decode::<AtoProfile>(v.value()).map(Some),
+            Some(v) => super::profile_row::decode(v.value()).map(Some),
         })
     }
 
@@ -672,7 +672,9 @@ impl<'txn> Tables<'txn> {
         if profile_is_empty(p) {
             return Ok(self.profiles.open()?.remove(key)?.is_some());
         }
-        self.profiles.open()?.insert(key, encode(p).as_slice())?;
+        self.profiles
+            .open()?
+            .insert(key, super::profile_row::encode(p).as_slice())?;
         if !indexed {
             if let Some(d) = profile_deadline(p) {
                 self.expiry
@@ -1083,7 +1085,7 @@ mod tests {
         let txn = w.db.begin_read().expect("read");
         let t = txn.open_table(keys::PROFILES).expect("profiles");
         let v = t.get(key.as_slice()).expect("get")?;
-        Some(decode(v.value()).expect("decodes"))
+        Some(crate::embedded::profile_row::decode(v.value()).expect("decodes"))
     }
 
     /// A `record_ato` that logs a bare attempt of `a@example.com` at `at`
