@@ -103,28 +103,40 @@ async fn strict_answer(
 }
 
 /// The durable answer: the body read and made durable, then
-/// `{"valid":true}`; 503 when the journal failed.
+/// `{"valid":true}`; 413 for a body over [`durable::MAX_BODY`], 503 when
+/// the journal failed.
 async fn durable_answer(
     journal: durable::Journal,
     req: http::Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let body = req
-        .into_body()
+    let refused = &br#"{"valid":false}"#[..];
+    // Bounded, so that a frame (at most 1 024 bodies) stays far below the
+    // 4 GiB its length field can say, and memory with it.
+    // A declared length over the bound is refused before any of it is
+    // read; `Limited` catches a chunked body that grows past it.
+    if hyper::body::Body::size_hint(req.body()).lower() > durable::MAX_BODY as u64 {
+        return Ok(fixed(http::StatusCode::PAYLOAD_TOO_LARGE, refused));
+    }
+    let body = match http_body_util::Limited::new(req.into_body(), durable::MAX_BODY)
         .collect()
         .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Ok(fixed(http::StatusCode::PAYLOAD_TOO_LARGE, refused)),
+    };
     let (status, text) = match journal.append(body).await {
         Ok(()) => (http::StatusCode::OK, STRICT_BODY),
-        Err(()) => (
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            &br#"{"valid":false}"#[..],
-        ),
+        Err(()) => (http::StatusCode::SERVICE_UNAVAILABLE, refused),
     };
+    Ok(fixed(status, text))
+}
+
+/// `text` as JSON with `status`.
+fn fixed(status: http::StatusCode, text: &'static [u8]) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from_static(text)));
     *res.status_mut() = status;
     res.headers_mut().insert(CONTENT_TYPE, JSON.clone());
-    Ok(res)
+    res
 }
 
 /// Serves `listener` until `shutdown` resolves. Open connections are simply
@@ -152,6 +164,9 @@ pub async fn serve(listener: TcpListener, kind: Kind, shutdown: impl Future<Outp
                 "qyzar-durable-baseline-{}-{port}",
                 std::process::id()
             ));
+            // A directory of this name is this process's own (pid and
+            // port), left by nothing else.
+            let _ = std::fs::remove_dir_all(&dir);
             let (journal, _dir) = match durable::Journal::start(&dir) {
                 Ok(j) => j,
                 Err(e) => {

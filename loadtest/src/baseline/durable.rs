@@ -22,6 +22,9 @@ use std::sync::mpsc;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+/// Largest body taken (413 above it); the instrument's are a few hundred
+/// bytes.
+pub const MAX_BODY: usize = 1 << 20;
 /// Most bodies in one frame (the engine's `MAX_BATCH`).
 const MAX_BATCH: usize = 1024;
 /// The file grows by this much at a time, written with zeros, so that
@@ -129,9 +132,8 @@ impl Frames {
     }
 
     fn push(&mut self, body: &[u8]) {
-        // A body is far below 4 GiB: hyper's reads are bounded by the
-        // client's sends, and the instrument's bodies are a few hundred
-        // bytes.
+        // At most `MAX_BODY` (the caller's bound): far below 4 GiB, and a
+        // frame's 1 024 of them too.
         self.buf
             .extend_from_slice(&(body.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(body);

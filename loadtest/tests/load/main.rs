@@ -43,6 +43,24 @@ async fn the_durable_baseline_answers_as_the_strict_one() {
     answers_valid_twice(qyzar_loadtest::baseline::Kind::Durable).await;
 }
 
+/// A body over the durable baseline's bound is refused with 413 before it
+/// is read, not buffered and journalled.
+#[tokio::test]
+async fn the_durable_baseline_refuses_a_huge_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (url, _stop) = spawn_kind(qyzar_loadtest::baseline::Kind::Durable).await;
+    let mut s = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
 async fn answers_valid_twice(kind: qyzar_loadtest::baseline::Kind) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (url, _stop) = spawn_kind(kind).await;
