@@ -289,18 +289,7 @@ impl AtoWriter {
     /// later frames go to the other file. Only once the previous frozen
     /// generation is written (its file is the one reused).
     pub(super) fn rotate(&mut self) {
-        // In key order: consecutive keys share B-tree leaves. Collected
-        // under the read lock (only this thread changes the active
-        // generation), so readers are not held up while tens of thousands
-        // of keys are copied and sorted; the swap itself is O(1).
-        let (mut keys, held): (Vec<Vec<u8>>, usize) = {
-            let o = journal::read(&self.overlay);
-            (
-                o.active.profiles.keys().cloned().collect(),
-                o.active.profiles.len(),
-            )
-        };
-        keys.sort_unstable();
+        let held = journal::read(&self.overlay).active.profiles.len();
         let generation = self.journal.rotate();
         let mut next = journal::Pending {
             generation: self.journal.generation(),
@@ -317,7 +306,11 @@ impl AtoWriter {
             frozen
         };
         debug_assert_eq!(pending.generation, generation);
-        self.send(Job::Checkpoint { pending, keys });
+        // The keys are collected and sorted by the redb writer
+        // ([`Checkpoint::new`](super::checkpoint::Checkpoint::new)): with
+        // tens of thousands of identifiers that took milliseconds, and
+        // here every group commit waited for it.
+        self.send(Job::Checkpoint(pending));
     }
 
     /// Writes everything journalled to redb and waits for it (at close

@@ -41,12 +41,8 @@ const RETRY: Duration = Duration::from_millis(100);
 pub(super) enum Job {
     /// Write these rows (also in [`journal::Overlay::flushing`]).
     FlushLog(LogRows),
-    /// Write this frozen generation; `keys` are its profiles' keys, sorted
-    /// (consecutive keys share B-tree leaves).
-    Checkpoint {
-        pending: Arc<Pending>,
-        keys: Vec<Vec<u8>>,
-    },
+    /// Write this frozen generation.
+    Checkpoint(Arc<Pending>),
 }
 
 /// What the two writers share besides the overlay.
@@ -98,7 +94,13 @@ pub(super) struct Checkpoint {
 }
 
 impl Checkpoint {
-    pub(super) fn new(pending: Arc<Pending>, keys: Vec<Vec<u8>>) -> Self {
+    /// The checkpoint of `pending`, its profiles written in key order
+    /// (consecutive keys share B-tree leaves). Sorted here, on the redb
+    /// writer: the frozen generation no longer changes, so no lock is
+    /// needed and the journal's thread is not held up.
+    pub(super) fn new(pending: Arc<Pending>) -> Self {
+        let mut keys: Vec<Vec<u8>> = pending.profiles.keys().cloned().collect();
+        keys.sort_unstable();
         Self {
             pending,
             keys,

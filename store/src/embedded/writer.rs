@@ -182,8 +182,8 @@ impl Writer {
                 match m {
                     Msg::Write(op, ack) => batch.push((op, ack)),
                     Msg::Job(Job::FlushLog(rows)) => self.flushes.push_back(rows),
-                    Msg::Job(Job::Checkpoint { pending, keys }) => {
-                        self.checkpoints.push_back(Checkpoint::new(pending, keys))
+                    Msg::Job(Job::Checkpoint(pending)) => {
+                        self.checkpoints.push_back(Checkpoint::new(pending))
                     }
                     Msg::Close(ack) => close = Some(ack),
                 }
@@ -1019,10 +1019,9 @@ mod tests {
             while let Ok(m) = self.jobs.try_recv() {
                 match m {
                     Msg::Job(Job::FlushLog(rows)) => self.redb.flushes.push_back(rows),
-                    Msg::Job(Job::Checkpoint { pending, keys }) => self
-                        .redb
-                        .checkpoints
-                        .push_back(Checkpoint::new(pending, keys)),
+                    Msg::Job(Job::Checkpoint(pending)) => {
+                        self.redb.checkpoints.push_back(Checkpoint::new(pending))
+                    }
                     _ => unreachable!("only jobs"),
                 }
             }
