@@ -44,9 +44,10 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use quick_cache::sync::{Cache, PlaceholderGuard};
+use quick_cache::sync::{Cache, EntryAction, EntryResult, PlaceholderGuard};
 use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, OptionsBuilder, Weighter};
 
 /// Bytes of a mebibyte.
@@ -297,6 +298,57 @@ where
         self.add(&shard, self.weigher.weight(&key, &val));
         shard.cache.insert(key, val);
         self.keep_total();
+    }
+
+    /// Changes the value under `key` in `project`'s entries in place, under
+    /// its map's lock, and weighs it again: `None`, without calling `f`,
+    /// when the key is not there (or another caller is loading it). Unlike
+    /// a [`ProjectCache::get`] and an [`ProjectCache::insert`] of a copy,
+    /// nothing is copied and the entry is looked up once. A value that grew
+    /// is inserted again (its own `Arc`), since quick_cache evicts only on
+    /// an insert: the share and the total hold after an update as after
+    /// an insert.
+    pub fn update<Q, T>(&self, project: &str, key: &Q, f: impl FnOnce(&mut V) -> T) -> Option<T>
+    where
+        Q: Hash + Equivalent<K> + ToOwned<Owned = K> + ?Sized,
+    {
+        let shards = self.shards.load();
+        let shard = shards.get(project)?;
+        let mut change = (0u64, 0u64);
+        let mut grown = None;
+        let result = shard.cache.entry(key, Some(Duration::ZERO), |k, v| {
+            let before = self.weigher.weight(k, v);
+            let out = f(v);
+            let after = self.weigher.weight(k, v);
+            change = (before, after);
+            if after > before {
+                grown = Some(v.clone());
+            }
+            EntryAction::Retain(out)
+        });
+        let out = match result {
+            EntryResult::Retained(out) => out,
+            // Absent: the placeholder is dropped unfilled (whoever waits on
+            // it gets the next guard), nothing is inserted.
+            EntryResult::Vacant(_) | EntryResult::Timeout => return None,
+            EntryResult::Removed(..) | EntryResult::Replaced(..) => {
+                unreachable!("the callback only retains")
+            }
+        };
+        // The counters follow the new weight, as quick_cache's own did.
+        let (before, after) = change;
+        if after >= before {
+            self.add(shard, after - before);
+        } else {
+            shard.bytes.fetch_sub(before - after, Relaxed);
+            self.counters.bytes.fetch_sub(before - after, Relaxed);
+        }
+        if let Some(v) = grown {
+            // Replaces itself: the eviction hook takes off what the insert
+            // adds, and quick_cache evicts what is now over.
+            self.insert(project, key.to_owned(), v);
+        }
+        Some(out)
     }
 
     /// The value under `key` for `project`, or a guard to compute it with:

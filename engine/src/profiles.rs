@@ -293,19 +293,50 @@ impl Held<'_> {
         self.update(|p| p.trust(device, now))
     }
 
+    /// Applies `f` to the cached profile in place when this is its only
+    /// holder (no copy of the profile, the common case: on one worker an
+    /// attempt runs from its lookup to here without yielding), else to a
+    /// copy that replaces it; to a copy of the held one, inserted again,
+    /// when it was evicted meanwhile.
     fn update(self, f: impl FnOnce(&mut AtoProfile) -> ProfileUpdate) -> ProfileUpdate {
-        let mut next = (*self.current).clone();
-        let mut update = f(&mut next.profile);
-        if next.unsaved {
-            update.cells = next.profile.clone();
-            next.unsaved = false;
+        let Held {
+            profiles,
+            _lock,
+            project,
+            identifier,
+            current,
+        } = self;
+        let apply = |c: &mut CachedProfile| {
+            let mut update = f(&mut c.profile);
+            if c.unsaved {
+                update.cells = c.profile.clone();
+                c.unsaved = false;
+            }
+            update
+        };
+        let mut mine = Some(current);
+        let mut apply = Some(apply);
+        let key: Box<str> = identifier.into();
+        let done = profiles.cache.update(project.as_str(), &key, |cached| {
+            let held = mine.take().expect("taken once");
+            // The one decided from (under the stripe, only an eviction and
+            // a reload could have put another there).
+            if !Arc::ptr_eq(cached, &held) {
+                *cached = Arc::clone(&held);
+            }
+            drop(held);
+            (apply.take().expect("called once"))(Arc::make_mut(cached))
+        });
+        match done {
+            Some(update) => update,
+            None => {
+                let held = mine.take().expect("not taken: the entry was absent");
+                let mut next = (*held).clone();
+                let update = (apply.take().expect("not called"))(&mut next);
+                profiles.cache.insert(project.as_str(), key, Arc::new(next));
+                update
+            }
         }
-        self.profiles.cache.insert(
-            self.project.as_str(),
-            self.identifier.into(),
-            Arc::new(next),
-        );
-        update
     }
 }
 
@@ -376,5 +407,105 @@ mod tests {
     fn a_typical_profile_weighs_about_530_bytes() {
         let w = profile_weight("user123@example.com", &typical());
         assert!((450..=620).contains(&w), "weighs {w}");
+    }
+
+    fn attempt(identifier: &str, at: i64) -> LoginAttempt {
+        LoginAttempt {
+            project_id: ProjectId::generate(),
+            identifier: identifier.into(),
+            at,
+            attempt_id: LoginAttempt::new_id(),
+            success: true,
+            ip: Some("198.51.100.23".into()),
+            device_id: None,
+            session_id: None,
+            region: Some("DE".into()),
+            platform: None,
+            browser: None,
+        }
+    }
+
+    fn profiles() -> Profiles {
+        Profiles::new(
+            Budget {
+                total_bytes: 1 << 20,
+                project_bytes: 1 << 20,
+            },
+            None,
+        )
+    }
+
+    /// An attempt changes the cached profile in place when nobody else
+    /// holds it, makes a copy when someone does (whose view then stays as
+    /// it was), and puts a copy back when it was evicted meanwhile; the
+    /// cache's byte count is the profile's weight every time.
+    #[test]
+    fn an_attempt_updates_in_place_unless_the_profile_is_shared() {
+        let p = profiles();
+        let project = ProjectId::generate();
+        let key = "user123@example.com";
+        let record = |at: i64| {
+            let fallback = p.cache.peek(project.as_str(), key).expect("cached");
+            let a = attempt(key, at);
+            p.hold(&project, key, fallback).record(
+                &AttemptFacts {
+                    attempt: &a,
+                    location: None,
+                },
+                900_000,
+            );
+        };
+        p.cache
+            .insert(project.as_str(), key.into(), Arc::new(typical()));
+        let weighs = || {
+            let c = p.cache.peek(project.as_str(), key).expect("cached");
+            assert_eq!(
+                p.cache.project_bytes(project.as_str()),
+                profile_weight(key, &c) as u64
+            );
+        };
+        let before = Arc::as_ptr(&p.cache.peek(project.as_str(), key).unwrap());
+        record(1_700_000_100_000);
+        let after = p.cache.peek(project.as_str(), key).unwrap();
+        assert_eq!(Arc::as_ptr(&after), before, "changed in place");
+        assert_eq!(
+            after.profile.last_success.as_ref().unwrap().at,
+            1_700_000_100_000
+        );
+        drop(after);
+        weighs();
+
+        let reader = p.cache.peek(project.as_str(), key).unwrap();
+        record(1_700_000_200_000);
+        let after = p.cache.peek(project.as_str(), key).unwrap();
+        assert!(!Arc::ptr_eq(&after, &reader), "copied while shared");
+        assert_eq!(
+            reader.profile.last_success.as_ref().unwrap().at,
+            1_700_000_100_000
+        );
+        assert_eq!(
+            after.profile.last_success.as_ref().unwrap().at,
+            1_700_000_200_000
+        );
+        drop(after);
+        weighs();
+
+        let held = p.hold(&project, key, Arc::clone(&reader));
+        p.cache.remove(project.as_str(), key);
+        let a = attempt(key, 1_700_000_300_000);
+        held.record(
+            &AttemptFacts {
+                attempt: &a,
+                location: None,
+            },
+            900_000,
+        );
+        let back = p.cache.peek(project.as_str(), key).expect("inserted again");
+        assert_eq!(
+            back.profile.last_success.as_ref().unwrap().at,
+            1_700_000_300_000
+        );
+        drop(back);
+        weighs();
     }
 }

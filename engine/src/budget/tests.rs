@@ -167,3 +167,38 @@ fn concurrent_inserts_keep_the_counters_exact() {
     // few entries of slack, never a drift.
     assert!(c.bytes() <= 256 * 1024 + 4096, "{} held", c.bytes());
 }
+
+#[test]
+fn updates_in_place_keep_the_counters_exact() {
+    let c = cache(256 * 1024, 64 * 1024);
+    c.insert("p0", 1, value(100));
+    c.insert("p1", 1, value(100));
+    // Grown, shrunk, and the other project's entry untouched.
+    assert_eq!(c.update("p0", &1, |v| *v = value(900)), Some(()));
+    assert_eq!(c.project_bytes("p0"), 908);
+    assert_eq!(c.update("p0", &1, |v| *v = value(20)), Some(()));
+    assert_eq!(c.project_bytes("p0"), 28);
+    assert_eq!(c.get("p1", &1).map(|v| v.len()), Some(100));
+    assert_eq!(c.bytes(), held(&c));
+    // Absent (no such key, no such project): `f` is not called, nothing is
+    // inserted, and the key can be loaded as before.
+    let mut called = false;
+    assert_eq!(c.update("p0", &2, |_| called = true), None);
+    assert_eq!(c.update("p9", &1, |_| called = true), None);
+    assert!(!called);
+    assert_eq!(c.get("p0", &2), None);
+    assert_eq!(c.project_len("p9"), 0);
+    c.insert("p0", 2, value(5));
+    assert_eq!(c.get("p0", &2).map(|v| v.len()), Some(5));
+    // Many in-place changes across the share's evictions stay exact.
+    for i in 0..20_000u64 {
+        let k = i % 300;
+        if c.update("p0", &k, |v| *v = value((i as usize * 37) % 700))
+            .is_none()
+        {
+            c.insert("p0", k, value(50));
+        }
+        assert!(c.project_bytes("p0") <= 64 * 1024 + 8);
+    }
+    assert_eq!(c.bytes(), held(&c));
+}
