@@ -187,6 +187,11 @@ async fn concurrent_logins_keep_every_device(kind: Store) {
         .max_by(|a, b| (a.at, &a.attempt_id).cmp(&(b.at, &b.attempt_id)))
         .unwrap();
     assert_eq!(stored.last_success.unwrap().attempt_id, newest.attempt_id);
+    // The engine's cached profile, which the next decision reads (changed
+    // in place under concurrency), holds the same: a seventeenth device is
+    // new against sixteen known.
+    let r = f.attempt(who, true, &dev(16), "DE").await;
+    assert_eq!(r["details"]["new_device"]["knownDevices"], 16, "{r}");
     match std::sync::Arc::try_unwrap(f) {
         Ok(f) => f.engine.stop().await,
         Err(_) => unreachable!("every task has finished"),
