@@ -1454,6 +1454,50 @@ mod tests {
         assert!(journal::read(&w.overlay).profile(&key).is_none());
     }
 
+    /// The anti-ATO writer's loop: the writes queued before a close are
+    /// committed in groups of about half (40 waiting: 20, then 20), each
+    /// acked, and the close is answered after them.
+    #[test]
+    fn queued_writes_commit_in_halves_before_a_close() {
+        use crate::embedded::ato_writer::AtoMsg;
+        let dir = tempfile::tempdir().expect("dir");
+        let w = writer(&dir, "loop.redb");
+        let project = ProjectId::generate();
+        let now = now_ms();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut answers = Vec::new();
+        for i in 0..40 {
+            let (ack, answer) = oneshot::channel();
+            answers.push(answer);
+            let op = device_op(
+                &project,
+                &format!("u{i}@example.com"),
+                &DeviceId::generate(),
+                now,
+            );
+            tx.send(AtoMsg::Write(Box::new(op), ack)).expect("send");
+        }
+        let (close, mut closed) = oneshot::channel();
+        tx.send(AtoMsg::Close(close)).expect("send");
+        // No redb writer runs here: the close's wait for its checkpoint
+        // returns at once, the generation frozen in the overlay.
+        w.ato.progress.stop.store(true, Ordering::Relaxed);
+        let commits = Arc::clone(&w.ato.commits);
+        let overlay = Arc::clone(&w.overlay);
+        let Writers { ato, .. } = w;
+        ato.run(rx);
+        assert_eq!(commits.load(Ordering::Relaxed), 2, "two groups of 20");
+        for mut a in answers {
+            assert!(matches!(a.try_recv(), Ok(Ok(Outcome::Done))));
+        }
+        assert!(closed.try_recv().is_ok(), "the close is answered");
+        let o = journal::read(&overlay);
+        for i in 0..40 {
+            let key = profile_key(&project, &format!("u{i}@example.com"));
+            assert!(o.profile(&key).is_some(), "u{i} journalled");
+        }
+    }
+
     /// Writes to one profile add no expiry entries after the first, and
     /// the purge still removes the profile once everything in it expired.
     #[test]
