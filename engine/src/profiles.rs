@@ -350,19 +350,12 @@ mod tests {
     fn typical() -> CachedProfile {
         let mut profile = AtoProfile::default();
         for (k, success) in [true, false, true].into_iter().enumerate() {
-            let attempt = LoginAttempt {
-                project_id: ProjectId::generate(),
-                identifier: "user123@example.com".into(),
-                at: 1_700_000_000_000 + k as i64,
-                attempt_id: LoginAttempt::new_id(),
+            let attempt = attempt(
+                "user123@example.com",
+                1_700_000_000_000 + k as i64,
                 success,
-                ip: Some("198.51.100.23".into()),
-                device_id: None,
-                session_id: None,
-                region: None,
-                platform: None,
-                browser: None,
-            };
+                None,
+            );
             profile.record(
                 &AttemptFacts {
                     attempt: &attempt,
@@ -409,17 +402,18 @@ mod tests {
         assert!((450..=620).contains(&w), "weighs {w}");
     }
 
-    fn attempt(identifier: &str, at: i64) -> LoginAttempt {
+    /// An attempt from one IP without a device or session.
+    fn attempt(identifier: &str, at: i64, success: bool, region: Option<&str>) -> LoginAttempt {
         LoginAttempt {
             project_id: ProjectId::generate(),
             identifier: identifier.into(),
             at,
             attempt_id: LoginAttempt::new_id(),
-            success: true,
+            success,
             ip: Some("198.51.100.23".into()),
             device_id: None,
             session_id: None,
-            region: Some("DE".into()),
+            region: region.map(str::to_owned),
             platform: None,
             browser: None,
         }
@@ -446,7 +440,7 @@ mod tests {
         let key = "user123@example.com";
         let record = |at: i64| {
             let fallback = p.cache.peek(project.as_str(), key).expect("cached");
-            let a = attempt(key, at);
+            let a = attempt(key, at, true, Some("DE"));
             p.hold(&project, key, fallback).record(
                 &AttemptFacts {
                     attempt: &a,
@@ -492,7 +486,7 @@ mod tests {
 
         let held = p.hold(&project, key, Arc::clone(&reader));
         p.cache.remove(project.as_str(), key);
-        let a = attempt(key, 1_700_000_300_000);
+        let a = attempt(key, 1_700_000_300_000, true, Some("DE"));
         held.record(
             &AttemptFacts {
                 attempt: &a,
