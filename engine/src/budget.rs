@@ -26,7 +26,10 @@
 //! Accounting is exact: each entry's weight is added before it goes in and
 //! taken off in quick_cache's eviction hook (which sees evictions, replaced
 //! values and refused oversize values alike) or when it is removed, so the
-//! byte counters never drift. Weights must be a fair estimate of the heap an
+//! byte counters never drift. The hook cannot tell a replaced value from an
+//! evicted one, so an insert tells it which key it brings ([`Replacing`]):
+//! `evictions` then counts entries lost to the budget, not a profile
+//! written back after every login. Weights must be a fair estimate of the heap an
 //! entry holds (key, value, and a fixed overhead for the map's slot).
 //!
 //! Lookups take no lock and allocate nothing beyond quick_cache's own read
@@ -41,7 +44,7 @@
 //! whenever the total is reached and it is the largest.
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -116,9 +119,11 @@ pub struct CacheCounters {
     pub hits: AtomicU64,
     /// Lookups memory could not answer.
     pub misses: AtomicU64,
-    /// Entries dropped by the cache: to stay within a project's share,
-    /// replaced by a newer value, or refused as larger than a share allows.
+    /// Entries dropped by the cache to stay within a project's share or
+    /// the total, or refused as larger than a share allows.
     pub evictions: AtomicU64,
+    /// Values replaced by a newer one under the same key (nothing lost).
+    pub replacements: AtomicU64,
     /// Times the total was reached and the largest project gave way.
     pub budget_evictions: AtomicU64,
 }
@@ -135,21 +140,44 @@ impl CacheCounters {
 }
 
 /// quick_cache's eviction hook: takes each leaving entry's weight off its
-/// project's and the cache's byte counts.
+/// project's and the cache's byte counts, and counts it as evicted or
+/// replaced.
 #[derive(Clone)]
 pub struct Accounting<W> {
     weigher: W,
+    /// Hashes keys for [`Replacing`] (the cache's one builder, so an
+    /// insert and the hook agree).
+    hasher: DefaultHashBuilder,
     project: Arc<AtomicU64>,
     counters: Arc<CacheCounters>,
 }
 
-impl<K, V, W: Weighter<K, V>> Lifecycle<K, V> for Accounting<W> {
-    type RequestState = ();
+/// What one insert tells the eviction hook: the hash of the key it brings.
+/// quick_cache hands a replaced value to the same hook as an evicted one;
+/// the first leaving entry under the inserted key is the value it
+/// replaces, everything else was evicted. Armed only when the new value
+/// cannot be refused as too heavy (which also leaves under that key):
+/// see [`ProjectCache::insert`].
+#[derive(Default)]
+pub struct Replacing {
+    key: Option<u64>,
+    seen: bool,
+}
 
-    fn on_evict(&self, _: &mut (), key: K, val: V) {
+impl<K: Hash, V, W: Weighter<K, V>> Lifecycle<K, V> for Accounting<W> {
+    type RequestState = Replacing;
+
+    fn on_evict(&self, state: &mut Replacing, key: K, val: V) {
         let w = self.weigher.weight(&key, &val);
         self.project.fetch_sub(w, Relaxed);
         self.counters.bytes.fetch_sub(w, Relaxed);
+        if let Some(h) = state.key {
+            if !state.seen && self.hasher.hash_one(&key) == h {
+                state.seen = true;
+                self.counters.replacements.fetch_add(1, Relaxed);
+                return;
+            }
+        }
         self.counters.evictions.fetch_add(1, Relaxed);
     }
 }
@@ -193,6 +221,12 @@ pub struct ProjectCache<K, V, W> {
     /// A typical entry's weight, to size quick_cache's bookkeeping.
     typical_weight: u64,
     shards: ArcSwap<ShardMap<K, V, W>>,
+    /// The hasher every project's [`Accounting`] shares.
+    hasher: DefaultHashBuilder,
+    /// Heaviest value an insert tells the hook about ([`Replacing`]):
+    /// half of the smallest quick_cache shard a share is split into, far
+    /// below what quick_cache refuses (97 % of a shard).
+    replacing_up_to: u64,
     /// Serialises adding a project (a copy of the map), never lookups.
     adding: Mutex<()>,
     counters: Arc<CacheCounters>,
@@ -229,6 +263,8 @@ where
             weigher,
             typical_weight: typical_weight.max(1),
             shards: ArcSwap::from_pointee(ShardMap::default()),
+            hasher: DefaultHashBuilder::default(),
+            replacing_up_to: project_bytes / inner_shards(project_bytes) as u64 / 2,
             adding: Mutex::new(()),
             counters: Arc::default(),
         }
@@ -295,8 +331,13 @@ where
     /// project's share allows is not kept.
     pub fn insert(&self, project: &str, key: K, val: V) {
         let shard = self.shard(project);
-        self.add(&shard, self.weigher.weight(&key, &val));
-        shard.cache.insert(key, val);
+        let w = self.weigher.weight(&key, &val);
+        self.add(&shard, w);
+        let mut replacing = Replacing {
+            key: (w <= self.replacing_up_to).then(|| self.hasher.hash_one(&key)),
+            seen: false,
+        };
+        shard.cache.insert_with_lifecycle(key, val, &mut replacing);
         self.keep_total();
     }
 
@@ -345,7 +386,8 @@ where
         }
         if let Some(v) = grown {
             // Replaces itself: the eviction hook takes off what the insert
-            // adds, and quick_cache evicts what is now over.
+            // adds (counted as a replacement), and quick_cache evicts what
+            // is now over.
             self.insert(project, key.to_owned(), v);
         }
         Some(out)
@@ -397,6 +439,7 @@ where
                 DefaultHashBuilder::default(),
                 Accounting {
                     weigher: self.weigher.clone(),
+                    hasher: self.hasher.clone(),
                     project: Arc::clone(&bytes),
                     counters: Arc::clone(&self.counters),
                 },

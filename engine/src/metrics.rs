@@ -55,8 +55,13 @@ const CACHE_SERIES: &[CacheSeries] = &[
     ),
     (
         "qyzar_cache_evictions",
-        "Entries dropped since start (a project at its share, replaced, or too large).",
+        "Entries dropped since start to keep a project's share or the total, or as too large.",
         |c| c.evictions.load(Ordering::Relaxed),
+    ),
+    (
+        "qyzar_cache_replacements",
+        "Values replaced by a newer one under the same key since start (nothing dropped).",
+        |c| c.replacements.load(Ordering::Relaxed),
     ),
     (
         "qyzar_cache_budget_evictions",
@@ -214,6 +219,7 @@ mod tests {
         c.hit();
         c.miss();
         c.budget_evictions.store(3, Ordering::Relaxed);
+        c.replacements.store(5, Ordering::Relaxed);
         m.watch_cache("token", &c);
         let text = m.render(&[]);
         for line in [
@@ -221,6 +227,7 @@ mod tests {
             "qyzar_cache_hits{cache=\"token\"} 2",
             "qyzar_cache_misses{cache=\"token\"} 1",
             "qyzar_cache_evictions{cache=\"token\"} 0",
+            "qyzar_cache_replacements{cache=\"token\"} 5",
             "qyzar_cache_budget_evictions{cache=\"token\"} 3",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");

@@ -202,3 +202,51 @@ fn updates_in_place_keep_the_counters_exact() {
     }
     assert_eq!(c.bytes(), held(&c));
 }
+
+/// `evictions` counts what the budget cost, `replacements` what a newer
+/// value took over: a value written back under its key (as an anti-ATO
+/// profile after every login) is not an eviction.
+#[test]
+fn replaced_values_are_not_counted_as_evictions() {
+    let c = cache(256 * 1024, 64 * 1024);
+    let evictions = || c.counters().evictions.load(Relaxed);
+    let replacements = || c.counters().replacements.load(Relaxed);
+    for k in 0..10u64 {
+        c.insert("a", k, value(100));
+    }
+    for round in 0..50 {
+        for k in 0..10u64 {
+            c.insert("a", k, value(100 + round));
+        }
+    }
+    assert_eq!((evictions(), replacements()), (0, 500));
+    // An update that grows the value inserts it again: a replacement.
+    assert_eq!(c.update("a", &3, |v| *v = value(900)), Some(()));
+    assert_eq!((evictions(), replacements()), (0, 501));
+    assert_eq!(c.bytes(), held(&c));
+
+    // A flood past the share evicts: each entry that left is counted once,
+    // as an eviction.
+    let before = c.project_len("b");
+    assert_eq!(before, 0);
+    let inserted = 2_000u64;
+    for k in 0..inserted {
+        c.insert("b", k, value(200));
+    }
+    let kept = c.project_len("b") as u64;
+    assert!(kept < inserted);
+    assert_eq!(evictions(), inserted - kept);
+    assert_eq!(replacements(), 501);
+
+    // A value too heavy for a share is refused: an eviction, and the value
+    // it would have replaced leaves too (also an eviction: nothing took
+    // its place).
+    c.insert("c", 1, value(100));
+    let (e, r) = (evictions(), replacements());
+    c.insert("c", 1, value(64 * 1024));
+    assert!(c.get("c", &1).is_none());
+    assert_eq!((evictions() - e, replacements() - r), (2, 0));
+    c.insert("c", 2, value(64 * 1024));
+    assert_eq!((evictions() - e, replacements() - r), (3, 0));
+    assert_eq!(c.bytes(), held(&c));
+}
