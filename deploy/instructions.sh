@@ -4,9 +4,15 @@
 # changes too small for wrk to see on a noisy machine (BENCHMARKS.md,
 # "Instructions per request"). Installs valgrind (Debian) if missing.
 #
-#   deploy/instructions.sh ROUTE [N]    ROUTE: sv | mint | verify | rl | ato | hello
+#   deploy/instructions.sh ROUTE [N]    ROUTE: sv | mint | verify | rl | ato | ato-spread | hello
 #   QYZAR_BIN=path/to/qyzar deploy/instructions.sh sv   # another build
 #   QYZAR_CALLGRIND_OUT=file ...        # keep the profile (callgrind_annotate)
+#
+# `ato-spread` is anti-ATO over 2 000 identifiers (a quarter of the attempts
+# failed, a new client address each): 2 200 warm-up requests first, so each
+# identifier's profile is cached and journalled, then N more. With one
+# connection every attempt is its own group commit, so the journal thread's
+# per-commit work weighs more than under load; compare builds with it.
 #
 # `qyzar dev` runs under callgrind; after 200 warm-up requests the counters
 # are zeroed, N requests (default 3000) go over one keep-alive connection,
@@ -20,6 +26,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 route=${1:?usage: deploy/instructions.sh ROUTE [N]}
 n=${2:-3000}
+warmup=200
 client="$PWD/deploy/instructions_client.py"
 if ! command -v valgrind >/dev/null; then
 	if [ "$(id -u)" = 0 ]; then apt-get install -y valgrind >/dev/null; else sudo apt-get install -y valgrind >/dev/null; fi
@@ -37,9 +44,9 @@ cleanup() { # qyzar stops on SIGINT; the hello-world ignores it, so kill what is
 }
 trap cleanup EXIT
 count() { # PATH URL-HOST PORT : warm up, zero, measure, dump
-	QZ_BODY="$body" python3 "$client" "$2" "$3" "$1" 200
+	QZ_BODY="$body" python3 "$client" "$2" "$3" "$1" "$warmup"
 	callgrind_control -z "$vg" >/dev/null
-	QZ_START=200 QZ_BODY="$body" python3 "$client" "$2" "$3" "$1" "$n"
+	QZ_START=$warmup QZ_BODY="$body" python3 "$client" "$2" "$3" "$1" "$n"
 	callgrind_control -d "$vg" >/dev/null
 }
 per_request() { # FILE [FUNCTION] : instructions per request, all or under FUNCTION
@@ -97,11 +104,13 @@ mint) path=/projects/client/token body="{\"projectId\":\"$project\"}" ;;
 verify) path=/projects/client/token-verify body="{\"projectId\":\"$project\",\"clientToken\":\"$token\"}" ;;
 rl) path=/projects/client/rate-limit-check body="{\"projectId\":\"$project\",\"ip\":\"%IP%\",\"metadata\":{\"email\":\"u%N%@example.com\"}}" ;;
 ato) path=/projects/client/ato-login-attempt body="{\"projectId\":\"$project\",\"identifier\":\"perf@example.com\",\"success\":true,\"ip\":\"203.0.113.9\",\"sessionId\":\"$sid\",\"sessionToken\":\"$stok\"}" ;;
-*) echo "unknown route $route (sv | mint | verify | rl | ato | hello)" >&2; exit 2 ;;
+ato-spread) path=/projects/client/ato-login-attempt body="{\"projectId\":\"$project\",\"identifier\":\"user%N%@example.com\",\"success\":%S%,\"ip\":\"%IP%\"}" warmup=2200 && export QZ_KEYS=2000 ;;
+*) echo "unknown route $route (sv | mint | verify | rl | ato | ato-spread | hello)" >&2; exit 2 ;;
 esac
 QZ_SECRET=$secret count "$path" "$host" "$port"
 sleep 1
 out=$(ls "$work"/cg.out.* | tail -1)
 echo "$route: $(per_request "$out") instructions per request, $(per_request "$out" 'qyzar_engine::server::serve::{{closure}}::{{closure}}') in the engine's connection tasks ($(basename "$bin"), $n requests)"
+case $route in ato*) echo "$route: $(per_request "$out" 'ato_writer::AtoWriter::run') in the anti-ATO journal's thread" ;; esac
 [ -n "${QYZAR_CALLGRIND_OUT:-}" ] && cp "$out" "$QYZAR_CALLGRIND_OUT"
 exit 0

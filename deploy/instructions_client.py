@@ -1,8 +1,10 @@
 """Sends N POSTs over one keep-alive connection and fails on any answer
 that is not 200 (deploy/instructions.sh drives it). In the body `%IP%`
 becomes a different client address per request and `%N%` the request's
-number (as the shared instrument's rate-limit script varies them); other
-bodies are sent as they are."""
+number modulo `QZ_KEYS` (default 50 000; as the shared instrument's
+rate-limit script varies them) and `%S%` `false` for every fourth request,
+else `true` (as its anti-ATO script over many identifiers); other bodies
+are sent as they are."""
 import http.client
 import os
 import sys
@@ -14,8 +16,11 @@ if os.environ.get("QZ_SECRET"):
     headers["Authorization"] = "Bearer " + os.environ["QZ_SECRET"]
 conn = http.client.HTTPConnection(host, port)
 start = int(os.environ.get("QZ_START", "0"))
+keys = int(os.environ.get("QZ_KEYS", "50000"))
 for k in range(start, start + n):
-    b = body.replace("%IP%", f"10.{k // 65536 % 256}.{k // 256 % 256}.{k % 256}").replace("%N%", str(k % 50000))
+    b = body.replace("%IP%", f"10.{k // 65536 % 256}.{k // 256 % 256}.{k % 256}").replace("%N%", str(k % keys)).replace(
+        "%S%", "false" if k % 4 == 0 else "true"
+    )
     conn.request("POST", path, body=b, headers=headers)
     res = conn.getresponse()
     data = res.read()
