@@ -27,7 +27,7 @@ use std::sync::{mpsc, Arc};
 use async_trait::async_trait;
 use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
 use redb::{Database, ReadTransaction};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 use self::keys::Key;
 use self::rows::{db_err, decode, newest_attempts, scan_log, scan_newest, trusted_set};
@@ -46,11 +46,13 @@ mod keys;
 mod log_row;
 mod profile_row;
 mod rows;
+mod slots;
 mod writer;
 
-/// Most writes waiting for the writer at once. Callers beyond it wait
+/// Most writes waiting for the writers at once. Callers beyond it wait
 /// (asynchronously) for a slot, so a burst cannot grow the queue without
-/// bound; 8192 is several full batches.
+/// bound; 8192 is several full batches. A project holds at most a quarter
+/// of them ([`slots`]).
 const MAX_QUEUED_WRITES: usize = 8192;
 
 /// The embedded store. Cheap to clone; all clones share one writer.
@@ -70,7 +72,7 @@ struct Inner {
     commits: Arc<AtomicU64>,
     /// Anti-ATO changes journalled and not yet in redb, read before it.
     overlay: journal::SharedOverlay,
-    queue: Semaphore,
+    queue: slots::Slots,
     /// Set by [`EmbeddedStore::close`], so `health` stops answering ok.
     closed: AtomicBool,
 }
@@ -174,7 +176,7 @@ impl EmbeddedStore {
                 ato_writer: Some(ato_handle),
                 commits,
                 overlay,
-                queue: Semaphore::new(MAX_QUEUED_WRITES),
+                queue: slots::Slots::new(MAX_QUEUED_WRITES),
                 closed: AtomicBool::new(false),
             }),
         })
@@ -221,7 +223,12 @@ impl EmbeddedStore {
     /// durable: a `record_ato` to the journal's writer, the others to the
     /// redb writer.
     async fn write(&self, op: Op) -> Result<Outcome, StoreError> {
-        let _slot = self.inner.queue.acquire().await.map_err(|_| closed())?;
+        let _slot = self
+            .inner
+            .queue
+            .acquire(op.project())
+            .await
+            .map_err(|_| closed())?;
         let (ack, answer) = oneshot::channel();
         let sent = if matches!(op, Op::RecordAto { .. }) {
             let tx = self.inner.ato_tx.as_ref().ok_or_else(closed)?;

@@ -86,6 +86,26 @@ pub(super) enum Op {
     },
 }
 
+impl Op {
+    /// The project the write is for, which holds its write slot
+    /// ([`super::slots`]); `None` for the engine's own batches (deny
+    /// events and device days of several projects, written off the answer
+    /// path) and the purge.
+    pub(super) fn project(&self) -> Option<&ProjectId> {
+        match self {
+            Op::PutSession(s) => Some(&s.project_id),
+            Op::PutSnapshot(s) => Some(&s.project_id),
+            Op::RecordAttempt(a) => Some(&a.project_id),
+            Op::TouchSession { project, .. }
+            | Op::RevokeSession { project, .. }
+            | Op::AddTrusted { project, .. }
+            | Op::RevokeToken { project, .. }
+            | Op::RecordAto { project, .. } => Some(project),
+            Op::RecordDenies(_) | Op::RecordDeviceDays(_) | Op::Purge { .. } => None,
+        }
+    }
+}
+
 /// What a write answers.
 #[derive(Debug)]
 pub(super) enum Outcome {
