@@ -17,7 +17,7 @@
 //! bytes each).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use qyzar_shared::ids::ProjectId;
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, SemaphorePermit};
@@ -30,7 +30,9 @@ pub(super) const SHARES: usize = 4;
 pub(super) struct Slots {
     all: Semaphore,
     share: usize,
-    projects: Mutex<HashMap<ProjectId, Arc<Semaphore>>>,
+    /// Read on every write, written once per project: a read lock, so
+    /// the engine's worker threads do not queue on it.
+    projects: RwLock<HashMap<ProjectId, Arc<Semaphore>>>,
 }
 
 /// One write's right to wait for its commit; given back when dropped.
@@ -46,7 +48,7 @@ impl Slots {
         Self {
             all: Semaphore::new(total),
             share: (total / SHARES).max(1),
-            projects: Mutex::default(),
+            projects: RwLock::default(),
         }
     }
 
@@ -70,7 +72,15 @@ impl Slots {
 
     fn of(&self, project: &ProjectId) -> Arc<Semaphore> {
         // A panic elsewhere while holding the lock left whole entries.
-        let mut map = self.projects.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = self
+            .projects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(project)
+        {
+            return Arc::clone(s);
+        }
+        let mut map = self.projects.write().unwrap_or_else(|e| e.into_inner());
         Arc::clone(
             map.entry(project.clone())
                 .or_insert_with(|| Arc::new(Semaphore::new(self.share))),

@@ -969,6 +969,54 @@ mod tests {
     use crate::profile::{new_writer_id, AttemptFacts};
     use qyzar_shared::ids::DeviceId;
 
+    /// Each write a caller makes names its project, which holds its write
+    /// slot ([`super::super::slots`]); only the engine's own batches and
+    /// the purge hold none.
+    #[test]
+    fn a_callers_write_names_its_project() {
+        use qyzar_shared::ids::SessionId;
+        let p = ProjectId::generate();
+        let session = SessionId::generate();
+        let ops = [
+            Op::TouchSession {
+                project: p.clone(),
+                session: session.clone(),
+                last_seen_at: 1,
+                expires_at: 2,
+            },
+            Op::RevokeSession {
+                project: p.clone(),
+                session,
+            },
+            Op::AddTrusted {
+                project: p.clone(),
+                device: DeviceId::generate(),
+                identifier: "a@example.com".into(),
+            },
+            Op::RevokeToken {
+                project: p.clone(),
+                jti: "j".into(),
+                expires_at: 1,
+            },
+            Op::RecordAto {
+                project: p.clone(),
+                identifier: "a@example.com".into(),
+                attempt: None,
+                update: Box::default(),
+            },
+        ];
+        for op in &ops {
+            assert_eq!(op.project(), Some(&p));
+        }
+        for op in [
+            Op::RecordDenies(Vec::new()),
+            Op::RecordDeviceDays(Vec::new()),
+            Op::Purge { now: 1 },
+        ] {
+            assert_eq!(op.project(), None);
+        }
+    }
+
     fn writer(dir: &tempfile::TempDir, name: &str) -> Writers {
         let db = Database::create(dir.path().join(name)).expect("redb");
         // Tables exist before the first read, as `EmbeddedStore::open` ensures.
