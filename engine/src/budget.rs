@@ -157,7 +157,12 @@ pub struct Accounting<W> {
 /// the first leaving entry under the inserted key is the value it
 /// replaces, everything else was evicted. Armed only when the new value
 /// cannot be refused as too heavy (which also leaves under that key):
-/// see [`ProjectCache::insert`].
+/// see [`ProjectCache::insert`]. One race is left to the counters: while
+/// the total makes a project's map shrink for a moment
+/// ([`ProjectCache::keep_total`]), an insert racing it into that project
+/// may be refused under a smaller bound and counted as a replacement. The
+/// byte counts stay exact either way; only the two counters can differ by
+/// such an insert.
 #[derive(Default)]
 pub struct Replacing {
     key: Option<u64>,
