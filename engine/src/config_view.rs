@@ -53,7 +53,13 @@ fn session_key(client_key: &[u8; 32], project: &str) -> Option<Hs256Key> {
 /// One snapshot, indexed by project id, with keys ready.
 pub struct LiveConfig {
     snapshot: Snapshot,
-    by_id: HashMap<Box<str>, (usize, ProjectKeys)>,
+    /// Looked up on every request of every route: foldhash (seeded per
+    /// process) instead of SipHash, about 200 instructions a lookup fewer
+    /// for a 20-byte id under callgrind. The keys are the served
+    /// configuration's project ids, inserted from the admin's snapshot only;
+    /// a caller's id is looked up, never inserted, so it cannot grow or
+    /// crowd the map.
+    by_id: HashMap<Box<str>, (usize, ProjectKeys), foldhash::fast::RandomState>,
     /// Every origin some project allows: a CORS preflight carries no
     /// project id, so it is answered against this set.
     origins: std::collections::HashSet<Box<str>>,
@@ -66,7 +72,8 @@ pub struct LiveConfig {
 impl LiveConfig {
     /// Indexes a snapshot and decodes its keys as of `now_ms`.
     pub fn build(snapshot: Snapshot, now_ms: i64) -> Self {
-        let mut by_id = HashMap::with_capacity(snapshot.projects().len());
+        let mut by_id =
+            HashMap::with_capacity_and_hasher(snapshot.projects().len(), Default::default());
         let mut rebuild_at_ms = i64::MAX;
         let mut origins = std::collections::HashSet::new();
         for (i, p) in snapshot.projects().iter().enumerate() {

@@ -31,8 +31,9 @@ pub(super) struct Slots {
     all: Semaphore,
     share: usize,
     /// Read on every write, written once per project: a read lock, so
-    /// the engine's worker threads do not queue on it.
-    projects: RwLock<HashMap<ProjectId, Arc<Semaphore>>>,
+    /// the engine's worker threads do not queue on it. foldhash, as the
+    /// journal's maps (`journal::Map`): the keys are authenticated projects.
+    projects: RwLock<HashMap<ProjectId, Arc<Semaphore>, foldhash::fast::RandomState>>,
 }
 
 /// One write's right to wait for its commit; given back when dropped.
