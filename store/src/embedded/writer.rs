@@ -495,6 +495,8 @@ const YIELD_BYTES: usize = 16 << 10;
 #[derive(Default)]
 struct Pace {
     since_yield: usize,
+    /// Yields so far (what the unit test can see of them).
+    yields: usize,
 }
 
 impl Pace {
@@ -502,6 +504,7 @@ impl Pace {
         self.since_yield += bytes;
         if self.since_yield >= YIELD_BYTES {
             self.since_yield = 0;
+            self.yields += 1;
             std::thread::yield_now();
         }
     }
@@ -1006,11 +1009,15 @@ mod tests {
     fn pace_yields_each_time_its_bytes_reach_the_bound() {
         let mut p = Pace::default();
         p.wrote(YIELD_BYTES - 1);
-        assert_eq!(p.since_yield, YIELD_BYTES - 1);
+        assert_eq!((p.since_yield, p.yields), (YIELD_BYTES - 1, 0));
         p.wrote(1); // reaches the bound: yields and starts over
-        assert_eq!(p.since_yield, 0);
+        assert_eq!((p.since_yield, p.yields), (0, 1));
         p.wrote(3 * YIELD_BYTES); // one large row: one yield, nothing carried
-        assert_eq!(p.since_yield, 0);
+        assert_eq!((p.since_yield, p.yields), (0, 2));
+        for _ in 0..64 {
+            p.wrote(YIELD_BYTES / 16); // 64 rows of a sixteenth: four yields
+        }
+        assert_eq!((p.since_yield, p.yields), (0, 6));
     }
 
     /// Each write a caller makes names its project, which holds its write
@@ -1021,7 +1028,34 @@ mod tests {
         use qyzar_shared::ids::SessionId;
         let p = ProjectId::generate();
         let session = SessionId::generate();
+        let device = DeviceId::generate();
         let ops = [
+            Op::PutSession(crate::Session {
+                project_id: p.clone(),
+                session_id: session.clone(),
+                token_hash: [7; 32],
+                device_id: device.clone(),
+                created_at: 1,
+                expires_at: 2,
+                last_seen_at: 1,
+                revoked: false,
+                ip: None,
+                risk: crate::Risk::default(),
+                device: crate::DeviceInfo::default(),
+            }),
+            Op::PutSnapshot(crate::EntropySnapshot {
+                project_id: p.clone(),
+                device_id: device,
+                session_id: session.clone(),
+                at: 1,
+                entropy_json: "{}".into(),
+            }),
+            match log_only(&p, 1) {
+                Op::RecordAto {
+                    attempt: Some(a), ..
+                } => Op::RecordAttempt(*a),
+                _ => unreachable!("log_only records an attempt"),
+            },
             Op::TouchSession {
                 project: p.clone(),
                 session: session.clone(),
