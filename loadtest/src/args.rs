@@ -219,7 +219,8 @@ pub struct EngineCompareArgs {
     pub projects: usize,
     /// Sessions seeded into the engine.
     pub sessions: usize,
-    /// Comma-separated scenario names; `None` runs them all.
+    /// Comma-separated scenario names (`instrument` for the shared
+    /// instrument's six); `None` runs the engine's own set.
     pub scenarios: Option<String>,
     /// Which hello-world to spawn.
     pub baseline: crate::baseline::Kind,

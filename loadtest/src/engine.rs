@@ -18,6 +18,11 @@
 //!    median maximum) and the summary goes to a table and, with `--json`,
 //!    a file.
 //!
+//! The `instrument-*` scenarios ([`INSTRUMENT_SCENARIOS`]) send what the
+//! shared instrument (`../shared/perf/engine_ratios.py`) sends, request for
+//! request, to a project with `qyzar dev`'s settings: only on the same work
+//! can the two tools be held to agree.
+//!
 //! Every scenario's requests cycle through many variants (see
 //! [`crate::plan::Variant`]) by the run's global send number, so 32
 //! connections do not hammer one key. One answer of each is checked first
@@ -83,6 +88,29 @@ pub const SCENARIOS: &[&str] = &[
     "ato-login-attempt-hot",
 ];
 
+/// The shared instrument's workloads (`../shared/perf/engine_ratios.py`),
+/// request for request: its bodies byte for byte (Python's `json.dumps`
+/// spacing, the Lua scripts' formats and counters), `Authorization:
+/// Bearer`, one session and one token, and a project with `qyzar dev`'s
+/// default settings (rate limits `ip` 60/min and `metadata.email` 5 per
+/// 5 min, so most of its rate-limit checks are denials). The scenarios
+/// above are heavier than the instrument's (Zipf over 100 000 sessions, 3
+/// buckets all allowed, metadata in minted tokens, 1 000 tokens), so the
+/// two tools can only agree on these. `--scenarios instrument` runs them.
+pub const INSTRUMENT_SCENARIOS: &[&str] = &[
+    "instrument-session-verify",
+    "instrument-rate-limit-check",
+    "instrument-token-mint-hs256",
+    "instrument-token-verify-hs256-cached",
+    "instrument-ato-login-attempt",
+    "instrument-ato-login-attempt-spread",
+];
+
+/// Requests of an instrument scenario whose Lua script makes a new key per
+/// request: wrk counts from 1 again in every run and sends up to about
+/// 700 000 in a 5 s round, so within a round no variant repeats.
+const INSTRUMENT_VARIANTS: usize = 1_000_000;
+
 /// The settings every project gets; EdDSA projects add `tokenAlgorithm`.
 /// Limits are high so the checks are allowed (the common case) and the
 /// ATO thresholds are the defaults' shape.
@@ -110,6 +138,7 @@ struct Project {
 
 /// A seeded session.
 struct SeededSession {
+    /// Index into [`World::projects`] (`usize::MAX` for the dev project's).
     project: usize,
     id: String,
     token: String,
@@ -119,6 +148,11 @@ struct SeededSession {
 struct World {
     projects: Vec<Project>,
     sessions: Vec<SeededSession>,
+    /// A project with `qyzar dev`'s default settings, for the instrument's
+    /// scenarios only (no other scenario picks it).
+    dev: Project,
+    /// The one session of `dev`, as the instrument creates one.
+    dev_session: SeededSession,
 }
 
 /// A small deterministic generator (SplitMix64) for sampling.
@@ -159,36 +193,53 @@ pub fn zipf(n: usize, s: f64, samples: usize, seed: u64) -> Vec<usize> {
         .collect()
 }
 
+/// One project: its configuration for the snapshot and what the generator
+/// keeps of it to sign and send requests.
+fn make_project(
+    settings: &str,
+    eddsa: bool,
+    now: i64,
+) -> Result<(qyzar_shared::snapshot::ProjectConfig, Project), String> {
+    let id = ProjectId::generate();
+    let secret = ProjectSecret::generate();
+    let settings = ProjectSettings::parse_and_validate(settings.as_bytes())
+        .map_err(|e| format!("the bench settings do not validate: {e:?}"))?;
+    let pk = eddsa.then(Ed25519Signer::generate_pkcs8);
+    let mut cfg = provision::project_config(&id, &secret, settings, pk.as_deref())
+        .map_err(|e| format!("project config: {e}"))?;
+    cfg.origin_tokens.push(provision::origin_token(
+        &random_token("qz_ot_", 24),
+        "https://shop.example",
+        now + 86_400_000,
+    ));
+    let project = Project {
+        id: id.to_string(),
+        secret: HeaderValue::from_str(secret.expose()).map_err(|e| e.to_string())?,
+        hs256: client_token_key(&secret, &id),
+        ed25519: match pk {
+            Some(pk) => Some(Ed25519Signer::from_pkcs8(&pk).map_err(|e| e.to_string())?),
+            None => None,
+        },
+    };
+    Ok((cfg, project))
+}
+
+/// `qyzar dev`'s project: default settings but for its allowed origin.
+const DEV_SETTINGS: &str = r#"{"allowedOrigins":["https://shop.example"]}"#;
+
 /// Builds the world and writes the snapshot and sessions files into `dir`.
 fn generate(projects: usize, sessions: usize, dir: &Path) -> Result<World, String> {
     let now = qyzar_shared::time::now_ms();
-    let mut configs = Vec::with_capacity(projects);
+    let mut configs = Vec::with_capacity(projects + 1);
     let mut out = Vec::with_capacity(projects);
     for i in 0..projects {
         let eddsa = i % 10 == 9;
-        let id = ProjectId::generate();
-        let secret = ProjectSecret::generate();
-        let settings = ProjectSettings::parse_and_validate(settings_json(eddsa).as_bytes())
-            .map_err(|e| format!("the bench settings do not validate: {e:?}"))?;
-        let pk = eddsa.then(Ed25519Signer::generate_pkcs8);
-        let mut cfg = provision::project_config(&id, &secret, settings, pk.as_deref())
-            .map_err(|e| format!("project config: {e}"))?;
-        cfg.origin_tokens.push(provision::origin_token(
-            &random_token("qz_ot_", 24),
-            "https://shop.example",
-            now + 86_400_000,
-        ));
+        let (cfg, project) = make_project(&settings_json(eddsa), eddsa, now)?;
         configs.push(cfg);
-        out.push(Project {
-            id: id.to_string(),
-            secret: HeaderValue::from_str(secret.expose()).map_err(|e| e.to_string())?,
-            hs256: client_token_key(&secret, &id),
-            ed25519: match pk {
-                Some(pk) => Some(Ed25519Signer::from_pkcs8(&pk).map_err(|e| e.to_string())?),
-                None => None,
-            },
-        });
+        out.push(project);
     }
+    let (cfg, dev) = make_project(DEV_SETTINGS, false, now)?;
+    configs.push(cfg);
     let snap = Snapshot::new(1, now, configs).map_err(|e| format!("snapshot: {e}"))?;
     let bytes = encode_snapshot(&snap).map_err(|e| format!("encoding the snapshot: {e}"))?;
     std::fs::write(dir.join("snapshot.bin"), &bytes).map_err(|e| e.to_string())?;
@@ -202,6 +253,16 @@ fn generate(projects: usize, sessions: usize, dir: &Path) -> Result<World, Strin
         let _ = writeln!(text, "{}\t{id}\t{token}", out[project].id);
         seeded.push(SeededSession { project, id, token });
     }
+    let dev_session = SeededSession {
+        project: usize::MAX,
+        id: qyzar_shared::ids::SessionId::generate().to_string(),
+        token: random_token("qz_st_", 32),
+    };
+    let _ = writeln!(
+        text,
+        "{}\t{}\t{}",
+        dev.id, dev_session.id, dev_session.token
+    );
     std::fs::write(dir.join("sessions.tsv"), text).map_err(|e| e.to_string())?;
     println!(
         "world: {projects} projects (snapshot {} bytes), {sessions} sessions, in {}",
@@ -211,6 +272,8 @@ fn generate(projects: usize, sessions: usize, dir: &Path) -> Result<World, Strin
     Ok(World {
         projects: out,
         sessions: seeded,
+        dev,
+        dev_session,
     })
 }
 
@@ -223,6 +286,34 @@ fn variant(p: &Project, body: Value) -> Variant {
         body: Bytes::from(body.to_string()),
         headers: vec![(secret_header(), p.secret.clone())],
     }
+}
+
+/// A request as the instrument sends it: `body` with the project's secret
+/// as `Authorization: Bearer`.
+fn bearer(p: &Project, body: String) -> Variant {
+    let mut auth = b"Bearer ".to_vec();
+    auth.extend_from_slice(p.secret.as_bytes());
+    Variant {
+        body: Bytes::from(body),
+        headers: vec![(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_bytes(&auth).expect("a secret is header-safe"),
+        )],
+    }
+}
+
+/// An object as Python's `json.dumps` writes it (`", "` and `": "`
+/// between items), as the instrument's `QZ_BODY` is.
+fn py_dumps(fields: &[(&str, Value)]) -> String {
+    let mut s = String::from("{");
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let _ = write!(s, "{}: {v}", Value::from(*k));
+    }
+    s.push('}');
+    s
 }
 
 fn claims(p: &Project, k: usize, now_s: i64) -> Claims {
@@ -358,9 +449,85 @@ fn scenario(name: &str, w: &World) -> Result<Entry, String> {
             )];
             post("/projects/client/ato-login-attempt", v)
         }
+        "instrument-session-verify" => {
+            let (p, s) = (&w.dev, &w.dev_session);
+            let body = py_dumps(&[
+                ("projectId", json!(p.id)),
+                ("sessionId", json!(s.id)),
+                ("sessionToken", json!(s.token)),
+            ]);
+            post("/projects/client/session-verify", vec![bearer(p, body)])
+        }
+        "instrument-rate-limit-check" => {
+            // rate_limit_many_ips.lua, its counter n from 1.
+            let p = &w.dev;
+            let v = (1..=INSTRUMENT_VARIANTS)
+                .map(|n| {
+                    bearer(
+                        p,
+                        format!(
+                            r#"{{"projectId":"{}","ip":"10.{}.{}.{}","metadata":{{"email":"u{}@example.com"}}}}"#,
+                            p.id,
+                            n / 65536 % 256,
+                            n / 256 % 256,
+                            n % 256,
+                            n % 50_000
+                        ),
+                    )
+                })
+                .collect();
+            post("/projects/client/rate-limit-check", v)
+        }
+        "instrument-token-mint-hs256" => {
+            let body = py_dumps(&[("projectId", json!(w.dev.id))]);
+            post("/projects/client/token", vec![bearer(&w.dev, body)])
+        }
+        "instrument-token-verify-hs256-cached" => {
+            // As the instrument's token: minted with no metadata, unbound.
+            let p = &w.dev;
+            let mut c = claims(p, 0, now_s);
+            c.md = None;
+            let token = sign_hs256(&c, &p.hs256);
+            let body = py_dumps(&[("projectId", json!(p.id)), ("clientToken", json!(token))]);
+            post("/projects/client/token-verify", vec![bearer(p, body)])
+        }
+        "instrument-ato-login-attempt" => {
+            let (p, s) = (&w.dev, &w.dev_session);
+            let body = py_dumps(&[
+                ("projectId", json!(p.id)),
+                ("identifier", json!("perf@example.com")),
+                ("success", json!(true)),
+                ("ip", json!("203.0.113.9")),
+                ("sessionId", json!(s.id)),
+                ("sessionToken", json!(s.token)),
+            ]);
+            post("/projects/client/ato-login-attempt", vec![bearer(p, body)])
+        }
+        "instrument-ato-login-attempt-spread" => {
+            // ato_many_users.lua, its counter n from 1.
+            let p = &w.dev;
+            let v = (1..=INSTRUMENT_VARIANTS)
+                .map(|n| {
+                    bearer(
+                        p,
+                        format!(
+                            r#"{{"projectId":"{}","identifier":"user{}@example.com","success":{},"ip":"198.{}.{}.{}"}}"#,
+                            p.id,
+                            n % 50_000,
+                            n % 4 != 0,
+                            n / 65536 % 256,
+                            n / 256 % 256,
+                            n % 256
+                        ),
+                    )
+                })
+                .collect();
+            post("/projects/client/ato-login-attempt", v)
+        }
         other => Err(format!(
-            "unknown engine scenario `{other}` (known: {})",
-            SCENARIOS.join(", ")
+            "unknown engine scenario `{other}` (known: {}, {})",
+            SCENARIOS.join(", "),
+            INSTRUMENT_SCENARIOS.join(", ")
         )),
     }
 }
@@ -377,7 +544,10 @@ fn answer_ok(name: &str, status: u16, body: &[u8]) -> bool {
             | "token-verify-hs256-uncached"
             | "token-verify-eddsa-cached" => v["valid"] == true,
             "rate-limit-3-buckets" => v["allowed"] == true,
-            "token-mint-hs256" => v["clientToken"].is_string(),
+            "token-mint-hs256" | "instrument-token-mint-hs256" => v["clientToken"].is_string(),
+            "instrument-session-verify" | "instrument-token-verify-hs256-cached" => {
+                v["valid"] == true
+            }
             _ => true,
         }
 }
@@ -385,14 +555,23 @@ fn answer_ok(name: &str, status: u16, body: &[u8]) -> bool {
 /// Runs `engine-compare`.
 pub async fn engine_compare(a: EngineCompareArgs) -> Result<(), String> {
     let names: Vec<String> = match &a.scenarios {
-        Some(list) => list.split(',').map(|s| s.trim().to_owned()).collect(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .flat_map(|s| match s {
+                "instrument" => INSTRUMENT_SCENARIOS.to_vec(),
+                s => vec![s],
+            })
+            .map(str::to_owned)
+            .collect(),
         None => SCENARIOS.iter().map(|s| (*s).to_owned()).collect(),
     };
     for n in &names {
-        if !SCENARIOS.contains(&n.as_str()) {
+        if !SCENARIOS.contains(&n.as_str()) && !INSTRUMENT_SCENARIOS.contains(&n.as_str()) {
             return Err(format!(
-                "unknown engine scenario `{n}` (known: {})",
-                SCENARIOS.join(", ")
+                "unknown engine scenario `{n}` (known: {}, {}, or `instrument` for the last six)",
+                SCENARIOS.join(", "),
+                INSTRUMENT_SCENARIOS.join(", ")
             ));
         }
     }
@@ -492,6 +671,9 @@ pub async fn engine_compare(a: EngineCompareArgs) -> Result<(), String> {
             "scenarios": rows.iter().map(|(n, o, own)| json!({
                 "name": n,
                 "ratio": (o.ratio() * 1000.0).round() / 1000.0,
+                "ratio_of_medians": (o.ratio_of_medians() * 1000.0).round() / 1000.0,
+                "p99_ratio": (o.tput_route >= 0.95 * o.rate)
+                    .then(|| (o.p99_ratio_paired * 100.0).round() / 100.0),
                 "route_rps": o.max_route.round(),
                 "baseline_rps": o.max_base.round(),
                 "fixed_rate": o.rate.round(),
@@ -518,7 +700,7 @@ pub type Row = (String, Outcome, Option<(f64, f64)>);
 /// The one-line-per-scenario summary.
 pub fn summary_table(rows: &[Row]) -> String {
     let mut s = format!(
-        "{:<28} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>7}  {}\n",
+        "{:<28} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>6} {:>7}  {}\n",
         "scenario",
         "base r/s",
         "route r/s",
@@ -526,14 +708,22 @@ pub fn summary_table(rows: &[Row]) -> String {
         "rate r/s",
         "base p99",
         "route p99",
+        "p99 ×",
         "errors",
         "p99 at half own max"
     );
     for (n, o, own) in rows {
         let own = own.map_or(String::new(), |(r, p)| format!("{p:.0}µs at {r:.0}/s"));
+        // A route that cannot keep up with the rate has a queue, not a
+        // tail: its ratio would only say how long the run was.
+        let p99_x = if o.tput_route >= 0.95 * o.rate {
+            format!("{:.2}", o.p99_ratio_paired)
+        } else {
+            "-".to_owned()
+        };
         let _ = writeln!(
             s,
-            "{n:<28} {:>9.0} {:>9.0} {:>7.3} {:>9.0} {:>7.0}µs {:>7.0}µs {:>7.0}  {own}",
+            "{n:<28} {:>9.0} {:>9.0} {:>7.3} {:>9.0} {:>7.0}µs {:>7.0}µs {p99_x:>6} {:>7.0}  {own}",
             o.max_base,
             o.max_route,
             o.ratio(),
@@ -653,6 +843,48 @@ mod tests {
         }
     }
 
+    /// The instrument's bodies, as its Python and Lua write them.
+    #[test]
+    fn instrument_bodies_are_the_instruments() {
+        assert_eq!(
+            py_dumps(&[("projectId", json!("prj_a")), ("success", json!(true))]),
+            r#"{"projectId": "prj_a", "success": true}"#
+        );
+        let dir = std::env::temp_dir().join(format!("qyzar-engine-instr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _c = RemoveOnDrop(dir.clone());
+        let w = generate(2, 3, &dir).unwrap();
+        let body = |name: &str, k: usize| {
+            let v = scenario(name, &w).unwrap().variants.unwrap();
+            let b = &v[k];
+            assert_eq!(b.headers[0].0, http::header::AUTHORIZATION);
+            assert_eq!(
+                b.headers[0].1.as_bytes(),
+                [b"Bearer ".as_slice(), w.dev.secret.as_bytes()].concat()
+            );
+            String::from_utf8(b.body.to_vec()).unwrap()
+        };
+        // Lua's n = 70 000 is the variant at index 69 999.
+        assert_eq!(
+            body("instrument-rate-limit-check", 69_999),
+            format!(
+                r#"{{"projectId":"{}","ip":"10.1.17.112","metadata":{{"email":"u20000@example.com"}}}}"#,
+                w.dev.id
+            )
+        );
+        assert_eq!(
+            body("instrument-ato-login-attempt-spread", 3),
+            format!(
+                r#"{{"projectId":"{}","identifier":"user4@example.com","success":false,"ip":"198.0.0.4"}}"#,
+                w.dev.id
+            )
+        );
+        assert_eq!(
+            body("instrument-token-mint-hs256", 0),
+            format!(r#"{{"projectId": "{}"}}"#, w.dev.id)
+        );
+    }
+
     #[test]
     fn every_scenario_builds() {
         let dir =
@@ -660,7 +892,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let _c = RemoveOnDrop(dir.clone());
         let w = generate(20, 50, &dir).unwrap();
-        for name in SCENARIOS {
+        for name in SCENARIOS.iter().chain(INSTRUMENT_SCENARIOS) {
             let e = scenario(name, &w).unwrap();
             assert_eq!(e.name, *name);
             assert!(!e.variants.unwrap().is_empty());
