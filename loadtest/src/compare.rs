@@ -273,15 +273,22 @@ pub async fn interleave(
         progress: !quiet,
     };
     let max = phase(rounds, base, route, |l| spec(l, Pacing::Closed)).await?;
-    let (max_base, max_route) = max.medians(RunReport::throughput);
+    let max_base = max.medians(RunReport::throughput).0;
     let rate = (max_base / 2.0).max(1.0);
     let fixed = phase(rounds, base, route, |l| spec(l, Pacing::Open { rate })).await?;
+    Ok(outcome(&max, rate, &fixed))
+}
+
+/// The figures of a comparison from its two phases; `rate` is the fixed
+/// phase's (half the baseline's median maximum).
+fn outcome(max: &Phase, rate: f64, fixed: &Phase) -> Outcome {
+    let (max_base, max_route) = max.medians(RunReport::throughput);
     let (p99_base, p99_route) = fixed.medians(|r| r.latency().p99 as f64);
     let ratio_paired = max.paired(RunReport::throughput);
     let p99_ratio_paired = fixed.paired(|r| r.latency().p99 as f64);
     let (tput_base, tput_route) = fixed.medians(RunReport::throughput);
     let (_, route_errors) = max.medians(|r| r.total.errors() as f64);
-    Ok(Outcome {
+    Outcome {
         max_base,
         max_route,
         rate,
@@ -302,7 +309,7 @@ pub async fn interleave(
             "rate": round2(rate),
             "p99_us": fixed.json(p99_base, p99_route, p99_ratio_paired, "median p99 µs, open loop"),
         }),
-    })
+    }
 }
 
 /// `rounds` × (baseline, route) with the spec `mk` makes for a label.
@@ -341,9 +348,76 @@ async fn phase(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::paired_median;
-    use crate::report::median;
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use super::{outcome, paired_median, Outcome, Phase};
+    use crate::report::{median, Pacing, RunReport, Tally};
+
+    /// A one-second run that answered `rps` requests, all with latency
+    /// `p99_us` (so that is its p99).
+    fn run(rps: u64, p99_us: u64) -> RunReport {
+        let mut total = Tally::default();
+        total.latency.record(p99_us).unwrap();
+        total.status.insert("200".into(), rps);
+        RunReport {
+            label: "x".into(),
+            target: "http://127.0.0.1:1".into(),
+            pacing: Pacing::Closed,
+            connections: 1,
+            duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+            total,
+            entries: Vec::new(),
+        }
+    }
+
+    /// One round: the baseline's and the route's `(requests/s, p99 µs)`.
+    pub(crate) type Round = ((u64, u64), (u64, u64));
+
+    /// An outcome from the rounds of both phases.
+    pub(crate) fn outcome_of(max: &[Round], rate: f64, fixed: &[Round]) -> Outcome {
+        let phase = |rounds: &[Round]| Phase {
+            baseline: rounds.iter().map(|(b, _)| run(b.0, b.1)).collect(),
+            route: rounds.iter().map(|(_, r)| run(r.0, r.1)).collect(),
+        };
+        outcome(&phase(max), rate, &phase(fixed))
+    }
+
+    /// The headline ratio, its JSON and the p99 ratio are the paired
+    /// medians, not the ratios of the sides' medians (a pass's figures,
+    /// where the two part by 0.1).
+    #[test]
+    fn the_outcome_reports_paired_ratios() {
+        let o = outcome_of(
+            &[
+                ((133_682, 900), (106_548, 900)),
+                ((114_662, 900), (87_279, 900)),
+                ((108_481, 900), (103_268, 900)),
+            ],
+            57_000.0,
+            &[
+                ((57_000, 1_000), (57_000, 3_000)),
+                ((57_000, 2_000), (57_000, 2_000)),
+                ((57_000, 4_000), (57_000, 4_000)),
+            ],
+        );
+        assert!(
+            (o.ratio() - 106_548.0 / 133_682.0).abs() < 1e-9,
+            "{}",
+            o.ratio()
+        );
+        assert!((o.ratio_of_medians() - 103_268.0 / 114_662.0).abs() < 1e-9);
+        assert_eq!(o.max_json["ratio"], 0.797);
+        assert_eq!(o.max_json["ratio_of_medians"], 0.901);
+        // Rounds' p99 ratios 3, 1, 1 → 1; the medians' ratio would be 1.5.
+        assert!(
+            (o.p99_ratio_paired - 1.0).abs() < 0.01,
+            "{}",
+            o.p99_ratio_paired
+        );
+        assert!((o.p99_route / o.p99_base - 1.5).abs() < 0.01);
+    }
 
     /// The instrument's estimator: the median of the rounds' own ratios.
     /// A slow baseline round next to a fast route round moves the ratio of

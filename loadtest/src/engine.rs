@@ -843,6 +843,33 @@ mod tests {
         }
     }
 
+    /// A route that could not keep the fixed rate gets no p99 ratio in the
+    /// summary (it measured a queue); one that kept it does.
+    #[test]
+    fn the_summary_blanks_the_tail_of_a_route_that_fell_behind() {
+        use crate::compare::tests::outcome_of;
+        let max = [((100_000, 900), (40_000, 900))];
+        let behind = outcome_of(&max, 50_000.0, &[((50_000, 1_000), (30_000, 900_000))]);
+        let kept = outcome_of(&max, 50_000.0, &[((50_000, 1_000), (49_990, 2_000))]);
+        let table = summary_table(&[
+            ("behind".into(), behind, Some((20_000.0, 3_000.0))),
+            ("kept".into(), kept, None),
+        ]);
+        let row = |name: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        // name, base, route, ratio, rate, base p99, route p99, p99 ×, errors…
+        assert_eq!(row("behind")[7], "-", "{table}");
+        assert_eq!(row("kept")[7], "2.00", "{table}");
+        assert!(table.contains("3000µs at 20000/s"), "{table}");
+    }
+
     /// The instrument's bodies, as its Python and Lua write them.
     #[test]
     fn instrument_bodies_are_the_instruments() {
