@@ -372,6 +372,12 @@ impl Limiter {
         self.inner.pool.now_nanos()
     }
 
+    /// [`Limiter::now_nanos`] of an instant already read (a request's
+    /// arrival at the router), which saves the route a clock read.
+    pub fn nanos_at(&self, at: std::time::Instant) -> u64 {
+        self.inner.pool.nanos_at(at)
+    }
+
     /// Decides one call over all its buckets, all or nothing, and consumes
     /// `cost` cells from each unless the call is denied or `dry_run`.
     ///

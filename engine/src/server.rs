@@ -21,7 +21,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{HeaderValue, CONNECTION, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
@@ -103,7 +103,11 @@ pub async fn run(
         "engine",
         move |req: Request<Incoming>, peer| {
             let req = req.map(|b| DeadlineBody::new(b, body_timeout));
-            answer_within(handler_timeout, Arc::clone(&routes), PeerAddr(peer), req)
+            let routed = answer_within(handler_timeout, Arc::clone(&routes), PeerAddr(peer), req);
+            async move {
+                let (res, timing) = routed.await;
+                timing.apply(res)
+            }
         },
         Some(fast),
         shutdown,
@@ -268,20 +272,21 @@ pub(crate) async fn serve<H, F>(
 /// store writes; an idempotent retry waits for it and replays its answer.
 /// Both timeout answers (this one and a body's `408`) leave the request
 /// body unread, so they close the connection instead of reusing a
-/// half-read stream.
+/// half-read stream. Also says when the answer was made and the router's
+/// total ([`router::route_timed`]).
 async fn answer_within<B>(
     timeout: Duration,
     engine: Arc<Engine>,
     peer: PeerAddr,
     req: Request<B>,
-) -> Response<Body>
+) -> (Response<Body>, response::Timing)
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let metrics = Arc::clone(&engine);
-    let mut routed = Box::pin(async move { router::route(&engine, Some(peer), req).await });
+    let mut routed = Box::pin(async move { router::route_timed(&engine, Some(peer), req).await });
     // A route that answers without waiting (a cache hit) needs no timer:
     // it is polled once first, and the deadline is armed only if it waits.
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(routed.as_mut().poll(cx))).await;
@@ -289,9 +294,9 @@ where
         std::task::Poll::Ready(res) => Ok(res),
         std::task::Poll::Pending => tokio::time::timeout(timeout, &mut routed).await,
     };
-    let mut res = match answered {
-        Ok(res) if res.status() != StatusCode::REQUEST_TIMEOUT => return res,
-        Ok(res) => res,
+    let (mut res, timing) = match answered {
+        Ok((res, timing)) if res.status() != StatusCode::REQUEST_TIMEOUT => return (res, timing),
+        Ok(answer) => answer,
         Err(_) => {
             tracing::warn!(?timeout, "a request passed the handler deadline");
             tokio::spawn(routed);
@@ -300,10 +305,14 @@ where
             let mut res = response::error(&ApiError::new(ErrorCode::DeadlineExceeded));
             res.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            res
+            let timing = response::Timing {
+                at: Instant::now(),
+                total_micros: None,
+            };
+            (res, timing)
         }
     };
     res.headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
-    res
+    (res, timing)
 }

@@ -63,7 +63,11 @@ impl Pool {
     }
 
     pub(super) fn now_nanos(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.nanos_at(Instant::now())
+    }
+
+    pub(super) fn nanos_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
     pub(super) fn register(&self, inner: &Arc<Inner>) {

@@ -271,14 +271,24 @@ fn too_many_buckets() -> ApiError {
 }
 
 /// Handles one call; the body has been read by the router.
-pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Response<Body> {
-    match run(engine, headers, body) {
+pub async fn handle(
+    engine: &Engine,
+    headers: &HeaderMap,
+    body: &[u8],
+    arrived: std::time::Instant,
+) -> Response<Body> {
+    match run(engine, headers, body, arrived) {
         Ok(r) => r,
         Err(e) => response::error(&e),
     }
 }
 
-fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Response<Body>, ApiError> {
+fn run(
+    engine: &Engine,
+    headers: &HeaderMap,
+    body: &[u8],
+    arrived: std::time::Instant,
+) -> Result<Response<Body>, ApiError> {
     let now = qyzar_shared::time::now_ms();
     // parse
     let input: Input<'_> = request::json_body(headers, body)?;
@@ -329,7 +339,12 @@ fn run(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Result<Response<Bod
         };
     }
     let decision = limiter
-        .check(limiter.now_nanos(), &checks[..b.len], cost, input.dry_run)
+        .check(
+            limiter.nanos_at(arrived),
+            &checks[..b.len],
+            cost,
+            input.dry_run,
+        )
         .map_err(|_| too_many_buckets())?;
     // Cross-engine limits: hot keys' consumption, published off the path.
     if let (Some(sync), true, false) = (&engine.limit_sync, decision.allowed, input.dry_run) {

@@ -42,7 +42,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use crate::response::Body;
+use crate::response::{self, Body, Timing, SERVER_TIMING};
 
 #[cfg(test)]
 mod tests;
@@ -132,7 +132,7 @@ pub(crate) async fn serve<R, F>(
 ) -> End
 where
     R: Fn(Request<Body>, Duration) -> F,
-    F: std::future::Future<Output = Response<Body>>,
+    F: std::future::Future<Output = (Response<Body>, Timing)>,
 {
     let mut notified = Box::pin(stop.notify.notified());
     notified.as_mut().enable();
@@ -179,7 +179,11 @@ where
                     Ok(Wait::Data) => {}
                     Ok(Wait::Late) => {
                         let res = late(deadlines.body <= deadlines.handler);
-                        let _ = conn.answer(res, true).await;
+                        let timing = Timing {
+                            at: std::time::Instant::now(),
+                            total_micros: None,
+                        };
+                        let _ = conn.answer(res, true, timing).await;
                         return End::Closed;
                     }
                     Ok(Wait::Eof | Wait::Stopped) | Err(_) => return End::Closed,
@@ -194,12 +198,21 @@ where
             return conn.handover();
         };
         conn.start += total;
-        let res = route(req, budget).await;
+        let (res, timing) = route(req, budget).await;
         let close = close || stop.stopping() || wants_close(res.headers());
-        if conn.answer(res, close).await.is_err() || close {
-            return End::Closed;
-        }
-        conn.deadline = Instant::now() + deadlines.header;
+        let waited = match conn.answer(res, close, timing).await {
+            Ok(waited) if !close => waited,
+            _ => return End::Closed,
+        };
+        // The next head is due within the header deadline of this answer:
+        // of the moment it was made when it left at once (the router's
+        // clock read, no new one), else of the moment the client took it.
+        let sent = if waited {
+            Instant::now()
+        } else {
+            Instant::from_std(timing.at)
+        };
+        conn.deadline = sent + deadlines.header;
         conn.settle();
     }
 }
@@ -320,12 +333,36 @@ impl Conn<'_> {
     }
 
     /// Writes `res` with one `write`: status line, its headers, `content-length`,
-    /// `date`, `connection: close` when closing, the body.
-    async fn answer(&mut self, res: Response<Body>, close: bool) -> io::Result<()> {
+    /// `date` (of when the answer was made), the router's total in
+    /// `server-timing`, `connection: close` when closing, the body. Says
+    /// whether it had to wait for the client to take it (a full socket
+    /// buffer).
+    async fn answer(
+        &mut self,
+        res: Response<Body>,
+        close: bool,
+        timing: Timing,
+    ) -> io::Result<bool> {
         let (parts, body) = res.into_parts();
         let body = full_bytes(body);
-        encode(&mut self.out, parts.status, &parts.headers, &body, close);
-        self.stream.write_all(&self.out).await
+        encode(
+            &mut self.out,
+            parts.status,
+            &parts.headers,
+            &body,
+            close,
+            timing,
+        );
+        let sent = match self.stream.try_write(&self.out) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        if sent == self.out.len() {
+            return Ok(false);
+        }
+        self.stream.write_all(&self.out[sent..]).await?;
+        Ok(true)
     }
 }
 
@@ -353,13 +390,17 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
-/// The answer's bytes into `out`.
+/// The answer's bytes into `out`, dated by `timing.at`, with its total in
+/// `server-timing` as [`crate::response::total_timing`] would have put it
+/// there: after the first value (which stands for all, as that function
+/// replaces them), or as the last header.
 pub(crate) fn encode(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
     close: bool,
+    timing: Timing,
 ) {
     out.clear();
     if status == StatusCode::OK {
@@ -372,14 +413,35 @@ pub(crate) fn encode(
         out.extend_from_slice(b"\r\n");
     }
     let mut said_close = false;
+    let mut total = timing.total_micros;
+    let mut timed = false;
     for (name, value) in headers {
         if name == CONTENT_LENGTH || name == DATE || name == http::header::TRANSFER_ENCODING {
+            continue;
+        }
+        if let Some(micros) = total.filter(|_| name == SERVER_TIMING) {
+            total = None;
+            timed = true;
+            out.extend_from_slice(b"server-timing: ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b", ");
+            response::push_total(out, micros);
+            out.extend_from_slice(b"\r\n");
+            continue;
+        }
+        if timed && name == SERVER_TIMING {
+            // `total_timing` keeps one value: the first, with the total.
             continue;
         }
         said_close |= name == CONNECTION && has_token(value.as_bytes(), b"close");
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(micros) = total {
+        out.extend_from_slice(b"server-timing: ");
+        response::push_total(out, micros);
         out.extend_from_slice(b"\r\n");
     }
     if close && !said_close {
@@ -394,7 +456,7 @@ pub(crate) fn encode(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"date: ");
-    date::push(out);
+    date::push(out, timing.at);
     out.extend_from_slice(b"\r\n\r\n");
     if !bodiless {
         out.extend_from_slice(body);
@@ -576,32 +638,46 @@ impl AsyncWrite for Rewind {
     }
 }
 
-/// The `Date` header's value, formatted once a second per thread (as hyper
-/// does).
-mod date {
+/// The `Date` of an answer, formatted once a second per thread (as hyper
+/// does) and valid until the monotonic instant its second ends: an answer
+/// made within it takes the cached text without reading the wall clock
+/// (its instant is the router's own clock read).
+pub(crate) mod date {
     use std::cell::RefCell;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-    thread_local! {
-        static CACHED: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    struct Cached {
+        /// The text is of the second that ends at this instant.
+        until: Option<Instant>,
+        text: [u8; 29],
     }
 
-    pub(super) fn push(out: &mut Vec<u8>) {
-        let now = SystemTime::now();
-        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    thread_local! {
+        static CACHED: RefCell<Cached> = const { RefCell::new(Cached { until: None, text: [0; 29] }) };
+    }
+
+    /// Appends the IMF-fixdate of the answer made at `at` (an instant
+    /// already read, at most moments old).
+    pub(crate) fn push(out: &mut Vec<u8>, at: Instant) {
         CACHED.with(|c| {
             let mut c = c.borrow_mut();
-            if c.0 != secs {
+            if c.until.is_none_or(|until| at >= until) {
+                let now = SystemTime::now();
+                let into_second = now.duration_since(UNIX_EPOCH).map_or(Duration::ZERO, |d| {
+                    Duration::from_nanos(d.subsec_nanos().into())
+                });
                 let text = httpdate::fmt_http_date(now);
-                if text.len() == 29 {
-                    c.1.copy_from_slice(text.as_bytes());
-                    c.0 = secs;
-                } else {
+                if text.len() != 29 {
+                    c.until = None;
                     out.extend_from_slice(text.as_bytes());
                     return;
                 }
+                c.text.copy_from_slice(text.as_bytes());
+                // `at` is at or before `now`: the cache ends no later than
+                // the second does.
+                c.until = Some(at + (Duration::from_secs(1) - into_second));
             }
-            out.extend_from_slice(&c.1);
+            out.extend_from_slice(&c.text);
         });
     }
 }

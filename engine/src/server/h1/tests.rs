@@ -106,7 +106,14 @@ async fn spawn_counting(
                     };
                     res
                 };
-                let end = serve(&mut stream, deadlines, &stop, |req, _| echo(req), late).await;
+                let route = |req, _| async {
+                    let timing = crate::response::Timing {
+                        at: std::time::Instant::now(),
+                        total_micros: None,
+                    };
+                    (echo(req).await, timing)
+                };
+                let end = serve(&mut stream, deadlines, &stop, route, late).await;
                 if let End::Handover(read) = end {
                     handovers.fetch_add(1, Ordering::SeqCst);
                     let io = TokioIo::new(Rewind::new(read, stream));
@@ -502,7 +509,14 @@ fn answers_are_encoded_with_their_length_date_and_close() {
     let mut headers = http::HeaderMap::new();
     headers.insert("content-type", "application/json".parse().unwrap());
     headers.insert("content-length", "999".parse().unwrap());
-    encode(&mut out, StatusCode::NOT_FOUND, &headers, b"{}", true);
+    encode(
+        &mut out,
+        StatusCode::NOT_FOUND,
+        &headers,
+        b"{}",
+        true,
+        untimed(),
+    );
     let text = String::from_utf8(out).unwrap();
     assert!(text.starts_with("HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 2\r\ndate: "), "{text}");
     assert!(text.ends_with(" GMT\r\n\r\n{}"), "{text}");
@@ -517,6 +531,7 @@ fn answers_are_encoded_with_their_length_date_and_close() {
         &http::HeaderMap::new(),
         b"x",
         false,
+        untimed(),
     );
     let text = String::from_utf8(out).unwrap();
     assert!(
@@ -619,5 +634,111 @@ proptest::proptest! {
             parts.push(rest);
             same(&parts).await;
         });
+    }
+}
+
+/// The cached `Date` is the wall clock's second when the answer was made:
+/// taken at many instants over more than two seconds (so the cache turns
+/// over), it always names the second of the wall clock read just before or
+/// just after, never an older one.
+#[test]
+fn the_cached_date_follows_the_wall_clock() {
+    use std::time::{Duration, Instant, SystemTime};
+    let end = Instant::now() + Duration::from_millis(2_300);
+    let mut turned = 0;
+    let mut last = Vec::new();
+    while Instant::now() < end {
+        let before = httpdate::fmt_http_date(SystemTime::now());
+        let mut out = Vec::new();
+        super::date::push(&mut out, Instant::now());
+        let after = httpdate::fmt_http_date(SystemTime::now());
+        let got = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            got == before || got == after,
+            "{got} not in [{before}, {after}]"
+        );
+        if out != last {
+            turned += 1;
+            last = out;
+        }
+        std::thread::sleep(Duration::from_millis(7));
+    }
+    assert!(turned >= 3, "the text changed {turned} times over 2.3 s");
+}
+
+fn untimed() -> crate::response::Timing {
+    crate::response::Timing {
+        at: std::time::Instant::now(),
+        total_micros: None,
+    }
+}
+
+/// The fast path writes the router's total as it encodes (no header map
+/// rewrite); the bytes must be what encoding the answer after
+/// [`crate::response::total_timing`] gives: with no `server-timing`, one
+/// (`cache;desc=hit`) or two values, and around other headers.
+#[test]
+fn the_total_is_encoded_as_total_timing_would_add_it() {
+    use crate::response::{total_timing, Timing};
+    let at = std::time::Instant::now();
+    let maps: Vec<Vec<(&str, &str)>> = vec![
+        vec![],
+        vec![("content-type", "application/json")],
+        vec![
+            ("server-timing", "cache;desc=hit"),
+            ("content-type", "application/json"),
+        ],
+        vec![
+            ("content-type", "application/json"),
+            ("server-timing", "cache;desc=miss, store;dur=0.41"),
+        ],
+        vec![
+            ("server-timing", "a"),
+            ("x-other", "1"),
+            ("server-timing", "b"),
+        ],
+    ];
+    for micros in [0, 7, 999, 1_000, 12_345, 4_000_001] {
+        for map in &maps {
+            let mut res = Response::new(crate::response::Body::new(Bytes::from_static(b"{}")));
+            for (k, v) in map {
+                res.headers_mut().append(
+                    http::header::HeaderName::from_static(k),
+                    http::HeaderValue::from_static(v),
+                );
+            }
+            let mut fast = Vec::new();
+            let timed = Timing {
+                at,
+                total_micros: Some(micros),
+            };
+            encode(
+                &mut fast,
+                StatusCode::OK,
+                res.headers(),
+                b"{}",
+                false,
+                timed,
+            );
+            let res = total_timing(res, micros);
+            let mut slow = Vec::new();
+            let untimed = Timing {
+                at,
+                total_micros: None,
+            };
+            encode(
+                &mut slow,
+                StatusCode::OK,
+                res.headers(),
+                b"{}",
+                false,
+                untimed,
+            );
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(slow).unwrap(),
+                "{micros} µs over {map:?}"
+            );
+        }
     }
 }
