@@ -236,8 +236,22 @@ pub fn project_secret(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The `Authorization: Bearer …` value, if any.
+///
+/// Every authenticated hot-path call reads it: the usual spelling
+/// (`Bearer ` then the secret) is recognised by its first seven bytes,
+/// without searching for the space; any other takes the general split.
+/// `tests` hold the two equal.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    match v.as_bytes().get(..7) {
+        // "bearer" has no space, so the seventh byte is the first one.
+        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => v.get(7..).map(str::trim),
+        _ => bearer_general(v),
+    }
+}
+
+/// [`bearer`] for any spelling: split at the first space.
+fn bearer_general(v: &str) -> Option<&str> {
     let (scheme, rest) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
@@ -260,6 +274,50 @@ mod fuzz;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The usual spelling's shortcut answers as the general split does:
+    /// over schemes in any case, every byte after them (tab, DEL, high
+    /// bytes, spaces to trim), and values too short to hold a secret.
+    #[test]
+    fn bearer_answers_as_the_general_path() {
+        let mut values: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"Bearer".to_vec(),
+            b"Bearer ".to_vec(),
+            b"Bearer  ".to_vec(),
+            b"bearer x".to_vec(),
+            b"BEARER sk_live_abc".to_vec(),
+            b"Basic abc".to_vec(),
+            b"Bearerx abc".to_vec(),
+            b"Bearer\tabc".to_vec(),
+            b" Bearer abc".to_vec(),
+            b"Bearer  sk_abc \t ".to_vec(),
+            b"Bearer a b".to_vec(),
+        ];
+        for b in 0..=255u8 {
+            for at in [0, 5, 40] {
+                let mut secret = b"sk_test_0123456789abcdef0123456789abcdef0123".to_vec();
+                secret[at] = b;
+                values.push([b"Bearer ".as_slice(), &secret].concat());
+                values.push([b"bEaReR ".as_slice(), &secret].concat());
+                values.push([b"Token ".as_slice(), &secret].concat());
+            }
+        }
+        for v in values {
+            let Ok(value) = http::HeaderValue::from_bytes(&v) else {
+                continue;
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(AUTHORIZATION, value.clone());
+            assert_eq!(
+                bearer(&headers),
+                value.to_str().ok().and_then(bearer_general),
+                "{:?}",
+                String::from_utf8_lossy(&v)
+            );
+        }
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
 
     use qyzar_shared::deadline::DeadlineError;
 
