@@ -143,10 +143,7 @@ fn valid_body(s: &CachedSession, last_seen_at: i64) -> Bytes {
 }
 
 fn write_valid(out: &mut Vec<u8>, s: &CachedSession, last_seen_at: i64) {
-    let string = |out: &mut Vec<u8>, v: &str| {
-        // Escaping is serde_json's; writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, v);
-    };
+    use response::push_json_str as string;
     out.extend_from_slice(br#"{"valid":true,"sessionId":"#);
     string(out, s.session_id());
     out.extend_from_slice(br#","deviceId":"#);
