@@ -130,8 +130,7 @@ impl Fast {
     /// Serves `stream` on the fast path until it closes or hands over.
     async fn serve(&self, stream: &mut tokio::net::TcpStream, peer: SocketAddr) -> h1::End {
         let d = self.deadlines;
-        let route =
-            |req, budget| answer_within(budget, Arc::clone(&self.engine), PeerAddr(peer), req);
+        let route = |req| router::route_timed(&self.engine, Some(PeerAddr(peer)), req);
         // The body did not arrive in time: `408` if its own deadline is
         // the shorter, else the handler's `503` (as `answer_within` answers).
         let late = |body_first: bool| {

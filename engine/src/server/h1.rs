@@ -120,9 +120,19 @@ struct Head {
 }
 
 /// Serves `stream` until it closes or hands over. `route` makes the answer
-/// to a request within the time given (the rest of the handler deadline:
-/// the router behind `server::answer_within`); `late` makes the answer when the body
-/// deadline passes first (`408`, or `503` if the handler's is shorter).
+/// to a request (the router); `late` makes the answer when a deadline
+/// passes first: the body's (`408`, or `503` if the handler's is shorter)
+/// or, for a route still waiting, the handler's (`late(false)`, the `503`).
+///
+/// The route's future lives in this connection's own task, not in a box of
+/// its own: no allocation and copy of the router's state machine per
+/// request, and a route that waits (a store read, anti-ATO's durable write)
+/// is held to the handler deadline by the connection's one timer instead of
+/// a timer of its own. A route still waiting at the deadline is answered
+/// `503` with `connection: close`, then finishes in this task (as
+/// `server::answer_within` finishes it in a task of its own), so no route
+/// is cut off between two store writes; the connection's slot is held until
+/// it has, which bounds such routes by the connection cap.
 pub(crate) async fn serve<R, F>(
     stream: &mut TcpStream,
     deadlines: Deadlines,
@@ -131,7 +141,7 @@ pub(crate) async fn serve<R, F>(
     late: impl Fn(bool) -> Response<Body>,
 ) -> End
 where
-    R: Fn(Request<Body>, Duration) -> F,
+    R: Fn(Request<Body>) -> F,
     F: std::future::Future<Output = (Response<Body>, Timing)>,
 {
     let mut notified = Box::pin(stop.notify.notified());
@@ -198,8 +208,23 @@ where
             return conn.handover();
         };
         conn.start += total;
-        let (res, timing) = route(req, budget).await;
-        let close = close || stop.stopping() || wants_close(res.headers());
+        let mut routed = std::pin::pin!(route(req));
+        let Some((res, timing)) = conn.within(routed.as_mut(), budget).await else {
+            let timing = Timing {
+                at: std::time::Instant::now(),
+                total_micros: None,
+            };
+            if conn.answer(late(false), true, timing).await.is_ok() {
+                let _ = conn.stream.shutdown().await;
+            }
+            let _ = routed.await;
+            return End::Closed;
+        };
+        // A body's `408` leaves the connection unusable, as in hyper's path.
+        let close = close
+            || stop.stopping()
+            || res.status() == StatusCode::REQUEST_TIMEOUT
+            || wants_close(res.headers());
         let waited = match conn.answer(res, close, timing).await {
             Ok(waited) if !close => waited,
             _ => return End::Closed,
@@ -305,6 +330,39 @@ impl Conn<'_> {
             while timer.as_mut().poll(cx).is_ready() {
                 if Instant::now() >= deadline {
                     return Poll::Ready(Ok(Wait::Late));
+                }
+                timer.as_mut().reset(deadline);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Polls `routed` to its answer within `budget`: `None` once the budget
+    /// has passed. A route that answers at its first poll (a cache hit)
+    /// costs no clock read; one that waits is given a deadline then, kept
+    /// by the connection's timer, which is moved only if it would fire
+    /// later (the header deadline it holds is usually sooner).
+    async fn within<F: std::future::Future>(
+        &mut self,
+        mut routed: Pin<&mut F>,
+        budget: Duration,
+    ) -> Option<F::Output> {
+        let mut deadline = None;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(answer) = routed.as_mut().poll(cx) {
+                return Poll::Ready(Some(answer));
+            }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + budget);
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.deadline() > deadline {
+                timer.as_mut().reset(deadline);
+            }
+            while timer.as_mut().poll(cx).is_ready() {
+                if Instant::now() >= deadline {
+                    return Poll::Ready(None);
                 }
                 timer.as_mut().reset(deadline);
             }

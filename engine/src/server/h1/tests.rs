@@ -106,7 +106,7 @@ async fn spawn_counting(
                     };
                     res
                 };
-                let route = |req, _| async {
+                let route = |req| async {
                     let timing = crate::response::Timing {
                         at: std::time::Instant::now(),
                         total_micros: None,
@@ -741,4 +741,63 @@ fn the_total_is_encoded_as_total_timing_would_add_it() {
             );
         }
     }
+}
+
+/// A route still waiting at the handler deadline: the client gets the late
+/// answer (`503`) with `connection: close` and the end of the stream at
+/// once, while the route goes on in the connection's task and is not cut
+/// off: it finishes when what it waits for comes.
+#[tokio::test]
+async fn a_route_past_the_handler_deadline_is_answered_late_and_still_finishes() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (r, f) = (Arc::clone(&release), Arc::clone(&finished));
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let deadlines = Deadlines {
+            handler: Duration::from_millis(200),
+            ..DEADLINES
+        };
+        let route = |_req: Request<Body>| async {
+            r.notified().await;
+            f.store(true, Ordering::SeqCst);
+            (
+                Response::new(Body::new(Bytes::from_static(b"done"))),
+                untimed(),
+            )
+        };
+        let late = |_body_first: bool| {
+            let mut res = Response::new(Body::new(Bytes::from_static(b"late")));
+            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            res
+        };
+        serve(&mut stream, deadlines, &Stop::default(), route, late).await
+    });
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+        .await
+        .expect("the late answer and the end of the stream come while the route still waits")
+        .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(answer.ends_with("late"), "{answer}");
+    assert!(
+        !finished.load(Ordering::SeqCst),
+        "the route is still waiting"
+    );
+    release.notify_one();
+    let end = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the connection's task ends once the route has finished")
+        .unwrap();
+    assert!(matches!(end, End::Closed));
+    assert!(finished.load(Ordering::SeqCst), "the route ran to its end");
 }
