@@ -316,22 +316,8 @@ impl Conn<'_> {
                     }
                 }
             }
-            let deadline = self.deadline;
-            let timer = self
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-            // Deadlines mostly move later (the header one after each
-            // answer), and then the timer is left alone; a body deadline
-            // can come before the header one it replaces (an idle timeout
-            // configured longer than the body's), and then it is moved.
-            if timer.deadline() > deadline {
-                timer.as_mut().reset(deadline);
-            }
-            while timer.as_mut().poll(cx).is_ready() {
-                if Instant::now() >= deadline {
-                    return Poll::Ready(Ok(Wait::Late));
-                }
-                timer.as_mut().reset(deadline);
+            if passed(&mut self.timer, self.deadline, cx) {
+                return Poll::Ready(Ok(Wait::Late));
             }
             Poll::Pending
         })
@@ -354,17 +340,8 @@ impl Conn<'_> {
                 return Poll::Ready(Some(answer));
             }
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + budget);
-            let timer = self
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-            if timer.deadline() > deadline {
-                timer.as_mut().reset(deadline);
-            }
-            while timer.as_mut().poll(cx).is_ready() {
-                if Instant::now() >= deadline {
-                    return Poll::Ready(None);
-                }
-                timer.as_mut().reset(deadline);
+            if passed(&mut self.timer, deadline, cx) {
+                return Poll::Ready(None);
             }
             Poll::Pending
         })
@@ -422,6 +399,27 @@ impl Conn<'_> {
         self.stream.write_all(&self.out[sent..]).await?;
         Ok(true)
     }
+}
+
+/// Whether `deadline` has passed, kept by a connection's one timer: armed at
+/// the first wait, moved earlier when `deadline` comes before it, moved on
+/// when it fires before `deadline`. Until then `cx` is woken at the
+/// deadline. Deadlines mostly move later (the header one after each
+/// answer), and then the timer is left alone; a body or handler deadline can
+/// come before the header one it replaces (an idle timeout configured
+/// longer than the body's), and then it is moved.
+fn passed(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant, cx: &mut Context<'_>) -> bool {
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
+    while timer.as_mut().poll(cx).is_ready() {
+        if Instant::now() >= deadline {
+            return true;
+        }
+        timer.as_mut().reset(deadline);
+    }
+    false
 }
 
 /// The bytes of a [`Body`]: one frame, ready at once.
