@@ -382,10 +382,10 @@ mod tests {
 
     use crate::state::Engine;
 
-    /// The server boxes the router's future for every request (to finish
-    /// it in the background past the handler deadline), so its size is
-    /// allocated and copied on every call of every route: it is the size of
-    /// the largest route's state machine unless that route is boxed on its
+    /// The router's future is copied into place for every request (into
+    /// the connection's task on the fast path, into a box on hyper's), so
+    /// its size is paid on every call of every route: it is the size of the
+    /// largest route's state machine unless that route is boxed on its
     /// own. `/connect` and the anti-ATO routes made it 3 360 bytes; a route
     /// that grows past this bound should be boxed in `dispatch` too.
     #[test]
