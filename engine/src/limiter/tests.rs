@@ -566,3 +566,24 @@ fn in_place_and_general_paths_agree() {
     assert!(took_in_place > 1_000, "the in-place path must be exercised");
     assert_eq!(in_place.stats(), small.stats());
 }
+
+/// The time of an instant already read (rate-limit-check passes the
+/// router's arrival instant) is on the same scale as `now_nanos`: between
+/// the readings taken around it, later for a later instant, and zero for an
+/// instant before the limiter was made (never a wrap to a far future).
+#[test]
+fn nanos_at_an_instant_is_on_now_nanos_scale() {
+    let before_limiter = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(2));
+    let l = Limiter::default();
+    assert_eq!(l.nanos_at(before_limiter), 0);
+    std::thread::sleep(Duration::from_millis(2));
+    let lo = l.now_nanos();
+    let at = std::time::Instant::now();
+    let hi = l.now_nanos();
+    let n = l.nanos_at(at);
+    assert!(lo <= n && n <= hi, "{lo} <= {n} <= {hi}");
+    assert!(n >= 2_000_000, "counted from the limiter's making: {n}");
+    let later = at + Duration::from_secs(3);
+    assert_eq!(l.nanos_at(later) - n, 3_000_000_000);
+}
