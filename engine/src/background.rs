@@ -13,6 +13,18 @@
 //! keeps writing, loses only that tenant's excess, and another tenant's
 //! writes still get into the batch (a single shared queue let one tenant's
 //! burst fill it for everyone).
+//!
+//! **Denies are sampled, not cut.** Past its share in one batch, a
+//! project's deny events are a uniform random sample of all it was denied
+//! since the last flush (reservoir sampling), so the dashboard's top
+//! buckets and keys, read from the newest rows, describe the whole flood
+//! and not its first half-second's few thousand calls. The share is small
+//! on purpose: each row is a store write, and at 5 000 rows a project per
+//! flush the engine's store writer spent 5–10 ms at a stretch on one
+//! flooding tenant's denies, on the core that serves every tenant
+//! (BENCHMARKS.md, "Rate-limit-check's tail: one tenant's deny events").
+//! A deny that is not kept costs its call one lock and no allocation: the
+//! event is built only when it goes into the sample.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,8 +43,10 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 pub const MAX_PENDING: usize = 200_000;
 /// Sessions one project may have pending touches for.
 pub const TOUCHES_PER_PROJECT: usize = 20_000;
-/// Deny events one project may have pending.
-pub const DENIES_PER_PROJECT: usize = 5_000;
+/// Deny events one project may have pending in one batch: a uniform
+/// sample of its denies since the last flush when there were more (at
+/// most 512 rows a second; the dashboard reads the newest 1 000).
+pub const DENIES_PER_PROJECT: usize = 256;
 /// Distinct device-days one project may have pending, so a tenant opening
 /// sessions from millions of fresh fingerprints cannot crowd another
 /// tenant's devices out of a batch or grow it without bound.
@@ -52,6 +66,8 @@ struct Shared {
     closed: AtomicBool,
     dropped: AtomicU64,
     dropped_devices: AtomicU64,
+    /// Deny events left out of (or replaced in) a project's sample.
+    sampled_out: AtomicU64,
 }
 
 impl Shared {
@@ -69,6 +85,7 @@ impl Background {
             closed: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             dropped_devices: AtomicU64::new(0),
+            sampled_out: AtomicU64::new(0),
         });
         let task = tokio::spawn(writer(store, Arc::clone(&shared)));
         Self {
@@ -99,10 +116,24 @@ impl Background {
         self.count(added, true);
     }
 
-    /// Queues a deny event for analytics.
-    pub fn deny(&self, event: DenyEvent) {
-        let added = self.shared.batch().deny(event);
-        self.count(added, false);
+    /// Queues a deny event of `project` for analytics; `event` is called
+    /// only if the event goes into the project's sample (see the module
+    /// docs), so a flood's unkept denies allocate nothing.
+    pub fn deny(&self, project: &ProjectId, event: impl FnOnce() -> DenyEvent) {
+        match self.shared.batch().deny(project, event) {
+            Kept::Yes => {}
+            Kept::SampledOut => {
+                self.shared.sampled_out.fetch_add(1, Ordering::Relaxed);
+            }
+            Kept::Dropped => self.count(false, false),
+        }
+    }
+
+    /// Deny events left out of their project's sample since start: the
+    /// project was denied more than [`DENIES_PER_PROJECT`] times between
+    /// two flushes.
+    pub fn denies_sampled_out(&self) -> u64 {
+        self.shared.sampled_out.load(Ordering::Relaxed)
     }
 
     fn count(&self, added: bool, device: bool) {
@@ -153,13 +184,26 @@ impl Background {
 #[derive(Default)]
 struct Share {
     touches: usize,
-    denies: usize,
+    /// Its denies since the batch began, kept or not: the reservoir's count.
+    denies_seen: u64,
+}
+
+/// Whether a deny event went into the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// Into the project's sample (appended, or replacing a sampled one).
+    Yes,
+    /// Not chosen for the project's full sample.
+    SampledOut,
+    /// The whole batch was full.
+    Dropped,
 }
 
 #[derive(Default)]
 struct Batch {
     touches: HashMap<SessionId, (ProjectId, i64, i64)>,
-    denies: Vec<DenyEvent>,
+    /// Per project, its sample of deny events.
+    denies: HashMap<ProjectId, Vec<DenyEvent>>,
     /// Per project, its device-days by (device, day).
     devices: HashMap<ProjectId, HashMap<(DeviceId, i64), DeviceDay>>,
     /// Per project, its pending touches and denies.
@@ -202,19 +246,55 @@ impl Batch {
         true
     }
 
-    /// Adds a deny event; `false` when it was dropped.
-    fn deny(&mut self, event: DenyEvent) -> bool {
-        if self.full() {
-            return false;
+    /// Adds a deny event of `project` to its sample (Algorithm R: the
+    /// n-th deny of a full sample replaces a random one with probability
+    /// `DENIES_PER_PROJECT / n`, so every deny of the batch's time is
+    /// equally likely to be kept). `event` runs only for a kept one.
+    fn deny(&mut self, project: &ProjectId, event: impl FnOnce() -> DenyEvent) -> Kept {
+        let seen = match self.shares.get_mut(project) {
+            Some(share) => {
+                share.denies_seen += 1;
+                share.denies_seen
+            }
+            None => {
+                if self.full() {
+                    return Kept::Dropped;
+                }
+                self.shares.insert(
+                    project.clone(),
+                    Share {
+                        denies_seen: 1,
+                        ..Share::default()
+                    },
+                );
+                1
+            }
+        };
+        let full = self.full();
+        let held = self.denies.get_mut(project);
+        let len = held.as_ref().map_or(0, |h| h.len());
+        if len < DENIES_PER_PROJECT {
+            if full {
+                return Kept::Dropped;
+            }
+            self.entries += 1;
+            let e = event();
+            match held {
+                Some(h) => h.push(e),
+                None => {
+                    self.denies.insert(project.clone(), vec![e]);
+                }
+            }
+            return Kept::Yes;
         }
-        let share = self.shares.entry(event.project_id.clone()).or_default();
-        if share.denies >= DENIES_PER_PROJECT {
-            return false;
+        let slot = fastrand::u64(..seen);
+        match (usize::try_from(slot), held) {
+            (Ok(i), Some(h)) if i < h.len() => {
+                h[i] = event();
+                Kept::Yes
+            }
+            _ => Kept::SampledOut,
         }
-        share.denies += 1;
-        self.entries += 1;
-        self.denies.push(event);
-        true
     }
 
     /// Adds (or merges) a device-day; `false` when it was dropped.
@@ -246,11 +326,11 @@ impl Batch {
                 tracing::warn!(error = %e, rows = rows.len(), "device index not updated");
             }
         }
-        if !self.denies.is_empty() {
-            if let Err(e) = store.record_deny_events(&self.denies).await {
-                tracing::warn!(error = %e, events = self.denies.len(), "deny events not recorded");
+        let denies: Vec<DenyEvent> = self.denies.drain().flat_map(|(_, d)| d).collect();
+        if !denies.is_empty() {
+            if let Err(e) = store.record_deny_events(&denies).await {
+                tracing::warn!(error = %e, events = denies.len(), "deny events not recorded");
             }
-            self.denies.clear();
         }
         for w in self.waiters.drain(..) {
             let _ = w.send(());
@@ -336,11 +416,10 @@ mod tests {
     fn one_tenants_flood_leaves_room_for_another() {
         let mut batch = Batch::default();
         let (noisy, quiet) = (ProjectId::generate(), ProjectId::generate());
-        let mut kept = 0;
         for n in 0..DENIES_PER_PROJECT * 3 {
-            kept += usize::from(batch.deny(deny(&noisy, n)));
+            batch.deny(&noisy, || deny(&noisy, n));
         }
-        assert_eq!(kept, DENIES_PER_PROJECT);
+        assert_eq!(batch.denies[&noisy].len(), DENIES_PER_PROJECT);
         let first = SessionId::generate();
         assert!(batch.touch(&noisy, &first, 1, 2));
         for _ in 0..TOUCHES_PER_PROJECT + 10 {
@@ -352,9 +431,52 @@ mod tests {
             "a pending session coalesces"
         );
         assert_eq!(batch.touches[&first].1, 5);
-        assert!(batch.deny(deny(&quiet, 0)));
+        assert_eq!(batch.deny(&quiet, || deny(&quiet, 0)), Kept::Yes);
         assert!(batch.touch(&quiet, &SessionId::generate(), 1, 2));
-        assert_eq!(batch.denies.len(), DENIES_PER_PROJECT + 1);
+        assert_eq!(batch.denies[&quiet].len(), 1);
+        assert_eq!(batch.entries, TOUCHES_PER_PROJECT + DENIES_PER_PROJECT + 2);
+    }
+
+    /// Past its share, a project's denies are a uniform sample of all of
+    /// them: the late ones are as likely to be kept as the early ones
+    /// (a cut would keep only the first), and an event that is not kept
+    /// is never built.
+    #[test]
+    fn a_flood_of_denies_is_sampled_uniformly_and_unkept_ones_are_not_built() {
+        fastrand::seed(7);
+        let mut batch = Batch::default();
+        let p = ProjectId::generate();
+        let total = DENIES_PER_PROJECT * 20;
+        let mut built = 0;
+        let mut sampled_out = 0;
+        for n in 0..total {
+            let kept = batch.deny(&p, || {
+                built += 1;
+                deny(&p, n)
+            });
+            assert_ne!(kept, Kept::Dropped);
+            sampled_out += usize::from(kept == Kept::SampledOut);
+        }
+        let held = &batch.denies[&p];
+        assert_eq!(held.len(), DENIES_PER_PROJECT);
+        assert_eq!(batch.entries, DENIES_PER_PROJECT);
+        // The expected number built is k(1 + ln(n/k)), about 4k here.
+        assert_eq!(built + sampled_out, total);
+        assert!(built < total / 3, "{built} of {total} built");
+        // Kept events by quarter of the flood: about 64 each.
+        let base = 1_700_000_000_000;
+        let mut quarters = [0usize; 4];
+        for e in held {
+            quarters[(e.at - base) as usize * 4 / total] += 1;
+        }
+        for q in quarters {
+            assert!((32..=96).contains(&q), "{quarters:?}");
+        }
+        // Each kept event is a distinct deny of the flood.
+        let mut ats: Vec<i64> = held.iter().map(|e| e.at).collect();
+        ats.sort_unstable();
+        ats.dedup();
+        assert_eq!(ats.len(), DENIES_PER_PROJECT);
     }
 
     /// The whole batch is bounded too: past [`MAX_PENDING`] entries nothing
@@ -366,14 +488,15 @@ mod tests {
         while !batch.full() {
             let p = ProjectId::generate();
             for _ in 0..DENIES_PER_PROJECT {
-                if !batch.deny(deny(&p, n)) {
+                if batch.deny(&p, || deny(&p, n)) == Kept::Dropped {
                     break;
                 }
                 n += 1;
             }
         }
         assert_eq!(batch.entries, MAX_PENDING);
-        assert!(!batch.deny(deny(&ProjectId::generate(), 0)));
+        let late = ProjectId::generate();
+        assert_eq!(batch.deny(&late, || deny(&late, 0)), Kept::Dropped);
         assert!(!batch.touch(&ProjectId::generate(), &SessionId::generate(), 1, 2));
     }
 }

@@ -433,6 +433,11 @@ fn metrics(engine: &Engine) -> Response<Body> {
             engine.background.dropped() as f64,
         ),
         (
+            "qyzar_deny_events_sampled_out",
+            "Rate-limit and anti-ATO deny events not recorded since start because their project was denied more than its share of calls between two flushes; what is recorded is a uniform sample of them.",
+            engine.background.denies_sampled_out() as f64,
+        ),
+        (
             "qyzar_store_ready",
             "Whether the data store is connected: 0 while it is still being connected in the background (store routes answer 503 store_unavailable meanwhile).",
             if engine.store.ready() { 1.0 } else { 0.0 },

@@ -477,7 +477,7 @@ async fn run(
         decide::Action::Block => Some(ATO_BLOCK_BUCKET),
     };
     if let Some(bucket) = refused {
-        engine.background.deny(qyzar_store::DenyEvent {
+        engine.background.deny(&project, || qyzar_store::DenyEvent {
             project_id: project.clone(),
             at: now,
             bucket: bucket.to_owned(),

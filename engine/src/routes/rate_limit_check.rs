@@ -361,7 +361,7 @@ fn run(
     if !decision.allowed && !input.dry_run && input.analytics.unwrap_or(rules.analytics_on_deny) {
         if let Some(i) = decision.denied_by {
             let (prefix, field) = b.name(i);
-            engine.background.deny(DenyEvent {
+            engine.background.deny(&project, || DenyEvent {
                 project_id: project.clone(),
                 at: now,
                 bucket: format!("{prefix}{field}"),

@@ -319,6 +319,7 @@ async fn metrics_ping_and_unknown_routes_on_the_internal_port() {
         "qyzar_session_cache_hits ",
         "qyzar_session_cache_misses ",
         "qyzar_background_dropped_writes ",
+        "qyzar_deny_events_sampled_out 0",
         "qyzar_limiter_entries ",
     ] {
         assert!(r.text.contains(gauge), "missing {gauge:?} in\n{}", r.text);

@@ -618,6 +618,9 @@ impl<'txn> Tables<'txn> {
                 Ok(Ok(Outcome::Done))
             }
             Op::RecordDenies(events) => {
+                // Many projects' samples in one op: the core is yielded
+                // between slices of it, as for the attempt log's rows.
+                let mut pace = Pace::default();
                 for e in events {
                     *seq = seq.wrapping_add(1);
                     let key = Key::new()
@@ -625,18 +628,30 @@ impl<'txn> Tables<'txn> {
                         .newest_first(e.at)
                         .u64(*seq)
                         .into_bytes();
+                    let row = encode(&e);
                     self.put_row(
                         Tag::Deny,
                         &key,
-                        &encode(&e),
+                        &row,
                         e.at.saturating_add(DENY_EVENT_RETENTION_MS),
                     )?;
+                    pace.wrote(key.len() + row.len());
                 }
                 Ok(Ok(Outcome::Done))
             }
             Op::RecordDeviceDays(rows) => {
+                let mut pace = Pace::default();
                 for row in rows {
                     self.merge_device_day(&row)?;
+                    // About its stored size: the strings and some 64
+                    // bytes of numbers and framing.
+                    pace.wrote(
+                        row.device_id.as_str().len()
+                            + row.browser.len()
+                            + row.os.len()
+                            + row.platform.len()
+                            + 64,
+                    );
                 }
                 Ok(Ok(Outcome::Done))
             }
