@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
-use qyzar_store::{DataStore, DenyEvent, DeviceDay};
+use qyzar_store::{DataStore, DenyEvent, DeviceDay, SessionTouch};
 use tokio::sync::{oneshot, Notify};
 
 /// How often pending writes go to the store.
@@ -315,9 +315,29 @@ impl Batch {
     }
 
     async fn write(&mut self, store: &dyn DataStore) {
-        for (session, (project, seen, exp)) in self.touches.drain() {
-            if let Err(e) = store.touch_session(&project, &session, seen, exp).await {
-                tracing::warn!(error = %e, "last-seen update failed");
+        // All at once: the store writes them in a few transactions instead
+        // of one each (`DataStore::touch_sessions`).
+        let touches: Vec<SessionTouch> = self
+            .touches
+            .drain()
+            .map(
+                |(session, (project, last_seen_at, expires_at))| SessionTouch {
+                    project,
+                    session,
+                    last_seen_at,
+                    expires_at,
+                },
+            )
+            .collect();
+        if !touches.is_empty() {
+            let failed = store
+                .touch_sessions(&touches)
+                .await
+                .into_iter()
+                .filter_map(Result::err)
+                .collect::<Vec<_>>();
+            if let Some(e) = failed.first() {
+                tracing::warn!(error = %e, failed = failed.len(), of = touches.len(), "last-seen updates failed");
             }
         }
         for (_, rows) in self.devices.drain() {

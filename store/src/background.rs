@@ -19,7 +19,7 @@ use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
 
 use super::{
     AtoProfile, DataStore, DenyEvent, DeviceDay, EntropySnapshot, LimitUsage, LoginAttempt,
-    ProfileUpdate, Session, StoreError,
+    ProfileUpdate, Session, SessionTouch, StoreError,
 };
 
 /// First wait between connect attempts.
@@ -113,6 +113,13 @@ impl DataStore for BackgroundStore {
         self.store()?
             .touch_session(project, session, last_seen_at, expires_at)
             .await
+    }
+
+    async fn touch_sessions(&self, touches: &[SessionTouch]) -> Vec<Result<bool, StoreError>> {
+        match self.store() {
+            Ok(store) => store.touch_sessions(touches).await,
+            Err(e) => touches.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 
     async fn revoke_session(

@@ -36,7 +36,7 @@ use super::model::check_identifier;
 use super::{
     check_ato_write, check_expiry, check_touch, expire_profile, now_ms, profile_is_empty,
     AtoProfile, DataStore, DenyEvent, DeviceDay, EntropySnapshot, LoginAttempt, ProfileUpdate,
-    Session, StoreError, DEVICE_DAY_SHARDS,
+    Session, SessionTouch, StoreError, DEVICE_DAY_SHARDS,
 };
 
 mod ato_writer;
@@ -54,6 +54,11 @@ mod writer;
 /// bound; 8192 is several full batches. A project holds at most a quarter
 /// of them ([`slots`]).
 const MAX_QUEUED_WRITES: usize = 8192;
+
+/// Touches per transaction of [`EmbeddedStore::touch_sessions`]: each is
+/// a session row's read and rewrite (a few µs), so a chunk is a
+/// millisecond or two of the writer's time, yielded in slices.
+const TOUCH_CHUNK: usize = 512;
 
 /// The embedded store. Cheap to clone; all clones share one writer.
 #[derive(Clone)]
@@ -349,6 +354,35 @@ impl DataStore for EmbeddedStore {
             expires_at,
         };
         self.found(op).await
+    }
+
+    /// Chunks of [`TOUCH_CHUNK`] touches, each one write: one transaction
+    /// and one wake of the writer, and no write slot per touch (the
+    /// engine's own batch, as deny events). Invalid touches are answered
+    /// without being sent.
+    async fn touch_sessions(&self, touches: &[SessionTouch]) -> Vec<Result<bool, StoreError>> {
+        let now = now_ms();
+        let mut out: Vec<Result<bool, StoreError>> = touches
+            .iter()
+            .map(|t| check_touch(t.last_seen_at, t.expires_at, now).map(|()| false))
+            .collect();
+        let valid: Vec<usize> = (0..touches.len()).filter(|&i| out[i].is_ok()).collect();
+        for chunk in valid.chunks(TOUCH_CHUNK) {
+            let op = Op::TouchSessions(chunk.iter().map(|&i| touches[i].clone()).collect());
+            match self.write(op).await {
+                Ok(Outcome::Touched(answers)) if answers.len() == chunk.len() => {
+                    for (&i, a) in chunk.iter().zip(answers) {
+                        out[i] = a;
+                    }
+                }
+                Ok(other) => {
+                    let e = unexpected(&other);
+                    chunk.iter().for_each(|&i| out[i] = Err(e.clone()));
+                }
+                Err(e) => chunk.iter().for_each(|&i| out[i] = Err(e.clone())),
+            }
+        }
+        out
     }
 
     async fn revoke_session(

@@ -44,6 +44,7 @@ macro_rules! conformance {
 
 conformance!(
     session_put_get_touch_revoke,
+    sessions_touched_in_one_batch_answer_each_as_alone,
     session_and_revocation_expire,
     trusted_identifiers_are_an_idempotent_sorted_set,
     trusted_identifiers_survive_concurrent_writers,
@@ -146,7 +147,9 @@ mod suite {
     };
     use futures::future::join_all;
     use qyzar_shared::ids::{DeviceId, ProjectId, SessionId};
-    use qyzar_store::{DenyEvent, DeviceInfo, EntropySnapshot, LoginAttempt, Risk, Session};
+    use qyzar_store::{
+        DenyEvent, DeviceInfo, EntropySnapshot, LoginAttempt, Risk, Session, SessionTouch,
+    };
 
     use super::*;
 
@@ -303,6 +306,78 @@ mod suite {
             None,
             "revoke must not create a session"
         );
+    }
+
+    /// The engine's last-seen batch: more touches than one embedded
+    /// transaction takes (512), answered one by one in their order, each
+    /// as `touch_session` alone would (unknown, revoked and invalid ones
+    /// included, none of them failing the rest).
+    pub(super) async fn sessions_touched_in_one_batch_answer_each_as_alone(store: &dyn DataStore) {
+        let p = ProjectId::generate();
+        let sessions: Vec<Session> = (0..600).map(|_| session(&p, 60_000)).collect();
+        join_all(sessions.iter().map(|s| store.put_session(s)))
+            .await
+            .into_iter()
+            .for_each(|r| r.expect("put"));
+        let revoked = &sessions[100];
+        assert!(store
+            .revoke_session(&p, &revoked.session_id)
+            .await
+            .expect("revoke"));
+        let t = now();
+        let mut touches: Vec<SessionTouch> = sessions
+            .iter()
+            .map(|s| SessionTouch {
+                project: p.clone(),
+                session: s.session_id.clone(),
+                last_seen_at: t,
+                expires_at: t + 120_000,
+            })
+            .collect();
+        // Unknown, then invalid (beyond the longest lifetime), mid-batch.
+        touches.insert(
+            300,
+            SessionTouch {
+                project: p.clone(),
+                session: SessionId::generate(),
+                last_seen_at: t,
+                expires_at: t + 1_000,
+            },
+        );
+        touches.insert(
+            520,
+            SessionTouch {
+                expires_at: t + 400 * DAY_MS,
+                ..touches[0].clone()
+            },
+        );
+        let answers = store.touch_sessions(&touches).await;
+        assert_eq!(answers.len(), touches.len());
+        for (i, a) in answers.iter().enumerate() {
+            match i {
+                300 => assert_eq!(a, &Ok(false), "unknown"),
+                520 => assert!(matches!(a, Err(StoreError::Invalid(_))), "{a:?}"),
+                100 => assert_eq!(a, &Ok(false), "revoked"),
+                _ => assert_eq!(a, &Ok(true), "touch {i}"),
+            }
+        }
+        for (i, s) in sessions.iter().enumerate() {
+            let got = store
+                .get_session(&p, &s.session_id)
+                .await
+                .expect("get")
+                .expect("present");
+            if i == 100 {
+                assert!(got.revoked, "a touch must not clear a revocation");
+                assert_eq!(got.expires_at, s.expires_at);
+            } else {
+                assert_eq!(
+                    (got.last_seen_at, got.expires_at),
+                    (t, t + 120_000),
+                    "session {i}"
+                );
+            }
+        }
     }
 
     pub(super) async fn session_and_revocation_expire(store: &dyn DataStore) {
