@@ -9,12 +9,16 @@
 # Environment:
 #   QYZAR_CACHE     cache root (default ~/.cache/qyzar); the cluster lives in $QYZAR_CACHE/pg
 #   QYZAR_PG_DIR    cluster root instead of $QYZAR_CACHE/pg
-#   QYZAR_PG_PORT   TCP port on 127.0.0.1 (default 55432)
+#   QYZAR_PG_PORT   TCP port on 127.0.0.1 (default 15432: below Linux's
+#                   ephemeral range, 32768-60999, so a client socket of a load
+#                   test cannot be holding it when the server starts; 55432,
+#                   the earlier default, was once, and the start failed with
+#                   "Address already in use")
 set -euo pipefail
 
 QYZAR_CACHE="${QYZAR_CACHE:-$HOME/.cache/qyzar}"
 PG_HOST="127.0.0.1"
-PG_PORT="${QYZAR_PG_PORT:-55432}"
+PG_PORT="${QYZAR_PG_PORT:-15432}"
 PG_USER="qyzar"
 PG_DB="qyzar_test"
 
