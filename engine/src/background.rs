@@ -340,22 +340,56 @@ impl Batch {
                 tracing::warn!(error = %e, failed = failed.len(), of = touches.len(), "last-seen updates failed");
             }
         }
-        for (_, rows) in self.devices.drain() {
-            let rows: Vec<DeviceDay> = rows.into_values().collect();
-            if let Err(e) = store.record_device_days(&rows).await {
-                tracing::warn!(error = %e, rows = rows.len(), "device index not updated");
+        // Every project's rows together, in chunks: a store call (one
+        // embedded transaction) per project made a flush of a thousand
+        // tenants' devices a thousand commits. A row the store would refuse
+        // is dropped alone, so one project's bad row cannot cost another
+        // project its rows.
+        let devices: Vec<DeviceDay> = self
+            .devices
+            .drain()
+            .flat_map(|(_, rows)| rows.into_values())
+            .collect();
+        for chunk in valid(devices, DeviceDay::validate, "device-day").chunks(WRITE_CHUNK) {
+            if let Err(e) = store.record_device_days(chunk).await {
+                tracing::warn!(error = %e, rows = chunk.len(), "device index not updated");
             }
         }
         let denies: Vec<DenyEvent> = self.denies.drain().flat_map(|(_, d)| d).collect();
-        if !denies.is_empty() {
-            if let Err(e) = store.record_deny_events(&denies).await {
-                tracing::warn!(error = %e, events = denies.len(), "deny events not recorded");
+        for chunk in valid(denies, DenyEvent::validate, "deny event").chunks(WRITE_CHUNK) {
+            if let Err(e) = store.record_deny_events(chunk).await {
+                tracing::warn!(error = %e, events = chunk.len(), "deny events not recorded");
             }
         }
         for w in self.waiters.drain(..) {
             let _ = w.send(());
         }
     }
+}
+
+/// Rows of one store call for device-days and deny events: one embedded
+/// transaction of a few milliseconds at most.
+const WRITE_CHUNK: usize = 1024;
+
+/// `rows` without those `check` refuses (logged, with how many).
+fn valid<T>(
+    mut rows: Vec<T>,
+    check: impl Fn(&T) -> Result<(), qyzar_store::StoreError>,
+    what: &str,
+) -> Vec<T> {
+    let before = rows.len();
+    let mut first = None;
+    rows.retain(|r| match check(r) {
+        Ok(()) => true,
+        Err(e) => {
+            first.get_or_insert(e);
+            false
+        }
+    });
+    if let Some(e) = first {
+        tracing::warn!(error = %e, dropped = before - rows.len(), "{what} rows refused before writing");
+    }
+    rows
 }
 
 /// Every [`FLUSH_EVERY`] (or when a flush asks), swaps the pending batch
@@ -497,6 +531,28 @@ mod tests {
         ats.sort_unstable();
         ats.dedup();
         assert_eq!(ats.len(), DENIES_PER_PROJECT);
+    }
+
+    /// One project's row that the store would refuse is dropped alone:
+    /// the other projects' deny events in the same flush are written.
+    #[tokio::test]
+    async fn a_bad_row_of_one_project_does_not_cost_another_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = qyzar_store::EmbeddedStore::open(dir.path().join("d.redb")).unwrap();
+        let (bad, good) = (ProjectId::generate(), ProjectId::generate());
+        let mut batch = Batch::default();
+        let mut e = deny(&bad, 1);
+        e.bucket = "b".repeat(10_000);
+        batch.deny(&bad, || e);
+        batch.deny(&good, || deny(&good, 2));
+        batch.write(&store).await;
+        let got = store.list_deny_events(&good, 0, 10).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(store
+            .list_deny_events(&bad, 0, 10)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     /// The whole batch is bounded too: past [`MAX_PENDING`] entries nothing

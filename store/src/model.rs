@@ -245,7 +245,10 @@ impl DeviceDay {
         self.first_seen = first;
     }
 
-    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+    /// What both stores refuse in a row (`Invalid`): public so that a
+    /// batch of many projects' rows can drop a bad one alone rather than
+    /// have the store refuse the whole call.
+    pub fn validate(&self) -> Result<(), StoreError> {
         check_time("first_seen", self.first_seen)?;
         if self.first_seen > self.last_seen {
             return Err(StoreError::Invalid("first_seen is after last_seen".into()));
@@ -361,7 +364,10 @@ impl LoginAttempt {
 }
 
 impl DenyEvent {
-    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+    /// What both stores refuse in an event (`Invalid`): public so that a
+    /// batch of many projects' events can drop a bad one alone rather than
+    /// have the store refuse the whole call.
+    pub fn validate(&self) -> Result<(), StoreError> {
         check_time("at", self.at)?;
         check_len("bucket", &self.bucket, MAX_LABEL_BYTES)?;
         check_key("key", &self.key)?;
