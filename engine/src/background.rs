@@ -533,6 +533,64 @@ mod tests {
         assert_eq!(ats.len(), DENIES_PER_PROJECT);
     }
 
+    /// A flush writes every pending touch through the store's batch call:
+    /// each session's last-seen and expiry move, in one flush, however many
+    /// projects they belong to; an unknown session changes nothing.
+    #[tokio::test]
+    async fn a_flush_moves_every_touched_session_in_the_store() {
+        use qyzar_store::{DeviceInfo, Risk, Session};
+        let dir = tempfile::tempdir().unwrap();
+        let store = qyzar_store::EmbeddedStore::open(dir.path().join("d.redb")).unwrap();
+        let now = qyzar_shared::time::now_ms();
+        let sessions: Vec<Session> = (0..700)
+            .map(|i| Session {
+                project_id: if i % 2 == 0 {
+                    ProjectId::generate()
+                } else {
+                    ProjectId::parse("prj_0123456789abcdefghijkl").unwrap()
+                },
+                session_id: SessionId::generate(),
+                token_hash: [7; 32],
+                device_id: DeviceId::generate(),
+                created_at: now - 120_000,
+                expires_at: now + 600_000,
+                last_seen_at: now - 120_000,
+                revoked: false,
+                ip: None,
+                risk: Risk::default(),
+                device: DeviceInfo {
+                    browser: "Chrome".into(),
+                    os: "Linux".into(),
+                    platform: "desktop".into(),
+                    region: None,
+                },
+            })
+            .collect();
+        for s in &sessions {
+            store.put_session(s).await.unwrap();
+        }
+        let mut batch = Batch::default();
+        for s in &sessions {
+            assert!(batch.touch(&s.project_id, &s.session_id, now, now + 900_000));
+        }
+        let stranger = (ProjectId::generate(), SessionId::generate());
+        assert!(batch.touch(&stranger.0, &stranger.1, now, now + 900_000));
+        batch.write(&store).await;
+        assert!(batch.touches.is_empty());
+        for s in &sessions {
+            let got = store
+                .get_session(&s.project_id, &s.session_id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((got.last_seen_at, got.expires_at), (now, now + 900_000));
+        }
+        assert_eq!(
+            store.get_session(&stranger.0, &stranger.1).await.unwrap(),
+            None
+        );
+    }
+
     /// One project's row that the store would refuse is dropped alone:
     /// the other projects' deny events in the same flush are written.
     #[tokio::test]
