@@ -379,8 +379,6 @@ pub(crate) fn check_expiry(expires_at: i64, now: i64) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// A touch may not push a session past the lifetime cap; an `expires_at`
-/// already past is allowed (it simply extends nothing).
 /// One session's last-seen move, for [`DataStore::touch_sessions`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionTouch {
@@ -397,6 +395,8 @@ pub struct SessionTouch {
 /// Touches [`DataStore::touch_sessions`]'s default has in flight at once.
 pub const TOUCH_CONCURRENCY: usize = 64;
 
+/// A touch may not push a session past the lifetime cap; an `expires_at`
+/// already past is allowed (it simply extends nothing).
 pub(crate) fn check_touch(last_seen_at: i64, expires_at: i64, now: i64) -> Result<(), StoreError> {
     if last_seen_at < 0 || expires_at < 0 {
         return Err(StoreError::Invalid("touch times are before 1970".into()));
