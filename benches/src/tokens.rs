@@ -8,7 +8,8 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use qyzar_shared::crypto::{
-    sign_eddsa, sign_hs256, verify, Claims, Ed25519Signer, Hs256Key, VerifyKeys,
+    sign_eddsa, sign_hs256, verify, verify_facts, Claims, Ed25519Signer, Hs256Key, TokenFacts,
+    VerifyKeys,
 };
 
 use crate::fixtures::AUDIENCE;
@@ -39,6 +40,12 @@ impl QyzarHs256 {
             key,
             now,
         }
+    }
+
+    /// What `token-verify` runs on a cache miss: the same checks, keeping
+    /// only the answer's facts (`verify_facts`).
+    pub fn verify_facts(&self, token: &str) -> Option<TokenFacts> {
+        verify_facts(token, &self.keys, self.now, AUDIENCE).ok()
     }
 }
 

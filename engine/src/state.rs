@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use qyzar_shared::crypto::Claims;
+use qyzar_shared::crypto::TokenFacts;
 use qyzar_store::DataStore;
 
 use crate::background::Background;
@@ -102,49 +102,28 @@ impl Default for StateOptions {
 }
 
 /// A verified client token, remembered until it expires so a repeated
-/// verify skips the signature check.
+/// verify skips the signature check. It holds what the answer carries, not
+/// the whole claims ([`verify_facts`](qyzar_shared::crypto::verify_facts)),
+/// and not the project: the cache keeps each project's tokens apart (a
+/// token is only ever looked up in the shard of the project that verified
+/// it, whose id its `aud` had to name).
 pub struct VerifiedToken {
-    /// The verified claims.
-    pub claims: Claims,
-    /// The project it was verified for.
-    pub project: Box<str>,
-    /// Heap bytes of the claims, measured once: the cache is bounded by
+    /// Expiry, session and metadata.
+    pub facts: TokenFacts,
+    /// Heap bytes of the facts, measured once: the cache is bounded by
     /// bytes, and a tenant signing its own tokens chooses their claims.
     heap: u32,
 }
 
 impl VerifiedToken {
-    /// Wraps verified `claims`, measuring what they hold.
-    pub fn new(claims: Claims, project: &str) -> Self {
-        let heap = claims.iss.len()
-            + claims.aud.len()
-            + claims.sub.len()
-            + claims.jti.len()
-            + claims.sid.as_ref().map_or(0, String::len)
-            + claims.md.as_ref().map_or(0, json_heap)
-            + project.len();
+    /// Wraps verified `facts`, measuring what they hold.
+    pub fn new(facts: TokenFacts) -> Self {
+        let heap = facts.sid.as_ref().map_or(0, |s| s.len())
+            + facts.md.as_ref().map_or(0, |m| m.get().len());
         Self {
-            claims,
-            project: project.into(),
+            facts,
             heap: u32::try_from(heap).unwrap_or(u32::MAX),
         }
-    }
-}
-
-/// What a JSON value holds on the heap, roughly as serde_json lays it out
-/// (a `Value` is 32 bytes; an object entry adds its key and tree overhead).
-fn json_heap(v: &serde_json::Value) -> usize {
-    const VALUE: usize = std::mem::size_of::<serde_json::Value>();
-    match v {
-        serde_json::Value::String(s) => s.capacity(),
-        serde_json::Value::Array(a) => {
-            a.capacity() * VALUE + a.iter().map(json_heap).sum::<usize>()
-        }
-        serde_json::Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| k.capacity() + 24 + VALUE + 16 + json_heap(v))
-            .sum(),
-        _ => 0,
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
-use qyzar_shared::crypto::{signed_by_known_key, verify, JwtError};
+use qyzar_shared::crypto::{signed_by_known_key, verify_facts, JwtError, TokenFacts};
 use qyzar_shared::ApiError;
 use serde::{Deserialize, Serialize};
 
@@ -85,20 +85,21 @@ fn invalid(reason: &'static str) -> Response<Body> {
 /// `{"valid":true,"sessionId"?,"metadata","expiresAt"}`, byte for byte what
 /// the derived serialisation gave (a test compares them), in one buffer and
 /// without formatting the date through `fmt`.
-fn valid_answer(claims: &qyzar_shared::crypto::Claims, exp_ms: i64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(96 + claims.md.as_ref().map_or(0, |_| 128));
+///
+/// The metadata is written as the token carries it: valid JSON (the verify
+/// checked it), in the signer's key order and spacing. Tokens this engine
+/// mints carry it compact with sorted keys, which is what the parsed and
+/// re-serialised value gave before.
+fn valid_answer(facts: &TokenFacts, exp_ms: i64) -> Vec<u8> {
+    let md = facts.md.as_ref().map(|m| m.get());
+    let mut out = Vec::with_capacity(96 + md.map_or(0, str::len));
     out.extend_from_slice(b"{\"valid\":true");
-    if let Some(sid) = &claims.sid {
+    if let Some(sid) = &facts.sid {
         out.extend_from_slice(b",\"sessionId\":");
         let _ = serde_json::to_writer(&mut out, sid);
     }
     out.extend_from_slice(b",\"metadata\":");
-    match &claims.md {
-        Some(md) => {
-            let _ = serde_json::to_writer(&mut out, md);
-        }
-        None => out.extend_from_slice(b"null"),
-    }
+    out.extend_from_slice(md.unwrap_or("null").as_bytes());
     out.extend_from_slice(b",\"expiresAt\":");
     response::push_rfc3339(&mut out, exp_ms);
     out.push(b'}');
@@ -161,19 +162,19 @@ async fn run(
     // A project's tokens are cached in its own byte share, so a tenant
     // signing large tokens with its own key evicts only its own.
     let (verified, cache) = match engine.tokens.get(project.as_str(), token) {
-        Some(v) if *v.project == *project.as_str() && signed_by_known_key(token, &keys.verify) => {
+        Some(v) if signed_by_known_key(token, &keys.verify) => {
             engine.tokens.counters().hit();
             (v, CacheStatus::Hit)
         }
-        _ => match verify(token, &keys.verify, now / 1000, project.as_str()) {
-            Ok(claims) => {
+        _ => match verify_facts(token, &keys.verify, now / 1000, project.as_str()) {
+            Ok(facts) => {
                 engine.tokens.counters().miss();
                 // The signer chose `exp`: one past what an answer can write
                 // (or overflowing in milliseconds) is refused, not cached.
-                if expiry_ms(&claims).is_none() {
+                if expiry_ms(&facts).is_none() {
                     return Ok(counted_invalid(engine, &project, now, "malformed"));
                 }
-                let v = Arc::new(VerifiedToken::new(claims, project.as_str()));
+                let v = Arc::new(VerifiedToken::new(facts));
                 engine
                     .tokens
                     .insert(project.as_str(), token.into(), Arc::clone(&v));
@@ -185,14 +186,14 @@ async fn run(
             Err(e) => return Ok(counted_invalid(engine, &project, now, e.reason())),
         },
     };
-    let claims = &verified.claims;
-    let Some(exp_ms) = expiry_ms(claims) else {
+    let facts = &verified.facts;
+    let Some(exp_ms) = expiry_ms(facts) else {
         return Ok(counted_invalid(engine, &project, now, "malformed"));
     };
     if exp_ms <= now {
         return Ok(counted_invalid(engine, &project, now, "expired"));
     }
-    if let Some(sid) = &claims.sid {
+    if let Some(sid) = &facts.sid {
         match common::session_state(engine, cfg, &project, sid, now).await {
             Ok((SessionCheck::Invalid("revoked" | "opted_out"), _)) => {
                 return Ok(counted_invalid(engine, &project, now, "session_revoked"))
@@ -213,7 +214,7 @@ async fn run(
         Dims::SERVER,
         now,
     );
-    let mut res = response::json(StatusCode::OK, valid_answer(claims, exp_ms));
+    let mut res = response::json(StatusCode::OK, valid_answer(facts, exp_ms));
     let timing = if cache == CacheStatus::Hit {
         &TIMING_CACHED
     } else {
@@ -228,11 +229,8 @@ const MAX_EXP: i64 = 253_402_300_799;
 
 /// `exp` in Unix milliseconds, or `None` when it is past year 9999 (so no
 /// multiplication can overflow): `exp` comes from whoever signed the token.
-fn expiry_ms(claims: &qyzar_shared::crypto::Claims) -> Option<i64> {
-    claims
-        .exp
-        .checked_mul(1000)
-        .filter(|_| claims.exp <= MAX_EXP)
+fn expiry_ms(facts: &TokenFacts) -> Option<i64> {
+    facts.exp.checked_mul(1000).filter(|_| facts.exp <= MAX_EXP)
 }
 
 /// Whether an unverifiable token names another audience. Reading `aud`
@@ -258,9 +256,10 @@ fn other_audience(token: &str, project: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use qyzar_shared::crypto::Claims;
+    use qyzar_shared::crypto::{sign_hs256, Claims, Hs256Key, VerifyKeys};
 
-    /// The answers before they were written by hand.
+    /// The answers before they were written by hand (with the metadata
+    /// parsed and serialised again, as the claims held it then).
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct RefOutput<'a> {
@@ -299,6 +298,10 @@ mod tests {
                 sid: sid.map(str::to_owned),
                 md,
             };
+            // What the route keeps: the facts of the token as minted.
+            let key = Hs256Key::from_raw([7u8; 32]);
+            let keys = VerifyKeys::new().with_hs256(key.clone());
+            let facts = verify_facts(&sign_hs256(&claims, &key), &keys, -1, "prj_a").unwrap();
             let want = serde_json::to_vec(&RefOutput {
                 valid: true,
                 reason: None,
@@ -308,7 +311,7 @@ mod tests {
             })
             .unwrap();
             assert_eq!(
-                String::from_utf8(valid_answer(&claims, expiry_ms(&claims).unwrap())).unwrap(),
+                String::from_utf8(valid_answer(&facts, expiry_ms(&facts).unwrap())).unwrap(),
                 String::from_utf8(want).unwrap()
             );
         }

@@ -3,8 +3,9 @@
 //! Hand-written rather than a general JWT library because `token-verify` sits
 //! on customers' hot paths: the verify path checks syntax, looks the key up by
 //! `kid`, checks the signature over the token's own bytes, and only then
-//! decodes the claims. The only allocations are the payload buffer and the
-//! returned [`Claims`].
+//! decodes the claims. A payload of ordinary size is decoded on the stack;
+//! [`verify`] allocates the returned [`Claims`], and [`verify_facts`] only
+//! what a verify answer carries.
 //!
 //! The algorithm is a property of the key, never of the token: the header's
 //! `alg` must name the algorithm of the key its `kid` selects, so `alg: none`
@@ -134,6 +135,99 @@ pub fn verify(
     now_unix: i64,
     expected_aud: &str,
 ) -> Result<Claims, JwtError> {
+    verify_with(token, keys, |payload| {
+        let claims: Claims = serde_json::from_slice(payload).map_err(|_| JwtError::Malformed)?;
+        check_aud_exp(&claims.aud, claims.exp, now_unix, expected_aud)?;
+        Ok(claims)
+    })
+}
+
+/// [`verify`], keeping only what a verify answer carries ([`TokenFacts`]).
+///
+/// The same checks in the same order, over the same claims: every field
+/// [`Claims`] requires must be there with its type, or the token is
+/// `malformed`. But `iss`, `sub`, `jti` and `aud` are read in place and
+/// dropped, and the metadata is kept as the signer wrote it rather than
+/// built into a tree: an uncached `token-verify` allocated about a dozen
+/// times for claims it never answers with, and freed as many when the
+/// cached token was evicted (BENCHMARKS.md, "Uncached token-verify's
+/// claims").
+pub fn verify_facts(
+    token: &str,
+    keys: &VerifyKeys,
+    now_unix: i64,
+    expected_aud: &str,
+) -> Result<TokenFacts, JwtError> {
+    verify_with(token, keys, |payload| {
+        let c: ClaimsRef<'_> = serde_json::from_slice(payload).map_err(|_| JwtError::Malformed)?;
+        check_aud_exp(&c.aud, c.exp, now_unix, expected_aud)?;
+        Ok(TokenFacts {
+            exp: c.exp,
+            sid: c.sid.map(|s| s.into()),
+            md: c.md.map(ToOwned::to_owned),
+        })
+    })
+}
+
+/// What a verifier keeps of a verified token: the session it is bound to,
+/// the customer's metadata as the token carries it (valid JSON, never
+/// `null`: a `null` or absent `md` is `None`), and its expiry in Unix
+/// seconds.
+#[derive(Debug, Clone)]
+pub struct TokenFacts {
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// The verify session the token is bound to, if any.
+    pub sid: Option<Box<str>>,
+    /// Customer metadata, the signer's JSON text.
+    pub md: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// [`Claims`] read in place from a decoded payload: the same fields with
+/// the same requirements (a derived `Deserialize` refuses a missing or
+/// repeated field alike), the strings borrowed unless they hold escapes.
+#[derive(Deserialize)]
+#[allow(dead_code)] // `iss`, `sub`, `iat`, `jti`: required, never read
+struct ClaimsRef<'a> {
+    #[serde(borrow)]
+    iss: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    aud: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    sub: std::borrow::Cow<'a, str>,
+    iat: i64,
+    exp: i64,
+    #[serde(borrow)]
+    jti: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    sid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    md: Option<&'a serde_json::value::RawValue>,
+}
+
+/// `aud` must name `expected_aud`, and `exp` be after `now_unix`.
+fn check_aud_exp(aud: &str, exp: i64, now_unix: i64, expected_aud: &str) -> Result<(), JwtError> {
+    if aud != expected_aud {
+        return Err(JwtError::WrongProject);
+    }
+    if now_unix >= exp {
+        return Err(JwtError::Expired);
+    }
+    Ok(())
+}
+
+/// Decoded payloads up to this size are decoded on the stack (ours are
+/// about 200 bytes with metadata); larger ones, up to what
+/// [`MAX_TOKEN_LEN`] allows, into a buffer of their own.
+const STACK_PAYLOAD: usize = 768;
+
+/// The syntax, key and signature checks of [`verify`], then `read` over the
+/// decoded payload.
+fn verify_with<R>(
+    token: &str,
+    keys: &VerifyKeys,
+    read: impl FnOnce(&[u8]) -> Result<R, JwtError>,
+) -> Result<R, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::Malformed);
     }
@@ -158,17 +252,19 @@ pub fn verify(
     let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
     check_signature(key, signing_input, sig_b64)?;
 
-    let payload = URL_SAFE_NO_PAD
-        .decode(payload_b64)
-        .map_err(|_| JwtError::Malformed)?;
-    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| JwtError::Malformed)?;
-    if claims.aud != expected_aud {
-        return Err(JwtError::WrongProject);
+    // base64's own bound for the output (a whole group per partial one).
+    if payload_b64.len().div_ceil(4) * 3 <= STACK_PAYLOAD {
+        let mut buf = [0u8; STACK_PAYLOAD];
+        let len = URL_SAFE_NO_PAD
+            .decode_slice(payload_b64, &mut buf)
+            .map_err(|_| JwtError::Malformed)?;
+        read(&buf[..len])
+    } else {
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map_err(|_| JwtError::Malformed)?;
+        read(&payload)
     }
-    if now_unix >= claims.exp {
-        return Err(JwtError::Expired);
-    }
-    Ok(claims)
 }
 
 /// Whether the key named by `token`'s header is still among `keys`; the
@@ -403,5 +499,90 @@ mod tests {
             verify(&forged, &keys, 1_500, "prj_a"),
             Err(JwtError::Malformed)
         );
+    }
+
+    /// Signs `payload` (any text) as an HS256 token under `key`.
+    fn sign_payload(payload: &str, key: &Hs256Key) -> String {
+        let header = sign_hs256(&claims(2_000), key);
+        let header = header.split('.').next().unwrap();
+        let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(payload));
+        let tag = hmac::sign(&key.key, input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+
+    /// `verify_facts` refuses what `verify` refuses, for the same reason,
+    /// and keeps of what both accept the expiry, session and metadata
+    /// `verify` gives: over missing, mistyped, repeated and escaped fields,
+    /// `null` and nested metadata, and payloads on both sides of the stack
+    /// buffer's size.
+    #[test]
+    fn verify_facts_decides_as_verify_does() {
+        let key = Hs256Key::from_raw([7u8; 32]);
+        let keys = VerifyKeys::new().with_hs256(key.clone());
+        let base = r#""iss":"https://e","aud":"prj_a","sub":"u","iat":1000,"exp":2000,"jti":"t1""#;
+        let long = "x".repeat(STACK_PAYLOAD);
+        let mut payloads: Vec<String> = [
+            format!("{{{base}}}"),
+            format!(r#"{{{base},"sid":"ses_1","md":{{"plan":"pro","n":[1,2.5,null]}}}}"#),
+            format!(r#"{{{base},"md":null,"sid":null}}"#),
+            format!(r#"{{{base},"md":"plain","sid":"ses_"qé"}}"#),
+            format!(r#"{{ {base} , "md" : {{ "b" : 1 , "a" : {{}} }} , "extra": [1] }}"#),
+            format!(r#"{{{base},"md":{{"pad":"{long}"}}}}"#),
+            r#"{"iss":"https://e","aud":"prj_a","sub":"u","iat":1000,"exp":2000,"jti":"t1"}"#
+                .into(),
+            r#"{"iss":"https://e","aud":"prj_b","sub":"u","iat":1000,"exp":2000,"jti":"t1"}"#
+                .into(),
+            r#"{"iss":"https://e","aud":"prj_a","sub":"u","iat":1000,"exp":1500,"jti":"t1"}"#
+                .into(),
+            r#"{"iss":"https://e","aud":"prj_a","iat":1000,"exp":2000,"jti":"t1"}"#.into(),
+            r#"{"iss":"https://e","aud":"prj_a","sub":"u","iat":"1000","exp":2000,"jti":"t1"}"#
+                .into(),
+            format!(r#"{{{base},"aud":"prj_a"}}"#),
+            format!(r#"{{{base},"md":{{"a":}}}}"#),
+            format!(r#"{{{base},"sid":7}}"#),
+            format!("{{{base}}} trailing"),
+            "[1,2]".into(),
+            "not json".into(),
+            String::new(),
+        ]
+        .into();
+        // Payload lengths around the stack buffer's bound.
+        for pad in STACK_PAYLOAD - 140..STACK_PAYLOAD - 100 {
+            payloads.push(format!(r#"{{{base},"md":"{}"}}"#, "y".repeat(pad)));
+        }
+        for payload in &payloads {
+            let token = sign_payload(payload, &key);
+            let full = verify(&token, &keys, 1_600, "prj_a");
+            let facts = verify_facts(&token, &keys, 1_600, "prj_a");
+            match (&full, &facts) {
+                (Ok(c), Ok(f)) => {
+                    assert_eq!(f.exp, c.exp, "{payload}");
+                    assert_eq!(f.sid.as_deref(), c.sid.as_deref(), "{payload}");
+                    let md: Option<serde_json::Value> =
+                        f.md.as_ref()
+                            .map(|m| serde_json::from_str(m.get()).unwrap());
+                    assert_eq!(md, c.md, "{payload}");
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b, "{payload}"),
+                _ => panic!("{payload}: verify {full:?}, verify_facts {facts:?}"),
+            }
+        }
+        // Not a vacuous table: some accepted, each refusal reason seen.
+        let results: Vec<_> = payloads
+            .iter()
+            .map(|p| verify_facts(&sign_payload(p, &key), &keys, 1_600, "prj_a").err())
+            .collect();
+        assert!(results.iter().filter(|r| r.is_none()).count() >= 8);
+        for e in [
+            JwtError::Malformed,
+            JwtError::Expired,
+            JwtError::WrongProject,
+        ] {
+            assert!(results.contains(&Some(e)), "{e:?}");
+        }
+        // The metadata is kept as written.
+        let token = sign_payload(&payloads[4], &key);
+        let f = verify_facts(&token, &keys, 1_600, "prj_a").unwrap();
+        assert_eq!(f.md.unwrap().get(), r#"{ "b" : 1 , "a" : {} }"#);
     }
 }
