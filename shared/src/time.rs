@@ -20,10 +20,15 @@ pub fn rfc3339(ms: i64) -> String {
 /// Appends [`rfc3339`] of `ms` to `out` without formatting machinery or an
 /// allocation of its own: every answer that carries a time (sessions,
 /// tokens, limits, anti-ATO) writes one or more, and `format!` was 1–2 % of
-/// an anti-ATO answer's CPU. Years 0 to 9999 are written digit by digit;
+/// an anti-ATO answer's CPU. From 1970 on (every time an engine writes)
+/// it takes [`rfc3339_bytes`]; years 0 to 1969 are written digit by digit;
 /// others, which no stored time has, take `format!`. Tested against
 /// `chrono` and the `format!` path.
 pub fn push_rfc3339(out: &mut Vec<u8>, ms: i64) {
+    if (0..FAST_UNTIL_MS).contains(&ms) {
+        out.extend_from_slice(&rfc3339_bytes(ms as u64));
+        return;
+    }
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000) as u32;
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
@@ -47,6 +52,89 @@ pub fn push_rfc3339(out: &mut Vec<u8>, ms: i64) {
         y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1, b'T', h0, h1, b':', n0, n1, b':', s0, s1, b'.',
         f0, f1, f2, b'Z',
     ]);
+}
+
+/// The first millisecond of year 10000: instants from 1970 up to it take
+/// [`rfc3339_bytes`].
+const FAST_UNTIL_MS: i64 = 253_402_300_800_000;
+
+/// The two digits of every number below 100, for [`rfc3339_bytes`].
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// [`push_rfc3339`] for 1970 to 9999, in unsigned arithmetic: every answer
+/// that carries a time writes one to three of these (session-verify three),
+/// and the signed path's Euclidean divisions and digit-by-digit division
+/// were 2 % of session-verify's worker time in a `perf` profile
+/// (BENCHMARKS.md, "Times in answers"). Division by constants only, and the
+/// digits two at a time from a table. Tested against the signed path,
+/// `format!` and `chrono`.
+fn rfc3339_bytes(ms: u64) -> [u8; 24] {
+    let pair = |v: u32| {
+        let i = (v as usize % 100) * 2;
+        [DIGIT_PAIRS[i], DIGIT_PAIRS[i + 1]]
+    };
+    let secs = ms / 1000;
+    let millis = (ms - secs * 1000) as u32;
+    let days = secs / 86_400;
+    let sod = (secs - days * 86_400) as u32;
+    let (y, m, d) = civil_from_days_unsigned(days as u32);
+    let h = sod / 3600;
+    let rest = sod - h * 3600;
+    let min = rest / 60;
+    let [y0, y1] = pair(y / 100);
+    let [y2, y3] = pair(y % 100);
+    let [m0, m1] = pair(m);
+    let [d0, d1] = pair(d);
+    let [h0, h1] = pair(h);
+    let [n0, n1] = pair(min);
+    let [s0, s1] = pair(rest - min * 60);
+    let [f1, f2] = pair(millis % 100);
+    [
+        y0,
+        y1,
+        y2,
+        y3,
+        b'-',
+        m0,
+        m1,
+        b'-',
+        d0,
+        d1,
+        b'T',
+        h0,
+        h1,
+        b':',
+        n0,
+        n1,
+        b':',
+        s0,
+        s1,
+        b'.',
+        b'0' + (millis / 100) as u8,
+        f1,
+        f2,
+        b'Z',
+    ]
+}
+
+/// [`civil_from_days`] for days on or after 1970-01-01 (and before about
+/// year 11 700, where `days + 719 468` would leave `u32`), so every
+/// division is unsigned by a constant.
+fn civil_from_days_unsigned(days: u32) -> (u32, u32, u32) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// [`rfc3339`] through `format!`: the path for years outside 0 to 9999, and
@@ -216,6 +304,11 @@ mod tests {
         let check = |t: i64| {
             let fast = rfc3339(t);
             assert_eq!(fast, rfc3339_formatted(t), "{t}");
+            if (0..FAST_UNTIL_MS).contains(&t) {
+                let (y, m, d) = civil_from_days(t / 86_400_000);
+                let (uy, um, ud) = civil_from_days_unsigned((t / 86_400_000) as u32);
+                assert_eq!((y, m, d), (i64::from(uy), um, ud), "{t}");
+            }
             if let Some(c) = chrono::DateTime::from_timestamp_millis(t) {
                 if (0..=9999).contains(&chrono::Datelike::year(&c)) {
                     let want = c.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
