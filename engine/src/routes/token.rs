@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::{HeaderMap, Response, StatusCode};
-use qyzar_shared::crypto::{random_token, sign_eddsa, sign_hs256, Claims};
+use qyzar_shared::crypto::{random_token, sign_eddsa, sign_hs256, ClaimsView};
 use qyzar_shared::settings::TokenAlgorithm;
 use qyzar_shared::{ApiError, ErrorCode};
 use serde::Deserialize;
@@ -191,18 +191,20 @@ async fn run(
                 .iter()
                 .find_map(|k| m.get(*k).and_then(|v| v.as_str()))
         })
-        .map(str::to_owned)
-        .or_else(|| bound.as_ref().map(|s| s.device_id().to_owned()))
-        .unwrap_or_else(|| "anonymous".to_owned());
-    let claims = Claims {
-        iss: ISSUER.to_owned(),
-        aud: project.to_string(),
+        .or_else(|| bound.as_ref().map(|s| s.device_id()))
+        .unwrap_or("anonymous");
+    let jti = jti();
+    // Borrowed: every field is already held here (the view signs the bytes
+    // owned `Claims` would).
+    let claims = ClaimsView {
+        iss: ISSUER,
+        aud: project.as_str(),
         sub,
         iat: now / 1000,
         exp: exp_ms / 1000,
-        jti: jti(),
-        sid: bound.as_ref().map(|s| s.session_id().to_owned()),
-        md,
+        jti: &jti,
+        sid: bound.as_ref().map(|s| s.session_id()),
+        md: md.as_ref(),
     };
     let client_token = match cfg.settings.token_algorithm {
         TokenAlgorithm::Hs256 => keys.hs256.as_ref().map(|k| sign_hs256(&claims, k)),
@@ -226,11 +228,7 @@ async fn run(
     // answer
     Ok(response::json(
         StatusCode::OK,
-        answer(
-            &client_token,
-            claims.exp.saturating_mul(1000),
-            claims.sid.as_deref(),
-        ),
+        answer(&client_token, claims.exp.saturating_mul(1000), claims.sid),
     ))
 }
 
