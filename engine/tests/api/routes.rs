@@ -520,6 +520,20 @@ async fn client_tokens_hs256(kind: Store) {
     )
     .await;
     let foreign = r.body["clientToken"].as_str().unwrap().to_owned();
+    // Verified (and so cached) under its own project first: the cache keeps
+    // each project's tokens apart, so that changes nothing for another.
+    let r = request(
+        "POST",
+        &f.url("/projects/client/token-verify"),
+        &[("authorization", &format!("Bearer {}", other.secret))],
+        Some(&json!({"projectId": other.id, "clientToken": foreign}).to_string()),
+    )
+    .await;
+    assert_eq!(r.body["valid"], true, "{}", r.body);
+    assert_eq!(
+        verify(foreign.clone()).await.body["reason"],
+        "wrong_project"
+    );
     assert_eq!(verify(foreign).await.body["reason"], "wrong_project");
     // ttl bounds.
     let r = f
