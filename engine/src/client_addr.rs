@@ -225,6 +225,15 @@ mod tests {
         assert_eq!(c.ip, Some("10.9.9.9".parse().unwrap()));
         let c = Client::resolve(&trusted, peer("10.0.0.2"), &HeaderMap::new());
         assert_eq!(c.ip, Some("10.0.0.2".parse().unwrap()));
+        // A line that is not text is skipped, as if absent.
+        let mut h = headers(&["203.0.113.5"]);
+        h.append(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\xff6.6.6.6").unwrap(),
+        );
+        h.append("x-forwarded-for", "10.1.1.1".parse().unwrap());
+        let c = Client::resolve(&trusted, peer("10.0.0.2"), &h);
+        assert_eq!(c.ip, Some("203.0.113.5".parse().unwrap()));
         // Garbage stops the walk at the last good address.
         let h = headers(&["1.2.3.4, junk, 10.3.3.3"]);
         let c = Client::resolve(&trusted, peer("10.0.0.2"), &h);
