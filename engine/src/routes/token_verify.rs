@@ -86,10 +86,12 @@ fn invalid(reason: &'static str) -> Response<Body> {
 /// the derived serialisation gave (a test compares them), in one buffer and
 /// without formatting the date through `fmt`.
 ///
-/// The metadata is written as the token carries it: valid JSON (the verify
-/// checked it), in the signer's key order and spacing. Tokens this engine
-/// mints carry it compact with sorted keys, which is what the parsed and
-/// re-serialised value gave before.
+/// The metadata is written as the token carries it: JSON that parses
+/// (`verify_facts` read it as a `Value` would be read), in the signer's key
+/// order and spacing. Tokens this engine mints carry it compact with
+/// sorted keys and no repeated key, which is what the parsed and
+/// re-serialised value gave before; a token a customer signed itself (it
+/// holds the key's secret) keeps its own spelling.
 fn valid_answer(facts: &TokenFacts, exp_ms: i64) -> Vec<u8> {
     let md = facts.md.as_ref().map(|m| m.get());
     let mut out = Vec::with_capacity(96 + md.map_or(0, str::len));

@@ -176,7 +176,10 @@ pub fn verify(
 /// [`Claims`] requires must be there with its type, or the token is
 /// `malformed`. But `iss`, `sub`, `jti` and `aud` are read in place and
 /// dropped, and the metadata is kept as the signer wrote it rather than
-/// built into a tree: an uncached `token-verify` allocated about a dozen
+/// built into a tree (it is read once more, keeping nothing, so metadata
+/// a `Value` refuses, such as `1e400` or a lone surrogate escape, is
+/// `malformed` here too; a repeated key, which a `Value` collapsed to its
+/// last, is kept as written): an uncached `token-verify` allocated about a dozen
 /// times for claims it never answers with, and freed as many when the
 /// cached token was evicted (BENCHMARKS.md, "Uncached token-verify's
 /// claims").
@@ -188,6 +191,12 @@ pub fn verify_facts(
 ) -> Result<TokenFacts, JwtError> {
     verify_with(token, keys, |payload| {
         let c: ClaimsRef<'_> = serde_json::from_slice(payload).map_err(|_| JwtError::Malformed)?;
+        // A raw value is only scanned (`1e400` and a lone `\ud800` pass):
+        // read it once more as `verify`'s `Value` is read, keeping nothing,
+        // so the two refuse the same metadata.
+        if let Some(md) = c.md {
+            serde_json::from_str::<Checked>(md.get()).map_err(|_| JwtError::Malformed)?;
+        }
         check_aud_exp(&c.aud, c.exp, now_unix, expected_aud)?;
         Ok(TokenFacts {
             exp: c.exp,
@@ -231,6 +240,52 @@ struct ClaimsRef<'a> {
     sid: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     md: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Any JSON value, read the way a `serde_json::Value` is read
+/// (`deserialize_any`: numbers converted, so one out of `f64`'s range is
+/// refused; string escapes decoded, so a lone surrogate is refused) and
+/// kept nowhere. `IgnoredAny` would only scan, as `RawValue` does.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Checked)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
 }
 
 /// `aud` must name `expected_aud`, and `exp` be after `now_unix`.
@@ -572,6 +627,12 @@ mod tests {
             format!(r#"{{{base},"aud":"prj_a"}}"#),
             format!(r#"{{{base},"md":{{"a":}}}}"#),
             format!(r#"{{{base},"sid":7}}"#),
+            // Metadata a raw scan would pass and a parsed value refuses.
+            format!(r#"{{{base},"md":{{"n":1e400}}}}"#),
+            format!(r#"{{{base},"md":[-1e309]}}"#),
+            format!(r#"{{{base},"md":"\ud800"}}"#),
+            format!(r#"{{{base},"md":{{"s":"\udc00x"}}}}"#),
+            format!(r#"{{{base},"md":{{"a":1,"a":2}}}}"#),
             format!("{{{base}}} trailing"),
             "[1,2]".into(),
             "not json".into(),
@@ -612,10 +673,28 @@ mod tests {
         ] {
             assert!(results.contains(&Some(e)), "{e:?}");
         }
-        // The metadata is kept as written.
+        // The metadata is kept as written (a repeated key too: a parsed
+        // value kept the last).
         let token = sign_payload(&payloads[4], &key);
         let f = verify_facts(&token, &keys, 1_600, "prj_a").unwrap();
         assert_eq!(f.md.unwrap().get(), r#"{ "b" : 1 , "a" : {} }"#);
+        let dup = format!(r#"{{{base},"md":{{"a":1,"a":2}}}}"#);
+        let f = verify_facts(&sign_payload(&dup, &key), &keys, 1_600, "prj_a").unwrap();
+        assert_eq!(f.md.unwrap().get(), r#"{"a":1,"a":2}"#);
+        // The signature is checked: one flipped byte of it is refused.
+        let token = sign_payload(&payloads[1], &key);
+        let (rest, sig) = token.rsplit_once('.').unwrap();
+        let flipped = if sig.starts_with('A') { "B" } else { "A" };
+        let forged = format!("{rest}.{flipped}{}", &sig[1..]);
+        assert_eq!(
+            verify_facts(&forged, &keys, 1_600, "prj_a").unwrap_err(),
+            JwtError::BadSignature
+        );
+        let other = VerifyKeys::new().with_hs256(Hs256Key::from_raw([8u8; 32]));
+        assert_eq!(
+            verify_facts(&token, &other, 1_600, "prj_a").unwrap_err(),
+            JwtError::BadSignature
+        );
     }
 
     /// A view signs the very bytes its owned claims sign.
