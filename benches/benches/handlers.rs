@@ -40,6 +40,7 @@ use http_body_util::BodyExt;
 use qyzar_benches::fixtures::{self, SplitMix};
 use qyzar_engine::decide::ato::{self, Attempt, History, PriorSnapshot, Thresholds};
 use qyzar_engine::limiter::{BucketCheck, Rule};
+use qyzar_engine::request::Headers;
 use qyzar_engine::response::Body;
 use qyzar_engine::routes::{rate_limit_check, token, token_verify};
 use qyzar_engine::{Engine, StateOptions};
@@ -208,7 +209,7 @@ fn rate_limit_check(c: &mut Criterion, w: &World) {
         let reqs = rate_limit_requests(w, buckets);
         let (status, body) = answer(now_or_never(rate_limit_check::handle(
             &w.engine,
-            &reqs[0].headers,
+            &Headers::map(&reqs[0].headers),
             &reqs[0].body,
             std::time::Instant::now(),
         )));
@@ -223,7 +224,10 @@ fn rate_limit_check(c: &mut Criterion, w: &World) {
                 // The router reads the arrival time; so does the bench.
                 let arrived = std::time::Instant::now();
                 now_or_never(rate_limit_check::handle(
-                    &w.engine, &r.headers, &r.body, arrived,
+                    &w.engine,
+                    &Headers::map(&r.headers),
+                    &r.body,
+                    arrived,
                 ))
             })
         });
@@ -250,7 +254,7 @@ fn token_mint(c: &mut Criterion, w: &World) {
             .collect();
         let (status, body) = answer(now_or_never(token::handle(
             &w.engine,
-            &reqs[0].headers,
+            &Headers::map(&reqs[0].headers),
             &reqs[0].body,
         )));
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -260,7 +264,7 @@ fn token_mint(c: &mut Criterion, w: &World) {
             b.iter(|| {
                 i = (i + 1) % reqs.len();
                 let r = &reqs[i];
-                now_or_never(token::handle(&w.engine, &r.headers, &r.body))
+                now_or_never(token::handle(&w.engine, &Headers::map(&r.headers), &r.body))
             })
         });
     }
@@ -300,7 +304,7 @@ fn token_verify(c: &mut Criterion, w: &World) {
             &w.engine,
             &Method::POST,
             None,
-            &r.headers,
+            &Headers::map(&r.headers),
             &r.body,
         ))
     };

@@ -29,7 +29,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::HeaderMap;
+use crate::request::Headers;
 
 /// The socket address of the connection a request came in on, handed to
 /// the router by the server (`server.rs`).
@@ -83,7 +83,11 @@ pub struct Client {
 
 impl Client {
     /// Resolves the client of a request from its peer and headers.
-    pub fn resolve(trusted: &TrustedProxies, peer: Option<PeerAddr>, headers: &HeaderMap) -> Self {
+    pub fn resolve(
+        trusted: &TrustedProxies,
+        peer: Option<PeerAddr>,
+        headers: &Headers<'_>,
+    ) -> Self {
         let Some(peer) = peer.map(|p| p.0.ip().to_canonical()) else {
             return Self {
                 ip: None,
@@ -101,8 +105,7 @@ impl Client {
         // that does not parse stops the walk at the last address known good.
         let mut client = peer;
         let hops: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
+            .get_all(&X_FORWARDED_FOR)
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .collect();
@@ -131,16 +134,16 @@ static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forw
 /// is removed (the resolved address is the returned [`Client`]), and
 /// `region_header` unless the peer is a trusted proxy.
 pub fn normalise(
-    headers: &mut HeaderMap,
+    headers: &mut Headers<'_>,
     peer: Option<PeerAddr>,
     trusted: &TrustedProxies,
     region_header: Option<&http::HeaderName>,
 ) -> Client {
     let client = Client::resolve(trusted, peer, headers);
-    headers.remove(&X_FORWARDED_FOR);
+    headers.hide(&X_FORWARDED_FOR);
     if !client.via_trusted_proxy {
         if let Some(name) = region_header {
-            headers.remove(name);
+            headers.hide(name);
         }
     }
     client
@@ -149,6 +152,7 @@ pub fn normalise(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     fn headers(xff: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -205,25 +209,29 @@ mod tests {
         let trusted = TrustedProxies::parse("10.0.0.0/8").unwrap();
         let h = headers(&["198.51.100.1, 203.0.113.5"]);
         // An untrusted peer: the socket address, headers ignored.
-        let c = Client::resolve(&trusted, peer("192.0.2.1"), &h);
+        let c = Client::resolve(&trusted, peer("192.0.2.1"), &Headers::map(&h));
         assert_eq!(
             (c.ip, c.via_trusted_proxy),
             (Some("192.0.2.1".parse().unwrap()), false)
         );
         // A trusted peer: the right-most untrusted hop, not the first.
-        let c = Client::resolve(&trusted, peer("10.0.0.2"), &h);
+        let c = Client::resolve(&trusted, peer("10.0.0.2"), &Headers::map(&h));
         assert_eq!(
             (c.ip, c.via_trusted_proxy),
             (Some("203.0.113.5".parse().unwrap()), true)
         );
         // Our own proxies on the right are skipped, across header lines.
         let h = headers(&["6.6.6.6, 203.0.113.5", "10.1.1.1 , 10.2.2.2"]);
-        let c = Client::resolve(&trusted, peer("10.0.0.2"), &h);
+        let c = Client::resolve(&trusted, peer("10.0.0.2"), &Headers::map(&h));
         assert_eq!(c.ip, Some("203.0.113.5".parse().unwrap()));
         // All hops trusted: the left-most one; no header: the peer.
-        let c = Client::resolve(&trusted, peer("10.0.0.2"), &headers(&["10.9.9.9"]));
+        let c = Client::resolve(
+            &trusted,
+            peer("10.0.0.2"),
+            &Headers::map(&headers(&["10.9.9.9"])),
+        );
         assert_eq!(c.ip, Some("10.9.9.9".parse().unwrap()));
-        let c = Client::resolve(&trusted, peer("10.0.0.2"), &HeaderMap::new());
+        let c = Client::resolve(&trusted, peer("10.0.0.2"), &Headers::map(&HeaderMap::new()));
         assert_eq!(c.ip, Some("10.0.0.2".parse().unwrap()));
         // A line that is not text is skipped, as if absent.
         let mut h = headers(&["203.0.113.5"]);
@@ -232,28 +240,28 @@ mod tests {
             http::HeaderValue::from_bytes(b"\xff6.6.6.6").unwrap(),
         );
         h.append("x-forwarded-for", "10.1.1.1".parse().unwrap());
-        let c = Client::resolve(&trusted, peer("10.0.0.2"), &h);
+        let c = Client::resolve(&trusted, peer("10.0.0.2"), &Headers::map(&h));
         assert_eq!(c.ip, Some("203.0.113.5".parse().unwrap()));
         // Garbage stops the walk at the last good address.
         let h = headers(&["1.2.3.4, junk, 10.3.3.3"]);
-        let c = Client::resolve(&trusted, peer("10.0.0.2"), &h);
+        let c = Client::resolve(&trusted, peer("10.0.0.2"), &Headers::map(&h));
         assert_eq!(c.ip, Some("10.3.3.3".parse().unwrap()));
         // No peer (not through the server): nothing known.
         assert_eq!(
-            Client::resolve(&trusted, None, &h),
+            Client::resolve(&trusted, None, &Headers::map(&h)),
             Client {
                 ip: None,
                 via_trusted_proxy: false
             }
         );
         // Nothing trusted: always the socket.
-        let c = Client::resolve(&TrustedProxies::none(), peer("10.0.0.2"), &h);
+        let c = Client::resolve(&TrustedProxies::none(), peer("10.0.0.2"), &Headers::map(&h));
         assert_eq!(c.ip, Some("10.0.0.2".parse().unwrap()));
         // A mapped peer address is read as IPv4.
         let c = Client::resolve(
             &trusted,
             peer("::ffff:10.0.0.2"),
-            &headers(&["203.0.113.5"]),
+            &Headers::map(&headers(&["203.0.113.5"])),
         );
         assert_eq!(c.ip, Some("203.0.113.5".parse().unwrap()));
     }
@@ -267,19 +275,35 @@ mod tests {
             h.insert("cf-ipcountry", "US".parse().unwrap());
             h
         };
-        let mut h = spoofed();
-        let c = normalise(&mut h, peer("192.0.2.1"), &trusted, Some(&region));
+        let (xff, cf) = (&X_FORWARDED_FOR, &region);
+        let h = spoofed();
+        let mut v = Headers::map(&h);
+        let c = normalise(&mut v, peer("192.0.2.1"), &trusted, Some(&region));
         assert_eq!(c.ip, Some("192.0.2.1".parse().unwrap()));
-        assert!(h.get("x-forwarded-for").is_none(), "no route reads it");
-        assert!(h.get("cf-ipcountry").is_none(), "untrusted region dropped");
-        let mut h = spoofed();
-        let c = normalise(&mut h, peer("10.0.0.9"), &trusted, Some(&region));
+        assert!(v.get(xff).is_none(), "no route reads it");
+        assert!(v.get(cf).is_none(), "untrusted region dropped");
+        let mut v = Headers::map(&h);
+        let c = normalise(&mut v, peer("10.0.0.9"), &trusted, Some(&region));
         assert_eq!(c.ip, Some("198.51.100.1".parse().unwrap()));
-        assert!(h.get("x-forwarded-for").is_none());
-        assert_eq!(h.get("cf-ipcountry").unwrap(), "US");
-        let mut h = spoofed();
-        let c = normalise(&mut h, None, &trusted, Some(&region));
+        assert!(v.get(xff).is_none());
+        assert_eq!(v.get(cf).unwrap().as_bytes(), b"US");
+        let mut v = Headers::map(&h);
+        let c = normalise(&mut v, None, &trusted, Some(&region));
         assert_eq!(c.ip, None);
-        assert!(h.get("x-forwarded-for").is_none() && h.get("cf-ipcountry").is_none());
+        assert!(v.get(xff).is_none() && v.get(cf).is_none());
+        // The same on the fast path's fields, where a hidden field is
+        // still in the buffer.
+        let buf = b"X-Forwarded-For: 203.0.113.5, 198.51.100.1\r\nCF-IPCountry: US\r\n";
+        let fields = [(0, 15, 17, 25), (44, 12, 58, 2)];
+        let mut v = Headers::raw(buf, &fields);
+        assert_eq!(v.get(cf).unwrap().as_bytes(), b"US");
+        let c = normalise(&mut v, peer("192.0.2.1"), &trusted, Some(&region));
+        assert_eq!(c.ip, Some("192.0.2.1".parse().unwrap()));
+        assert!(v.get(xff).is_none() && v.get(cf).is_none());
+        let mut v = Headers::raw(buf, &fields);
+        let c = normalise(&mut v, peer("10.0.0.9"), &trusted, Some(&region));
+        assert_eq!(c.ip, Some("198.51.100.1".parse().unwrap()));
+        assert!(v.get(xff).is_none());
+        assert_eq!(v.get(cf).unwrap().as_bytes(), b"US");
     }
 }

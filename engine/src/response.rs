@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, SERVER};
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 use qyzar_shared::{ApiError, ErrorCode};
 
@@ -17,10 +17,21 @@ static SERVER_NAME: HeaderValue = HeaderValue::from_static("qyzar-engine");
 pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut res = Response::new(Full::new(body.into()));
     *res.status_mut() = status;
-    let h = res.headers_mut();
-    h.insert(CONTENT_TYPE, JSON.clone());
-    h.insert(SERVER, SERVER_NAME.clone());
+    *res.headers_mut() = JSON_HEADERS.with(HeaderMap::clone);
     res
+}
+
+thread_local! {
+    /// The headers every JSON answer starts with, built once per thread
+    /// and cloned per answer: two inserts into a new map (its first
+    /// growth, two hashes and probes) counted several times a clone's
+    /// cost (BENCHMARKS.md, "Requests read in place").
+    static JSON_HEADERS: HeaderMap = {
+        let mut h = HeaderMap::with_capacity(4);
+        h.insert(CONTENT_TYPE, JSON.clone());
+        h.insert(SERVER, SERVER_NAME.clone());
+        h
+    };
 }
 
 /// An answer in the shared error shape; the status comes from the code table.
@@ -202,6 +213,85 @@ fn millis(micros: u64) -> (itoa::Buffer, [u8; 4]) {
 static CACHE_HIT: HeaderValue = HeaderValue::from_static("cache;desc=hit");
 static CACHE_NEGATIVE_HIT: HeaderValue = HeaderValue::from_static("cache;desc=negative-hit");
 static CACHE_MISS: HeaderValue = HeaderValue::from_static("cache;desc=miss");
+static TOKEN_CACHED: HeaderValue = HeaderValue::from_static("token;desc=cached");
+static TOKEN_VERIFIED: HeaderValue = HeaderValue::from_static("token;desc=verified");
+
+/// A fixed first `Server-Timing` entry of a hot route's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// `cache;desc=hit`: a session from memory.
+    CacheHit,
+    /// `cache;desc=negative-hit`: a session known not to exist.
+    CacheNegativeHit,
+    /// `cache;desc=miss`: a session read from the store.
+    CacheMiss,
+    /// `token;desc=cached`: a client token verified before.
+    TokenCached,
+    /// `token;desc=verified`: a client token verified now.
+    TokenVerified,
+}
+
+impl Entry {
+    const ALL: [Entry; 5] = [
+        Entry::CacheHit,
+        Entry::CacheNegativeHit,
+        Entry::CacheMiss,
+        Entry::TokenCached,
+        Entry::TokenVerified,
+    ];
+
+    /// The entry's text.
+    pub fn value(self) -> &'static HeaderValue {
+        match self {
+            Entry::CacheHit => &CACHE_HIT,
+            Entry::CacheNegativeHit => &CACHE_NEGATIVE_HIT,
+            Entry::CacheMiss => &CACHE_MISS,
+            Entry::TokenCached => &TOKEN_CACHED,
+            Entry::TokenVerified => &TOKEN_VERIFIED,
+        }
+    }
+}
+
+impl From<crate::sessions::CacheStatus> for Entry {
+    fn from(status: crate::sessions::CacheStatus) -> Self {
+        use crate::sessions::CacheStatus;
+        match status {
+            CacheStatus::Hit => Entry::CacheHit,
+            CacheStatus::NegativeHit => Entry::CacheNegativeHit,
+            CacheStatus::Miss => Entry::CacheMiss,
+        }
+    }
+}
+
+thread_local! {
+    /// [`JSON_HEADERS`] with each [`Entry`] as `Server-Timing`, in
+    /// [`Entry::ALL`]'s order.
+    static TIMED_HEADERS: [HeaderMap; 5] = Entry::ALL.map(|entry| {
+        let mut h = JSON_HEADERS.with(HeaderMap::clone);
+        h.insert(&SERVER_TIMING, entry.value().clone());
+        h
+    });
+}
+
+/// A JSON answer as [`json`] makes it, with `entry` as its `Server-Timing`:
+/// the three headers cloned whole from this thread's template, with no
+/// insert (an insert into the cloned map grew it: its entries are cloned
+/// at their length).
+pub fn json_timed(status: StatusCode, body: impl Into<Bytes>, entry: Entry) -> Response<Body> {
+    let mut res = Response::new(Full::new(body.into()));
+    *res.status_mut() = status;
+    *res.headers_mut() = TIMED_HEADERS.with(|t| t[entry as usize].clone());
+    res
+}
+
+/// Adds a store read's duration to `Server-Timing` (`store;dur=<ms>`), when
+/// there was one.
+pub fn store_timing(res: Response<Body>, store_ms: Option<f64>) -> Response<Body> {
+    match store_ms {
+        Some(ms) => timing(res, &format!("store;dur={ms:.2}")),
+        None => res,
+    }
+}
 
 /// `Server-Timing` for an answer that came from the session cache or store.
 /// Answers from memory get a fixed header value (no allocation); a store
@@ -211,21 +301,13 @@ pub fn cache_timing(
     status: crate::sessions::CacheStatus,
     store_ms: Option<f64>,
 ) -> Response<Body> {
-    use crate::sessions::CacheStatus;
-    let value = match status {
-        CacheStatus::Hit => &CACHE_HIT,
-        CacheStatus::NegativeHit => &CACHE_NEGATIVE_HIT,
-        CacheStatus::Miss => &CACHE_MISS,
-    };
     if res.headers().contains_key(&SERVER_TIMING) {
         res = timing(res, &format!("cache;desc={}", status.as_str()));
     } else {
-        res.headers_mut().insert(&SERVER_TIMING, value.clone());
+        res.headers_mut()
+            .insert(&SERVER_TIMING, Entry::from(status).value().clone());
     }
-    match store_ms {
-        Some(ms) => timing(res, &format!("store;dur={ms:.2}")),
-        None => res,
-    }
+    store_timing(res, store_ms)
 }
 
 /// Appends `v` as a JSON string, as `serde_json::to_writer` writes it
@@ -314,6 +396,31 @@ mod tests {
         let mut out = b"[".to_vec();
         push_rfc3339(&mut out, 1_700_000_000_123);
         assert_eq!(out, b"[\"2023-11-14T22:13:20.123Z\"");
+    }
+
+    /// An answer made from a template has the headers, in the order, that
+    /// [`json`] and an insert give it.
+    #[test]
+    fn timed_answers_are_json_answers_with_their_entry() {
+        for entry in Entry::ALL {
+            let mut want = json(StatusCode::OK, Bytes::from_static(b"{}"));
+            want.headers_mut()
+                .insert(&SERVER_TIMING, entry.value().clone());
+            let got = json_timed(StatusCode::OK, Bytes::from_static(b"{}"), entry);
+            let pairs = |r: &Response<Body>| {
+                r.headers()
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(pairs(&got), pairs(&want), "{entry:?}");
+            assert_eq!(got.status(), want.status());
+        }
+        let res = cache_timing(pong(), crate::sessions::CacheStatus::NegativeHit, Some(1.5));
+        assert_eq!(
+            res.headers()["server-timing"],
+            "cache;desc=negative-hit, store;dur=1.50"
+        );
     }
 
     #[test]

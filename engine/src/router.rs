@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use qyzar_shared::{ApiError, ErrorCode};
 
 use crate::client_addr::PeerAddr;
+use crate::request::Headers;
 use crate::response::{self, Body};
 use crate::routes::{self, common};
 use crate::state::{Engine, IdempotencySlot, StoredAnswer};
@@ -31,16 +32,82 @@ where
 }
 
 /// [`route`], with the total left out of `Server-Timing` and given apart,
-/// with the clock read that ended it ([`response::Timing`]): the HTTP/1.1
-/// fast path writes the total as it encodes the answer, dates the answer by
-/// that instant and starts the connection's next header deadline from it,
-/// so a request there costs two clock reads instead of four (they were 2–3 %
-/// of the core under session-verify and rate-limit-check) and no header
-/// map rewrite.
+/// with the clock read that ended it ([`response::Timing`]): hyper's path
+/// adds it with [`response::Timing::apply`].
 pub async fn route_timed<B>(
     engine: &Engine,
     peer: Option<PeerAddr>,
     req: Request<B>,
+) -> (Response<Body>, response::Timing)
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (parts, body) = req.into_parts();
+    let req = Incoming {
+        method: parts.method.clone(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: Headers::map(&parts.headers),
+        body: RequestBody::Stream(body),
+    };
+    route_incoming(engine, peer, req).await
+}
+
+/// A request as the router reads it: its target split into path and query,
+/// its header fields read in place ([`Headers`]), and its body, read whole
+/// already (the HTTP/1.1 fast path) or still to read (hyper's path). The
+/// fast path builds no `http::Request` at all: no `Uri`, no `HeaderMap`,
+/// no copy of the request's bytes (BENCHMARKS.md, "Requests read in
+/// place").
+pub struct Incoming<'a, B> {
+    /// The method.
+    pub method: Method,
+    /// The target's path (`/projects/client/session-verify`).
+    pub path: &'a str,
+    /// The target's query, without the `?`.
+    pub query: Option<&'a str>,
+    /// The header fields.
+    pub headers: Headers<'a>,
+    /// The body.
+    pub body: RequestBody<'a, B>,
+}
+
+/// A request's body, read or to read.
+pub enum RequestBody<'a, B> {
+    /// Read whole, within the body cap, before routing.
+    Read(&'a [u8]),
+    /// To read when the route wants it ([`crate::request::read_body`]).
+    Stream(B),
+}
+
+/// The body's bytes as a route takes them: borrowed from the connection's
+/// buffer on the fast path, read into `Bytes` on hyper's.
+enum BodyBytes<'a> {
+    Borrowed(&'a [u8]),
+    Read(Bytes),
+}
+
+impl std::ops::Deref for BodyBytes<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Borrowed(b) => b,
+            Self::Read(b) => b,
+        }
+    }
+}
+
+/// Routes `req`, with the router's total and the clock read that ended it
+/// given apart ([`response::Timing`]): the HTTP/1.1 fast path writes the
+/// total as it encodes the answer, dates the answer by that instant and
+/// starts the connection's next header deadline from it, so a request there
+/// costs two clock reads instead of four (they were 2–3 % of the core under
+/// session-verify and rate-limit-check) and no header map rewrite.
+pub async fn route_incoming<B>(
+    engine: &Engine,
+    peer: Option<PeerAddr>,
+    req: Incoming<'_, B>,
 ) -> (Response<Body>, response::Timing)
 where
     B: hyper::body::Body,
@@ -61,31 +128,39 @@ where
 async fn dispatch<B>(
     engine: &Engine,
     peer: Option<PeerAddr>,
-    req: Request<B>,
+    req: Incoming<'_, B>,
     started: Instant,
 ) -> (&'static str, Response<Body>)
 where
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let (mut parts, body) = req.into_parts();
+    let Incoming {
+        method,
+        path,
+        query: q,
+        mut headers,
+        body,
+    } = req;
     // Forwarding headers are believed only from trusted proxies; after this
     // every route may read the headers as they are, and the routes that need
     // the caller's address take `client` (see `client_addr.rs`).
     let client = crate::client_addr::normalise(
-        &mut parts.headers,
+        &mut headers,
         peer,
         &engine.options.trusted_proxies,
         engine.options.region_header.as_ref(),
     );
-    let m = &parts.method;
-    let q = parts.uri.query();
-    let h = &parts.headers;
+    let m = &method;
+    let h = &headers;
     macro_rules! body {
         () => {
-            match crate::request::read_body(h, body).await {
-                Ok(b) => b,
-                Err(e) => return ("other", response::error(&e)),
+            match body {
+                RequestBody::Read(b) => BodyBytes::Borrowed(b),
+                RequestBody::Stream(s) => match crate::request::read_body(h, s).await {
+                    Ok(b) => BodyBytes::Read(b),
+                    Err(e) => return ("other", response::error(&e)),
+                },
             }
         };
     }
@@ -93,7 +168,7 @@ where
     // routes, mint behind its idempotency wrapper) are boxed: otherwise
     // every request, `/ping` included, would allocate and copy a future of
     // their size (3 360 bytes instead of 1 600; `tests` below).
-    match parts.uri.path() {
+    match path {
         "/ping" => match *m {
             Method::GET | Method::HEAD => ("ping", routes::ping::handle()),
             _ => ("ping", response::method_not_allowed("GET, HEAD")),
@@ -101,13 +176,13 @@ where
         "/projects/client/session-verify" => match *m {
             Method::GET => (
                 "session_verify",
-                routes::session_verify::handle(engine, m, q, h, Bytes::new()).await,
+                routes::session_verify::handle(engine, m, q, h, &[]).await,
             ),
             Method::POST => {
                 let b = body!();
                 (
                     "session_verify",
-                    routes::session_verify::handle(engine, m, q, h, b).await,
+                    routes::session_verify::handle(engine, m, q, h, &b).await,
                 )
             }
             _ => ("session_verify", response::method_not_allowed("GET, POST")),
@@ -240,7 +315,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 pub async fn idempotent<F, Fut>(
     engine: &Engine,
     route: &str,
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     body: &[u8],
     f: F,
 ) -> Response<Body>
@@ -248,7 +323,8 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Response<Body>>,
 {
-    let Some(key) = headers.get("idempotency-key") else {
+    static IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+    let Some(key) = headers.get(&IDEMPOTENCY_KEY) else {
         return f().await;
     };
     let Ok(key) = key.to_str() else {
@@ -336,7 +412,7 @@ fn replay(stored: &StoredAnswer, fingerprint: &[u8; 32]) -> Response<Body> {
 fn authenticated(
     engine: &Engine,
     route: &str,
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     body: &[u8],
     now: i64,
 ) -> Option<(String, [u8; 32])> {
@@ -402,10 +478,27 @@ mod tests {
                 .uri("/ping")
                 .body(Full::new(Bytes::new()))
                 .unwrap();
+            // hyper's path: the request's parts are held beside the router.
             let f = super::route(&engine, None, req);
             let size = std::mem::size_of_val(&f);
-            assert!(size <= 2048, "the router's future is {size} bytes");
+            assert!(
+                size <= 2304,
+                "the router's future on hyper's path is {size} bytes"
+            );
             assert_eq!(f.await.status(), 200);
+            // The fast path's: the request as it lies in the buffer.
+            let fields = http::HeaderMap::new();
+            let req = super::Incoming::<http_body_util::Empty<Bytes>> {
+                method: http::Method::GET,
+                path: "/ping",
+                query: None,
+                headers: super::Headers::map(&fields),
+                body: super::RequestBody::Read(&[]),
+            };
+            let f = super::route_incoming(&engine, None, req);
+            let size = std::mem::size_of_val(&f);
+            assert!(size <= 2048, "the router's future is {size} bytes");
+            assert_eq!(f.await.0.status(), 200);
         });
     }
 }

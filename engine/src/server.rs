@@ -130,7 +130,10 @@ impl Fast {
     /// Serves `stream` on the fast path until it closes or hands over.
     async fn serve(&self, stream: &mut tokio::net::TcpStream, peer: SocketAddr) -> h1::End {
         let d = self.deadlines;
-        let route = |req| router::route_timed(&self.engine, Some(PeerAddr(peer)), req);
+        let route = Routed {
+            engine: &self.engine,
+            peer: PeerAddr(peer),
+        };
         // The body did not arrive in time: `408` if its own deadline is
         // the shorter, else the handler's `503` (as `answer_within` answers).
         let late = |body_first: bool| {
@@ -150,7 +153,23 @@ impl Fast {
             }
             res
         };
-        h1::serve(stream, d, &self.stop, route, late).await
+        h1::serve(stream, d, &self.stop, &route, late).await
+    }
+}
+
+/// The router behind the fast path, for requests from `peer`.
+struct Routed<'e> {
+    engine: &'e Engine,
+    peer: PeerAddr,
+}
+
+impl h1::Route for Routed<'_> {
+    fn route<'a>(
+        &'a self,
+        req: router::Incoming<'a, h1::NoBody>,
+    ) -> impl std::future::Future<Output = (http::Response<response::Body>, response::Timing)> + 'a
+    {
+        router::route_incoming(self.engine, Some(self.peer), req)
     }
 }
 

@@ -102,12 +102,13 @@ fn session_verify_cache_hit_allocates_only_its_answer() {
                 .to_string(),
         );
         let call = || {
+            let h = qyzar_engine::request::Headers::map(&headers);
             let fut = qyzar_engine::routes::session_verify::handle(
                 &engine,
                 &Method::POST,
                 None,
-                &headers,
-                body.clone(),
+                &h,
+                &body,
             );
             poll_once(fut)
         };

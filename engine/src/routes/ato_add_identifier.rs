@@ -7,7 +7,7 @@
 //! identifier's anti-ATO profile (what `ato-login-attempt` reads) → answer
 //! `{deviceId, trustedIdentifiers}`.
 
-use http::{HeaderMap, Response, StatusCode};
+use http::{Response, StatusCode};
 use qyzar_shared::identifier::normalise;
 use qyzar_shared::ids::DeviceId;
 use qyzar_shared::{ApiError, ErrorCode};
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::ato_login_attempt::identifier;
 use super::common::{self, SessionCheck};
 use crate::request;
+use crate::request::Headers;
 use crate::response::{self, Body};
 use crate::state::Engine;
 
@@ -37,7 +38,7 @@ struct Output<'a> {
 }
 
 /// Handles one call; the body has been read by the router.
-pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Response<Body> {
+pub async fn handle(engine: &Engine, headers: &Headers<'_>, body: &[u8]) -> Response<Body> {
     match run(engine, headers, body).await {
         Ok(r) => r,
         Err(e) => response::error(&e),
@@ -46,7 +47,7 @@ pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Respon
 
 async fn run(
     engine: &Engine,
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let now = qyzar_shared::time::now_ms();

@@ -19,7 +19,7 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, Response, StatusCode};
+use http::{Response, StatusCode};
 use qyzar_shared::identifier::normalise;
 use qyzar_shared::ids::DeviceId;
 use qyzar_shared::time::rfc3339;
@@ -32,6 +32,7 @@ use qyzar_store::profile::AttemptFacts;
 use super::common::{self, SessionCheck};
 use super::connect;
 use crate::decide::{self, Attempt, History, PriorSnapshot, Thresholds};
+use crate::request::Headers;
 use crate::request::{self, Text};
 use crate::response::{self, Body};
 use crate::state::Engine;
@@ -279,7 +280,7 @@ pub fn identifier(raw: Option<&str>) -> Result<&str, ApiError> {
 }
 
 /// Handles one call; the body has been read by the router.
-pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Response<Body> {
+pub async fn handle(engine: &Engine, headers: &Headers<'_>, body: &[u8]) -> Response<Body> {
     match run(engine, headers, body).await {
         Ok(r) => r,
         Err(e) => response::error(&e),
@@ -288,7 +289,7 @@ pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Respon
 
 async fn run(
     engine: &Engine,
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let now = qyzar_shared::time::now_ms();

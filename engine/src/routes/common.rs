@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use http::HeaderMap;
 use qyzar_shared::crypto::ct_eq;
 use qyzar_shared::ids::ProjectId;
 use qyzar_shared::snapshot::ProjectConfig;
@@ -11,6 +10,7 @@ use qyzar_shared::{ApiError, ErrorCode};
 
 use crate::config_view::{LiveConfig, ProjectKeys};
 use crate::request;
+use crate::request::Headers;
 use crate::sessions::{CacheStatus, CachedSession};
 use crate::state::Engine;
 
@@ -47,7 +47,7 @@ pub fn project_ref(raw: Option<&str>) -> Result<&str, ApiError> {
 pub fn authorise<'a>(
     live: &'a LiveConfig,
     project: &(impl AsRef<str> + ?Sized),
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     now_ms: i64,
 ) -> Result<(&'a ProjectConfig, &'a ProjectKeys), ApiError> {
     let secret =
@@ -70,7 +70,7 @@ pub fn authorise<'a>(
 /// live and bound to that origin. The origin on success.
 pub fn origin_authenticated<'h>(
     cfg: &ProjectConfig,
-    headers: &'h HeaderMap,
+    headers: &'h Headers<'_>,
     origin_token: &str,
     now_ms: i64,
 ) -> Option<&'h str> {
@@ -87,7 +87,7 @@ pub use qyzar_shared::crypto::sha256;
 /// Session id and token from the body, else from the project's cookies.
 pub fn session_credentials<'a>(
     cfg: &ProjectConfig,
-    headers: &'a HeaderMap,
+    headers: &'a Headers<'_>,
     body_id: Option<&'a str>,
     body_token: Option<&'a str>,
 ) -> (Option<&'a str>, Option<&'a str>) {

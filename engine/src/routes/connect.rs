@@ -15,7 +15,7 @@
 use std::net::IpAddr;
 
 use http::header::{HeaderValue, RETRY_AFTER, SET_COOKIE, USER_AGENT};
-use http::{HeaderMap, Response, StatusCode};
+use http::{Response, StatusCode};
 use qyzar_shared::captcha;
 use qyzar_shared::crypto::{random_token, sign_hs256, Claims};
 use qyzar_shared::ids::{ProjectId, SessionId};
@@ -31,6 +31,7 @@ use super::{common, cors};
 use crate::decide::{self, Entropy, UaInfo};
 use crate::limiter::{BucketCheck, Rule};
 use crate::request;
+use crate::request::Headers;
 use crate::response::{self, Body};
 use crate::state::Engine;
 use crate::traffic::Dims;
@@ -68,7 +69,7 @@ pub const SESSION_ISSUER: &str = "qyzar-session";
 /// are added by the router (so idempotent replays carry them too).
 pub async fn handle(
     engine: &Engine,
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     client: Option<IpAddr>,
     body: &[u8],
 ) -> Response<Body> {
@@ -80,7 +81,7 @@ pub async fn handle(
 
 async fn run(
     engine: &Engine,
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     client: Option<IpAddr>,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
@@ -168,7 +169,7 @@ async fn run(
     let ua_text = entropy
         .user_agent
         .as_deref()
-        .or_else(|| headers.get(USER_AGENT).and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get(&USER_AGENT).and_then(|v| v.to_str().ok()))
         .unwrap_or("");
     let ua = UaInfo::parse(ua_text);
     let risk = decide::score_bot(&entropy, &ua);
@@ -364,11 +365,11 @@ fn refused(engine: &Engine, project: &ProjectId, now: i64) {
 /// database (`QYZAR_ENGINE_GEOIP_DB`), if any. `ip` is the caller's choice
 /// of address: the browser's for `/connect`, the one in the body for a
 /// backend reporting a login.
-pub fn region_for(engine: &Engine, headers: &HeaderMap, ip: Option<IpAddr>) -> Option<String> {
+pub fn region_for(engine: &Engine, headers: &Headers<'_>, ip: Option<IpAddr>) -> Option<String> {
     header_region(engine, headers).or_else(|| engine.options.geo.as_ref()?.country(ip?))
 }
 
-fn header_region(engine: &Engine, headers: &HeaderMap) -> Option<String> {
+fn header_region(engine: &Engine, headers: &Headers<'_>) -> Option<String> {
     let name = engine.options.region_header.as_ref()?;
     let v = headers.get(name)?.to_str().ok()?.trim();
     (!v.is_empty() && v.len() <= 8 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))

@@ -6,16 +6,17 @@ use http::header::{
     ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ORIGIN,
     VARY,
 };
-use http::{HeaderMap, Response, StatusCode};
+use http::{Response, StatusCode};
 use qyzar_shared::ErrorCode;
 
 use super::common;
+use crate::request::Headers;
 use crate::response::{self, Body};
 use crate::state::Engine;
 
 /// The request's `Origin`, if it is a plain header value.
-pub fn origin(headers: &HeaderMap) -> Option<&str> {
-    headers.get(ORIGIN).and_then(|v| v.to_str().ok())
+pub fn origin<'h>(headers: &'h Headers<'_>) -> Option<&'h str> {
+    headers.get(&ORIGIN).and_then(|v| v.to_str().ok())
 }
 
 /// Adds the CORS answer headers for an allowed `origin`.
@@ -35,7 +36,7 @@ pub fn allow(mut res: Response<Body>, origin: &str) -> Response<Body> {
 /// `OPTIONS` on a browser route: `204` with the allowed method and headers
 /// when some project allows the origin (a preflight carries no project id);
 /// `403 origin_not_allowed` otherwise.
-pub fn preflight(engine: &Engine, headers: &HeaderMap) -> Response<Body> {
+pub fn preflight(engine: &Engine, headers: &Headers<'_>) -> Response<Body> {
     let now = qyzar_shared::time::now_ms();
     let live = match common::live(engine, now) {
         Ok(l) => l,
@@ -65,7 +66,7 @@ pub fn preflight(engine: &Engine, headers: &HeaderMap) -> Response<Body> {
 /// project allows get no CORS headers at all.
 pub fn reflect_if_allowed(
     engine: &Engine,
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     res: Response<Body>,
 ) -> Response<Body> {
     let Some(o) = origin(headers) else { return res };

@@ -23,7 +23,7 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use http::{HeaderMap, Response, StatusCode};
+use http::{Response, StatusCode};
 use qyzar_shared::settings::RateLimitSettings;
 use qyzar_shared::{ApiError, ErrorCode};
 use qyzar_store::DenyEvent;
@@ -32,6 +32,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::common;
 use crate::limiter::{BucketCheck, BucketOutcome, Rule, MAX_BUCKETS, MAX_KEY_LEN};
+use crate::request::Headers;
 use crate::request::{self, Text};
 use crate::response::{self, Body};
 use crate::state::Engine;
@@ -273,7 +274,7 @@ fn too_many_buckets() -> ApiError {
 /// Handles one call; the body has been read by the router.
 pub async fn handle(
     engine: &Engine,
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     body: &[u8],
     arrived: std::time::Instant,
 ) -> Response<Body> {
@@ -285,7 +286,7 @@ pub async fn handle(
 
 fn run(
     engine: &Engine,
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     body: &[u8],
     arrived: std::time::Instant,
 ) -> Result<Response<Body>, ApiError> {

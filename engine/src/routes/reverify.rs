@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use base64::Engine as _;
 use http::header::USER_AGENT;
-use http::{HeaderMap, Response, StatusCode};
+use http::{Response, StatusCode};
 use qyzar_shared::crypto::verify;
 use qyzar_shared::ids::ProjectId;
 use qyzar_shared::time::rfc3339;
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::{common, connect, cors};
 use crate::decide::{self, Entropy, UaInfo};
 use crate::request;
+use crate::request::Headers;
 use crate::response::{self, Body};
 use crate::state::Engine;
 
@@ -55,7 +56,7 @@ struct Invalid {
 /// are added by the router for origins a project allows.
 pub async fn handle(
     engine: &Engine,
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     client: Option<IpAddr>,
     body: &[u8],
 ) -> Response<Body> {
@@ -77,7 +78,7 @@ fn invalid(reason: &'static str) -> Response<Body> {
 
 async fn run(
     engine: &Engine,
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     client: Option<IpAddr>,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
@@ -152,7 +153,7 @@ async fn run(
     let ua_text = entropy
         .user_agent
         .as_deref()
-        .or_else(|| headers.get(USER_AGENT).and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get(&USER_AGENT).and_then(|v| v.to_str().ok()))
         .unwrap_or("");
     let ua = UaInfo::parse(ua_text);
     let risk = decide::score_bot(&entropy, &ua);

@@ -8,10 +8,11 @@
 //! cached — never `valid: false` for a session that may exist).
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::common::{self, SessionCheck};
+use crate::request::Headers;
 use crate::request::{self, Text};
 use crate::response::{self, Body};
 use crate::sessions::{CacheStatus, CachedSession};
@@ -52,11 +53,11 @@ pub async fn handle(
     engine: &Engine,
     method: &Method,
     query: Option<&str>,
-    headers: &HeaderMap,
-    body: Bytes,
+    headers: &Headers<'_>,
+    body: &[u8],
 ) -> Response<Body> {
     let now = qyzar_shared::time::now_ms();
-    match run(engine, method, query, headers, &body, now).await {
+    match run(engine, method, query, headers, body, now).await {
         Ok(res) => res,
         Err(e) => response::error(&e),
     }
@@ -66,7 +67,7 @@ async fn run(
     engine: &Engine,
     method: &Method,
     query: Option<&str>,
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     body: &[u8],
     now: i64,
 ) -> Result<Response<Body>, qyzar_shared::ApiError> {
@@ -102,13 +103,14 @@ async fn run(
     let res = match check {
         SessionCheck::Invalid(reason) => {
             count(engine, project, TrafficOutcome::Invalid, Dims::SERVER, now);
-            response::json_of(
+            let res = response::json_of(
                 StatusCode::OK,
                 &Invalid {
                     valid: false,
                     reason,
                 },
-            )
+            );
+            return Ok(response::cache_timing(res, status, store_ms));
         }
         SessionCheck::Valid(s) => {
             // Counted with the browser the session was opened from: the
@@ -127,10 +129,10 @@ async fn run(
                     .background
                     .touch(&s.to_project_id(), &s.to_session_id(), now, s.expires_at);
             }
-            response::json(StatusCode::OK, valid_body(&s, seen))
+            response::json_timed(StatusCode::OK, valid_body(&s, seen), status.into())
         }
     };
-    Ok(response::cache_timing(res, status, store_ms))
+    Ok(response::store_timing(res, store_ms))
 }
 
 /// `{"valid":true,"sessionId":…,"deviceId":…,"createdAt":…,"expiresAt":…,

@@ -10,13 +10,14 @@ use std::cell::RefCell;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use http::{HeaderMap, Response, StatusCode};
+use http::{Response, StatusCode};
 use qyzar_shared::crypto::{random_token, sign_eddsa, sign_hs256, ClaimsView};
 use qyzar_shared::settings::TokenAlgorithm;
 use qyzar_shared::{ApiError, ErrorCode};
 use serde::Deserialize;
 
 use super::common::{self, SessionCheck};
+use crate::request::Headers;
 use crate::request::{self, Text};
 use crate::response::{self, Body};
 use crate::state::Engine;
@@ -114,7 +115,7 @@ fn answer(client_token: &str, exp_ms: i64, session_id: Option<&str>) -> Vec<u8> 
 }
 
 /// Handles one call; the body has been read by the router.
-pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Response<Body> {
+pub async fn handle(engine: &Engine, headers: &Headers<'_>, body: &[u8]) -> Response<Body> {
     match run(engine, headers, body).await {
         Ok(r) => r,
         Err(e) => response::error(&e),
@@ -123,7 +124,7 @@ pub async fn handle(engine: &Engine, headers: &HeaderMap, body: &[u8]) -> Respon
 
 async fn run(
     engine: &Engine,
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let now = qyzar_shared::time::now_ms();

@@ -10,13 +10,14 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Response, StatusCode};
+use http::header::HeaderName;
+use http::{Method, Response, StatusCode};
 use qyzar_shared::crypto::{signed_by_known_key, verify_facts, JwtError, TokenFacts};
 use qyzar_shared::ApiError;
 use serde::{Deserialize, Serialize};
 
 use super::common::{self, SessionCheck};
+use crate::request::Headers;
 use crate::request::{self, Text};
 use crate::response::{self, Body};
 use crate::sessions::CacheStatus;
@@ -49,19 +50,16 @@ struct Invalid {
 }
 
 /// Header names parsed once, not on every request (a `&str` name is
-/// validated and hashed at each lookup).
+/// validated at each lookup).
 static CLIENT_TOKEN: HeaderName = HeaderName::from_static("x-qyzar-client-token");
 static PROJECT_SECRET: HeaderName = HeaderName::from_static("x-qyzar-project-secret");
-static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
-static TIMING_CACHED: HeaderValue = HeaderValue::from_static("token;desc=cached");
-static TIMING_VERIFIED: HeaderValue = HeaderValue::from_static("token;desc=verified");
 
 /// Handles one call.
 pub async fn handle(
     engine: &Engine,
     method: &Method,
     query: Option<&str>,
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     body: &[u8],
 ) -> Response<Body> {
     match run(engine, method, query, headers, body).await {
@@ -129,7 +127,7 @@ async fn run(
     engine: &Engine,
     method: &Method,
     query: Option<&str>,
-    headers: &HeaderMap,
+    headers: &Headers<'_>,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let now = qyzar_shared::time::now_ms();
@@ -216,14 +214,16 @@ async fn run(
         Dims::SERVER,
         now,
     );
-    let mut res = response::json(StatusCode::OK, valid_answer(facts, exp_ms));
-    let timing = if cache == CacheStatus::Hit {
-        &TIMING_CACHED
+    let entry = if cache == CacheStatus::Hit {
+        response::Entry::TokenCached
     } else {
-        &TIMING_VERIFIED
+        response::Entry::TokenVerified
     };
-    res.headers_mut().insert(&SERVER_TIMING, timing.clone());
-    Ok(res)
+    Ok(response::json_timed(
+        StatusCode::OK,
+        valid_answer(facts, exp_ms),
+        entry,
+    ))
 }
 
 /// The last second an answer's `expiresAt` can write (9999-12-31T23:59:59Z).

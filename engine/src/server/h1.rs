@@ -7,14 +7,15 @@
 //! every request, the response encoder's header map walk) was as large
 //! again (`deploy/instructions.sh`, BENCHMARKS.md "An HTTP/1.1 fast path").
 //! This loop reads a request into one buffer, parses its head with
-//! `httparse` (the parser hyper uses), hands the router an ordinary
-//! `http::Request`, and writes the answer's head and body with one `write`.
+//! `httparse` (the parser hyper uses), hands the router the request as it
+//! lies in that buffer (a [`crate::router::Incoming`]: no `Uri`, no `HeaderMap`,
+//! no copy), and writes the answer's head and body with one `write`.
 //!
 //! It takes only what it can serve exactly: an HTTP/1.1 request with no
 //! `Transfer-Encoding`, `Expect` or `Upgrade`, at most one `Content-Length`
 //! no larger than the body cap, and a method other than `HEAD` and
-//! `CONNECT`. At the first request that is anything else (a parse error
-//! included) the connection is handed to hyper with every byte read so far
+//! `CONNECT`, whose target is a path of visible ASCII ([`target`]). At the
+//! first request that is anything else (a parse error included) the connection is handed to hyper with every byte read so far
 //! ([`End::Handover`]), and hyper serves it to its end, answering the same
 //! way it always has. The tests in `h1/tests.rs` send the same requests to
 //! both and compare the answers.
@@ -38,15 +39,31 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::Full;
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE};
+use http::{HeaderMap, Method, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
+use crate::request::{Field, Headers};
 use crate::response::{self, Body, Timing, SERVER_TIMING};
+use crate::router::{Incoming, RequestBody};
+
+/// The body type of an [`Incoming`] here: there is none to read, it came
+/// with the head ([`RequestBody::Read`]).
+pub(crate) type NoBody = http_body_util::Empty<Bytes>;
+
+/// What the loop hands a request to: the router (`server.rs`), or a test's
+/// route. The request borrows the connection's buffer, and the answer's
+/// future may borrow it too.
+pub(crate) trait Route {
+    /// The answer to `req`, and when it was made ([`Timing`]).
+    fn route<'a>(
+        &'a self,
+        req: Incoming<'a, NoBody>,
+    ) -> impl std::future::Future<Output = (Response<Body>, Timing)> + 'a;
+}
 
 #[cfg(test)]
 mod tests;
@@ -137,17 +154,13 @@ struct Head {
 /// `server::answer_within` finishes it in a task of its own), so no route
 /// is cut off between two store writes; the connection's slot is held until
 /// it has, which bounds such routes by the connection cap.
-pub(crate) async fn serve<R, F>(
+pub(crate) async fn serve<R: Route>(
     stream: &mut TcpStream,
     deadlines: Deadlines,
     stop: &Stop,
-    route: R,
+    route: &R,
     late: impl Fn(bool) -> Response<Body>,
-) -> End
-where
-    R: Fn(Request<Body>) -> F,
-    F: std::future::Future<Output = (Response<Body>, Timing)>,
-{
+) -> End {
     let mut notified = Box::pin(stop.notify.notified());
     notified.as_mut().enable();
     let mut conn = Conn {
@@ -197,7 +210,7 @@ where
                             at: std::time::Instant::now(),
                             total_micros: None,
                         };
-                        let _ = conn.answer(res, true, timing).await;
+                        let _ = send(conn.stream, &mut conn.out, res, true, timing).await;
                         return End::Closed;
                     }
                     Ok(Wait::Eof | Wait::Stopped) | Err(_) => return End::Closed,
@@ -205,31 +218,41 @@ where
             }
             budget = budget.saturating_sub(headers_at.elapsed());
         }
-        let data = Bytes::copy_from_slice(&conn.buf[conn.start..conn.start + total]);
-        let Some(req) = request(&conn.head, data) else {
-            // Not a valid `http` request after all (an URI `http` refuses):
+        let at = conn.start;
+        let Some(req) = incoming(&conn.buf[at..at + total], &conn.head) else {
+            // A target this loop does not take (not a plain path):
             // hyper answers it as it always has.
             return conn.handover();
         };
-        conn.start += total;
-        let mut routed = std::pin::pin!(route(req));
-        let Some((res, timing)) = conn.within(routed.as_mut(), budget).await else {
-            let timing = Timing {
-                at: std::time::Instant::now(),
-                total_micros: None,
-            };
-            if conn.answer(late(false), true, timing).await.is_ok() {
-                let _ = conn.stream.shutdown().await;
+        // The route borrows the request's bytes in the buffer, so it is
+        // polled and dropped in this block, before the buffer moves on.
+        let (res, timing) = {
+            let mut routed = std::pin::pin!(route.route(req));
+            match within(&mut conn.timer, routed.as_mut(), budget).await {
+                Some(answer) => answer,
+                None => {
+                    let timing = Timing {
+                        at: std::time::Instant::now(),
+                        total_micros: None,
+                    };
+                    if send(conn.stream, &mut conn.out, late(false), true, timing)
+                        .await
+                        .is_ok()
+                    {
+                        let _ = conn.stream.shutdown().await;
+                    }
+                    let _ = routed.await;
+                    return End::Closed;
+                }
             }
-            let _ = routed.await;
-            return End::Closed;
         };
+        conn.start += total;
         // A body's `408` leaves the connection unusable, as in hyper's path.
         let close = close
             || stop.stopping()
             || res.status() == StatusCode::REQUEST_TIMEOUT
             || wants_close(res.headers());
-        let waited = match conn.answer(res, close, timing).await {
+        let waited = match send(conn.stream, &mut conn.out, res, close, timing).await {
             Ok(waited) if !close => waited,
             _ => return End::Closed,
         };
@@ -328,30 +351,6 @@ impl Conn<'_> {
         .await
     }
 
-    /// Polls `routed` to its answer within `budget`: `None` once the budget
-    /// has passed. A route that answers at its first poll (a cache hit)
-    /// costs no clock read; one that waits is given a deadline then, kept
-    /// by the connection's timer, which is moved only if it would fire
-    /// later (the header deadline it holds is usually sooner).
-    async fn within<F: std::future::Future>(
-        &mut self,
-        mut routed: Pin<&mut F>,
-        budget: Duration,
-    ) -> Option<F::Output> {
-        let mut deadline = None;
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(answer) = routed.as_mut().poll(cx) {
-                return Poll::Ready(Some(answer));
-            }
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + budget);
-            if passed(&mut self.timer, deadline, cx) {
-                return Poll::Ready(None);
-            }
-            Poll::Pending
-        })
-        .await
-    }
-
     /// After an answer: an empty buffer starts over at its front, and one
     /// grown by a large request goes back to its usual size.
     fn settle(&mut self) {
@@ -370,39 +369,57 @@ impl Conn<'_> {
     fn handover(self) -> End {
         End::Handover(Bytes::copy_from_slice(&self.buf[self.start..self.end]))
     }
+}
 
-    /// Writes `res` with one `write`: status line, its headers, `content-length`,
-    /// `date` (of when the answer was made), the router's total in
-    /// `server-timing`, `connection: close` when closing, the body. Says
-    /// whether it had to wait for the client to take it (a full socket
-    /// buffer).
-    async fn answer(
-        &mut self,
-        res: Response<Body>,
-        close: bool,
-        timing: Timing,
-    ) -> io::Result<bool> {
-        let (parts, body) = res.into_parts();
-        let body = full_bytes(body);
-        encode(
-            &mut self.out,
-            parts.status,
-            &parts.headers,
-            &body,
-            close,
-            timing,
-        );
-        let sent = match self.stream.try_write(&self.out) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(e),
-        };
-        if sent == self.out.len() {
-            return Ok(false);
+/// Polls `routed` to its answer within `budget`: `None` once the budget
+/// has passed. A route that answers at its first poll (a cache hit)
+/// costs no clock read; one that waits is given a deadline then, kept
+/// by the connection's `timer`, which is moved only if it would fire
+/// later (the header deadline it holds is usually sooner).
+async fn within<F: std::future::Future>(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    mut routed: Pin<&mut F>,
+    budget: Duration,
+) -> Option<F::Output> {
+    let mut deadline = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(answer) = routed.as_mut().poll(cx) {
+            return Poll::Ready(Some(answer));
         }
-        self.stream.write_all(&self.out[sent..]).await?;
-        Ok(true)
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + budget);
+        if passed(timer, deadline, cx) {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Writes `res` to `stream` with one `write`, encoded in `out`: status
+/// line, its headers, `content-length`, `date` (of when the answer was
+/// made), the router's total in `server-timing`, `connection: close` when
+/// closing, the body. Says whether it had to wait for the client to take
+/// it (a full socket buffer).
+async fn send(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    res: Response<Body>,
+    close: bool,
+    timing: Timing,
+) -> io::Result<bool> {
+    let (parts, body) = res.into_parts();
+    let body = full_bytes(body);
+    encode(out, parts.status, &parts.headers, &body, close, timing);
+    let sent = match stream.try_write(out) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    if sent == out.len() {
+        return Ok(false);
     }
+    stream.write_all(&out[sent..]).await?;
+    Ok(true)
 }
 
 /// Whether `deadline` has passed, kept by a connection's one timer: armed at
@@ -524,7 +541,7 @@ pub(crate) fn encode(
 }
 
 /// The offsets of a head's fields.
-struct Fields([(u32, u32, u32, u32); MAX_HEADERS]);
+struct Fields([Field; MAX_HEADERS]);
 
 impl Default for Fields {
     fn default() -> Self {
@@ -621,22 +638,47 @@ fn content_length(value: &[u8]) -> Option<usize> {
     (n <= crate::request::MAX_BODY).then_some(n)
 }
 
-/// The `http::Request` of a parsed head over `data` (head and body).
-fn request(head: &Head, data: Bytes) -> Option<Request<Body>> {
-    let uri = Uri::from_maybe_shared(data.slice(head.path.0..head.path.0 + head.path.1)).ok()?;
-    let mut headers = HeaderMap::with_capacity(head.count);
-    for &(n, nl, v, vl) in &head.headers.0[..head.count] {
-        let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
-        let name = HeaderName::from_bytes(&data[n..n + nl]).ok()?;
-        let value = HeaderValue::from_maybe_shared(data.slice(v..v + vl)).ok()?;
-        headers.append(name, value);
+/// The request of a parsed `head` over `data` (its head and body), as it
+/// lies there; `None` for a target this loop does not take ([`target`]).
+fn incoming<'a>(data: &'a [u8], head: &'a Head) -> Option<Incoming<'a, NoBody>> {
+    let (path, query) = target(&data[head.path.0..head.path.0 + head.path.1])?;
+    Some(Incoming {
+        method: head.method.clone(),
+        path,
+        query,
+        headers: Headers::raw(data, &head.headers.0[..head.count]),
+        body: RequestBody::Read(&data[head.len..]),
+    })
+}
+
+/// A request target taken here, split into path and query as `http::Uri`
+/// splits it: a path (`/` first), the query after the first `?`, every
+/// byte visible ASCII that `Uri` takes in both a path and a query (not
+/// `"`, `#`, `<`, `>` or a backquote). Any other target (`*`, absolute, a
+/// fragment, bytes outside ASCII) goes to hyper, which reads or refuses it
+/// as before. `h1/tests.rs` checks the split against `Uri` for every byte
+/// taken, in path and query.
+fn target(t: &[u8]) -> Option<(&str, Option<&str>)> {
+    let taken = |b: u8| (0x21..0x7f).contains(&b) && !matches!(b, b'"' | b'#' | b'<' | b'>' | b'`');
+    if t.first() != Some(&b'/') {
+        return None;
     }
-    let mut req = Request::new(Full::new(data.slice(head.len..)));
-    *req.method_mut() = head.method.clone();
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-    Some(req)
+    // One pass: every byte taken, and where the first `?` is.
+    let mut question = None;
+    for (i, &b) in t.iter().enumerate() {
+        if !taken(b) {
+            return None;
+        }
+        if b == b'?' && question.is_none() {
+            question = Some(i);
+        }
+    }
+    // Visible ASCII: text.
+    let t = std::str::from_utf8(t).ok()?;
+    Some(match question {
+        Some(i) => (&t[..i], Some(&t[i + 1..])),
+        None => (t, None),
+    })
 }
 
 /// Bytes read before a handover, then the socket: how hyper is given a

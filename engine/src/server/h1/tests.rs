@@ -18,32 +18,37 @@ use tokio::net::{TcpListener, TcpStream};
 use super::*;
 use std::sync::atomic::Ordering;
 
-/// What a route saw, as its answer: method, target, version, every header
-/// in order, the body; with a header and a status of its own, so encoding
-/// is compared too.
-async fn echo<B>(req: Request<B>) -> Response<Body>
+/// What a route saw, as its answer: method, path, query, every header
+/// field (by name, a name's values in order), the body; with a header and a
+/// status of its own, so encoding is compared too. What the router reads
+/// ([`Incoming`]), from the fast path's buffer or hyper's request.
+async fn echo<B>(req: Incoming<'_, B>) -> Response<Body>
 where
     B: hyper::body::Body,
     B::Error: std::fmt::Debug,
 {
-    let (parts, body) = req.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    let headers: Vec<(String, String)> = parts
+    let body = match req.body {
+        RequestBody::Read(b) => Bytes::copy_from_slice(b),
+        RequestBody::Stream(s) => s.collect().await.unwrap().to_bytes(),
+    };
+    let mut headers: Vec<(String, String)> = req
         .headers
         .iter()
-        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+        .into_iter()
+        .map(|(n, v)| (n, String::from_utf8_lossy(v.as_bytes()).into()))
         .collect();
+    // hyper's map keeps a name's values together; the order of names is
+    // not something a route can see.
+    headers.sort_by(|a, b| a.0.cmp(&b.0));
     let seen = serde_json::json!({
-        "method": parts.method.as_str(),
-        "uri": parts.uri.to_string(),
-        "path": parts.uri.path(),
-        "query": parts.uri.query(),
-        "version": format!("{:?}", parts.version),
+        "method": req.method.as_str(),
+        "path": req.path,
+        "query": req.query,
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
     });
     let mut res = Response::new(Full::new(Bytes::from(seen.to_string())));
-    *res.status_mut() = match parts.uri.path() {
+    *res.status_mut() = match req.path {
         "/created" => StatusCode::CREATED,
         // As the CORS preflight answers: no content, whatever the body.
         "/none" => StatusCode::NO_CONTENT,
@@ -53,11 +58,47 @@ where
         .insert("content-type", "application/json".parse().unwrap());
     res.headers_mut().append("x-echo", "one".parse().unwrap());
     res.headers_mut().append("x-echo", "two".parse().unwrap());
-    if parts.uri.path() == "/bye" {
+    if req.path == "/bye" {
         res.headers_mut()
             .insert("connection", "close".parse().unwrap());
     }
     res
+}
+
+/// [`echo`] of a request hyper read, as the router reads one
+/// (`router::route_timed`).
+async fn echo_hyper<B>(req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let (parts, body) = req.into_parts();
+    echo(Incoming {
+        method: parts.method.clone(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: crate::request::Headers::map(&parts.headers),
+        body: RequestBody::Stream(body),
+    })
+    .await
+}
+
+/// The fast path's route in these tests: [`echo`].
+struct Echo;
+
+impl Route for Echo {
+    fn route<'a>(
+        &'a self,
+        req: Incoming<'a, NoBody>,
+    ) -> impl std::future::Future<Output = (Response<Body>, crate::response::Timing)> + 'a {
+        async {
+            let timing = crate::response::Timing {
+                at: std::time::Instant::now(),
+                total_micros: None,
+            };
+            (echo(req).await, timing)
+        }
+    }
 }
 
 const DEADLINES: Deadlines = Deadlines {
@@ -87,10 +128,9 @@ async fn spawn_counting(
             let stop = Arc::clone(&stop);
             let handovers = Arc::clone(&handovers);
             tokio::spawn(async move {
-                let service =
-                    service_fn(
-                        |req| async move { Ok::<_, std::convert::Infallible>(echo(req).await) },
-                    );
+                let service = service_fn(|req| async move {
+                    Ok::<_, std::convert::Infallible>(echo_hyper(req).await)
+                });
                 if !fast {
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -106,14 +146,7 @@ async fn spawn_counting(
                     };
                     res
                 };
-                let route = |req| async {
-                    let timing = crate::response::Timing {
-                        at: std::time::Instant::now(),
-                        total_micros: None,
-                    };
-                    (echo(req).await, timing)
-                };
-                let end = serve(&mut stream, deadlines, &stop, route, late).await;
+                let end = serve(&mut stream, deadlines, &stop, &Echo, late).await;
                 if let End::Handover(read) = end {
                     handovers.fetch_add(1, Ordering::SeqCst);
                     let io = TokioIo::new(Rewind::new(read, stream));
@@ -256,6 +289,15 @@ async fn the_route_sees_and_the_client_reads_what_hyper_gives() {
         &[b"GET /first HTTP/1.1\r\n\r\nGET /bad path HTTP/1.1\r\n\r\n"],
         &[b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"],
         &[b"BREW /pot HTTP/1.1\r\n\r\n"],
+        // Targets: a fragment and bytes outside ASCII go to hyper; odd
+        // ASCII, a second `?`, `//` and `*` are split as `Uri` splits them.
+        &[b"GET /p?a=1#frag HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\n\r\n"],
+        &[b"GET /a{b}|\"^`[]?x=<>&y=?z HTTP/1.1\r\n\r\n"],
+        &[b"GET //double?? HTTP/1.1\r\n\r\nGET /? HTTP/1.1\r\n\r\n"],
+        &[b"GET /caf\xc3\xa9?q=\xc3\xa9 HTTP/1.1\r\n\r\n"],
+        &[b"OPTIONS * HTTP/1.1\r\n\r\n"],
+        // Field values with tabs and bytes that are not text.
+        &[b"GET / HTTP/1.1\r\nX-A: a\tb\r\nX-B: caf\xc3\xa9\r\nx-a: \r\n\r\n"],
     ];
     for parts in cases {
         let got = same(parts).await;
@@ -383,6 +425,77 @@ fn heads_are_taken_or_handed_over() {
     assert!(other(&many), "more fields than the loop keeps");
     let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_HEAD));
     assert!(other(long.as_bytes()), "a head longer than the loop keeps");
+}
+
+/// Every target the loop takes is split into path and query as `Uri`
+/// splits it: each byte in the path and in the query, alone and between
+/// others.
+#[test]
+fn targets_split_as_uri_splits() {
+    let mut taken = 0;
+    for b in 0..=255u8 {
+        let c = b as char;
+        for t in [
+            vec![b'/', b],
+            vec![b'/', b'a', b, b'z'],
+            vec![b'/', b'a', b'?', b'q', b, b'z'],
+            vec![b'/', b'?', b],
+            vec![b, b'/'],
+        ] {
+            let Some((path, query)) = target(&t) else {
+                continue;
+            };
+            taken += 1;
+            let uri = http::Uri::from_maybe_shared(Bytes::from(t.clone()))
+                .unwrap_or_else(|e| panic!("{c:?} in {t:?}: taken here, refused by Uri: {e}"));
+            assert_eq!((path, query), (uri.path(), uri.query()), "{c:?} in {t:?}");
+        }
+    }
+    assert!(taken > 300, "visible ASCII is taken ({taken})");
+    assert_eq!(target(b"/a#b"), None, "a fragment goes to hyper");
+    assert_eq!(target(b"*"), None);
+    assert_eq!(target(b"http://x/a"), None);
+    assert_eq!(target(b"/caf\xc3\xa9"), None);
+}
+
+/// What `httparse` takes as a field's name and value, `HeaderName` and
+/// `HeaderValue` take too (the loop no longer builds them, so a field they
+/// refuse would otherwise reach a route): every byte in a name and in a
+/// value.
+#[test]
+fn fields_the_loop_takes_are_fields_http_takes() {
+    for b in 0..=255u8 {
+        for (name, value) in [
+            (vec![b'x', b, b'y'], b"v".to_vec()),
+            (vec![b], b"v".to_vec()),
+            (b"x".to_vec(), vec![b'a', b, b'c']),
+            (b"x".to_vec(), vec![b]),
+        ] {
+            let raw = [
+                &b"GET / HTTP/1.1\r\n"[..],
+                &name,
+                b": ",
+                &value,
+                b"\r\n\r\n",
+            ]
+            .concat();
+            let mut head = Head::default();
+            if !matches!(parse(&raw, &mut head), Parsed::Head) {
+                continue;
+            }
+            let req = incoming(&raw, &head).unwrap();
+            for (n, v) in req.headers.iter() {
+                assert!(
+                    http::HeaderName::from_bytes(n.as_bytes()).is_ok(),
+                    "byte {b:#04x}: name {n:?}"
+                );
+                assert!(
+                    http::HeaderValue::from_bytes(v.as_bytes()).is_ok(),
+                    "byte {b:#04x}: value {v:?}"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]
@@ -760,20 +873,37 @@ async fn a_route_past_the_handler_deadline_is_answered_late_and_still_finishes()
             handler: Duration::from_millis(200),
             ..DEADLINES
         };
-        let route = |_req: Request<Body>| async {
-            r.notified().await;
-            f.store(true, Ordering::SeqCst);
-            (
-                Response::new(Body::new(Bytes::from_static(b"done"))),
-                untimed(),
-            )
+        /// Answers once `release` is notified, and says so in `finished`.
+        struct Waits {
+            release: Arc<tokio::sync::Notify>,
+            finished: Arc<std::sync::atomic::AtomicBool>,
+        }
+        impl Route for Waits {
+            fn route<'a>(
+                &'a self,
+                _req: Incoming<'a, NoBody>,
+            ) -> impl std::future::Future<Output = (Response<Body>, crate::response::Timing)> + 'a
+            {
+                async {
+                    self.release.notified().await;
+                    self.finished.store(true, Ordering::SeqCst);
+                    (
+                        Response::new(Body::new(Bytes::from_static(b"done"))),
+                        untimed(),
+                    )
+                }
+            }
+        }
+        let route = Waits {
+            release: r,
+            finished: f,
         };
         let late = |_body_first: bool| {
             let mut res = Response::new(Body::new(Bytes::from_static(b"late")));
             *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             res
         };
-        serve(&mut stream, deadlines, &Stop::default(), route, late).await
+        serve(&mut stream, deadlines, &Stop::default(), &route, late).await
     });
     let mut client = TcpStream::connect(addr).await.unwrap();
     client
