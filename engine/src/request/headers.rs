@@ -156,12 +156,8 @@ impl<'a> Headers<'a> {
                 fields,
                 hidden,
             } => {
-                let want = name.as_str().as_bytes();
-                for (i, f) in fields.iter().enumerate() {
-                    if is(buf, f, want) {
-                        *hidden |= 1u64 << i;
-                    }
-                }
+                *hidden |= named(buf, fields, name.as_str().as_bytes())
+                    .fold(0, |bits, (i, _)| bits | 1u64 << i);
             }
             Repr::Map { hidden, .. } => {
                 if !hidden.contains(name) {
@@ -212,13 +208,22 @@ impl<'a> Headers<'a> {
             } => (*buf, *fields, *hidden),
             Repr::Map { .. } => (&[][..], &[][..], 0),
         };
-        let want = name.as_str().as_bytes();
-        fields
-            .iter()
-            .enumerate()
-            .filter(move |&(i, f)| hidden & (1u64 << i) == 0 && is(buf, f, want))
+        named(buf, fields, name.as_str().as_bytes())
+            .filter(move |&(i, _)| hidden & (1u64 << i) == 0)
             .filter_map(move |(_, f)| value(buf, f))
     }
+}
+
+/// The fields of `fields` called `want`, with their places.
+fn named<'b>(
+    buf: &'b [u8],
+    fields: &'b [Field],
+    want: &'b [u8],
+) -> impl Iterator<Item = (usize, &'b Field)> + 'b {
+    fields
+        .iter()
+        .enumerate()
+        .filter(move |(_, f)| is(buf, f, want))
 }
 
 /// Whether field `f` of `buf` is called `want`, the lower-case name of a

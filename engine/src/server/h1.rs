@@ -8,14 +8,16 @@
 //! again (`deploy/instructions.sh`, BENCHMARKS.md "An HTTP/1.1 fast path").
 //! This loop reads a request into one buffer, parses its head with
 //! `httparse` (the parser hyper uses), hands the router the request as it
-//! lies in that buffer (a [`crate::router::Incoming`]: no `Uri`, no `HeaderMap`,
-//! no copy), and writes the answer's head and body with one `write`.
+//! lies in that buffer (a [`crate::router::Incoming`]: no `Uri`, no
+//! `HeaderMap`, no copy), and writes the answer's head and body with one
+//! `write`.
 //!
 //! It takes only what it can serve exactly: an HTTP/1.1 request with no
 //! `Transfer-Encoding`, `Expect` or `Upgrade`, at most one `Content-Length`
 //! no larger than the body cap, and a method other than `HEAD` and
 //! `CONNECT`, whose target is a path of visible ASCII ([`target`]). At the
-//! first request that is anything else (a parse error included) the connection is handed to hyper with every byte read so far
+//! first request that is anything else (a parse error included) the
+//! connection is handed to hyper with every byte read so far
 //! ([`End::Handover`]), and hyper serves it to its end, answering the same
 //! way it always has. The tests in `h1/tests.rs` send the same requests to
 //! both and compare the answers.
