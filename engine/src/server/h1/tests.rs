@@ -87,17 +87,15 @@ where
 struct Echo;
 
 impl Route for Echo {
-    fn route<'a>(
+    async fn route<'a>(
         &'a self,
         req: Incoming<'a, NoBody>,
-    ) -> impl std::future::Future<Output = (Response<Body>, crate::response::Timing)> + 'a {
-        async {
-            let timing = crate::response::Timing {
-                at: std::time::Instant::now(),
-                total_micros: None,
-            };
-            (echo(req).await, timing)
-        }
+    ) -> (Response<Body>, crate::response::Timing) {
+        let timing = crate::response::Timing {
+            at: std::time::Instant::now(),
+            total_micros: None,
+        };
+        (echo(req).await, timing)
     }
 }
 
@@ -879,19 +877,16 @@ async fn a_route_past_the_handler_deadline_is_answered_late_and_still_finishes()
             finished: Arc<std::sync::atomic::AtomicBool>,
         }
         impl Route for Waits {
-            fn route<'a>(
+            async fn route<'a>(
                 &'a self,
                 _req: Incoming<'a, NoBody>,
-            ) -> impl std::future::Future<Output = (Response<Body>, crate::response::Timing)> + 'a
-            {
-                async {
-                    self.release.notified().await;
-                    self.finished.store(true, Ordering::SeqCst);
-                    (
-                        Response::new(Body::new(Bytes::from_static(b"done"))),
-                        untimed(),
-                    )
-                }
+            ) -> (Response<Body>, crate::response::Timing) {
+                self.release.notified().await;
+                self.finished.store(true, Ordering::SeqCst);
+                (
+                    Response::new(Body::new(Bytes::from_static(b"done"))),
+                    untimed(),
+                )
             }
         }
         let route = Waits {
