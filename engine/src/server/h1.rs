@@ -75,6 +75,8 @@ mod tests;
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Most header fields in a request taken here.
 const MAX_HEADERS: usize = 64;
+// A head's fields are hidden by one bit each (`request::Headers`).
+const _: () = assert!(MAX_HEADERS <= 64);
 /// A connection's read buffer: hyper's initial size. It grows for a large
 /// body and shrinks back once that request is served, so an idle connection
 /// holds this much.
