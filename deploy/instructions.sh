@@ -4,7 +4,7 @@
 # changes too small for wrk to see on a noisy machine (BENCHMARKS.md,
 # "Instructions per request"). Installs valgrind (Debian) if missing.
 #
-#   deploy/instructions.sh ROUTE [N]    ROUTE: sv | mint | verify | rl | ato | ato-spread | hello
+#   deploy/instructions.sh ROUTE [N]    ROUTE: sv | mint | verify | verify-uncached | rl | ato | ato-spread | hello
 #   QYZAR_BIN=path/to/qyzar deploy/instructions.sh sv   # another build
 #   QYZAR_CALLGRIND_OUT=file ...        # keep the profile (callgrind_annotate)
 #
@@ -13,6 +13,11 @@
 # identifier's profile is cached and journalled, then N more. With one
 # connection every attempt is its own group commit, so the journal thread's
 # per-commit work weighs more than under load; compare builds with it.
+#
+# `verify-uncached` verifies a token never seen before on every request
+# (N + 200 tokens minted first), with the token cache held to 1 MiB so that
+# each insert also evicts: the miss path of `engine-compare`'s uncached
+# scenario, on one project.
 #
 # `qyzar dev` runs under callgrind; after 200 warm-up requests the counters
 # are zeroed, N requests (default 3000) go over one keep-alive connection,
@@ -79,6 +84,7 @@ if [ -z "$bin" ]; then
 fi
 bin=$(realpath "$bin")
 cd "$work"
+[ "$route" = verify-uncached ] && export QYZAR_ENGINE_TOKEN_CACHE_MIB=1
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$bin" dev >"$work/dev.log" 2>&1 &
 vg=$!
 for _ in $(seq 600); do
@@ -102,10 +108,22 @@ case $route in
 sv) path=/projects/client/session-verify body="{\"projectId\":\"$project\",\"sessionId\":\"$sid\",\"sessionToken\":\"$stok\"}" ;;
 mint) path=/projects/client/token body="{\"projectId\":\"$project\"}" ;;
 verify) path=/projects/client/token-verify body="{\"projectId\":\"$project\",\"clientToken\":\"$token\"}" ;;
+verify-uncached)
+	path=/projects/client/token-verify body="{\"projectId\":\"$project\",\"clientToken\":\"%TOKEN%\"}"
+	QZ_SECRET=$secret python3 - "$host" "$port" "$project" $((n + warmup)) >"$work/tokens" <<'PY'
+import http.client, json, os, sys
+conn = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]))
+for k in range(int(sys.argv[4])):
+    body = json.dumps({"projectId": sys.argv[3], "metadata": {"identifier": f"user{k}@example.com", "plan": "pro"}})
+    conn.request("POST", "/projects/client/token", body=body,
+                 headers={"Content-Type": "application/json", "Authorization": "Bearer " + os.environ["QZ_SECRET"]})
+    print(json.loads(conn.getresponse().read())["clientToken"])
+PY
+	export QZ_TOKENS="$work/tokens" ;;
 rl) path=/projects/client/rate-limit-check body="{\"projectId\":\"$project\",\"ip\":\"%IP%\",\"metadata\":{\"email\":\"u%N%@example.com\"}}" ;;
 ato) path=/projects/client/ato-login-attempt body="{\"projectId\":\"$project\",\"identifier\":\"perf@example.com\",\"success\":true,\"ip\":\"203.0.113.9\",\"sessionId\":\"$sid\",\"sessionToken\":\"$stok\"}" ;;
 ato-spread) path=/projects/client/ato-login-attempt body="{\"projectId\":\"$project\",\"identifier\":\"user%N%@example.com\",\"success\":%S%,\"ip\":\"%IP%\"}" warmup=2200 && export QZ_KEYS=2000 ;;
-*) echo "unknown route $route (sv | mint | verify | rl | ato | ato-spread | hello)" >&2; exit 2 ;;
+*) echo "unknown route $route (sv | mint | verify | verify-uncached | rl | ato | ato-spread | hello)" >&2; exit 2 ;;
 esac
 QZ_SECRET=$secret count "$path" "$host" "$port"
 sleep 1

@@ -337,7 +337,9 @@ fn token_verify(c: &mut Criterion, w: &World) {
                 || {
                     i = (i + 1) % reqs.len();
                     let (r, (project, token)) = &reqs[i];
-                    w.engine.tokens.remove(project, &**token);
+                    w.engine
+                        .tokens
+                        .remove(project, &qyzar_engine::state::TokenRef(token));
                     r
                 },
                 verify,

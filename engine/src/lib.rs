@@ -27,6 +27,7 @@ pub mod routes;
 pub mod server;
 pub mod sessions;
 pub mod state;
+pub mod token_cache;
 pub mod traffic;
 
 pub use server::{run, ServerLimits};

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use qyzar_shared::crypto::TokenFacts;
 use qyzar_store::DataStore;
 
 use crate::background::Background;
@@ -13,6 +12,7 @@ use crate::config_view::ConfigView;
 use crate::limiter::{Limiters, LimitersConfig};
 use crate::metrics::Metrics;
 use crate::sessions::SessionCache;
+pub use crate::token_cache::{TokenKey, TokenRef, TokenWeight, VerifiedToken};
 
 /// How often expired rate-limit entries are removed.
 pub const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -101,43 +101,6 @@ impl Default for StateOptions {
     }
 }
 
-/// A verified client token, remembered until it expires so a repeated
-/// verify skips the signature check. It holds what the answer carries, not
-/// the whole claims ([`verify_facts`](qyzar_shared::crypto::verify_facts)),
-/// and not the project: the cache keeps each project's tokens apart (a
-/// token is only ever looked up in the shard of the project that verified
-/// it, whose id its `aud` had to name).
-pub struct VerifiedToken {
-    /// Expiry, session and metadata.
-    pub facts: TokenFacts,
-    /// Heap bytes of the facts, measured once: the cache is bounded by
-    /// bytes, and a tenant signing its own tokens chooses their claims.
-    heap: u32,
-}
-
-impl VerifiedToken {
-    /// Wraps verified `facts`, measuring what they hold.
-    pub fn new(facts: TokenFacts) -> Self {
-        let heap = facts.sid.as_ref().map_or(0, |s| s.len())
-            + facts.md.as_ref().map_or(0, |m| m.get().len());
-        Self {
-            facts,
-            heap: u32::try_from(heap).unwrap_or(u32::MAX),
-        }
-    }
-}
-
-/// Weighs a verified token: its text (the key), its claims, and the map's
-/// slot and `Arc` overhead.
-#[derive(Clone, Copy)]
-pub struct TokenWeight;
-
-impl quick_cache::Weighter<Box<str>, Arc<VerifiedToken>> for TokenWeight {
-    fn weight(&self, key: &Box<str>, v: &Arc<VerifiedToken>) -> u64 {
-        (key.len() + std::mem::size_of::<VerifiedToken>() + v.heap as usize + 64) as u64
-    }
-}
-
 /// A remembered answer to a request carrying an `Idempotency-Key`.
 pub struct StoredAnswer {
     /// SHA-256 of the request body: the same key with another body is a 409.
@@ -193,8 +156,9 @@ pub struct Engine {
     /// (which was ~15 % of an uncached verify under load). Expiry is checked
     /// on every read (`claims.exp`), so an expired token is never answered
     /// from here; it waits for eviction like any unread entry. Only tokens
-    /// verified for an authenticated project are inserted.
-    pub tokens: ProjectCache<Box<str>, Arc<VerifiedToken>, TokenWeight>,
+    /// verified for an authenticated project are inserted. An entry is one
+    /// allocation, hashed by its tail ([`crate::token_cache`]).
+    pub tokens: ProjectCache<TokenKey, VerifiedToken, TokenWeight>,
     /// Idempotent answers by project, then (route and credential, key):
     /// see [`crate::router::idempotent`] for what a key guarantees.
     pub idempotency: ProjectCache<IdempotencySlot, Arc<StoredAnswer>, AnswerWeight>,

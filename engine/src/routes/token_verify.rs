@@ -7,12 +7,10 @@
 //! follow their session) → answer `{valid, reason?, sessionId?, metadata,
 //! expiresAt}`.
 
-use std::sync::Arc;
-
 use base64::Engine as _;
 use http::header::HeaderName;
 use http::{Method, Response, StatusCode};
-use qyzar_shared::crypto::{signed_by_known_key, verify_facts, JwtError, TokenFacts};
+use qyzar_shared::crypto::{signed_by_known_key, verify_facts_with, JwtError};
 use qyzar_shared::ApiError;
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +19,7 @@ use crate::request::Headers;
 use crate::request::{self, Text};
 use crate::response::{self, Body};
 use crate::sessions::CacheStatus;
-use crate::state::{Engine, VerifiedToken};
+use crate::state::{Engine, TokenRef, VerifiedToken};
 use crate::traffic::Dims;
 use qyzar_shared::usage::{TrafficOutcome, TrafficRoute};
 
@@ -90,11 +88,11 @@ fn invalid(reason: &'static str) -> Response<Body> {
 /// sorted keys and no repeated key, which is what the parsed and
 /// re-serialised value gave before; a token a customer signed itself (it
 /// holds the key's secret) keeps its own spelling.
-fn valid_answer(facts: &TokenFacts, exp_ms: i64) -> Vec<u8> {
-    let md = facts.md.as_ref().map(|m| m.get());
+fn valid_answer(token: &VerifiedToken, exp_ms: i64) -> Vec<u8> {
+    let md = token.md();
     let mut out = Vec::with_capacity(96 + md.map_or(0, str::len));
     out.extend_from_slice(b"{\"valid\":true");
-    if let Some(sid) = &facts.sid {
+    if let Some(sid) = token.sid() {
         out.extend_from_slice(b",\"sessionId\":");
         let _ = serde_json::to_writer(&mut out, sid);
     }
@@ -161,23 +159,22 @@ async fn run(
     // as long as its key is still live (a rotation without grace drops it).
     // A project's tokens are cached in its own byte share, so a tenant
     // signing large tokens with its own key evicts only its own.
-    let (verified, cache) = match engine.tokens.get(project.as_str(), token) {
+    let (verified, cache) = match engine.tokens.get(project.as_str(), &TokenRef(token)) {
         Some(v) if signed_by_known_key(token, &keys.verify) => {
             engine.tokens.counters().hit();
             (v, CacheStatus::Hit)
         }
-        _ => match verify_facts(token, &keys.verify, now / 1000, project.as_str()) {
-            Ok(facts) => {
+        _ => match verify_facts_with(token, &keys.verify, now / 1000, project.as_str(), |f| {
+            VerifiedToken::new(token, f)
+        }) {
+            Ok(v) => {
                 engine.tokens.counters().miss();
                 // The signer chose `exp`: one past what an answer can write
                 // (or overflowing in milliseconds) is refused, not cached.
-                if expiry_ms(&facts).is_none() {
+                if expiry_ms(v.exp).is_none() {
                     return Ok(counted_invalid(engine, &project, now, "malformed"));
                 }
-                let v = Arc::new(VerifiedToken::new(facts));
-                engine
-                    .tokens
-                    .insert(project.as_str(), token.into(), Arc::clone(&v));
+                engine.tokens.insert(project.as_str(), v.key(), v.clone());
                 (v, CacheStatus::Miss)
             }
             Err(JwtError::BadSignature) if other_audience(token, project.as_str()) => {
@@ -186,14 +183,13 @@ async fn run(
             Err(e) => return Ok(counted_invalid(engine, &project, now, e.reason())),
         },
     };
-    let facts = &verified.facts;
-    let Some(exp_ms) = expiry_ms(facts) else {
+    let Some(exp_ms) = expiry_ms(verified.exp) else {
         return Ok(counted_invalid(engine, &project, now, "malformed"));
     };
     if exp_ms <= now {
         return Ok(counted_invalid(engine, &project, now, "expired"));
     }
-    if let Some(sid) = &facts.sid {
+    if let Some(sid) = verified.sid() {
         match common::session_state(engine, cfg, &project, sid, now).await {
             Ok((SessionCheck::Invalid("revoked" | "opted_out"), _)) => {
                 return Ok(counted_invalid(engine, &project, now, "session_revoked"))
@@ -221,7 +217,7 @@ async fn run(
     };
     Ok(response::json_timed(
         StatusCode::OK,
-        valid_answer(facts, exp_ms),
+        valid_answer(&verified, exp_ms),
         entry,
     ))
 }
@@ -231,8 +227,8 @@ const MAX_EXP: i64 = 253_402_300_799;
 
 /// `exp` in Unix milliseconds, or `None` when it is past year 9999 (so no
 /// multiplication can overflow): `exp` comes from whoever signed the token.
-fn expiry_ms(facts: &TokenFacts) -> Option<i64> {
-    facts.exp.checked_mul(1000).filter(|_| facts.exp <= MAX_EXP)
+fn expiry_ms(exp: i64) -> Option<i64> {
+    exp.checked_mul(1000).filter(|_| exp <= MAX_EXP)
 }
 
 /// Whether an unverifiable token names another audience. Reading `aud`
@@ -258,6 +254,7 @@ fn other_audience(token: &str, project: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use qyzar_shared::crypto::verify_facts_with;
     use qyzar_shared::crypto::{sign_hs256, Claims, Hs256Key, VerifyKeys};
 
     /// The answers before they were written by hand (with the metadata
@@ -303,7 +300,11 @@ mod tests {
             // What the route keeps: the facts of the token as minted.
             let key = Hs256Key::from_raw([7u8; 32]);
             let keys = VerifyKeys::new().with_hs256(key.clone());
-            let facts = verify_facts(&sign_hs256(&claims, &key), &keys, -1, "prj_a").unwrap();
+            let token = sign_hs256(&claims, &key);
+            let facts = verify_facts_with(&token, &keys, -1, "prj_a", |f| {
+                VerifiedToken::new(&token, f)
+            })
+            .unwrap();
             let want = serde_json::to_vec(&RefOutput {
                 valid: true,
                 reason: None,
@@ -313,7 +314,7 @@ mod tests {
             })
             .unwrap();
             assert_eq!(
-                String::from_utf8(valid_answer(&facts, expiry_ms(&facts).unwrap())).unwrap(),
+                String::from_utf8(valid_answer(&facts, expiry_ms(facts.exp).unwrap())).unwrap(),
                 String::from_utf8(want).unwrap()
             );
         }

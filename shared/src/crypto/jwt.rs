@@ -189,6 +189,24 @@ pub fn verify_facts(
     now_unix: i64,
     expected_aud: &str,
 ) -> Result<TokenFacts, JwtError> {
+    verify_facts_with(token, keys, now_unix, expected_aud, |f| TokenFacts {
+        exp: f.exp,
+        sid: f.sid.map(Into::into),
+        md: f.md.map(ToOwned::to_owned),
+    })
+}
+
+/// [`verify_facts`], handing the facts to `keep` as they lie in the
+/// decoded payload, so a caller that stores them can copy them once into
+/// a buffer of its own instead of into a `Box` each (the verified-token
+/// cache keeps a token, its session and its metadata in one allocation).
+pub fn verify_facts_with<R>(
+    token: &str,
+    keys: &VerifyKeys,
+    now_unix: i64,
+    expected_aud: &str,
+    keep: impl FnOnce(FactsRef<'_>) -> R,
+) -> Result<R, JwtError> {
     verify_with(token, keys, |payload| {
         let c: ClaimsRef<'_> = serde_json::from_slice(payload).map_err(|_| JwtError::Malformed)?;
         // A raw value is only scanned (`1e400` and a lone `\ud800` pass):
@@ -198,12 +216,25 @@ pub fn verify_facts(
             serde_json::from_str::<Checked>(md.get()).map_err(|_| JwtError::Malformed)?;
         }
         check_aud_exp(&c.aud, c.exp, now_unix, expected_aud)?;
-        Ok(TokenFacts {
+        Ok(keep(FactsRef {
             exp: c.exp,
-            sid: c.sid.map(|s| s.into()),
-            md: c.md.map(ToOwned::to_owned),
-        })
+            sid: c.sid,
+            md: c.md,
+        }))
     })
+}
+
+/// [`TokenFacts`] borrowed from a verified token's decoded payload (see
+/// [`verify_facts_with`]).
+#[derive(Debug)]
+pub struct FactsRef<'a> {
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// The verify session the token is bound to, if any (owned only when
+    /// the token wrote it with escapes).
+    pub sid: Option<std::borrow::Cow<'a, str>>,
+    /// Customer metadata, the signer's JSON text.
+    pub md: Option<&'a serde_json::value::RawValue>,
 }
 
 /// What a verifier keeps of a verified token: the session it is bound to,

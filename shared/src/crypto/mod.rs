@@ -22,8 +22,8 @@ mod signing_keys;
 
 pub use aead::SecretBox;
 pub use jwt::{
-    sign_eddsa, sign_hs256, signed_by_known_key, verify, verify_facts, Claims, ClaimsView,
-    JwtError, TokenFacts, MAX_TOKEN_LEN,
+    sign_eddsa, sign_hs256, signed_by_known_key, verify, verify_facts, verify_facts_with, Claims,
+    ClaimsView, FactsRef, JwtError, TokenFacts, MAX_TOKEN_LEN,
 };
 pub use keys::{
     client_token_key, hkdf_sha256, hmac_sha256, hmac_verify, opt_out_key, CLIENT_TOKEN_SALT,
