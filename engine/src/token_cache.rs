@@ -19,14 +19,16 @@ use quick_cache::{Equivalent, Weighter};
 use qyzar_shared::crypto::FactsRef;
 
 /// Bytes of a token's end that its hash reads. A JWT ends with its
-/// signature (43 characters for HS256, 86 for EdDSA), which whoever signs
-/// cannot choose: it is a MAC or a signature over what they did choose,
-/// even for a tenant signing its own tokens with its own key. Sixteen of
-/// its characters (96 bits) and the length spread entries as the whole
-/// text did. A hit still compares whole texts, so the tail only picks the
-/// slot; and each project's tokens are in their own map, so collisions,
-/// were they ever forced, would slow only the lookups of the project whose
-/// key signed them.
+/// signature (43 characters for HS256, 86 for EdDSA): a MAC or a signature
+/// over what the signer chose, so even a tenant signing its own tokens
+/// with its own key can only make two tails equal by brute force (about
+/// 2^48 signatures for one pair of 96-bit tails), and the hasher's
+/// per-process seed leaves nothing else to aim at. Sixteen characters and
+/// the length spread entries as the whole text did. A hit still compares
+/// whole texts, so the tail only picks the slot; and only verified tokens
+/// are inserted, each project's in its own map, so collisions, were they
+/// ever forced, would slow only the lookups of the project whose key
+/// signed them.
 const HASHED_TAIL: usize = 16;
 
 fn hash_token<H: Hasher>(token: &str, h: &mut H) {
