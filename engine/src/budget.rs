@@ -12,10 +12,12 @@
 //! - **A total** ([`Budget::total_bytes`]): shares may add up to more than
 //!   the total (most projects use little). When an insert takes the total
 //!   over, the project holding the **most bytes** gives way (its coldest
-//!   entries go, by CLOCK-PRO), which may be the inserting project itself. A
-//!   project never loses entries to a project holding less than it does, so
-//!   a tenant filling its share costs the others nothing until the total is
-//!   reached, and even then only the largest holder shrinks.
+//!   entries go, by CLOCK-PRO), which may be the inserting project itself;
+//!   when it holds less than a walk frees, the next largest follow, in
+//!   order. A project never loses entries while one holding more than it
+//!   keeps all of its, so a tenant filling its share costs the others
+//!   nothing until the total is reached, and even then the largest holders
+//!   shrink first.
 //!
 //! Why this shape: one global map evicts whoever is coldest, so a tenant
 //! inserting fast pushes out every other tenant's entries; a fixed split
