@@ -182,6 +182,19 @@ mod tests {
     use qyzar_shared::crypto::{sign_hs256, verify_facts_with, Claims, Hs256Key, VerifyKeys};
     use std::hash::BuildHasher;
 
+    fn claims(jti: &str, sid: Option<&str>, md: Option<serde_json::Value>) -> Claims {
+        Claims {
+            iss: "qyzar".into(),
+            aud: "prj_a".into(),
+            sub: "s".into(),
+            iat: 0,
+            exp: 1_900_000_000,
+            jti: jti.into(),
+            sid: sid.map(str::to_owned),
+            md,
+        }
+    }
+
     fn facts_of(token: &str, keys: &VerifyKeys) -> VerifiedToken {
         verify_facts_with(token, keys, -1, "prj_a", |f| VerifiedToken::new(token, f)).unwrap()
     }
@@ -196,17 +209,7 @@ mod tests {
             (None, Some(serde_json::json!({"a": [1, "é"], "b": null}))),
             (Some("ses_\"q\u{e9}"), Some(serde_json::json!("x"))),
         ] {
-            let claims = Claims {
-                iss: "qyzar".into(),
-                aud: "prj_a".into(),
-                sub: "s".into(),
-                iat: 0,
-                exp: 1_900_000_000,
-                jti: "tok_1".into(),
-                sid: sid.map(str::to_owned),
-                md: md.clone(),
-            };
-            let token = sign_hs256(&claims, &key);
+            let token = sign_hs256(&claims("tok_1", sid, md), &key);
             let v = facts_of(&token, &keys);
             let owned = qyzar_shared::crypto::verify_facts(&token, &keys, -1, "prj_a").unwrap();
             assert_eq!(v.token(), token);
@@ -252,16 +255,7 @@ mod tests {
         let tokens: Vec<String> = (0..200)
             .map(|i| {
                 sign_hs256(
-                    &Claims {
-                        iss: "qyzar".into(),
-                        aud: "prj_a".into(),
-                        sub: "s".into(),
-                        iat: 0,
-                        exp: 1_900_000_000,
-                        jti: format!("tok_{i}"),
-                        sid: None,
-                        md: Some(serde_json::json!({"i": i})),
-                    },
+                    &claims(&format!("tok_{i}"), None, Some(serde_json::json!({"i": i}))),
                     &key,
                 )
             })
