@@ -284,6 +284,32 @@ pub fn json_timed(status: StatusCode, body: impl Into<Bytes>, entry: Entry) -> R
     res
 }
 
+/// A JSON answer as [`json`] makes it, with `entry` (built at run time, such
+/// as anti-ATO's `profile;desc=hit, store;dur=0.212`) as its
+/// `Server-Timing`: the same as [`timing`] over [`json`], for less. The map
+/// is cloned from this thread's template that already holds the header
+/// (so the insert replaces a value in place instead of growing a map
+/// cloned at its length), and the value takes `entry`'s buffer instead of
+/// copying it. A test holds the two equal.
+pub fn json_with_timing(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    entry: String,
+) -> Response<Body> {
+    let mut res = json_timed(status, body, Entry::CacheHit);
+    match HeaderValue::from_maybe_shared(Bytes::from(entry)) {
+        Ok(v) => {
+            res.headers_mut().insert(&SERVER_TIMING, v);
+        }
+        // Only text this crate wrote reaches here; an entry that is not a
+        // header value is left out, as `timing` leaves it out.
+        Err(_) => {
+            res.headers_mut().remove(&SERVER_TIMING);
+        }
+    }
+    res
+}
+
 /// Adds a store read's duration to `Server-Timing` (`store;dur=<ms>`), when
 /// there was one.
 pub fn store_timing(res: Response<Body>, store_ms: Option<f64>) -> Response<Body> {
@@ -345,6 +371,24 @@ pub fn push_rfc3339(out: &mut Vec<u8>, ms: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_with_timing_is_timing_over_json() {
+        for entry in [
+            "profile;desc=hit, store;dur=0.212",
+            "profile;desc=miss, store;dur=12.000",
+            "",
+            "bad\nvalue",
+        ] {
+            let fast = json_with_timing(StatusCode::OK, &b"{}"[..], entry.to_owned());
+            let slow = timing(json(StatusCode::OK, &b"{}"[..]), entry);
+            assert_eq!(fast.status(), slow.status());
+            assert_eq!(fast.headers(), slow.headers(), "{entry:?}");
+            let names: Vec<_> = fast.headers().keys().collect();
+            let want: Vec<_> = slow.headers().keys().collect();
+            assert_eq!(names, want, "same headers in the same order");
+        }
+    }
 
     #[test]
     fn millis_writes_what_the_float_formatter_writes() {

@@ -421,16 +421,14 @@ async fn run(
         );
         (prior, decision, update)
     };
-    // The answer is written before the wait and sent only once the write
-    // is durable: the answers of one group commit then leave back to back,
-    // each task doing little more than its send after the wake.
+    // The answer's body is written before the wait and sent only once the
+    // write is durable: the answers of one group commit then leave back to
+    // back, each task doing little more than its headers and send after
+    // the wake.
     let prior_at = prior.as_ref().map(|p| rfc3339(p.at));
     let prior_snapshot = prior.as_ref().zip(prior_at.as_deref()).map(Prior::of);
     let output = Output::new(&decision, prior_snapshot);
-    let res = response::json(
-        StatusCode::OK,
-        response::scratch_body(|out| output.write(out)),
-    );
+    let body = response::scratch_body(|out| output.write(out));
     // The attempt and the profile are durable before the answer. They go
     // to the store as they are; what is needed after the write is kept
     // apart (`identifier`, `region`, `ip`, the session's platform and
@@ -496,7 +494,7 @@ async fn run(
         "profile;desc=miss, store;dur="
     });
     response::push_millis(&mut entry, write_started.elapsed().as_micros() as u64);
-    Ok(response::timing(res, &entry))
+    Ok(response::json_with_timing(StatusCode::OK, body, entry))
 }
 
 #[cfg(test)]
