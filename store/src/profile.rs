@@ -98,7 +98,7 @@ fn deg(e4: i32) -> f64 {
 }
 
 /// One successful login, as the profile remembers the last one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoginRecord {
     /// When, unix ms.
@@ -117,6 +117,38 @@ pub struct LoginRecord {
     pub platform: Option<String>,
     /// The device's browser, when known.
     pub browser: Option<String>,
+}
+
+/// Written out for [`Clone::clone_from`]: every success replaces the
+/// profile's last one ([`AtoProfile::join`]), and the derived `clone_from`
+/// drops the old strings and allocates new ones; this one copies into the
+/// old strings' buffers when they are large enough (`String::clone_from`),
+/// which a login from the same device usually finds. A test holds it equal
+/// to `clone`.
+impl Clone for LoginRecord {
+    fn clone(&self) -> Self {
+        Self {
+            at: self.at,
+            attempt_id: self.attempt_id.clone(),
+            device_id: self.device_id.clone(),
+            ip: self.ip.clone(),
+            region: self.region.clone(),
+            location: self.location,
+            platform: self.platform.clone(),
+            browser: self.browser.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.at = source.at;
+        self.attempt_id.clone_from(&source.attempt_id);
+        self.device_id.clone_from(&source.device_id);
+        self.ip.clone_from(&source.ip);
+        self.region.clone_from(&source.region);
+        self.location = source.location;
+        self.platform.clone_from(&source.platform);
+        self.browser.clone_from(&source.browser);
+    }
 }
 
 impl LoginRecord {
@@ -371,9 +403,10 @@ impl AtoProfile {
     /// result does not depend on the order of joins; it is not yet bounded.
     pub fn join(&mut self, other: &AtoProfile) {
         if let Some(o) = &other.last_success {
-            match &self.last_success {
+            match &mut self.last_success {
                 Some(s) if !o.is_newer_than(s) => {}
-                _ => self.last_success = Some(o.clone()),
+                Some(s) => s.clone_from(o),
+                None => self.last_success = Some(o.clone()),
             }
         }
         for d in &other.devices {

@@ -288,3 +288,49 @@ fn weight_counts_the_newest_success_once() {
     let cells = p.failures.capacity() * std::mem::size_of::<FailureCell>();
     assert_eq!(p.weight() - empty, text + cells);
 }
+
+/// `LoginRecord`'s hand-written `clone_from` (which reuses the old
+/// strings' buffers) leaves what `clone` makes, whatever the two records
+/// hold: fields present or absent on either side, shorter or longer text.
+#[test]
+fn login_record_clone_from_is_clone() {
+    let full = |at: i64, text: &str| LoginRecord {
+        at,
+        attempt_id: format!("a{at}{text}"),
+        device_id: Some(dev(text)),
+        ip: Some(format!("192.0.2.{}", at % 250)),
+        region: Some(text.to_uppercase()),
+        location: Some(GeoPoint {
+            lat_e4: 488_500,
+            lon_e4: 23_500,
+            radius_km: 20,
+        }),
+        platform: Some(format!("{text}-platform")),
+        browser: Some(format!("{text}-browser-with-a-longer-name")),
+    };
+    let empty = |at: i64| LoginRecord {
+        at,
+        attempt_id: String::new(),
+        device_id: None,
+        ip: None,
+        region: None,
+        location: None,
+        platform: None,
+        browser: None,
+    };
+    let records = [
+        full(1, "home"),
+        full(2, "a much longer device name"),
+        full(3, "x"),
+        empty(4),
+        empty(5),
+    ];
+    for target in &records {
+        for source in &records {
+            let mut t = target.clone();
+            t.clone_from(source);
+            assert_eq!(&t, source);
+            assert_eq!(t, source.clone());
+        }
+    }
+}
