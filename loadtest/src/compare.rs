@@ -163,7 +163,11 @@ pub async fn compare(a: CompareArgs) -> Result<(), String> {
         a.load.duration.as_secs_f64(),
         a.load.warmup.as_secs_f64()
     );
-    let o = interleave(a.rounds, &a.load, a.common.quiet, &base, &route).await?;
+    let servers = Servers {
+        baseline: _child.as_ref().map(|c| c.0.id()),
+        route: None,
+    };
+    let o = interleave(a.rounds, &a.load, a.common.quiet, servers, &base, &route).await?;
     println!();
     print!("{}", o.table());
     if let Some(path) = &a.json {
@@ -176,6 +180,7 @@ pub async fn compare(a: CompareArgs) -> Result<(), String> {
             "duration_s": a.load.duration.as_secs_f64(),
             "warmup_s": a.load.warmup.as_secs_f64(),
             "max_throughput": o.max_json,
+            "server_cpu_us_per_answer": o.cpu_json(),
             "fixed_rate": o.fixed_json,
         });
         crate::write_json(path, &v)?;
@@ -207,6 +212,13 @@ pub struct Outcome {
     /// Median non-2xx/3xx answers and transport errors per route run
     /// (closed loop).
     pub route_errors: f64,
+    /// Median µs of the baseline's process CPU per answer, closed loop,
+    /// when its process is known ([`crate::cpu`]).
+    pub cpu_base: Option<f64>,
+    /// The same for the route's server.
+    pub cpu_route: Option<f64>,
+    /// Median over rounds of route ÷ baseline CPU per answer.
+    pub cpu_ratio_paired: Option<f64>,
     /// The closed-loop phase, every run included.
     pub max_json: Value,
     /// The fixed-rate phase, every run included.
@@ -225,10 +237,34 @@ impl Outcome {
         self.max_route / self.max_base
     }
 
+    /// The CPU-per-answer figures for the JSON reports (`null` where a
+    /// side's process was not known).
+    pub fn cpu_json(&self) -> Value {
+        json!({
+            "baseline": self.cpu_base.map(round2),
+            "route": self.cpu_route.map(round2),
+            "ratio": self.cpu_ratio_paired.map(|r| (r * 1000.0).round() / 1000.0),
+            "measure": "median µs of the server process's CPU per answer, closed loop",
+        })
+    }
+
     /// The human summary.
     pub fn table(&self) -> String {
         let rate = self.rate;
-        format!(
+        let cpu = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+        let cpu_row = if self.cpu_base.is_some() || self.cpu_route.is_some() {
+            format!(
+                "{:<28} {:>10} {:>10} {:>8}\n",
+                "server CPU per answer (µs)",
+                cpu(self.cpu_base),
+                cpu(self.cpu_route),
+                self.cpu_ratio_paired
+                    .map_or_else(|| "-".to_owned(), |r| format!("{r:.3}")),
+            )
+        } else {
+            String::new()
+        };
+        let mut t = format!(
             "{:<28} {:>10} {:>10} {:>8} {:>8}\n\
              {:<28} {:>10.0} {:>10.0} {:>8.3} {:>8.3}\n\
              {:<28} {:>10.0} {:>10.0} {:>8.3} {:>8.3}\n\
@@ -251,8 +287,20 @@ impl Outcome {
             "achieved at that rate",
             self.tput_base,
             self.tput_route,
-        )
+        );
+        t.push_str(&cpu_row);
+        t
     }
+}
+
+/// The processes serving each side, when this binary started them: their
+/// CPU per answer is then measured too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Servers {
+    /// The baseline's process.
+    pub baseline: Option<u32>,
+    /// The route's server's process.
+    pub route: Option<u32>,
 }
 
 /// `rounds` × (baseline, route) at maximum throughput, then `rounds` ×
@@ -261,6 +309,7 @@ pub async fn interleave(
     rounds: usize,
     load: &LoadArgs,
     quiet: bool,
+    servers: Servers,
     base: &Arc<Plan>,
     route: &Arc<Plan>,
 ) -> Result<Outcome, String> {
@@ -271,6 +320,11 @@ pub async fn interleave(
         warmup: load.warmup,
         pacing,
         progress: !quiet,
+        server_pid: if label == "baseline" {
+            servers.baseline
+        } else {
+            servers.route
+        },
     };
     let max = phase(rounds, base, route, |l| spec(l, Pacing::Closed)).await?;
     let max_base = max.medians(RunReport::throughput).0;
@@ -288,6 +342,17 @@ fn outcome(max: &Phase, rate: f64, fixed: &Phase) -> Outcome {
     let p99_ratio_paired = fixed.paired(|r| r.latency().p99 as f64);
     let (tput_base, tput_route) = fixed.medians(RunReport::throughput);
     let (_, route_errors) = max.medians(|r| r.total.errors() as f64);
+    let cpu = |r: &RunReport| r.cpu_us_per_answer().unwrap_or(f64::NAN);
+    let known = |v: f64| (!v.is_nan()).then_some(v);
+    let cpu_known = |runs: &[RunReport]| runs.iter().all(|r| r.server_cpu.is_some());
+    let (cpu_base, cpu_route) = max.medians(cpu);
+    let cpu_base = known(cpu_base).filter(|_| cpu_known(&max.baseline));
+    let cpu_route = known(cpu_route).filter(|_| cpu_known(&max.route));
+    let cpu_ratio_paired = if cpu_base.is_some() && cpu_route.is_some() {
+        known(max.paired(cpu))
+    } else {
+        None
+    };
     Outcome {
         max_base,
         max_route,
@@ -299,6 +364,9 @@ fn outcome(max: &Phase, rate: f64, fixed: &Phase) -> Outcome {
         tput_base,
         tput_route,
         route_errors,
+        cpu_base,
+        cpu_route,
+        cpu_ratio_paired,
         max_json: max.json(
             max_base,
             max_route,
@@ -328,14 +396,16 @@ async fn phase(
         for (side, plan) in [("baseline", base), ("route", route)] {
             let r = load::run(Arc::clone(plan), &mk(side)).await?;
             println!(
-                "  {:<24} {}",
+                "  {:<24} {}{}",
                 format!(
                     "{round} {:<8} {:>8.0}/s e{}",
                     side,
                     r.throughput(),
                     r.total.errors()
                 ),
-                report::latency_row(20, r.pacing.name(), &r.latency())
+                report::latency_row(20, r.pacing.name(), &r.latency()),
+                r.cpu_us_per_answer()
+                    .map_or_else(String::new, |c| format!("  cpu {c:.2} µs/answer")),
             );
             if side == "baseline" {
                 p.baseline.push(r);
@@ -368,6 +438,7 @@ pub(crate) mod tests {
             duration: Duration::from_secs(1),
             warmup: Duration::ZERO,
             total,
+            server_cpu: None,
             entries: Vec::new(),
         }
     }
@@ -387,6 +458,45 @@ pub(crate) mod tests {
     /// The headline ratio, its JSON and the p99 ratio are the paired
     /// medians, not the ratios of the sides' medians (a pass's figures,
     /// where the two part by 0.1).
+    /// CPU per answer is the median of each side's closed-loop runs, its
+    /// ratio paired by round like the throughput's; a side whose process
+    /// is unknown has none.
+    #[test]
+    fn cpu_per_answer_is_reported_when_both_servers_are_known() {
+        let with_cpu = |rps: u64, cpu_ms: u64| {
+            let mut r = run(rps, 100);
+            r.server_cpu = Some(Duration::from_millis(cpu_ms));
+            r
+        };
+        // Rounds: baseline 100 000 answers on 500 ms (5 µs each), route
+        // 50 000 on 500 ms (10 µs); then 4 µs against 10 µs.
+        let max = Phase {
+            baseline: vec![with_cpu(100_000, 500), with_cpu(100_000, 400)],
+            route: vec![with_cpu(50_000, 500), with_cpu(50_000, 500)],
+        };
+        let fixed = Phase {
+            baseline: vec![run(50_000, 100), run(50_000, 100)],
+            route: vec![run(50_000, 100), run(50_000, 100)],
+        };
+        let o = outcome(&max, 50_000.0, &fixed);
+        assert_eq!(o.cpu_base, Some(4.5));
+        assert_eq!(o.cpu_route, Some(10.0));
+        // Per round 2.0 and 2.5: the median of the two.
+        assert_eq!(o.cpu_ratio_paired, Some(2.25));
+        assert!(
+            o.table().contains("server CPU per answer (µs)"),
+            "{}",
+            o.table()
+        );
+        assert_eq!(o.cpu_json()["ratio"], 2.25);
+
+        let mut unknown = max;
+        unknown.route[1].server_cpu = None;
+        let o = outcome(&unknown, 50_000.0, &fixed);
+        assert_eq!((o.cpu_route, o.cpu_ratio_paired), (None, None));
+        assert_eq!(o.cpu_base, Some(4.5));
+    }
+
     #[test]
     fn the_outcome_reports_paired_ratios() {
         let o = outcome_of(

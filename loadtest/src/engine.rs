@@ -55,7 +55,7 @@ use qyzar_shared::settings::ProjectSettings;
 use qyzar_shared::snapshot::{encode_snapshot, provision, Snapshot};
 
 use crate::args::{EngineCompareArgs, EngineServeArgs};
-use crate::compare::{interleave, spawn_baseline, spawn_child, Outcome};
+use crate::compare::{interleave, spawn_baseline, spawn_child, Outcome, Servers};
 use crate::load;
 use crate::plan::{Entry, Plan, Target, Variant};
 
@@ -581,11 +581,15 @@ pub async fn engine_compare(a: EngineCompareArgs) -> Result<(), String> {
     let world = generate(a.projects, a.sessions, &dir)?;
     let d = dir.to_string_lossy().into_owned();
     let cap = TOKEN_CACHE_CAPACITY.to_string();
-    let (engine_url, _engine) = spawn_child(
+    let (engine_url, engine) = spawn_child(
         a.pin_server.as_deref(),
         &["engine-serve", "--dir", &d, "--token-cache", &cap],
     )?;
-    let (base_url, _base) = spawn_baseline(a.pin_server.as_deref(), a.baseline)?;
+    let (base_url, baseline) = spawn_baseline(a.pin_server.as_deref(), a.baseline)?;
+    let servers = Servers {
+        baseline: Some(baseline.0.id()),
+        route: Some(engine.0.id()),
+    };
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     println!(
@@ -616,7 +620,7 @@ pub async fn engine_compare(a: EngineCompareArgs) -> Result<(), String> {
             "\n== {name}   (sample answer: {status} {:.120})",
             String::from_utf8_lossy(&body)
         );
-        let o = interleave(a.rounds, &a.load, a.common.quiet, &base, &route).await?;
+        let o = interleave(a.rounds, &a.load, a.common.quiet, servers, &base, &route).await?;
         print!("{}", o.table());
         // A route that cannot reach half the baseline's maximum has no
         // meaningful p99 at that rate (the open loop only queues): measure it
@@ -632,6 +636,7 @@ pub async fn engine_compare(a: EngineCompareArgs) -> Result<(), String> {
                     warmup: a.load.warmup,
                     pacing: crate::report::Pacing::Open { rate },
                     progress: !a.common.quiet,
+                    server_pid: servers.route,
                 };
                 let r = load::run(Arc::clone(&route), &spec).await?;
                 let l = r.latency();
@@ -684,6 +689,7 @@ pub async fn engine_compare(a: EngineCompareArgs) -> Result<(), String> {
                 "own_half_rate": own.map(|(r, _)| r.round()),
                 "p99_us_at_own_half_rate": own.map(|(_, p)| p),
                 "max_throughput": o.max_json,
+                "server_cpu_us_per_answer": o.cpu_json(),
                 "fixed": o.fixed_json,
             })).collect::<Vec<_>>(),
             "not_measured": failed.iter().map(|(n, m)| json!({"name": n, "answer": m})).collect::<Vec<_>>(),
@@ -700,7 +706,7 @@ pub type Row = (String, Outcome, Option<(f64, f64)>);
 /// The one-line-per-scenario summary.
 pub fn summary_table(rows: &[Row]) -> String {
     let mut s = format!(
-        "{:<28} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>6} {:>7}  {}\n",
+        "{:<28} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>6} {:>7} {:>6}  {}\n",
         "scenario",
         "base r/s",
         "route r/s",
@@ -710,6 +716,7 @@ pub fn summary_table(rows: &[Row]) -> String {
         "route p99",
         "p99 ×",
         "errors",
+        "cpu ×",
         "p99 at half own max"
     );
     for (n, o, own) in rows {
@@ -721,9 +728,13 @@ pub fn summary_table(rows: &[Row]) -> String {
         } else {
             "-".to_owned()
         };
+        // The route's server CPU per answer over the baseline's.
+        let cpu_x = o
+            .cpu_ratio_paired
+            .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
         let _ = writeln!(
             s,
-            "{n:<28} {:>9.0} {:>9.0} {:>7.3} {:>9.0} {:>7.0}µs {:>7.0}µs {p99_x:>6} {:>7.0}  {own}",
+            "{n:<28} {:>9.0} {:>9.0} {:>7.3} {:>9.0} {:>7.0}µs {:>7.0}µs {p99_x:>6} {:>7.0} {cpu_x:>6}  {own}",
             o.max_base,
             o.max_route,
             o.ratio(),
@@ -864,9 +875,11 @@ mod tests {
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
         };
-        // name, base, route, ratio, rate, base p99, route p99, p99 ×, errors…
+        // name, base, route, ratio, rate, base p99, route p99, p99 ×, errors, cpu ×…
         assert_eq!(row("behind")[7], "-", "{table}");
         assert_eq!(row("kept")[7], "2.00", "{table}");
+        // No server processes known: no CPU ratio.
+        assert_eq!(row("kept")[9], "-", "{table}");
         assert!(table.contains("3000µs at 20000/s"), "{table}");
     }
 

@@ -21,6 +21,7 @@ pub mod abuse;
 pub mod args;
 pub mod baseline;
 pub mod compare;
+pub mod cpu;
 pub mod engine;
 pub mod load;
 pub mod pin;
@@ -88,6 +89,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
         warmup: a.load.warmup,
         pacing: pacing(&a.load),
         progress: !a.common.quiet,
+        server_pid: None,
     };
     let report = load::run(plan, &spec).await?;
     print!("{}", report.table());

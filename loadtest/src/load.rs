@@ -56,6 +56,9 @@ pub struct LoadSpec {
     pub pacing: Pacing,
     /// Whether to print a progress line every second on stderr.
     pub progress: bool,
+    /// The server's process, when known: its CPU time over the measured
+    /// time is reported ([`RunReport::server_cpu`]).
+    pub server_pid: Option<u32>,
 }
 
 /// Counters the progress line reads; updated with relaxed atomics, one
@@ -130,6 +133,16 @@ pub async fn run(plan: Arc<Plan>, spec: &LoadSpec) -> Result<RunReport, String> 
     let progress = spec
         .progress
         .then(|| tokio::spawn(progress(spec.label.clone(), Arc::clone(&live), clock)));
+    // Read at the measured time's two ends, on the runtime's timer (a
+    // millisecond late at most, against windows of seconds).
+    let cpu = spec.server_pid.map(|pid| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(clock.measure_from).await;
+            let from = crate::cpu::process_cpu(pid)?;
+            tokio::time::sleep_until(clock.end).await;
+            Some(crate::cpu::process_cpu(pid)?.saturating_sub(from))
+        })
+    });
 
     let mut total = Tally::default();
     let mut entries = vec![Tally::default(); plan.entries.len()];
@@ -145,6 +158,10 @@ pub async fn run(plan: Arc<Plan>, spec: &LoadSpec) -> Result<RunReport, String> 
     if let Some(p) = progress {
         p.abort();
     }
+    let server_cpu = match cpu {
+        Some(t) => t.await.ok().flatten(),
+        None => None,
+    };
     Ok(RunReport {
         label: spec.label.clone(),
         target: plan.target.url(),
@@ -153,6 +170,7 @@ pub async fn run(plan: Arc<Plan>, spec: &LoadSpec) -> Result<RunReport, String> 
         duration: spec.duration,
         warmup: spec.warmup,
         total,
+        server_cpu,
         entries: if plan.entries.len() > 1 {
             plan.entries
                 .iter()

@@ -178,6 +178,9 @@ pub struct RunReport {
     pub warmup: Duration,
     /// Everything together.
     pub total: Tally,
+    /// CPU time the server's process ran over the measured time, when its
+    /// process was known (`compare`'s and `engine-compare`'s own children).
+    pub server_cpu: Option<Duration>,
     /// Per request entry, by name, when the plan has several.
     pub entries: Vec<(String, Tally)>,
 }
@@ -187,6 +190,14 @@ impl RunReport {
     /// not throughput).
     pub fn throughput(&self) -> f64 {
         self.total.answered() as f64 / self.duration.as_secs_f64()
+    }
+
+    /// Microseconds of the server's CPU per answer over the measured time.
+    pub fn cpu_us_per_answer(&self) -> Option<f64> {
+        let answered = self.total.answered();
+        self.server_cpu
+            .filter(|_| answered > 0)
+            .map(|c| c.as_secs_f64() * 1e6 / answered as f64)
     }
 
     /// The percentiles of all requests.
@@ -215,6 +226,7 @@ impl RunReport {
             "duration_s": self.duration.as_secs_f64(),
             "warmup_s": self.warmup.as_secs_f64(),
             "throughput_rps": round2(self.throughput()),
+            "server_cpu_us_per_answer": self.cpu_us_per_answer().map(round2),
             "entries": self.entries.iter().map(|(name, t)| {
                 let mut e = tally(t);
                 e["name"] = json!(name);
@@ -390,6 +402,7 @@ mod tests {
             duration: Duration::from_secs(2),
             warmup: Duration::from_secs(1),
             total,
+            server_cpu: Some(Duration::from_millis(3)),
             entries: Vec::new(),
         };
         let j = r.json();
@@ -397,6 +410,7 @@ mod tests {
         assert_eq!(j["rate"], 100.0);
         assert_eq!(j["requests"], 3);
         assert_eq!(j["throughput_rps"], 1.5);
+        assert_eq!(j["server_cpu_us_per_answer"], 1000.0);
         assert_eq!(j["latency_us"]["p50"], 200);
         assert_eq!(j["latency_us"]["max"], 300);
         assert_eq!(j["status"]["200"], 3);

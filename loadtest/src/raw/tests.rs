@@ -347,6 +347,7 @@ async fn the_load_loop_reconnects_after_a_closing_answer() {
         warmup: Duration::ZERO,
         pacing: crate::report::Pacing::Closed,
         progress: false,
+        server_pid: None,
     };
     let report = crate::load::run(plan, &spec).await.unwrap();
     let ok = report.total.status.get("200").copied().unwrap_or(0);

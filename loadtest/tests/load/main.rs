@@ -102,6 +102,7 @@ fn spec(pacing: Pacing) -> LoadSpec {
         warmup: Duration::from_millis(200),
         pacing,
         progress: false,
+        server_pid: None,
     }
 }
 
@@ -116,6 +117,29 @@ async fn closed_loop_answers_every_request() {
     assert_eq!(r.total.status.get("200"), Some(&r.total.requests()));
     assert_eq!(r.total.latency.len(), r.total.requests());
     assert!(r.latency().p50 > 0);
+}
+
+/// With the server's process known (here the baseline runs in this one)
+/// the run reports its CPU over the measured time; without, none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_cpu_per_answer_is_measured_when_its_process_is_known() {
+    let (url, _stop) = spawn_baseline().await;
+    let plan = plan(&url);
+    let known = LoadSpec {
+        server_pid: Some(std::process::id()),
+        ..spec(Pacing::Closed)
+    };
+    let r = load::run(Arc::clone(&plan), &known).await.unwrap();
+    let cpu = r.server_cpu.expect("this process's CPU, read from /proc");
+    // Client and server share this process and its two workers: at most
+    // both cores for the 800 ms measured, and some of it.
+    assert!(cpu > Duration::from_millis(10), "{cpu:?}");
+    assert!(cpu <= Duration::from_millis(2 * 800 + 200), "{cpu:?}");
+    assert!(r.cpu_us_per_answer().unwrap() > 0.0);
+    assert!(r.json()["server_cpu_us_per_answer"].as_f64().unwrap() > 0.0);
+    let r = load::run(plan, &spec(Pacing::Closed)).await.unwrap();
+    assert_eq!(r.server_cpu, None);
+    assert!(r.json()["server_cpu_us_per_answer"].is_null());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
