@@ -1,12 +1,13 @@
 //! The CPU time a server process spends, read from `/proc`, for the
 //! server's CPU per answer in `compare` and `engine-compare`.
 //!
-//! Why: on the VM these benchmarks run on, a route that waits for a disk
-//! sync serves 64 000–81 000 answers/s in neighbouring runs of one build
-//! while its CPU per answer stays within a few per cent (BENCHMARKS.md,
-//! "CPU per answer"): requests/s follows how long the core sits idle
-//! waiting for the disk, CPU per answer follows the route's own work. A
-//! change to the route shows in the second long before the first.
+//! Why: on the VM these benchmarks run on, anti-ATO (which waits for a
+//! disk sync) served 66 586–77 346 answers/s in four neighbouring runs of
+//! one build while its CPU per answer moved by 7 % (BENCHMARKS.md, "CPU
+//! per answer, and what this VM does to a tail"): requests/s follows how
+//! long the core sits idle waiting for the disk, CPU per answer follows
+//! the route's own work. It also shows when the machine itself ran slower
+//! for a round: the baseline's CPU per answer then rises with it.
 //!
 //! Each thread's `/proc/PID/task/TID/schedstat` begins with the nanoseconds
 //! it has run, counted by the scheduler (not sampled on ticks, as `stat`'s
