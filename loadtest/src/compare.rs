@@ -140,7 +140,7 @@ pub fn paired_median(base: &[f64], route: &[f64]) -> f64 {
 /// Runs the comparison and prints (and optionally writes) the report.
 pub async fn compare(a: CompareArgs) -> Result<(), String> {
     let route = Arc::new(Plan::from_args(&a.request)?);
-    let (base_url, _child) = match &a.baseline_url {
+    let (base_url, baseline_child) = match &a.baseline_url {
         Some(u) => (u.clone(), None),
         None => {
             let (u, c) = spawn_baseline(a.pin_server.as_deref(), a.baseline)?;
@@ -164,7 +164,7 @@ pub async fn compare(a: CompareArgs) -> Result<(), String> {
         a.load.warmup.as_secs_f64()
     );
     let servers = Servers {
-        baseline: _child.as_ref().map(|c| c.0.id()),
+        baseline: baseline_child.as_ref().map(|c| c.0.id()),
         route: None,
     };
     let o = interleave(a.rounds, &a.load, a.common.quiet, servers, &base, &route).await?;
@@ -342,17 +342,18 @@ fn outcome(max: &Phase, rate: f64, fixed: &Phase) -> Outcome {
     let p99_ratio_paired = fixed.paired(|r| r.latency().p99 as f64);
     let (tput_base, tput_route) = fixed.medians(RunReport::throughput);
     let (_, route_errors) = max.medians(|r| r.total.errors() as f64);
+    // A side's CPU figure only when every one of its runs has one (its
+    // process known, something answered): no median over a partial set.
     let cpu = |r: &RunReport| r.cpu_us_per_answer().unwrap_or(f64::NAN);
-    let known = |v: f64| (!v.is_nan()).then_some(v);
-    let cpu_known = |runs: &[RunReport]| runs.iter().all(|r| r.server_cpu.is_some());
-    let (cpu_base, cpu_route) = max.medians(cpu);
-    let cpu_base = known(cpu_base).filter(|_| cpu_known(&max.baseline));
-    let cpu_route = known(cpu_route).filter(|_| cpu_known(&max.route));
-    let cpu_ratio_paired = if cpu_base.is_some() && cpu_route.is_some() {
-        known(max.paired(cpu))
-    } else {
-        None
+    let every = |runs: &[RunReport]| {
+        !runs.is_empty() && runs.iter().all(|r| r.cpu_us_per_answer().is_some())
     };
+    let (cpu_base, cpu_route) = max.medians(cpu);
+    let cpu_base = every(&max.baseline).then_some(cpu_base);
+    let cpu_route = every(&max.route).then_some(cpu_route);
+    let cpu_ratio_paired = (cpu_base.is_some() && cpu_route.is_some())
+        .then(|| max.paired(cpu))
+        .filter(|r| r.is_finite());
     Outcome {
         max_base,
         max_route,
