@@ -140,14 +140,26 @@ impl Clone for LoginRecord {
     }
 
     fn clone_from(&mut self, source: &Self) {
-        self.at = source.at;
-        self.attempt_id.clone_from(&source.attempt_id);
-        self.device_id.clone_from(&source.device_id);
-        self.ip.clone_from(&source.ip);
-        self.region.clone_from(&source.region);
-        self.location = source.location;
-        self.platform.clone_from(&source.platform);
-        self.browser.clone_from(&source.browser);
+        // Destructured, so a field added to the struct and not copied here
+        // is a compile error rather than a stale value.
+        let Self {
+            at,
+            attempt_id,
+            device_id,
+            ip,
+            region,
+            location,
+            platform,
+            browser,
+        } = source;
+        self.at = *at;
+        self.attempt_id.clone_from(attempt_id);
+        self.device_id.clone_from(device_id);
+        self.ip.clone_from(ip);
+        self.region.clone_from(region);
+        self.location = *location;
+        self.platform.clone_from(platform);
+        self.browser.clone_from(browser);
     }
 }
 
