@@ -131,10 +131,15 @@ async fn the_servers_cpu_per_answer_is_measured_when_its_process_is_known() {
     };
     let r = load::run(Arc::clone(&plan), &known).await.unwrap();
     let cpu = r.server_cpu.expect("this process's CPU, read from /proc");
-    // Client and server share this process and its two workers: at most
-    // both cores for the 800 ms measured, and some of it.
+    // Client and server (and the harness's other tests) share this
+    // process: some of the 800 ms measured, at most every core for all of
+    // it (plus the timer's lateness at either end).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     assert!(cpu > Duration::from_millis(10), "{cpu:?}");
-    assert!(cpu <= Duration::from_millis(2 * 800 + 200), "{cpu:?}");
+    assert!(
+        cpu <= Duration::from_millis(900) * cores,
+        "{cpu:?} on {cores} cores"
+    );
     assert!(r.cpu_us_per_answer().unwrap() > 0.0);
     assert!(r.json()["server_cpu_us_per_answer"].as_f64().unwrap() > 0.0);
     let r = load::run(plan, &spec(Pacing::Closed)).await.unwrap();
