@@ -31,7 +31,18 @@ use crate::{expire_profile, AtoProfile, StoreError};
 const ROTATE_OVERLAY_BYTES: usize = 32 << 20;
 /// …or its file this many bytes (after two rotations, both files have
 /// their size and a frame's sync writes data only)…
-const ROTATE_JOURNAL_BYTES: u64 = 64 << 20;
+///
+/// Each checkpoint rewrites every profile its generation changed, so the
+/// generation's length sets how often a busy identifier's profile is
+/// written to redb. Over 50 000 identifiers a frame journals about 370
+/// bytes an attempt (the profile and the log row): at 75 000 attempts/s
+/// a 64 MiB bound rotated every 2 s, each checkpoint rewriting nearly all
+/// 50 000 profiles. At 256 MiB the 10 s age rotates first up to about
+/// 25 MiB/s; alternated with 64 MiB (15 s runs, `wrk -c64`), 4–10 % more
+/// answers/s and 1.4–3.9 % less CPU per answer (BENCHMARKS.md, "Fewer
+/// checkpoints"). Both files are at most this large; a clean start reads
+/// only their headers (`Journal::open`).
+const ROTATE_JOURNAL_BYTES: u64 = 256 << 20;
 /// …or its first change is this old…
 const ROTATE_AGE: Duration = Duration::from_secs(10);
 /// …or once no anti-ATO write came for this long.

@@ -178,9 +178,22 @@ impl Journal {
                 .truncate(false)
                 .open(path)
                 .map_err(io_err)?;
+            sizes[i] = file.metadata().map_err(io_err)?.len();
+            // A file's replayable frames are the chain from offset 0, all of
+            // the first frame's generation: a file whose first header names
+            // a checkpointed generation (or is torn, or empty) has nothing
+            // to replay, and is not read. With files of a few hundred MiB,
+            // a clean start would otherwise read both whole.
+            let mut head = [0u8; HEADER];
+            let unread = match file.read_exact_at(&mut head, 0) {
+                Ok(()) => first_generation(&head) <= checkpointed,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => true,
+                Err(e) => return Err(io_err(e)),
+            };
             let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes).map_err(io_err)?;
-            sizes[i] = bytes.len() as u64;
+            if !unread {
+                file.read_to_end(&mut bytes).map_err(io_err)?;
+            }
             if let Some((generation, payloads)) = scan(&bytes) {
                 newest = newest.max(generation);
                 if generation > checkpointed {
@@ -275,6 +288,14 @@ impl Journal {
         self.pos = 0;
         closed
     }
+}
+
+/// The generation a frame header names (unchecked: only
+/// [`scan`] tells a frame from a torn or stale one).
+fn first_generation(head: &[u8; HEADER]) -> u64 {
+    let mut g = [0u8; 8];
+    g.copy_from_slice(&head[8..16]);
+    u64::from_le_bytes(g)
 }
 
 /// The frames of one file's newest generation, in order: the chain that
