@@ -126,8 +126,8 @@ impl EmbeddedStore {
         let (journal, replay) = journal::Journal::open(path, checkpointed)?;
         if let Some(&(newest, _)) = replay.last() {
             let mut pending = journal::Pending::default();
-            for frame in replay.into_iter().flat_map(|(_, frames)| frames) {
-                pending.add(frame);
+            for &(_, file) in &replay {
+                journal.replay(file, |frame| pending.add(frame))?;
             }
             let profiles: Vec<(Vec<u8>, AtoProfile)> = pending
                 .profiles

@@ -29,7 +29,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -147,8 +147,9 @@ pub(super) struct Journal {
     buf: Vec<u8>,
 }
 
-/// The generations to replay, oldest first.
-pub(super) type Replay = Vec<(u64, Vec<Frame>)>;
+/// The generations to replay, oldest first: each one's number and the
+/// file that holds it, read by [`Journal::replay`].
+pub(super) type Replay = Vec<(u64, usize)>;
 
 impl Journal {
     /// The files beside the store file `db`: `<db>.ato-journal-0` and `-1`.
@@ -160,18 +161,23 @@ impl Journal {
         })
     }
 
-    /// Opens (or creates) the files beside `db` and reads back every
-    /// generation newer than `checkpointed`. The journal starts a new
-    /// generation in the first file, so the caller must have written the
-    /// replay to redb, durably, before the first [`Self::append`].
+    /// Opens (or creates) the files beside `db` and lists every generation
+    /// newer than `checkpointed`, to be read with [`Self::replay`]. The
+    /// journal starts a new generation in the first file, so the caller
+    /// must have replayed, and written the replay to redb durably, before
+    /// the first [`Self::append`].
+    ///
+    /// Only each file's first frame is read here: a file's replayable
+    /// frames are the chain from offset 0, all of that frame's generation
+    /// ([`scan`]). A clean start thus reads no file whole, however large
+    /// the files have grown.
     pub(super) fn open(db: &Path, checkpointed: u64) -> Result<(Self, Replay), StoreError> {
-        let io_err = |e: io::Error| StoreError::Unavailable(format!("ato journal: {e}"));
         let mut files = Vec::with_capacity(2);
         let mut sizes = [0; 2];
         let mut found = Vec::new();
         let mut newest = checkpointed;
         for (i, path) in Self::paths(db).iter().enumerate() {
-            let mut file = OpenOptions::new()
+            let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
@@ -179,36 +185,10 @@ impl Journal {
                 .open(path)
                 .map_err(io_err)?;
             sizes[i] = file.metadata().map_err(io_err)?.len();
-            // A file's replayable frames are the chain from offset 0, all of
-            // the first frame's generation: a file whose first header names
-            // a checkpointed generation (or is torn, or empty) has nothing
-            // to replay, and is not read. With files of a few hundred MiB,
-            // a clean start would otherwise read both whole.
-            let mut head = [0u8; HEADER];
-            let unread = match file.read_exact_at(&mut head, 0) {
-                Ok(()) => first_generation(&head) <= checkpointed,
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => true,
-                Err(e) => return Err(io_err(e)),
-            };
-            let mut bytes = Vec::new();
-            if !unread {
-                file.read_to_end(&mut bytes).map_err(io_err)?;
-            }
-            if let Some((generation, payloads)) = scan(&bytes) {
+            if let Some(generation) = first_generation(&file, sizes[i]).map_err(io_err)? {
                 newest = newest.max(generation);
                 if generation > checkpointed {
-                    let frames = payloads
-                        .into_iter()
-                        .map(|p| {
-                            Frame::decode(p).ok_or_else(|| {
-                                StoreError::Corrupt(format!(
-                                    "ato journal {}: a frame passes its checksum but does not decode",
-                                    path.display()
-                                ))
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    found.push((generation, frames));
+                    found.push((generation, i));
                 }
             }
             files.push(file);
@@ -227,6 +207,33 @@ impl Journal {
             },
             found,
         ))
+    }
+
+    /// Hands the frames of the generation in `file` (from [`Self::open`]'s
+    /// replay) to `each`, oldest first. One file's bytes are held at a
+    /// time and each frame is decoded as it is handed over, so recovering
+    /// two full files of a few hundred MiB does not also hold every frame
+    /// decoded. Call before the first [`Self::append`].
+    pub(super) fn replay(
+        &self,
+        file: usize,
+        mut each: impl FnMut(Frame),
+    ) -> Result<(), StoreError> {
+        let mut bytes = vec![0u8; self.sizes[file] as usize];
+        self.files[file]
+            .read_exact_at(&mut bytes, 0)
+            .map_err(io_err)?;
+        if let Some((_, payloads)) = scan(&bytes) {
+            for p in payloads {
+                each(Frame::decode(p).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "ato journal {}: a frame passes its checksum but does not decode",
+                        file
+                    ))
+                })?);
+            }
+        }
+        Ok(())
     }
 
     /// The generation frames are appended to.
@@ -290,12 +297,27 @@ impl Journal {
     }
 }
 
-/// The generation a frame header names (unchecked: only
-/// [`scan`] tells a frame from a torn or stale one).
-fn first_generation(head: &[u8; HEADER]) -> u64 {
-    let mut g = [0u8; 8];
-    g.copy_from_slice(&head[8..16]);
-    u64::from_le_bytes(g)
+fn io_err(e: io::Error) -> StoreError {
+    StoreError::Unavailable(format!("ato journal: {e}"))
+}
+
+/// The generation of the frame at the start of `file` (of `size` bytes),
+/// if that frame is whole and passes its checksum. A torn or garbage
+/// header names nothing: its generation is never trusted, not even to
+/// number the next one.
+fn first_generation(file: &File, size: u64) -> io::Result<Option<u64>> {
+    let mut head = [0u8; HEADER];
+    if size < HEADER as u64 {
+        return Ok(None);
+    }
+    file.read_exact_at(&mut head, 0)?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as u64;
+    if HEADER as u64 + len > size {
+        return Ok(None);
+    }
+    let mut frame = vec![0u8; HEADER + len as usize];
+    file.read_exact_at(&mut frame, 0)?;
+    Ok(scan(&frame).map(|(generation, _)| generation))
 }
 
 /// The frames of one file's newest generation, in order: the chain that

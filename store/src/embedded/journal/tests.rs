@@ -42,9 +42,19 @@ fn db_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("data.redb")
 }
 
-/// Reopens the journal at `db` as a restart would (and drops it).
-fn replay(db: &Path, checkpointed: u64) -> Replay {
-    Journal::open(db, checkpointed).expect("reopen").1
+/// Reopens the journal at `db` as a restart would, reads every generation
+/// it lists (leaving out one whose chain turned out empty), and drops it.
+fn replay(db: &Path, checkpointed: u64) -> Vec<(u64, Vec<Frame>)> {
+    let (j, list) = Journal::open(db, checkpointed).expect("reopen");
+    let mut out = Vec::new();
+    for (generation, file) in list {
+        let mut frames = Vec::new();
+        j.replay(file, |f| frames.push(f)).expect("replay");
+        if !frames.is_empty() {
+            out.push((generation, frames));
+        }
+    }
+    out
 }
 
 #[test]
@@ -158,6 +168,10 @@ fn a_torn_or_corrupt_frame_ends_the_replay() {
     // A journal made of garbage replays nothing (and does not fail).
     file.write_all_at(&[0xa5; 64], 0).expect("garbage");
     assert!(replay(&db_path(&dir), 0).is_empty());
+    // Nor does its header's generation (0xa5a5…) number the next one.
+    let (j, list) = Journal::open(&db_path(&dir), 0).expect("reopen");
+    assert!(list.is_empty());
+    assert_eq!(j.generation(), 1);
 }
 
 #[test]
@@ -247,10 +261,10 @@ fn the_overlay_reads_newest_first_and_counts_bytes() {
 }
 
 /// A file whose first frame names a checkpointed generation is not read
-/// at open (a clean start with large files would read them whole): its
-/// body may be anything. Its size is still known, so the next frames
-/// overwrite without growing it, and a file shorter than a header opens
-/// as empty.
+/// past that frame (a clean start with large files would read them
+/// whole): its body may be anything. Its size is still known, so the next
+/// frames overwrite without growing it, and a file shorter than a header
+/// opens as empty.
 #[test]
 fn a_checkpointed_file_is_not_read_and_a_short_one_is_empty() {
     let dir = tempfile::tempdir().expect("dir");
