@@ -41,7 +41,8 @@ const ROTATE_OVERLAY_BYTES: usize = 32 << 20;
 /// 25 MiB/s; alternated with 64 MiB (15 s runs, `wrk -c64`), 4–10 % more
 /// answers/s and 1.4–3.9 % less CPU per answer (BENCHMARKS.md, "Fewer
 /// checkpoints"). Both files are at most this large; a clean start reads
-/// only their headers (`Journal::open`).
+/// only their first frames, and recovery one file at a time
+/// (`Journal::open`, `Journal::replay`).
 const ROTATE_JOURNAL_BYTES: u64 = 256 << 20;
 /// …or its first change is this old…
 const ROTATE_AGE: Duration = Duration::from_secs(10);
