@@ -494,11 +494,16 @@ impl AtoProfile {
         self.sort();
         let mut cut = Forgotten::default();
         // Spent failure cells first, then the stalest beyond the cap.
-        let (spent, mut live): (Vec<FailureCell>, Vec<FailureCell>) =
-            std::mem::take(&mut self.failures)
-                .into_iter()
-                .partition(|c| c.is_spent(now));
-        cut.failures.extend(spent.iter().map(|c| c.writer));
+        // In place: this runs for every attempt, on the serving thread and
+        // again in the journal's, and a partition allocated two vectors.
+        let mut live = std::mem::take(&mut self.failures);
+        live.retain(|c| {
+            let spent = c.is_spent(now);
+            if spent {
+                cut.failures.push(c.writer);
+            }
+            !spent
+        });
         if live.len() > MAX_FAILURE_CELLS {
             live.sort_by(|a, b| b.start.cmp(&a.start).then(a.writer.cmp(&b.writer)));
             cut.failures

@@ -334,3 +334,32 @@ fn login_record_clone_from_is_clone() {
         }
     }
 }
+
+/// `bound` drops the cells whose windows have passed and names their
+/// writers in the order the cells were held; live cells stay, in writer
+/// order.
+#[test]
+fn bounds_cut_spent_failure_cells_and_keep_live_ones() {
+    let cell = |writer, start| FailureCell {
+        writer,
+        window_ms: MIN,
+        start,
+        current: 1,
+        previous: 0,
+    };
+    let now = 100 * MIN;
+    let mut p = AtoProfile {
+        failures: vec![
+            cell(1, now - 2 * MIN), // spent: its window and the next have passed
+            cell(2, now - MIN),     // live: counts as the previous window
+            cell(3, now - 5 * MIN), // spent
+            cell(4, now),           // live
+        ],
+        ..AtoProfile::default()
+    };
+    let cut = p.bound(now);
+    assert_eq!(cut.failures, vec![1, 3]);
+    let kept: Vec<u64> = p.failures.iter().map(|c| c.writer).collect();
+    assert_eq!(kept, vec![2, 4]);
+    assert!(p.bound(now).failures.is_empty(), "nothing more to cut");
+}
