@@ -38,9 +38,10 @@ const ROTATE_OVERLAY_BYTES: usize = 32 << 20;
 /// bytes an attempt (the profile and the log row): at 75 000 attempts/s
 /// a 64 MiB bound rotated every 2 s, each checkpoint rewriting nearly all
 /// 50 000 profiles. At 256 MiB the 10 s age rotates first up to about
-/// 25 MiB/s; alternated with 64 MiB (15 s runs, `wrk -c64`), 4–10 % more
-/// answers/s and 1.4–3.9 % less CPU per answer (BENCHMARKS.md, "Fewer
-/// checkpoints"). Both files are at most this large; a clean start reads
+/// 25 MiB/s, and the redb writer's share of the core fell from 7.85 to
+/// 3.0 % in a profile of that flood (alternated with 64 MiB, 15 s runs of
+/// `wrk -c64`: 4–10 % more answers/s in one series, within the machine's
+/// drift in another; BENCHMARKS.md, "Fewer checkpoints"). Both files are at most this large; a clean start reads
 /// only their first frames, and recovery one file at a time
 /// (`Journal::open`, `Journal::replay`).
 const ROTATE_JOURNAL_BYTES: u64 = 256 << 20;

@@ -227,8 +227,8 @@ impl Journal {
             for p in payloads {
                 each(Frame::decode(p).ok_or_else(|| {
                     StoreError::Corrupt(format!(
-                        "ato journal {}: a frame passes its checksum but does not decode",
-                        file
+                        "ato journal file {file} (`.ato-journal-{file}` beside the store): \
+                         a frame passes its checksum but does not decode"
                     ))
                 })?);
             }

@@ -260,11 +260,11 @@ fn the_overlay_reads_newest_first_and_counts_bytes() {
     );
 }
 
-/// A file whose first frame names a checkpointed generation is not read
-/// past that frame (a clean start with large files would read them
-/// whole): its body may be anything. Its size is still known, so the next
-/// frames overwrite without growing it, and a file shorter than a header
-/// opens as empty.
+/// A file whose first frame names a checkpointed generation lists
+/// nothing to replay whatever its body holds (`open` reads only that
+/// frame; that it reads no more is not visible here). Its size is still
+/// known, so the next frames overwrite without growing it, and a file
+/// shorter than a header opens as empty.
 #[test]
 fn a_checkpointed_file_is_not_read_and_a_short_one_is_empty() {
     let dir = tempfile::tempdir().expect("dir");
