@@ -456,9 +456,6 @@ pub(crate) mod tests {
         outcome(&phase(max), rate, &phase(fixed))
     }
 
-    /// The headline ratio, its JSON and the p99 ratio are the paired
-    /// medians, not the ratios of the sides' medians (a pass's figures,
-    /// where the two part by 0.1).
     /// CPU per answer is the median of each side's closed-loop runs, its
     /// ratio paired by round like the throughput's; a side whose process
     /// is unknown has none.
@@ -498,6 +495,9 @@ pub(crate) mod tests {
         assert_eq!(o.cpu_base, Some(4.5));
     }
 
+    /// The headline ratio, its JSON and the p99 ratio are the paired
+    /// medians, not the ratios of the sides' medians (a pass's figures,
+    /// where the two part by 0.1).
     #[test]
     fn the_outcome_reports_paired_ratios() {
         let o = outcome_of(

@@ -1583,6 +1583,53 @@ mod tests {
         assert!(replay.is_empty(), "a closed store replays nothing");
     }
 
+    /// A crash with two generations in the journal (one frozen and not yet
+    /// checkpointed, one active): the store replays both, oldest first, one
+    /// file at a time, so the identifier's newest profile wins and every
+    /// attempt's log row is there once.
+    #[tokio::test]
+    async fn a_crash_with_two_generations_replays_them_oldest_first() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("two.redb");
+        let project = ProjectId::generate();
+        let now = now_ms();
+        let (first, second) = (DeviceId::generate(), DeviceId::generate());
+        let mut w = writer(&dir, "two.redb");
+        let out = commit(
+            &mut w,
+            vec![device_op(&project, "a@example.com", &first, now)],
+        );
+        assert!(out.iter().all(Result::is_ok));
+        // Frozen and handed to the redb writer, which never runs here.
+        w.ato.rotate();
+        let out = commit(
+            &mut w,
+            vec![device_op(&project, "a@example.com", &second, now + 1)],
+        );
+        assert!(out.iter().all(Result::is_ok));
+        let newest = journal::read(&w.overlay)
+            .profile(&profile_key(&project, "a@example.com"))
+            .cloned()
+            .expect("in the overlay");
+        assert!(newest.device(&first).is_some() && newest.device(&second).is_some());
+        let (_, listed) = Journal::open(&path, 0).expect("journal");
+        assert_eq!(listed.len(), 2, "two generations wait: {listed:?}");
+        drop(w);
+
+        let store = crate::EmbeddedStore::open(&path).expect("reopen replays");
+        let read = crate::DataStore::ato_profile(&store, &project, "a@example.com")
+            .await
+            .expect("read")
+            .expect("replayed");
+        assert_eq!(read, newest, "the newer generation's profile wins");
+        let listed =
+            crate::DataStore::recent_login_attempts(&store, &project, "a@example.com", 0, 10)
+                .await
+                .expect("list");
+        assert_eq!(listed.len(), 2, "each attempt's log row, once");
+        store.close().await.expect("close");
+    }
+
     /// While the redb writer writes a frozen generation to redb (in
     /// several slices) and new writes go to the active one, the overlay
     /// always answers the newest version; at the end redb holds it and the
