@@ -51,6 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use admission::Admission;
 use arc_swap::ArcSwap;
 use quick_cache::sync::{Cache, EntryAction, EntryResult, PlaceholderGuard};
 use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, OptionsBuilder, Weighter};
@@ -128,6 +129,10 @@ pub struct CacheCounters {
     pub replacements: AtomicU64,
     /// Times the total was reached and the largest project gave way.
     pub budget_evictions: AtomicU64,
+    /// Misses offered and not cached: an insert would have evicted and
+    /// the project's recent entries were rarely read again
+    /// ([`ProjectCache::offer`]).
+    pub declined: AtomicU64,
 }
 
 impl CacheCounters {
@@ -195,6 +200,8 @@ type Inner<K, V, W> = Cache<K, V, W, DefaultHashBuilder, Accounting<W>>;
 pub struct ProjectShard<K, V, W> {
     cache: Inner<K, V, W>,
     bytes: Arc<AtomicU64>,
+    /// Whether its misses are worth caching ([`ProjectCache::offer`]).
+    admission: Admission,
 }
 
 impl<K, V, W> ProjectShard<K, V, W>
@@ -297,6 +304,21 @@ where
         self.shards.load().get(project)?.cache.get(key)
     }
 
+    /// [`ProjectCache::get`], counting a hit towards the project's
+    /// admission ([`ProjectCache::offer`]): for caches filled through
+    /// `offer`.
+    #[inline]
+    pub fn get_counted<Q>(&self, project: &str, key: &Q) -> Option<V>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        let shards = self.shards.load();
+        let shard = shards.get(project)?;
+        let v = shard.cache.get(key)?;
+        shard.admission.hit();
+        Some(v)
+    }
+
     /// Like [`ProjectCache::get`], without marking the entry as used.
     pub fn peek<Q>(&self, project: &str, key: &Q) -> Option<V>
     where
@@ -339,13 +361,37 @@ where
     pub fn insert(&self, project: &str, key: K, val: V) {
         let shard = self.shard(project);
         let w = self.weigher.weight(&key, &val);
-        self.add(&shard, w);
+        self.put(&shard, key, val, w);
+    }
+
+    /// Puts `val` (weighing `w`) into `shard`, then keeps the total.
+    fn put(&self, shard: &ProjectShard<K, V, W>, key: K, val: V, w: u64) {
+        self.add(shard, w);
         let mut replacing = Replacing {
             key: (w <= self.replacing_up_to).then(|| self.hasher.hash_one(&key)),
             seen: false,
         };
         shard.cache.insert_with_lifecycle(key, val, &mut replacing);
         self.keep_total();
+    }
+
+    /// [`ProjectCache::insert`] for a value that may never be read again:
+    /// while inserting it would evict (the project's share or the total
+    /// is full, [`near`]), it goes in only if the project's recent entries were
+    /// found again often enough by [`ProjectCache::get_counted`] (see
+    /// `budget/admission.rs`). Returns whether it went in. Declining
+    /// changes only speed: the caller computes the value again next time.
+    pub fn offer(&self, project: &str, key: K, val: V) -> bool {
+        let shard = self.shard(project);
+        let w = self.weigher.weight(&key, &val);
+        let evicts = near(shard.bytes(), w, self.budget.project_bytes)
+            || near(self.bytes(), w, self.budget.total_bytes);
+        if !shard.admission.admit(evicts) {
+            self.counters.declined.fetch_add(1, Relaxed);
+            return false;
+        }
+        self.put(&shard, key, val, w);
+        true
     }
 
     /// Changes the value under `key` in `project`'s entries in place, under
@@ -452,6 +498,7 @@ where
                 },
             ),
             bytes,
+            admission: Admission::default(),
         });
         let mut next = ShardMap::clone(&current);
         next.insert(project.into(), Arc::clone(&shard));
@@ -521,6 +568,16 @@ where
     }
 }
 
+/// Whether `held` bytes and `w` more come within 1/16 of `limit`: a full
+/// cache, as [`ProjectCache::offer`] judges it. Past the total, a walk of
+/// [`ProjectCache::keep_total`] frees 1/64 of it more than is over, so a
+/// full cache sits just below its total most of the time, and within a
+/// project's share quick_cache evicts per inner shard, each of which may
+/// fill before the project's sum reaches its share.
+fn near(held: u64, w: u64, limit: u64) -> bool {
+    held.saturating_add(w) > limit - limit / 16
+}
+
 /// Projects one walk of [`ProjectCache::keep_total`] may shrink, at most.
 const GIVE_WAY: usize = 8;
 
@@ -570,5 +627,6 @@ where
     }
 }
 
+mod admission;
 #[cfg(test)]
 mod tests;

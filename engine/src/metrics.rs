@@ -68,6 +68,11 @@ const CACHE_SERIES: &[CacheSeries] = &[
         "Times the total byte budget was reached and the largest project gave way.",
         |c| c.budget_evictions.load(Ordering::Relaxed),
     ),
+    (
+        "qyzar_cache_declined",
+        "Misses not cached since start: inserting would have evicted and the project's recent entries were rarely read again.",
+        |c| c.declined.load(Ordering::Relaxed),
+    ),
 ];
 
 /// Latency bucket upper bounds in microseconds.
@@ -220,6 +225,7 @@ mod tests {
         c.miss();
         c.budget_evictions.store(3, Ordering::Relaxed);
         c.replacements.store(5, Ordering::Relaxed);
+        c.declined.store(7, Ordering::Relaxed);
         m.watch_cache("token", &c);
         let text = m.render(&[]);
         for line in [
@@ -229,6 +235,7 @@ mod tests {
             "qyzar_cache_evictions{cache=\"token\"} 0",
             "qyzar_cache_replacements{cache=\"token\"} 5",
             "qyzar_cache_budget_evictions{cache=\"token\"} 3",
+            "qyzar_cache_declined{cache=\"token\"} 7",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -303,3 +303,39 @@ fn the_smallest_holder_keeps_its_entries_while_larger_ones_give_way() {
     assert!(c.counters().budget_evictions.load(Relaxed) > 0);
     assert_eq!(c.bytes(), held(&c));
 }
+
+/// Offered values: while there is room, every one goes in. Once inserts
+/// evict, a project whose entries are never found again gets about one in
+/// `EXPLORE` in and counts the rest as declined, while another project
+/// whose entries are found again keeps getting every one in: admission is
+/// judged per project.
+#[test]
+fn offers_are_declined_only_for_the_project_whose_entries_are_not_read_again() {
+    use super::admission::{EXPLORE, WINDOW};
+    // 64 entries of 1 032 bytes fit a share; the total holds two shares.
+    // Below 15/16 of the share every offer goes in.
+    let c = cache(2 * 66_048, 66_048);
+    for k in 0..56u64 {
+        assert!(c.offer("once", k, value(1024)), "room: admitted");
+    }
+    let declined = || c.counters().declined.load(Relaxed);
+    assert_eq!(declined(), 0);
+    // "once": fresh keys, never looked up again.
+    let admitted = (56..56 + 16_000u64)
+        .filter(|k| c.offer("once", *k, value(1024)))
+        .count();
+    assert!(
+        admitted <= 16_000 / EXPLORE as usize + WINDOW as usize,
+        "{admitted} of 16 000 single-use values admitted"
+    );
+    assert_eq!(declined(), 16_000 - admitted as u64);
+    // "again": each value looked up once after it goes in, its share
+    // full (so every insert evicts), the other project's flood beside it.
+    for k in 0..20_000u64 {
+        assert!(c.offer("again", k, value(1024)), "value {k} declined");
+        assert!(c.get_counted("again", &k).is_some());
+        c.offer("once", 1_000_000 + k, value(1024));
+    }
+    assert!(c.project_bytes("again") > 0);
+    assert_eq!(held(&c), c.bytes(), "the counters match what is held");
+}

@@ -159,7 +159,10 @@ async fn run(
     // as long as its key is still live (a rotation without grace drops it).
     // A project's tokens are cached in its own byte share, so a tenant
     // signing large tokens with its own key evicts only its own.
-    let (verified, cache) = match engine.tokens.get(project.as_str(), &TokenRef(token)) {
+    let (verified, cache) = match engine
+        .tokens
+        .get_counted(project.as_str(), &TokenRef(token))
+    {
         Some(v) if signed_by_known_key(token, &keys.verify) => {
             engine.tokens.counters().hit();
             (v, CacheStatus::Hit)
@@ -174,7 +177,9 @@ async fn run(
                 if expiry_ms(v.exp).is_none() {
                     return Ok(counted_invalid(engine, &project, now, "malformed"));
                 }
-                engine.tokens.insert(project.as_str(), v.key(), v.clone());
+                // Cached unless that would evict and this project's tokens
+                // are seldom verified twice (`budget/admission.rs`).
+                engine.tokens.offer(project.as_str(), v.key(), v.clone());
                 (v, CacheStatus::Miss)
             }
             Err(JwtError::BadSignature) if other_audience(token, project.as_str()) => {
