@@ -131,6 +131,6 @@ QZ_SECRET=$secret count "$path" "$host" "$port"
 sleep 1
 out=$(ls "$work"/cg.out.* | tail -1)
 echo "$route: $(per_request "$out") instructions per request, $(per_request "$out" 'qyzar_engine::server::serve::{{closure}}::{{closure}}') in the engine's connection tasks ($(basename "$bin"), $n requests)"
-case $route in ato*) echo "$route: $(per_request "$out" 'ato_writer::AtoWriter::run') in the anti-ATO journal's thread" ;; esac
+case $route in ato*) echo "$route: $(per_request "$out" 'ato_writer::AtoWriter::journal_ato') in the anti-ATO journal's group commits (its thread's loop is inlined)" ;; esac
 [ -n "${QYZAR_CALLGRIND_OUT:-}" ] && cp "$out" "$QYZAR_CALLGRIND_OUT"
 exit 0
