@@ -156,8 +156,10 @@ pub struct Engine {
     /// (which was ~15 % of an uncached verify under load). Expiry is checked
     /// on every read (`claims.exp`), so an expired token is never answered
     /// from here; it waits for eviction like any unread entry. Only tokens
-    /// verified for an authenticated project are inserted. An entry is one
-    /// allocation, hashed by its tail ([`crate::token_cache`]).
+    /// verified for an authenticated project are inserted, and once the
+    /// cache is full only for a project whose recent tokens were verified
+    /// again (`budget/admission.rs`). An entry is one allocation, hashed by
+    /// its tail ([`crate::token_cache`]).
     pub tokens: ProjectCache<TokenKey, VerifiedToken, TokenWeight>,
     /// Idempotent answers by project, then (route and credential, key):
     /// see [`crate::router::idempotent`] for what a key guarantees.

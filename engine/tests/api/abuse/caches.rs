@@ -3,7 +3,8 @@
 //! bounded in bytes with a share per project, so one tenant's flood
 //! (idempotent calls, large self-signed tokens, sessions, unknown ids)
 //! never evicts another tenant's entries; numbers a token's signer chose
-//! cannot overflow.
+//! cannot overflow; single-use tokens stop being cached without costing
+//! another tenant its cached ones.
 
 use qyzar_engine::budget::Budget;
 use qyzar_shared::crypto::{client_token_key, sign_hs256, Claims, ProjectSecret};
@@ -257,6 +258,53 @@ async fn large_self_signed_tokens_do_not_evict_another_tenants_tokens() {
     let r = w.verify_token(&w.b, &b_token).await;
     assert_eq!(r.body["valid"], true);
     assert!(timing(&r).contains("token;desc=cached"), "{}", timing(&r));
+    w.engine.stop().await;
+}
+
+/// Once the token cache is full, a tenant whose tokens are each verified
+/// once has most of its misses left uncached (`qyzar_cache_declined`),
+/// every answer the same as before; beside it, a tenant that verifies each
+/// of its tokens twice keeps having the second verify answered from the
+/// cache (`engine/src/budget/admission.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_use_tokens_stop_being_cached_while_reused_ones_still_are() {
+    let w = world(Store::Embedded).await.unwrap();
+    let tokens = &w.engine.engine.tokens;
+    let exp = qyzar_shared::time::now_ms() / 1000 + 3600;
+    let mut second_cached = 0;
+    for i in 0..200 {
+        // About 5 KiB an entry: a share holds about 25.
+        let t = self_signed(&w.a, exp, json!({"blob": "z".repeat(2000), "i": i}));
+        let r = w.verify_token(&w.a, &t).await;
+        assert_eq!(
+            (r.body["valid"].clone(), r.body["metadata"]["i"].clone()),
+            (json!(true), json!(i))
+        );
+        let t = self_signed(&w.c, exp, json!({"blob": "y".repeat(2000), "i": i}));
+        for verify in 0..2 {
+            let r = w.verify_token(&w.c, &t).await;
+            assert_eq!(
+                (r.body["valid"].clone(), r.body["metadata"]["i"].clone()),
+                (json!(true), json!(i))
+            );
+            if verify == 1 && timing(&r).contains("token;desc=cached") {
+                second_cached += 1;
+            }
+        }
+    }
+    let declined = tokens
+        .counters()
+        .declined
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        declined >= 100,
+        "{declined} of a's 200 single-use tokens declined"
+    );
+    assert!(
+        second_cached >= 180,
+        "{second_cached} of c's 200 second verifies cached"
+    );
+    assert!(tokens.bytes() <= 192 * 1024);
     w.engine.stop().await;
 }
 
