@@ -1561,18 +1561,10 @@ mod tests {
         // A stop without a checkpoint, as a crash leaves it.
         drop(w);
 
-        let store = crate::EmbeddedStore::open(&path).expect("reopen replays");
-        let read = crate::DataStore::ato_profile(&store, &project, "a@example.com")
-            .await
-            .expect("read")
-            .expect("replayed");
+        let (store, read, listed) = reopened(&path, &project, "a@example.com").await;
         assert_eq!(read, journalled);
         assert!(read.device(&device).is_some());
-        let listed =
-            crate::DataStore::recent_login_attempts(&store, &project, "a@example.com", 0, 10)
-                .await
-                .expect("list");
-        assert_eq!(listed.len(), 1, "the log row is replayed once");
+        assert_eq!(listed, 1, "the log row is replayed once");
         store.close().await.expect("close");
         drop(store);
 
@@ -1581,6 +1573,25 @@ mod tests {
         assert!(done >= 1);
         let (_, replay) = Journal::open(&path, done).expect("journal");
         assert!(replay.is_empty(), "a closed store replays nothing");
+    }
+
+    /// The store at `path` opened again (replaying its journal), with
+    /// `identifier`'s profile as read back and how many of its attempts
+    /// the log lists.
+    async fn reopened(
+        path: &std::path::Path,
+        project: &ProjectId,
+        identifier: &str,
+    ) -> (crate::EmbeddedStore, AtoProfile, usize) {
+        let store = crate::EmbeddedStore::open(path).expect("reopen replays");
+        let read = crate::DataStore::ato_profile(&store, project, identifier)
+            .await
+            .expect("read")
+            .expect("replayed");
+        let listed = crate::DataStore::recent_login_attempts(&store, project, identifier, 0, 10)
+            .await
+            .expect("list");
+        (store, read, listed.len())
     }
 
     /// A crash with two generations in the journal (one frozen and not yet
@@ -1616,17 +1627,9 @@ mod tests {
         assert_eq!(listed.len(), 2, "two generations wait: {listed:?}");
         drop(w);
 
-        let store = crate::EmbeddedStore::open(&path).expect("reopen replays");
-        let read = crate::DataStore::ato_profile(&store, &project, "a@example.com")
-            .await
-            .expect("read")
-            .expect("replayed");
+        let (store, read, listed) = reopened(&path, &project, "a@example.com").await;
         assert_eq!(read, newest, "the newer generation's profile wins");
-        let listed =
-            crate::DataStore::recent_login_attempts(&store, &project, "a@example.com", 0, 10)
-                .await
-                .expect("list");
-        assert_eq!(listed.len(), 2, "each attempt's log row, once");
+        assert_eq!(listed, 2, "each attempt's log row, once");
         store.close().await.expect("close");
     }
 
