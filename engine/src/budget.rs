@@ -25,6 +25,12 @@
 //! up many projects shrink everyone. Per-project maps with their own
 //! weight and a largest-gives-way total have neither problem.
 //!
+//! A cache whose entries may never be read again (verified client tokens)
+//! is filled through [`ProjectCache::offer`] instead of `insert`: once it
+//! is full, a project's misses go in only while its recent entries were
+//! found again often enough (`budget/admission.rs`), judged from that
+//! project's own counts.
+//!
 //! Accounting is exact: each entry's weight is added before it goes in and
 //! taken off in quick_cache's eviction hook (which sees evictions, replaced
 //! values and refused oversize values alike) or when it is removed, so the
@@ -377,7 +383,7 @@ where
 
     /// [`ProjectCache::insert`] for a value that may never be read again:
     /// while inserting it would evict (the project's share or the total
-    /// is full, [`near`]), it goes in only if the project's recent entries were
+    /// is full: within 1/16 of either), it goes in only if the project's recent entries were
     /// found again often enough by [`ProjectCache::get_counted`] (see
     /// `budget/admission.rs`). Returns whether it went in. Declining
     /// changes only speed: the caller computes the value again next time.
