@@ -310,17 +310,24 @@ where
         self.shards.load().get(project)?.cache.get(key)
     }
 
-    /// [`ProjectCache::get`], counting a hit towards the project's
-    /// admission ([`ProjectCache::offer`]): for caches filled through
-    /// `offer`.
+    /// [`ProjectCache::get`] for caches filled through `offer`: the entry
+    /// only if `usable` accepts it, and then counted as a hit towards the
+    /// project's admission ([`ProjectCache::offer`]). An entry the caller
+    /// cannot use (a token whose signing key has since been retired) saved
+    /// nothing, so it must not keep admission open.
     #[inline]
-    pub fn get_counted<Q>(&self, project: &str, key: &Q) -> Option<V>
+    pub fn get_counted<Q>(
+        &self,
+        project: &str,
+        key: &Q,
+        usable: impl FnOnce(&V) -> bool,
+    ) -> Option<V>
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
         let shards = self.shards.load();
         let shard = shards.get(project)?;
-        let v = shard.cache.get(key)?;
+        let v = shard.cache.get(key).filter(usable)?;
         shard.admission.hit();
         Some(v)
     }

@@ -333,9 +333,38 @@ fn offers_are_declined_only_for_the_project_whose_entries_are_not_read_again() {
     // full (so every insert evicts), the other project's flood beside it.
     for k in 0..20_000u64 {
         assert!(c.offer("again", k, value(1024)), "value {k} declined");
-        assert!(c.get_counted("again", &k).is_some());
+        assert!(c.get_counted("again", &k, |_| true).is_some());
         c.offer("once", 1_000_000 + k, value(1024));
     }
     assert!(c.project_bytes("again") > 0);
     assert_eq!(held(&c), c.bytes(), "the counters match what is held");
+}
+
+/// An entry found but refused by the caller (a token whose signing key
+/// was retired since) is not a hit: it is not returned, and a project
+/// whose entries are only ever found that way is declined like one whose
+/// entries are never found at all.
+#[test]
+fn entries_the_caller_cannot_use_do_not_count_as_hits() {
+    use super::admission::{EXPLORE, WINDOW};
+    let c = cache(2 * 66_048, 66_048);
+    for k in 0..56u64 {
+        assert!(c.offer("stale", k, value(1024)), "room: admitted");
+    }
+    assert!(
+        c.get_counted("stale", &0, |_| false).is_none(),
+        "refused: not returned"
+    );
+    assert!(c.get_counted("stale", &0, |_| true).is_some(), "still held");
+    let admitted = (56..56 + 16_000u64)
+        .filter(|k| {
+            let admitted = c.offer("stale", *k, value(1024));
+            c.get_counted("stale", k, |_| false);
+            admitted
+        })
+        .count();
+    assert!(
+        admitted <= 16_000 / EXPLORE as usize + WINDOW as usize + 1,
+        "{admitted} of 16 000 values admitted though none was usable"
+    );
 }

@@ -159,15 +159,17 @@ async fn run(
     // as long as its key is still live (a rotation without grace drops it).
     // A project's tokens are cached in its own byte share, so a tenant
     // signing large tokens with its own key evicts only its own.
-    let (verified, cache) = match engine
+    let cached = engine
         .tokens
-        .get_counted(project.as_str(), &TokenRef(token))
-    {
-        Some(v) if signed_by_known_key(token, &keys.verify) => {
+        .get_counted(project.as_str(), &TokenRef(token), |_| {
+            signed_by_known_key(token, &keys.verify)
+        });
+    let (verified, cache) = match cached {
+        Some(v) => {
             engine.tokens.counters().hit();
             (v, CacheStatus::Hit)
         }
-        _ => match verify_facts_with(token, &keys.verify, now / 1000, project.as_str(), |f| {
+        None => match verify_facts_with(token, &keys.verify, now / 1000, project.as_str(), |f| {
             VerifiedToken::new(token, f)
         }) {
             Ok(v) => {
