@@ -1257,10 +1257,15 @@ mod tests {
             .collect()
     }
 
-    /// [`commit`], then everything journalled written to redb.
-    fn commit_all(w: &mut Writers, ops: Vec<Op>) {
+    /// [`commit`], every write answered with success.
+    fn commit_ok(w: &mut Writers, ops: Vec<Op>) {
         let out = commit(w, ops);
         assert!(out.iter().all(Result::is_ok), "{out:?}");
+    }
+
+    /// [`commit_ok`], then everything journalled written to redb.
+    fn commit_all(w: &mut Writers, ops: Vec<Op>) {
+        commit_ok(w, ops);
         w.checkpoint_all();
         let o = journal::read(&w.overlay);
         assert!(o.active.profiles.is_empty() && o.active.log.is_empty());
@@ -1543,11 +1548,10 @@ mod tests {
         let now = now_ms();
         let device = DeviceId::generate();
         let mut w = writer(&dir, "replay.redb");
-        let out = commit(
+        commit_ok(
             &mut w,
             vec![device_op(&project, "a@example.com", &device, now)],
         );
-        assert!(out.iter().all(Result::is_ok));
         let journalled = journal::read(&w.overlay)
             .profile(&profile_key(&project, "a@example.com"))
             .cloned()
@@ -1606,18 +1610,16 @@ mod tests {
         let now = now_ms();
         let (first, second) = (DeviceId::generate(), DeviceId::generate());
         let mut w = writer(&dir, "two.redb");
-        let out = commit(
+        commit_ok(
             &mut w,
             vec![device_op(&project, "a@example.com", &first, now)],
         );
-        assert!(out.iter().all(Result::is_ok));
         // Frozen and handed to the redb writer, which never runs here.
         w.ato.rotate();
-        let out = commit(
+        commit_ok(
             &mut w,
             vec![device_op(&project, "a@example.com", &second, now + 1)],
         );
-        assert!(out.iter().all(Result::is_ok));
         let newest = journal::read(&w.overlay)
             .profile(&profile_key(&project, "a@example.com"))
             .cloned()
@@ -1662,11 +1664,10 @@ mod tests {
         // A newer device for u0 lands in the active generation while the
         // frozen one is written.
         let newer = DeviceId::generate();
-        let out = commit(
+        commit_ok(
             &mut w,
             vec![device_op(&project, "u0@example.com", &newer, now + 1)],
         );
-        assert!(out.iter().all(Result::is_ok));
         let key = profile_key(&project, "u0@example.com");
         let mut slices = 0;
         loop {
