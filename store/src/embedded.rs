@@ -288,6 +288,11 @@ impl EmbeddedStore {
     async fn done(&self, op: Op) -> Result<(), StoreError> {
         match self.write(op).await? {
             Outcome::Done => Ok(()),
+            // Freed here, on the thread that allocated it.
+            Outcome::Returned(op) => {
+                drop(op);
+                Ok(())
+            }
             other => Err(unexpected(&other)),
         }
     }

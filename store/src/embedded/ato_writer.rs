@@ -159,7 +159,11 @@ impl AtoWriter {
         let mut changed: journal::Map<Vec<u8>, AtoProfile> = journal::Map::default();
         let mut order: Vec<Vec<u8>> = Vec::new();
         let mut log: journal::Map<ProjectId, LogBatch> = journal::Map::default();
+        // Each write goes back to its caller with the answer
+        // ([`Outcome::Returned`]), so this thread reads it and frees none
+        // of it.
         let mut acks = Vec::with_capacity(batch.len());
+        let mut key = Vec::new();
         let mut txn: Option<ReadTransaction> = None;
         {
             let overlay = journal::read(&self.overlay);
@@ -169,25 +173,25 @@ impl AtoWriter {
                     identifier,
                     attempt,
                     update,
-                } = *op
+                } = &*op
                 else {
                     continue;
                 };
-                let key = Key::new()
+                key = Key::reuse(std::mem::take(&mut key))
                     .str(project.as_str())
-                    .str(&identifier)
+                    .str(identifier)
                     .into_bytes();
-                let p = match changed.entry(key) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        let base = match overlay.profile(e.key()) {
+                let p = match changed.get_mut(key.as_slice()) {
+                    Some(p) => p,
+                    None => {
+                        let base = match overlay.profile(&key) {
                             Some(p) => Ok(Some(p.clone())),
-                            None => stored_profile(&self.db, &mut txn, e.key()),
+                            None => stored_profile(&self.db, &mut txn, &key),
                         };
                         match base {
                             Ok(p) => {
-                                order.push(e.key().clone());
-                                e.insert(p.unwrap_or_default())
+                                order.push(key.clone());
+                                changed.entry(key.clone()).or_insert(p.unwrap_or_default())
                             }
                             // This write alone fails (an undecodable row,
                             // a read error); nothing of it is joined.
@@ -203,9 +207,12 @@ impl AtoWriter {
                 expire_profile(p, now);
                 p.bound(now);
                 if let Some(a) = attempt {
-                    log.entry(project).or_default().push(&a);
+                    match log.get_mut(project) {
+                        Some(b) => b.push(a),
+                        None => log.entry(project.clone()).or_default().push(a),
+                    }
                 }
-                acks.push(ack);
+                acks.push((ack, op));
             }
         }
         drop(txn);
@@ -224,8 +231,8 @@ impl AtoWriter {
             }
         }
         if frame.is_empty() {
-            for ack in acks {
-                let _ = ack.send(Ok(Outcome::Done));
+            for (ack, op) in acks {
+                let _ = ack.send(Ok(Outcome::Returned(op)));
             }
             return;
         }
@@ -233,14 +240,14 @@ impl AtoWriter {
             Ok(()) => {
                 journal::write(&self.overlay).active.add(frame);
                 self.commits.fetch_add(1, Ordering::Relaxed);
-                for ack in acks {
-                    let _ = ack.send(Ok(Outcome::Done));
+                for (ack, op) in acks {
+                    let _ = ack.send(Ok(Outcome::Returned(op)));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, writes = acks.len(), "ato journal append failed");
                 let err = StoreError::Unavailable(format!("ato journal: {e}"));
-                for ack in acks {
+                for (ack, _) in acks {
                     let _ = ack.send(Err(err.clone()));
                 }
             }

@@ -92,6 +92,13 @@ impl Key {
         Key(Vec::with_capacity(96))
     }
 
+    /// A key built in `buf`, emptied first: a loop that builds one key per
+    /// item then reuses one allocation.
+    pub(super) fn reuse(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        Key(buf)
+    }
+
     /// Appends a string. Inputs are validated to a few hundred bytes before
     /// they get here; longer ones are cut at `u16::MAX`, which would only
     /// merge two absurd keys, never split a real one.

@@ -116,6 +116,13 @@ impl Op {
 #[derive(Debug)]
 pub(super) enum Outcome {
     Done,
+    /// Done, and the write handed back to the task that made it, to be
+    /// freed there: the anti-ATO writer only reads a write, and freeing
+    /// a group's attempts on its thread (memory another thread allocated)
+    /// sat between one sync and the next, where every microsecond past
+    /// about ten makes the next sync several times slower on this disk
+    /// (BENCHMARKS.md, "The gap between two syncs").
+    Returned(Box<Op>),
     Found(bool),
     Identifiers(Vec<String>),
     Purged(u64),
@@ -1729,8 +1736,14 @@ mod tests {
         let Writers { ato, .. } = w;
         ato.run(rx);
         assert_eq!(commits.load(Ordering::Relaxed), 2, "two groups of 20");
-        for mut a in answers {
-            assert!(matches!(a.try_recv(), Ok(Ok(Outcome::Done))));
+        // Each caller gets its own write back, to free on its thread.
+        for (i, mut a) in answers.into_iter().enumerate() {
+            let sent = format!("u{i}@example.com");
+            assert!(
+                matches!(a.try_recv(), Ok(Ok(Outcome::Returned(op)))
+                    if matches!(&*op, Op::RecordAto { identifier, .. } if *identifier == sent)),
+                "u{i} answered with its write"
+            );
         }
         assert!(closed.try_recv().is_ok(), "the close is answered");
         let o = journal::read(&overlay);
