@@ -117,11 +117,12 @@ impl Op {
 pub(super) enum Outcome {
     Done,
     /// Done, and the write handed back to the task that made it, to be
-    /// freed there: the anti-ATO writer only reads a write, and freeing
-    /// a group's attempts on its thread (memory another thread allocated)
-    /// sat between one sync and the next, where every microsecond past
-    /// about ten makes the next sync several times slower on this disk
-    /// (BENCHMARKS.md, "The gap between two syncs").
+    /// freed there. The anti-ATO writer only reads a write; freeing a
+    /// group's attempts on its thread (memory the worker allocated, by
+    /// mimalloc's cross-thread path) sat between one sync's return and
+    /// the next sync, and on this disk a sync begun within about 10 µs of
+    /// the last one's return takes about 40 µs, one begun later about
+    /// 240 µs (BENCHMARKS.md, "The gap between two syncs").
     Returned(Box<Op>),
     Found(bool),
     Identifiers(Vec<String>),
