@@ -156,8 +156,10 @@ impl AtoWriter {
     /// journal frame. Readers see the changes once the frame is durable,
     /// when the callers are acked.
     pub(super) fn journal_ato(&mut self, batch: Vec<(Box<Op>, Ack)>, now: i64) {
+        // One entry per identifier the group changed; keys are distinct, so
+        // the frame lists them in any order (replay and the overlay go by
+        // key).
         let mut changed: journal::Map<Vec<u8>, AtoProfile> = journal::Map::default();
-        let mut order: Vec<Vec<u8>> = Vec::new();
         let mut log: journal::Map<ProjectId, LogBatch> = journal::Map::default();
         // Each write goes back to its caller with the answer
         // ([`Outcome::Returned`]), so this thread reads it and frees none
@@ -189,10 +191,7 @@ impl AtoWriter {
                             None => stored_profile(&self.db, &mut txn, &key),
                         };
                         match base {
-                            Ok(p) => {
-                                order.push(key.clone());
-                                changed.entry(key.clone()).or_insert(p.unwrap_or_default())
-                            }
+                            Ok(p) => changed.entry(key.clone()).or_insert(p.unwrap_or_default()),
                             // This write alone fails (an undecodable row,
                             // a read error); nothing of it is joined.
                             Err(err) => {
@@ -217,14 +216,9 @@ impl AtoWriter {
         }
         drop(txn);
         let mut frame = Frame {
-            profiles: Vec::with_capacity(order.len()),
+            profiles: changed.into_iter().collect(),
             log: Vec::with_capacity(log.len()),
         };
-        for k in order {
-            if let Some(p) = changed.remove(&k) {
-                frame.profiles.push((k, p));
-            }
-        }
         for (project, batch) in log {
             if let Some(row) = batch.row(&project, &mut self.next_seq) {
                 frame.log.push(row);
