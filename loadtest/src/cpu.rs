@@ -99,9 +99,9 @@ mod tests {
         );
     }
 
-    /// A busy child process's reading grows. A child, not this process:
-    /// the harness's other tests start and end threads here, and an ended
-    /// thread takes its time out of the sum. The loop waits until the
+    /// A busy child process's reading grows. A child, so that only its
+    /// own loop moves the reading (this process's other tests add to
+    /// this process's). The loop waits until the
     /// reading has grown by 20 ms: on a busy machine that takes longer,
     /// never forever; a reading that does not move fails at the deadline
     /// (a bound on a broken reading, not on the machine's speed).
