@@ -31,6 +31,8 @@ import sys
 
 LINE = re.compile(r"^\s*(.+?)\s+(\d+)\s+\[(\d+)\]\s+(\d+\.\d+):\s+(\S+):\s*(.*)$")
 SLOW = 100.0
+# "<dev> <rwbs> [<bytes>] () <sector> + <count>": the request's first sector.
+SECTOR = re.compile(r"\(\)\s+(\d+)\s+\+")
 
 
 def events(lines):
@@ -61,11 +63,27 @@ def syncs(evs, who):
             cur["exit"] = t
             done.append(cur)
             cur = None
-        elif event.startswith("block:block_rq_"):
-            kind = "WS" if " WS " in rest else "FF" if " FF " in rest else None
-            if kind:
-                cur.setdefault(event.split("_")[-1] + ":" + kind, t)
+        elif event == "block:block_rq_issue" and " WS " in rest and "issue:WS" not in cur:
+            # The syncing thread's own data write; its completion is
+            # matched by sector, so another thread's write that completes
+            # in the same window is not taken for it.
+            m = SECTOR.search(rest)
+            if m and who_comm(rest).startswith(who):
+                cur["issue:WS"] = t
+                cur["sector"] = m.group(1)
+        elif event == "block:block_rq_complete" and " WS " in rest and "complete:WS" not in cur:
+            m = SECTOR.search(rest)
+            if m and m.group(1) == cur.get("sector"):
+                cur["complete:WS"] = t
+        elif event.startswith("block:block_rq_") and " FF " in rest:
+            cur.setdefault(event.split("_")[-1] + ":FF", t)
     return done
+
+
+def who_comm(rest):
+    """The issuing thread's name at the end of a `block_rq_issue` line."""
+    m = re.search(r"\[([^\]]*)\]\s*$", rest)
+    return m.group(1) if m else ""
 
 
 def quantiles(values):
