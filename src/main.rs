@@ -37,6 +37,10 @@ fn main() -> ExitCode {
     qyzar_shared::telemetry::init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // The embedded store's anti-ATO journal waits for a larger group
+        // while the workers have work (`qyzar_store::workers`).
+        .on_thread_park(qyzar_store::workers::parked)
+        .on_thread_unpark(qyzar_store::workers::unparked)
         .build()
     {
         Ok(rt) => rt,

@@ -74,6 +74,7 @@ struct Inner {
     /// The anti-ATO writer (`ato_writer.rs`); `None` only while dropping.
     ato_tx: Option<mpsc::Sender<ato_writer::AtoMsg>>,
     ato_writer: Option<std::thread::JoinHandle<()>>,
+    ato_signal: Arc<ato_writer::Signal>,
     commits: Arc<AtomicU64>,
     /// Anti-ATO changes journalled and not yet in redb, read before it.
     overlay: journal::SharedOverlay,
@@ -154,7 +155,10 @@ impl EmbeddedStore {
             Arc::clone(&progress),
             random_u64(),
         );
+        let ato_signal = Arc::new(ato_writer::Signal::default());
         let ato = ato_writer::AtoWriter {
+            signal: Arc::clone(&ato_signal),
+            group_wait: ato_writer::GROUP_WAIT,
             db: Arc::clone(&db),
             commits: Arc::clone(&commits),
             next_seq: random_u64(),
@@ -178,6 +182,7 @@ impl EmbeddedStore {
                 tx: Some(tx),
                 writer: Some(handle),
                 ato_tx: Some(ato_tx),
+                ato_signal,
                 ato_writer: Some(ato_handle),
                 commits,
                 overlay,
@@ -237,8 +242,13 @@ impl EmbeddedStore {
         let (ack, answer) = oneshot::channel();
         let sent = if matches!(op, Op::RecordAto { .. }) {
             let tx = self.inner.ato_tx.as_ref().ok_or_else(closed)?;
-            tx.send(ato_writer::AtoMsg::Write(Box::new(op), ack))
-                .is_ok()
+            let sent = tx
+                .send(ato_writer::AtoMsg::Write(Box::new(op), ack))
+                .is_ok();
+            if sent {
+                self.inner.ato_signal.sent();
+            }
+            sent
         } else {
             let tx = self.inner.tx.as_ref().ok_or_else(closed)?;
             tx.send(Msg::Write(Box::new(op), ack)).is_ok()

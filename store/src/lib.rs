@@ -32,6 +32,7 @@ mod embedded;
 mod model;
 pub mod profile;
 mod scylla;
+pub mod workers;
 
 pub use self::background::BackgroundStore;
 pub use self::embedded::EmbeddedStore;

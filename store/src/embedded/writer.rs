@@ -1185,6 +1185,8 @@ mod tests {
                 overlay: Arc::clone(&overlay),
                 progress: Arc::clone(&progress),
                 redb: tx,
+                signal: Default::default(),
+                group_wait: crate::embedded::ato_writer::GROUP_WAIT,
             },
             redb: Writer::new(db, commits, overlay, progress, 0),
             jobs,
@@ -1752,6 +1754,85 @@ mod tests {
             let key = profile_key(&project, &format!("u{i}@example.com"));
             assert!(o.profile(&key).is_some(), "u{i} journalled");
         }
+    }
+
+    /// Before a group commit the anti-ATO writer waits while a worker is
+    /// busy: until the writes it wants have come (the sender wakes it),
+    /// until the worker parks, or until its longest wait; with no worker
+    /// busy, or a close waiting, it does not wait at all.
+    #[test]
+    fn a_group_waits_for_busy_workers_and_no_longer() {
+        use crate::embedded::ato_writer::{AtoMsg, GroupReady};
+        use crate::workers::{BusyWorker, TEST_LOCK};
+        use std::collections::VecDeque;
+        let _serial = TEST_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().expect("dir");
+        let mut w = writer(&dir, "wait.redb");
+        let project = ProjectId::generate();
+        let now = now_ms();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let signal = Arc::clone(&w.ato.signal);
+        // As `EmbeddedStore::write` sends: the write, then the count.
+        let send = |i: usize| {
+            let (ack, answer) = oneshot::channel();
+            let op = device_op(
+                &project,
+                &format!("u{i}@example.com"),
+                &DeviceId::generate(),
+                now,
+            );
+            tx.send(AtoMsg::Write(Box::new(op), ack)).expect("send");
+            signal.sent();
+            answer
+        };
+        let mut queue = VecDeque::new();
+        let mut after = None;
+
+        // No worker busy: at once, with what waits.
+        let _a = send(0);
+        let ready = w.ato.wait_for_group(&rx, &mut queue, &mut after, 1024);
+        assert_eq!((ready, queue.len()), (GroupReady::Idle, 1));
+        queue.clear();
+
+        // A worker busy: the wait ends when the fifth write is sent, by
+        // whichever thread sends it (an hour's bound is never reached).
+        w.ato.group_wait = Duration::from_secs(3600);
+        let worker = BusyWorker::start();
+        let ready = std::thread::scope(|s| {
+            let sender = s.spawn(|| (1..=5).map(send).collect::<Vec<_>>());
+            let ready = w.ato.wait_for_group(&rx, &mut queue, &mut after, 5);
+            drop(sender.join().expect("sender"));
+            ready
+        });
+        assert_eq!((ready, queue.len()), (GroupReady::Full, 5));
+        queue.clear();
+
+        // Fewer than wanted: the worker's park ends the wait.
+        let _a = send(6);
+        let ready = std::thread::scope(|s| {
+            s.spawn(|| worker.park());
+            w.ato.wait_for_group(&rx, &mut queue, &mut after, 1024)
+        });
+        assert_eq!((ready, queue.len()), (GroupReady::Idle, 1));
+        queue.clear();
+
+        // A worker busy throughout: the longest wait ends it.
+        w.ato.group_wait = Duration::from_millis(1);
+        let worker = BusyWorker::start();
+        let _a = send(7);
+        let ready = w.ato.wait_for_group(&rx, &mut queue, &mut after, 1024);
+        assert_eq!((ready, queue.len()), (GroupReady::Deadline, 1));
+        queue.clear();
+
+        // A close waiting is not held up.
+        w.ato.group_wait = Duration::from_secs(3600);
+        let _a = send(8);
+        let (close, _closed) = oneshot::channel();
+        tx.send(AtoMsg::Close(close)).expect("send");
+        let ready = w.ato.wait_for_group(&rx, &mut queue, &mut after, 1024);
+        assert_eq!((ready, queue.len()), (GroupReady::Message, 1));
+        assert!(matches!(after, Some(AtoMsg::Close(_))));
+        worker.park();
     }
 
     /// Writes to one profile add no expiry entries after the first, and
