@@ -43,6 +43,13 @@ fn main() -> ExitCode {
             if let Some(n) = common.threads {
                 rt.worker_threads(n);
             }
+            // The engine child runs as `qyzar` does: its store's anti-ATO
+            // journal learns when the workers run out of work
+            // (`qyzar_store::workers`).
+            if matches!(command, Command::EngineServe(_)) {
+                rt.on_thread_park(qyzar_store::workers::parked)
+                    .on_thread_unpark(qyzar_store::workers::unparked);
+            }
             rt
         }
     };

@@ -158,7 +158,7 @@ impl EmbeddedStore {
         let ato_signal = Arc::new(ato_writer::Signal::default());
         let ato = ato_writer::AtoWriter {
             signal: Arc::clone(&ato_signal),
-            group_wait: ato_writer::GROUP_WAIT,
+            group_wait: ato_writer::group_wait_from_env(),
             db: Arc::clone(&db),
             commits: Arc::clone(&commits),
             next_seq: random_u64(),

@@ -179,7 +179,11 @@ impl AtoWriter {
                 }
             }
             self.drain(&rx, &mut queue, &mut after);
-            if !queue.is_empty() && after.is_none() && previous >= WAIT_AFTER_GROUP {
+            if !queue.is_empty()
+                && after.is_none()
+                && previous >= WAIT_AFTER_GROUP
+                && !self.group_wait.is_zero()
+            {
                 self.wait_for_group(&rx, &mut queue, &mut after, MAX_BATCH);
             }
             if !queue.is_empty() {
@@ -502,6 +506,23 @@ pub(super) const GROUP_WAIT: Duration = Duration::from_micros(500);
 /// about 0.45 ms more at the median with every commit waiting (0.71 →
 /// 1.09–1.25 ms), while busy workers held the commit to its bound.
 const WAIT_AFTER_GROUP: usize = 4;
+
+/// [`GROUP_WAIT`], or `QYZAR_ENGINE_ATO_GROUP_WAIT_US` microseconds when
+/// set (0: commit without waiting, as before the wait existed; for hosts
+/// where a commit costs little CPU and the disk is slow to wake).
+pub(super) fn group_wait_from_env() -> Duration {
+    const VAR: &str = "QYZAR_ENGINE_ATO_GROUP_WAIT_US";
+    match std::env::var(VAR) {
+        Err(_) => GROUP_WAIT,
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(us) => Duration::from_micros(us.min(100_000)),
+            Err(_) => {
+                tracing::warn!(value = %v, "{VAR} is not a number of microseconds; using the default");
+                GROUP_WAIT
+            }
+        },
+    }
+}
 
 /// Groups of at most this many writes are never split.
 const MIN_GROUP: usize = 16;
