@@ -491,8 +491,9 @@ impl AtoWriter {
 /// layer's worker), against about 18 µs per answer. Committing as soon as
 /// the journal's thread got the core made groups of about 15 under one hot
 /// identifier, with the core 95 % busy; waiting while the workers still
-/// parse and decide made them about 30, and the same core answered 14–22 %
-/// more (BENCHMARKS.md, "Group commits that wait for the workers"). The
+/// parse and decide made them about 30, and the same core answered 17–27 %
+/// more in alternated `wrk` runs (BENCHMARKS.md, "Group commits that wait
+/// for the workers"). The
 /// bound keeps what the wait can add to an answer small when another
 /// tenant's flood keeps the workers busy: anti-ATO writes then commit at
 /// least every half millisecond, and they wait at all only when they come
