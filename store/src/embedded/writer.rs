@@ -1509,6 +1509,29 @@ mod tests {
     }
 
     /// A `record_ato` of `identifier` whose attempt adds `device`.
+    /// Sends the anti-ATO writer a new device's login for
+    /// `u{i}@example.com`; the answer comes on the receiver.
+    fn send_device_write(
+        tx: &std::sync::mpsc::Sender<crate::embedded::ato_writer::AtoMsg>,
+        project: &ProjectId,
+        i: usize,
+        now: i64,
+    ) -> oneshot::Receiver<Result<Outcome, StoreError>> {
+        let (ack, answer) = oneshot::channel();
+        let op = device_op(
+            project,
+            &format!("u{i}@example.com"),
+            &DeviceId::generate(),
+            now,
+        );
+        tx.send(crate::embedded::ato_writer::AtoMsg::Write(
+            Box::new(op),
+            ack,
+        ))
+        .expect("send");
+        answer
+    }
+
     fn device_op(project: &ProjectId, identifier: &str, device: &DeviceId, at: i64) -> Op {
         let attempt = LoginAttempt {
             project_id: project.clone(),
@@ -1717,18 +1740,9 @@ mod tests {
         let project = ProjectId::generate();
         let now = now_ms();
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut answers = Vec::new();
-        for i in 0..40 {
-            let (ack, answer) = oneshot::channel();
-            answers.push(answer);
-            let op = device_op(
-                &project,
-                &format!("u{i}@example.com"),
-                &DeviceId::generate(),
-                now,
-            );
-            tx.send(AtoMsg::Write(Box::new(op), ack)).expect("send");
-        }
+        let answers: Vec<_> = (0..40)
+            .map(|i| send_device_write(&tx, &project, i, now))
+            .collect();
         let (close, mut closed) = oneshot::channel();
         tx.send(AtoMsg::Close(close)).expect("send");
         // No redb writer runs here: the close's wait for its checkpoint
@@ -1774,14 +1788,7 @@ mod tests {
         let signal = Arc::clone(&w.ato.signal);
         // As `EmbeddedStore::write` sends: the write, then the count.
         let send = |i: usize| {
-            let (ack, answer) = oneshot::channel();
-            let op = device_op(
-                &project,
-                &format!("u{i}@example.com"),
-                &DeviceId::generate(),
-                now,
-            );
-            tx.send(AtoMsg::Write(Box::new(op), ack)).expect("send");
+            let answer = send_device_write(&tx, &project, i, now);
             signal.sent();
             answer
         };
