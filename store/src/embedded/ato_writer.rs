@@ -179,11 +179,7 @@ impl AtoWriter {
                 }
             }
             self.drain(&rx, &mut queue, &mut after);
-            if !queue.is_empty()
-                && after.is_none()
-                && previous >= WAIT_AFTER_GROUP
-                && !self.group_wait.is_zero()
-            {
+            if !queue.is_empty() && after.is_none() && waits_after(previous, self.group_wait) {
                 self.wait_for_group(&rx, &mut queue, &mut after, MAX_BATCH);
             }
             if !queue.is_empty() {
@@ -525,6 +521,13 @@ pub(super) fn group_wait_from_env() -> Duration {
     }
 }
 
+/// Whether a commit after a group of `previous` waits for a larger one:
+/// only after a group of [`WAIT_AFTER_GROUP`] or more, and never with a
+/// zero bound.
+fn waits_after(previous: usize, group_wait: Duration) -> bool {
+    previous >= WAIT_AFTER_GROUP && !group_wait.is_zero()
+}
+
 /// Groups of at most this many writes are never split.
 const MIN_GROUP: usize = 16;
 
@@ -551,7 +554,21 @@ fn group_size(queued: usize, previous: usize) -> usize {
 
 #[cfg(test)]
 mod group_tests {
-    use super::{group_size, MIN_GROUP};
+    use super::{group_size, waits_after, GROUP_WAIT, MIN_GROUP, WAIT_AFTER_GROUP};
+    use std::time::Duration;
+
+    /// Single writes, and writes that come more slowly than commits
+    /// complete, never wait; nor does anything with the wait turned off.
+    #[test]
+    fn only_groups_of_four_or_more_wait_and_zero_turns_it_off() {
+        assert_eq!(WAIT_AFTER_GROUP, 4);
+        for previous in 0..WAIT_AFTER_GROUP {
+            assert!(!waits_after(previous, GROUP_WAIT), "{previous}");
+        }
+        assert!(waits_after(WAIT_AFTER_GROUP, GROUP_WAIT));
+        assert!(waits_after(30, GROUP_WAIT));
+        assert!(!waits_after(30, Duration::ZERO));
+    }
 
     #[test]
     fn small_queues_go_whole_and_large_ones_in_about_halves() {
