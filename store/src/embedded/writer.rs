@@ -1770,6 +1770,75 @@ mod tests {
         }
     }
 
+    /// The writer's loop, end to end: after a group of four a write waits
+    /// for the busy worker to park (its bound here is an hour, so only the
+    /// park ends the wait); after a group of one it commits at once with
+    /// the worker busy; a close is answered.
+    #[test]
+    fn the_loop_waits_only_after_a_group_of_four() {
+        use crate::embedded::ato_writer::AtoMsg;
+        use crate::workers::{BusyWorker, TEST_LOCK};
+        let _serial = TEST_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().expect("dir");
+        let mut w = writer(&dir, "loop-wait.redb");
+        w.ato.group_wait = Duration::from_secs(3600);
+        w.ato.progress.stop.store(true, Ordering::Relaxed);
+        let project = ProjectId::generate();
+        let now = now_ms();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let signal = Arc::clone(&w.ato.signal);
+        let commits = Arc::clone(&w.ato.commits);
+        let send = |i: usize| {
+            let answer = send_device_write(&tx, &project, i, now);
+            signal.sent();
+            answer
+        };
+        let committed = |n: u64| {
+            // Liveness only: a commit that does not wait takes microseconds.
+            let until = Instant::now() + Duration::from_secs(30);
+            while commits.load(Ordering::SeqCst) < n && Instant::now() < until {
+                std::thread::yield_now();
+            }
+            commits.load(Ordering::SeqCst)
+        };
+        let worker = BusyWorker::start();
+        // Four writes waiting when the loop starts: after no group at all,
+        // they commit at once, as one group (under `MIN_GROUP`, whole).
+        let four: Vec<_> = (0..4).map(send).collect();
+        let Writers { ato, .. } = w;
+        let looping = std::thread::spawn(move || ato.run(rx));
+        for a in four {
+            assert!(a.blocking_recv().expect("acked").is_ok());
+        }
+        assert_eq!(commits.load(Ordering::SeqCst), 1, "one group of four");
+        // After a group of four, a write waits for the busy worker: its
+        // bound is an hour, so nothing commits until the worker parks.
+        let waiting = send(4);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            commits.load(Ordering::SeqCst),
+            1,
+            "after a group of four the write waits for the busy worker"
+        );
+        worker.park();
+        assert!(waiting.blocking_recv().expect("acked").is_ok());
+        assert_eq!(committed(2), 2);
+        // After a group of one, a write does not wait, worker busy or not.
+        let worker = BusyWorker::start();
+        let single = send(5);
+        assert_eq!(
+            committed(3),
+            3,
+            "a write after a group of one does not wait"
+        );
+        assert!(single.blocking_recv().expect("acked").is_ok());
+        worker.park();
+        let (close, closed) = oneshot::channel();
+        tx.send(AtoMsg::Close(close)).expect("send");
+        assert!(closed.blocking_recv().is_ok(), "the close is answered");
+        looping.join().expect("loop");
+    }
+
     /// Before a group commit the anti-ATO writer waits while a worker is
     /// busy: until the writes it wants have come (the sender wakes it),
     /// until the worker parks, or until its longest wait; with no worker
