@@ -11,11 +11,14 @@
 //!   taken after it was due (every connection was busy behind slow answers)
 //!   is measured from its **intended** send time, so the stall counts; with
 //!   too few connections for the rate × latency product the queue shows up
-//!   as latency, which is true. A slot taken early is sent up to one timer
-//!   tick (1 ms) before it is due and measured from the actual send: tokio's
-//!   timer is millisecond-coarse, and its lateness is the generator's, not
-//!   the server's (counted from the intended time, a 200 µs route read as
-//!   1.4 ms at p50, and 32 connections could not exceed ~32k requests/s).
+//!   as latency, which is true. Slots are released by a [`pacer`] thread
+//!   as they come due, not by tokio's timer: that one ticks in milliseconds,
+//!   so every connection waiting for a slot in the same millisecond woke at
+//!   the same tick and the server saw the rate as one burst a millisecond
+//!   (26 requests at once at 26 000/s), queueing behind each other. A free
+//!   connection's request is measured from its actual send, at most
+//!   [`PACER_LEAD`] early or the pacer's sleep late; that lateness is the
+//!   generator's, not the server's.
 //! - closed-paced: each connection aims for `rate / connections` per second;
 //!   latency from the actual send, recorded with `record_correct` and the
 //!   connection's expected interval, HdrHistogram's after-the-fact fix.
@@ -35,6 +38,7 @@ use http_body_util::BodyExt as _;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio::time::{sleep_until, Instant};
 
 use crate::plan::Plan;
@@ -71,12 +75,70 @@ struct Live {
     open_connections: AtomicU64,
 }
 
-/// tokio's timer wheel ticks in milliseconds and rounds deadlines up, so a
-/// connection that slept until its slot would wake up to a millisecond late,
-/// and could send at most one request per tick (a ceiling of about
-/// 1000 × connections requests/s). Instead a slot is sent as soon as it is
-/// less than one tick away: at most this early, never late for the timer.
+/// Closed-paced: tokio's timer wheel ticks in milliseconds and rounds
+/// deadlines up, so a connection that slept until its next send would wake
+/// up to a millisecond late. It sends as soon as its time is less than one
+/// tick away instead: at most this early, never late for the timer.
 const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
+/// How early the [`pacer`] releases a slot before it is due: about a
+/// thread's wake-up, so a free connection sends close to its slot.
+const PACER_LEAD: Duration = Duration::from_micros(10);
+/// The pacer's shortest sleep: at high rates it releases the slots due
+/// meanwhile together, tens of microseconds apart (the kernel's default
+/// timer slack is 50 µs), not one wake-up per slot.
+const PACER_SLEEP: Duration = Duration::from_micros(20);
+
+/// Releases an open loop's slots as they come due, from a thread of its
+/// own, as permits of a semaphore the connections take in turn (FIFO).
+///
+/// tokio's timer wheel ticks in milliseconds and rounds deadlines up:
+/// connections that slept until their slots woke together at each tick
+/// and sent a millisecond's requests as one burst. A thread sleeping with
+/// the kernel's high-resolution timer releases them tens of microseconds
+/// apart. Slots no connection is free to take stay released (the permits
+/// add up), so a stalled server still finds them overdue, measured from
+/// their intended time. The semaphore closes at the run's end.
+fn pacer(clock: Clock, rate: f64) -> Result<Arc<Semaphore>, String> {
+    let permits = Arc::new(Semaphore::new(0));
+    let p = Arc::clone(&permits);
+    let (start, end) = (clock.start.into_std(), clock.end.into_std());
+    std::thread::Builder::new()
+        .name("pacer".into())
+        .spawn(move || {
+            let mut released: u64 = 0;
+            loop {
+                let now = std::time::Instant::now();
+                if now >= end {
+                    break;
+                }
+                let due = due_by(now - start, rate);
+                if due > released {
+                    // A semaphore holds at most `MAX_PERMITS`; a run never
+                    // releases nearly that many.
+                    let add = (due - released).min(Semaphore::MAX_PERMITS as u64 / 2);
+                    p.add_permits(add as usize);
+                    released = due;
+                }
+                std::thread::sleep(pacer_sleep(now - start, released, rate).min(end - now));
+            }
+            p.close();
+        })
+        .map_err(|e| format!("cannot start the pacer thread: {e}"))?;
+    Ok(permits)
+}
+
+/// How many slots of a schedule of `rate` per second are due `elapsed`
+/// after its start, released [`PACER_LEAD`] early (slot 0 at the start).
+fn due_by(elapsed: Duration, rate: f64) -> u64 {
+    ((elapsed + PACER_LEAD).as_secs_f64() * rate) as u64 + 1
+}
+
+/// How long the pacer sleeps at `elapsed` with `released` slots out:
+/// until the next one is due (less the lead), at least [`PACER_SLEEP`].
+fn pacer_sleep(elapsed: Duration, released: u64, rate: f64) -> Duration {
+    let next = Duration::from_secs_f64(released as f64 / rate);
+    next.saturating_sub(elapsed + PACER_LEAD).max(PACER_SLEEP)
+}
 
 /// The time slot of request `k` on a schedule of `rate` per second.
 pub fn slot(start: Instant, rate: f64, k: u64) -> Instant {
@@ -115,12 +177,17 @@ pub async fn run(plan: Arc<Plan>, spec: &LoadSpec) -> Result<RunReport, String> 
     };
     let live = Arc::new(Live::default());
     let slots = Arc::new(AtomicU64::new(0));
+    let permits = match spec.pacing {
+        Pacing::Open { rate } => Some(pacer(clock, rate)?),
+        _ => None,
+    };
     let tasks: Vec<_> = (0..spec.connections)
         .map(|i| {
             let conn = Connection {
                 plan: Arc::clone(&plan),
                 live: Arc::clone(&live),
                 slots: Arc::clone(&slots),
+                permits: permits.clone(),
                 addr,
                 clock,
                 pacing: spec.pacing,
@@ -195,6 +262,8 @@ struct Connection {
     plan: Arc<Plan>,
     live: Arc<Live>,
     slots: Arc<AtomicU64>,
+    /// Open loop: the [`pacer`]'s released slots.
+    permits: Option<Arc<Semaphore>>,
     addr: std::net::SocketAddr,
     clock: Clock,
     pacing: Pacing,
@@ -219,22 +288,31 @@ impl Connection {
                 + Duration::from_secs_f64(iv * self.index as f64 / self.connections as f64)
         });
         loop {
-            let due = match self.pacing {
-                Pacing::Closed => None,
-                Pacing::ClosedPaced { .. } => next_paced,
-                Pacing::Open { rate } => Some(slot(
-                    self.clock.start,
-                    rate,
-                    self.slots.fetch_add(1, Ordering::Relaxed),
-                )),
-            };
             let claimed_at = Instant::now();
+            let due = match (self.pacing, &self.permits) {
+                (Pacing::Open { rate }, Some(permits)) => {
+                    // Closed at the run's end.
+                    let Ok(p) = permits.acquire().await else {
+                        break;
+                    };
+                    p.forget();
+                    Some(slot(
+                        self.clock.start,
+                        rate,
+                        self.slots.fetch_add(1, Ordering::Relaxed),
+                    ))
+                }
+                (Pacing::ClosedPaced { .. }, _) => next_paced,
+                _ => None,
+            };
             if let Some(due) = due {
                 if due >= self.clock.end {
                     break;
                 }
-                if due > claimed_at + TIMER_RESOLUTION {
-                    sleep_until(due - TIMER_RESOLUTION).await;
+                if let Pacing::ClosedPaced { .. } = self.pacing {
+                    if due > claimed_at + TIMER_RESOLUTION {
+                        sleep_until(due - TIMER_RESOLUTION).await;
+                    }
                 }
             }
             if Instant::now() >= self.clock.end {
@@ -440,6 +518,31 @@ mod tests {
             latency_origin(Pacing::Closed, None, t0, t0 + ms(1)),
             t0 + ms(1)
         );
+    }
+
+    /// The pacer releases each slot when it is due (less the lead), one
+    /// sleep at a time, and never sleeps less than its floor.
+    #[test]
+    fn the_pacer_releases_slots_as_they_come_due() {
+        let us = Duration::from_micros;
+        // Slot 0 at the start; slot 1 of 1000/s once 1 ms less the lead.
+        assert_eq!(due_by(Duration::ZERO, 1000.0), 1);
+        assert_eq!(due_by(us(989), 1000.0), 1);
+        assert_eq!(due_by(us(990), 1000.0), 2);
+        assert_eq!(due_by(Duration::from_secs(1), 1000.0), 1001);
+        // 26 000/s: a millisecond's 26 slots are due over it, not at once.
+        assert_eq!(
+            due_by(us(500), 26_000.0) - due_by(Duration::ZERO, 26_000.0),
+            13
+        );
+        // One slot out at 1000/s: sleep until the next, less the lead.
+        assert_eq!(pacer_sleep(Duration::ZERO, 1, 1000.0), us(990));
+        assert_eq!(pacer_sleep(us(400), 1, 1000.0), us(590));
+        // Faster than the floor: slots come due during the floor's sleep
+        // and go out together at the next wake-up.
+        assert_eq!(pacer_sleep(Duration::ZERO, 1, 100_000.0), PACER_SLEEP);
+        // Behind (a late wake-up): the floor, never zero.
+        assert_eq!(pacer_sleep(us(5000), 2, 1000.0), PACER_SLEEP);
     }
 
     #[test]

@@ -178,8 +178,9 @@ async fn open_loop_holds_the_rate() {
     assert_eq!(r.total.errors(), 0);
 }
 
-/// The generator sleeps on a millisecond timer that wakes late; that
-/// lateness is not the server's and must not read as latency.
+/// The generator's pacer thread wakes late by its sleep's slack (and
+/// tokio's timer, before it, by up to a millisecond); that lateness is not
+/// the server's and must not read as latency.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_latency_excludes_the_timer() {
     let (url, _stop) = spawn_baseline().await;
