@@ -159,6 +159,7 @@ impl EmbeddedStore {
         let ato = ato_writer::AtoWriter {
             signal: Arc::clone(&ato_signal),
             group_wait: ato_writer::group_wait_from_env(),
+            spacing: ato_writer::commit_spacing_from_env(),
             db: Arc::clone(&db),
             commits: Arc::clone(&commits),
             next_seq: random_u64(),
@@ -267,6 +268,7 @@ impl EmbeddedStore {
         let (ack, done) = oneshot::channel();
         let tx = self.inner.ato_tx.as_ref().ok_or_else(closed)?;
         tx.send(msg(ack)).map_err(|_| closed())?;
+        self.inner.ato_signal.message();
         done.await.map_err(|_| closed())
     }
 

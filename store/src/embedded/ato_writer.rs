@@ -10,15 +10,17 @@
 //! syncs never hold up a group commit.
 //!
 //! Each commit costs the one core about the same whatever its size, so
-//! before each one the writer waits, at most [`GROUP_WAIT`], while the
-//! runtime's workers still have work ([`crate::workers`]): the writes they
-//! are about to send join this group instead of paying for the next.
+//! after a group of several writes the next commit waits: until at least
+//! [`COMMIT_SPACING`] after the previous one started, then, at most
+//! [`GROUP_WAIT`], while the runtime's workers still have work
+//! ([`crate::workers`]): the writes they are about to send join this group
+//! instead of paying for the next.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use qyzar_shared::ids::ProjectId;
 use redb::{Database, ReadTransaction};
@@ -97,6 +99,9 @@ pub(super) struct AtoWriter {
     pub(super) signal: Arc<Signal>,
     /// Longest wait for a larger group ([`GROUP_WAIT`]).
     pub(super) group_wait: Duration,
+    /// Least time from a commit's start to the next one's after a group of
+    /// several ([`COMMIT_SPACING`]).
+    pub(super) spacing: Duration,
 }
 
 /// Why [`AtoWriter::wait_for_group`] returned.
@@ -123,6 +128,10 @@ pub(super) struct Signal {
     sent: AtomicIsize,
     /// While the writer waits: how many sent writes wake it (0: not waiting).
     want: AtomicUsize,
+    /// Checkpoints and closes sent and not yet taken from the channel: the
+    /// writer does not wait for a group while one is there. Counted after
+    /// the send, as `sent`, so briefly -1.
+    messages: AtomicIsize,
     /// The writer's thread.
     thread: std::sync::OnceLock<std::thread::Thread>,
 }
@@ -143,6 +152,15 @@ impl Signal {
     fn received(&self) {
         self.sent.fetch_sub(1, Ordering::SeqCst);
     }
+
+    /// After a checkpoint or close is sent: ends the writer's wait for a
+    /// group at once (a spurious wake-up only makes it look again).
+    pub(super) fn message(&self) {
+        self.messages.fetch_add(1, Ordering::SeqCst);
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
 }
 
 impl AtoWriter {
@@ -151,13 +169,15 @@ impl AtoWriter {
     ///
     /// Writes are taken in groups of [`group_size`]: what waits is read
     /// from the channel into `queue`, and a group is at most about half of
-    /// it and the group before, the rest left for the next commit. Before
-    /// each group it waits, briefly, for the runtime's workers to run out
-    /// of work ([`Self::wait_for_group`]).
+    /// it and the group before, the rest left for the next commit. After a
+    /// group of several ([`waits_after`]) the next one waits, briefly, for
+    /// its spacing ([`Self::wait_for_spacing`]) and for the runtime's
+    /// workers to run out of work ([`Self::wait_for_group`]).
     pub(super) fn run(mut self, rx: Receiver<AtoMsg>) {
         let mut queue: VecDeque<(Box<Op>, Ack)> = VecDeque::new();
         let mut after: Option<AtoMsg> = None;
         let mut previous = 0;
+        let mut started = Instant::now();
         loop {
             if queue.is_empty() && after.is_none() {
                 let wait = if self.journal.len() > 0 {
@@ -170,7 +190,10 @@ impl AtoWriter {
                         self.signal.received();
                         queue.push_back((op, ack))
                     }
-                    Ok(m) => after = Some(m),
+                    Ok(m) => {
+                        self.signal.messages.fetch_sub(1, Ordering::SeqCst);
+                        after = Some(m)
+                    }
                     Err(RecvTimeoutError::Timeout) => {
                         self.step_checkpoint(true);
                         continue;
@@ -179,6 +202,10 @@ impl AtoWriter {
                 }
             }
             self.drain(&rx, &mut queue, &mut after);
+            if !queue.is_empty() && after.is_none() && waits_after(previous, self.spacing) {
+                let until = started + self.spacing;
+                self.wait_for_spacing(&rx, &mut queue, &mut after, until, MAX_BATCH);
+            }
             if !queue.is_empty() && after.is_none() && waits_after(previous, self.group_wait) {
                 self.wait_for_group(&rx, &mut queue, &mut after, MAX_BATCH);
             }
@@ -186,6 +213,7 @@ impl AtoWriter {
                 let take = group_size(queue.len(), previous);
                 let batch: Vec<_> = queue.drain(..take).collect();
                 previous = batch.len();
+                started = Instant::now();
                 self.journal_ato(batch, crate::now_ms());
                 self.step_checkpoint(false);
                 continue;
@@ -220,7 +248,10 @@ impl AtoWriter {
                     self.signal.received();
                     queue.push_back((op, ack))
                 }
-                Ok(m) => *after = Some(m),
+                Ok(m) => {
+                    self.signal.messages.fetch_sub(1, Ordering::SeqCst);
+                    *after = Some(m)
+                }
                 Err(_) => break,
             }
         }
@@ -252,23 +283,66 @@ impl AtoWriter {
             if crate::workers::idle() {
                 return GroupReady::Idle;
             }
-            let now = std::time::Instant::now();
+            let now = Instant::now();
             let until = *deadline.get_or_insert(now + self.group_wait);
             if now >= until {
                 return GroupReady::Deadline;
             }
-            // Woken by the last worker to park from here on.
+            // Woken by the last worker to park from here on, or by the
+            // sender that brings the queue to `wanted`.
             waiting.get_or_insert_with(crate::workers::Waiting::register);
-            // Woken by the sender that brings the queue to `wanted`; what
-            // was sent meanwhile is read first.
-            self.signal.thread.get_or_init(std::thread::current);
-            let more = wanted - queue.len();
-            self.signal.want.store(more, Ordering::SeqCst);
-            if self.signal.sent.load(Ordering::SeqCst) < more as isize && !crate::workers::idle() {
-                std::thread::park_timeout(until - now);
-            }
-            self.signal.want.store(0, Ordering::SeqCst);
+            self.park_for(wanted - queue.len(), until - now, crate::workers::idle);
         }
+    }
+
+    /// After a group of several, holds the next commit until `until` (the
+    /// previous commit's start and [`Self::spacing`](AtoWriter)), and says
+    /// why it stopped. Ends early with `wanted` writes waiting (the sender
+    /// that brings them wakes it) or a checkpoint or close waiting. Idle
+    /// workers do not end it, unlike [`Self::wait_for_group`]: writes that
+    /// come steadily leave the workers idle between them, and each commit
+    /// would start as soon as the one before returned (see
+    /// [`COMMIT_SPACING`]). Senders do not wake it otherwise, so a write
+    /// costs no wake-up of this thread while it waits.
+    pub(super) fn wait_for_spacing(
+        &self,
+        rx: &Receiver<AtoMsg>,
+        queue: &mut VecDeque<(Box<Op>, Ack)>,
+        after: &mut Option<AtoMsg>,
+        until: Instant,
+        wanted: usize,
+    ) -> GroupReady {
+        loop {
+            self.drain(rx, queue, after);
+            if after.is_some() {
+                return GroupReady::Message;
+            }
+            if queue.len() >= wanted {
+                return GroupReady::Full;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return GroupReady::Deadline;
+            }
+            self.park_for(wanted - queue.len(), until - now, || false);
+        }
+    }
+
+    /// Parks this thread for at most `timeout`, to be woken by the sender
+    /// that brings `more` writes to the channel or by a checkpoint's or
+    /// close's ([`Signal::message`]); not at all when they are already sent
+    /// or `skip` says so. What was sent meanwhile is read by
+    /// the caller.
+    fn park_for(&self, more: usize, timeout: Duration, skip: impl Fn() -> bool) {
+        self.signal.thread.get_or_init(std::thread::current);
+        self.signal.want.store(more, Ordering::SeqCst);
+        if self.signal.sent.load(Ordering::SeqCst) < more as isize
+            && self.signal.messages.load(Ordering::SeqCst) <= 0
+            && !skip()
+        {
+            std::thread::park_timeout(timeout);
+        }
+        self.signal.want.store(0, Ordering::SeqCst);
     }
 
     /// Joins each `record_ato` into its identifier's profile (as journalled,
@@ -496,36 +570,67 @@ impl AtoWriter {
 /// faster than commits complete ([`WAIT_AFTER_GROUP`]).
 pub(super) const GROUP_WAIT: Duration = Duration::from_micros(500);
 
-/// A commit waits for a larger group ([`GROUP_WAIT`]) only after a group
-/// of at least this many: writes that arrive more slowly than commits
-/// complete would only be held up. Under one tenant's session-verify flood
+/// A commit waits (for its spacing, [`COMMIT_SPACING`], and for a larger
+/// group, [`GROUP_WAIT`]) only after a group of at least this many: writes
+/// that arrive more slowly than commits complete would only be held up. Under one tenant's session-verify flood
 /// (`wrk -c64`) another tenant's anti-ATO logins one at a time waited
 /// about 0.45 ms more at the median with every commit waiting (0.71 →
 /// 1.09–1.25 ms), while busy workers held the commit to its bound.
 const WAIT_AFTER_GROUP: usize = 4;
 
+/// Least time from one group commit's start to the next one's, after a
+/// group of [`WAIT_AFTER_GROUP`] or more; the sender that fills a batch
+/// ends it early ([`AtoWriter::wait_for_spacing`]).
+///
+/// The wait for busy workers ([`GROUP_WAIT`]) made large groups when
+/// writes come in bursts, as under `wrk`'s closed loop. Writes that come
+/// steadily leave the workers idle between requests, and then each commit
+/// started as soon as the previous one's sync returned: on the VM of
+/// 2026-12-06 (eighteenth session), one hot identifier at 20 000 and
+/// 30 000 answers/s, released evenly by `qyzar-loadtest`'s open loop, took
+/// 4 000–5 200 syncs/s at about 66 µs of CPU each, and the core was
+/// 83–92 % busy at half the route's maximum. With commits at least 400 µs
+/// apart: about 1 900–2 000 syncs/s and 57–78 % busy, the median answer
+/// about 100 µs later (BENCHMARKS.md, "Commit spacing"). Under saturation
+/// commits are further apart than this anyway. It costs callers that wait
+/// for each answer with only a few requests in flight: four connections
+/// in a closed loop answered 12 300 → 9 200/s, p50 300 → 435 µs.
+pub(super) const COMMIT_SPACING: Duration = Duration::from_micros(400);
+
 /// [`GROUP_WAIT`], or `QYZAR_ENGINE_ATO_GROUP_WAIT_US` microseconds when
 /// set (0: commit without waiting, as before the wait existed; for hosts
 /// where a commit costs little CPU and the disk is slow to wake).
 pub(super) fn group_wait_from_env() -> Duration {
-    const VAR: &str = "QYZAR_ENGINE_ATO_GROUP_WAIT_US";
-    match std::env::var(VAR) {
-        Err(_) => GROUP_WAIT,
+    micros_from_env("QYZAR_ENGINE_ATO_GROUP_WAIT_US", GROUP_WAIT)
+}
+
+/// [`COMMIT_SPACING`], or `QYZAR_ENGINE_ATO_COMMIT_SPACING_US`
+/// microseconds when set (0: each commit starts as soon as the previous
+/// one is done; for hosts where a commit costs little CPU).
+pub(super) fn commit_spacing_from_env() -> Duration {
+    micros_from_env("QYZAR_ENGINE_ATO_COMMIT_SPACING_US", COMMIT_SPACING)
+}
+
+/// `var` in microseconds, at most 100 ms; `default` when unset or not a
+/// number (logged).
+fn micros_from_env(var: &str, default: Duration) -> Duration {
+    match std::env::var(var) {
+        Err(_) => default,
         Ok(v) => match v.trim().parse::<u64>() {
             Ok(us) => Duration::from_micros(us.min(100_000)),
             Err(_) => {
-                tracing::warn!(value = %v, "{VAR} is not a number of microseconds; using the default");
-                GROUP_WAIT
+                tracing::warn!(value = %v, "{var} is not a number of microseconds; using the default");
+                default
             }
         },
     }
 }
 
-/// Whether a commit after a group of `previous` waits for a larger one:
-/// only after a group of [`WAIT_AFTER_GROUP`] or more, and never with a
-/// zero bound.
-fn waits_after(previous: usize, group_wait: Duration) -> bool {
-    previous >= WAIT_AFTER_GROUP && !group_wait.is_zero()
+/// Whether a commit after a group of `previous` waits for a larger one
+/// (for its spacing or for busy workers, bounded by `bound`): only after a
+/// group of [`WAIT_AFTER_GROUP`] or more, and never with a zero bound.
+fn waits_after(previous: usize, bound: Duration) -> bool {
+    previous >= WAIT_AFTER_GROUP && !bound.is_zero()
 }
 
 /// Groups of at most this many writes are never split.

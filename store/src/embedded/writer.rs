@@ -1187,6 +1187,7 @@ mod tests {
                 redb: tx,
                 signal: Default::default(),
                 group_wait: crate::embedded::ato_writer::GROUP_WAIT,
+                spacing: Duration::ZERO,
             },
             redb: Writer::new(db, commits, overlay, progress, 0),
             jobs,
@@ -1837,6 +1838,152 @@ mod tests {
         tx.send(AtoMsg::Close(close)).expect("send");
         assert!(closed.blocking_recv().is_ok(), "the close is answered");
         looping.join().expect("loop");
+    }
+
+    /// After a group of four, the loop holds the next commit for its
+    /// spacing even with no worker busy (steady writes leave the workers
+    /// idle between them); after a group of one it does not.
+    #[test]
+    fn the_loop_spaces_commits_only_after_a_group_of_four() {
+        use crate::embedded::ato_writer::AtoMsg;
+        let _serial = crate::workers::TEST_LOCK
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().expect("dir");
+        let project = ProjectId::generate();
+        let now = now_ms();
+        let committed = |commits: &AtomicU64, n: u64| {
+            // Liveness only: a commit that does not wait takes microseconds.
+            let until = Instant::now() + Duration::from_secs(30);
+            while commits.load(Ordering::SeqCst) < n && Instant::now() < until {
+                std::thread::yield_now();
+            }
+            commits.load(Ordering::SeqCst)
+        };
+        for first_group in [1, 4] {
+            let mut w = writer(&dir, &format!("spacing-{first_group}.redb"));
+            w.ato.spacing = Duration::from_secs(3600);
+            w.ato.group_wait = Duration::ZERO;
+            w.ato.progress.stop.store(true, Ordering::Relaxed);
+            let (tx, rx) = std::sync::mpsc::channel();
+            let signal = Arc::clone(&w.ato.signal);
+            let commits = Arc::clone(&w.ato.commits);
+            let send = |i: usize| {
+                let answer = send_device_write(&tx, &project, i, now);
+                signal.sent();
+                answer
+            };
+            // Waiting when the loop starts: one group, committed at once.
+            let first: Vec<_> = (0..first_group).map(send).collect();
+            let Writers { ato, .. } = w;
+            let looping = std::thread::spawn(move || ato.run(rx));
+            for a in first {
+                assert!(a.blocking_recv().expect("acked").is_ok());
+            }
+            assert_eq!(commits.load(Ordering::SeqCst), 1);
+            let next = send(first_group);
+            if first_group == 1 {
+                assert_eq!(committed(&commits, 2), 2, "no spacing after a group of one");
+            } else {
+                // An hour's spacing: nothing commits until the close.
+                std::thread::sleep(Duration::from_millis(50));
+                assert_eq!(
+                    commits.load(Ordering::SeqCst),
+                    1,
+                    "after a group of four the write waits for its spacing"
+                );
+            }
+            // A close ends the spacing (its sender wakes the writer, as
+            // `EmbeddedStore::close` does); the write before it is
+            // committed first.
+            let (close, closed) = oneshot::channel();
+            tx.send(AtoMsg::Close(close)).expect("send");
+            signal.message();
+            assert!(next.blocking_recv().expect("acked").is_ok());
+            assert_eq!(commits.load(Ordering::SeqCst), 2);
+            assert!(closed.blocking_recv().is_ok(), "the close is answered");
+            looping.join().expect("loop");
+        }
+    }
+
+    /// A spaced commit waits until its time, unless a batch fills (the
+    /// sender that fills it wakes the writer) or a close waits; idle
+    /// workers do not end it.
+    #[test]
+    fn a_spaced_commit_waits_for_its_time_a_full_batch_or_a_close() {
+        use crate::embedded::ato_writer::{AtoMsg, GroupReady};
+        use std::collections::VecDeque;
+        let _serial = crate::workers::TEST_LOCK
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().expect("dir");
+        let w = writer(&dir, "spacing.redb");
+        let project = ProjectId::generate();
+        let now = now_ms();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let signal = Arc::clone(&w.ato.signal);
+        let send = |i: usize| {
+            let answer = send_device_write(&tx, &project, i, now);
+            signal.sent();
+            answer
+        };
+        let mut queue = VecDeque::new();
+        let mut after = None;
+        let hour = Instant::now() + Duration::from_secs(3600);
+
+        // Its time already passed: at once, with what waits.
+        let _a = send(0);
+        let ready = w
+            .ato
+            .wait_for_spacing(&rx, &mut queue, &mut after, Instant::now(), 1024);
+        assert_eq!((ready, queue.len()), (GroupReady::Deadline, 1));
+        queue.clear();
+
+        // No worker busy, an hour to go: the sender of the fifth write
+        // ends it.
+        let ready = std::thread::scope(|s| {
+            let sender = s.spawn(|| (1..=5).map(send).collect::<Vec<_>>());
+            let ready = w.ato.wait_for_spacing(&rx, &mut queue, &mut after, hour, 5);
+            drop(sender.join().expect("sender"));
+            ready
+        });
+        assert_eq!((ready, queue.len()), (GroupReady::Full, 5));
+        queue.clear();
+
+        // Fewer than wanted: its time ends it.
+        let _a = send(6);
+        let soon = Instant::now() + Duration::from_millis(1);
+        let ready = w
+            .ato
+            .wait_for_spacing(&rx, &mut queue, &mut after, soon, 1024);
+        assert_eq!((ready, queue.len()), (GroupReady::Deadline, 1));
+        assert!(Instant::now() >= soon, "not before its time");
+        queue.clear();
+
+        // A close waiting is not held up.
+        let _a = send(7);
+        let (close, _closed) = oneshot::channel();
+        tx.send(AtoMsg::Close(close)).expect("send");
+        let ready = w
+            .ato
+            .wait_for_spacing(&rx, &mut queue, &mut after, hour, 1024);
+        assert_eq!((ready, queue.len()), (GroupReady::Message, 1));
+        assert!(matches!(after, Some(AtoMsg::Close(_))));
+        (queue, after) = (VecDeque::new(), None);
+
+        // Nor is one sent while it waits: its sender wakes the writer.
+        let _a = send(8);
+        let ready = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(10));
+                let (close, _closed) = oneshot::channel();
+                tx.send(AtoMsg::Close(close)).expect("send");
+                signal.message();
+            });
+            w.ato
+                .wait_for_spacing(&rx, &mut queue, &mut after, hour, 1024)
+        });
+        assert_eq!((ready, queue.len()), (GroupReady::Message, 1));
     }
 
     /// Before a group commit the anti-ATO writer waits while a worker is
