@@ -273,12 +273,8 @@ impl AtoWriter {
         let mut deadline = None;
         let mut waiting = None;
         loop {
-            self.drain(rx, queue, after);
-            if after.is_some() {
-                return GroupReady::Message;
-            }
-            if queue.len() >= wanted {
-                return GroupReady::Full;
+            if let Some(ready) = self.take_waiting(rx, queue, after, wanted) {
+                return ready;
             }
             if crate::workers::idle() {
                 return GroupReady::Idle;
@@ -313,18 +309,33 @@ impl AtoWriter {
         wanted: usize,
     ) -> GroupReady {
         loop {
-            self.drain(rx, queue, after);
-            if after.is_some() {
-                return GroupReady::Message;
-            }
-            if queue.len() >= wanted {
-                return GroupReady::Full;
+            if let Some(ready) = self.take_waiting(rx, queue, after, wanted) {
+                return ready;
             }
             let now = Instant::now();
             if now >= until {
                 return GroupReady::Deadline;
             }
             self.park_for(wanted - queue.len(), until - now, || false);
+        }
+    }
+
+    /// Reads what waits ([`Self::drain`]); says whether a wait for a group
+    /// is over: a checkpoint or close came, or `wanted` writes wait.
+    fn take_waiting(
+        &self,
+        rx: &Receiver<AtoMsg>,
+        queue: &mut VecDeque<(Box<Op>, Ack)>,
+        after: &mut Option<AtoMsg>,
+        wanted: usize,
+    ) -> Option<GroupReady> {
+        self.drain(rx, queue, after);
+        if after.is_some() {
+            Some(GroupReady::Message)
+        } else if queue.len() >= wanted {
+            Some(GroupReady::Full)
+        } else {
+            None
         }
     }
 

@@ -1771,6 +1771,16 @@ mod tests {
         }
     }
 
+    /// The writer's commit count once it reaches `n`, or after 30 s.
+    /// Liveness only: a commit that does not wait takes microseconds.
+    fn committed(commits: &AtomicU64, n: u64) -> u64 {
+        let until = Instant::now() + Duration::from_secs(30);
+        while commits.load(Ordering::SeqCst) < n && Instant::now() < until {
+            std::thread::yield_now();
+        }
+        commits.load(Ordering::SeqCst)
+    }
+
     /// The writer's loop, end to end: after a group of four a write waits
     /// for the busy worker to park (its bound here is an hour, so only the
     /// park ends the wait); after a group of one it commits at once with
@@ -1794,14 +1804,7 @@ mod tests {
             signal.sent();
             answer
         };
-        let committed = |n: u64| {
-            // Liveness only: a commit that does not wait takes microseconds.
-            let until = Instant::now() + Duration::from_secs(30);
-            while commits.load(Ordering::SeqCst) < n && Instant::now() < until {
-                std::thread::yield_now();
-            }
-            commits.load(Ordering::SeqCst)
-        };
+        let committed = |n: u64| committed(&commits, n);
         let worker = BusyWorker::start();
         // Four writes waiting when the loop starts: after no group at all,
         // they commit at once, as one group (under `MIN_GROUP`, whole).
@@ -1852,14 +1855,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let project = ProjectId::generate();
         let now = now_ms();
-        let committed = |commits: &AtomicU64, n: u64| {
-            // Liveness only: a commit that does not wait takes microseconds.
-            let until = Instant::now() + Duration::from_secs(30);
-            while commits.load(Ordering::SeqCst) < n && Instant::now() < until {
-                std::thread::yield_now();
-            }
-            commits.load(Ordering::SeqCst)
-        };
         for first_group in [1, 4] {
             let mut w = writer(&dir, &format!("spacing-{first_group}.redb"));
             w.ato.spacing = Duration::from_secs(3600);
