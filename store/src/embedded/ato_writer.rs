@@ -342,8 +342,7 @@ impl AtoWriter {
     /// Parks this thread for at most `timeout`, to be woken by the sender
     /// that brings `more` writes to the channel or by a checkpoint's or
     /// close's ([`Signal::message`]); not at all when they are already sent
-    /// or `skip` says so. What was sent meanwhile is read by
-    /// the caller.
+    /// or `skip` says so. What was sent meanwhile is read by the caller.
     fn park_for(&self, more: usize, timeout: Duration, skip: impl Fn() -> bool) {
         self.signal.thread.get_or_init(std::thread::current);
         self.signal.want.store(more, Ordering::SeqCst);
@@ -583,10 +582,11 @@ pub(super) const GROUP_WAIT: Duration = Duration::from_micros(500);
 
 /// A commit waits (for its spacing, [`COMMIT_SPACING`], and for a larger
 /// group, [`GROUP_WAIT`]) only after a group of at least this many: writes
-/// that arrive more slowly than commits complete would only be held up. Under one tenant's session-verify flood
-/// (`wrk -c64`) another tenant's anti-ATO logins one at a time waited
-/// about 0.45 ms more at the median with every commit waiting (0.71 →
-/// 1.09–1.25 ms), while busy workers held the commit to its bound.
+/// that arrive more slowly than commits complete would only be held up.
+/// Under one tenant's session-verify flood (`wrk -c64`) another tenant's
+/// anti-ATO logins one at a time waited about 0.45 ms more at the median
+/// with every commit waiting (0.71 → 1.09–1.25 ms), while busy workers
+/// held the commit to its bound.
 const WAIT_AFTER_GROUP: usize = 4;
 
 /// Least time from one group commit's start to the next one's, after a
@@ -602,7 +602,7 @@ const WAIT_AFTER_GROUP: usize = 4;
 /// 4 000–5 200 syncs/s at about 66 µs of CPU each, and the core was
 /// 83–92 % busy at half the route's maximum. With commits at least 400 µs
 /// apart: about 1 900–2 000 syncs/s and 57–78 % busy, the median answer
-/// about 100 µs later (BENCHMARKS.md, "Commit spacing"). Under saturation
+/// about 100 µs later (BENCHMARKS.md, "Steady arrivals"). Under saturation
 /// commits are further apart than this anyway. It costs callers that wait
 /// for each answer with only a few requests in flight: four connections
 /// in a closed loop answered 12 300 → 9 200/s, p50 300 → 435 µs.
