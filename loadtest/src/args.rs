@@ -295,6 +295,9 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ArgError> {
     Err(ArgError(msg.into()))
 }
 
+/// The lowest `--rate` taken.
+const MIN_RATE: f64 = 0.001;
+
 /// Parses the arguments after the program name.
 pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
     let Some((cmd, rest)) = argv.split_first() else {
@@ -413,11 +416,15 @@ pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
                     crate::abuse::ATTACK_KINDS.join(",")
                 ));
             }
-            if !(a.victim_rate.is_finite() && a.victim_rate > 0.0) {
-                return err("--victim-rate must be a positive number of requests per second");
+            if !(a.victim_rate.is_finite() && a.victim_rate >= MIN_RATE) {
+                return err(
+                    "--victim-rate must be a number of requests per second, at least 0.001",
+                );
             }
-            if !(a.attack_rate.is_finite() && a.attack_rate >= 0.0) {
-                return err("--attack-rate must be 0 (full speed) or a positive rate");
+            if !(a.attack_rate == 0.0 || a.attack_rate.is_finite() && a.attack_rate >= MIN_RATE) {
+                return err(
+                    "--attack-rate must be 0 (full speed) or at least 0.001 requests per second",
+                );
             }
             if a.victim_connections == 0 {
                 return err("--victim-connections must be at least 1");
@@ -514,8 +521,10 @@ fn load_args(flags: &mut Flags) -> Result<LoadArgs, ArgError> {
     if load.duration.is_zero() {
         return err("--duration must be above zero");
     }
-    if load.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-        return err("--rate must be a positive number of requests per second");
+    // At least one request in 1 000 s: a slot's time (`k / rate` seconds)
+    // stays within what a `Duration` and an `Instant` hold.
+    if load.rate.is_some_and(|r| !(r.is_finite() && r >= MIN_RATE)) {
+        return err("--rate must be a number of requests per second, at least 0.001");
     }
     if load.closed && load.rate.is_none() {
         return err("--closed needs --rate (without a rate the run is closed loop already)");

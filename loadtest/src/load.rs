@@ -545,6 +545,34 @@ mod tests {
         assert_eq!(pacer_sleep(us(5000), 2, 1000.0), PACER_SLEEP);
     }
 
+    /// The pacer thread never releases a slot before it is due (less the
+    /// lead): sampled while it runs, what it has released is at most what
+    /// is due by then; it releases them all by the end and then closes.
+    #[test]
+    fn the_pacer_thread_releases_no_slot_early() {
+        let start = Instant::now();
+        let clock = Clock {
+            start,
+            measure_from: start,
+            end: start + Duration::from_millis(200),
+        };
+        let rate = 2000.0;
+        let permits = pacer(clock, rate).expect("pacer");
+        let mut seen = 0;
+        while !permits.is_closed() {
+            let released = permits.available_permits() as u64;
+            assert!(
+                released <= due_by(start.elapsed(), rate),
+                "{released} released after {:?}",
+                start.elapsed()
+            );
+            seen = seen.max(released);
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        assert!(seen >= 1, "slot 0 goes at the start");
+        assert!(permits.available_permits() as u64 <= due_by(Duration::from_millis(200), rate));
+    }
+
     #[test]
     fn slots_follow_the_rate() {
         let t0 = Instant::now();

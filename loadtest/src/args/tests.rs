@@ -124,7 +124,8 @@ fn mistakes_are_named() {
         ("engine-compare --baseline soft", "unknown baseline `soft`"),
         ("run --url u --connections many", "--connections"),
         ("run --url u --duration 10h", "unknown unit"),
-        ("run --url u --rate -5", "positive"),
+        ("run --url u --rate -5", "at least 0.001"),
+        ("run --url u --rate 1e-300", "at least 0.001"),
         ("run --url u --closed", "needs --rate"),
         ("run --url u --scenario ping --mix m", "alternatives"),
         ("run --url u --header nocolon", "not a header"),
@@ -213,6 +214,8 @@ fn abuse_defaults_and_refusals() {
     for bad in [
         "abuse --victim-rate 0",
         "abuse --attack-rate -1",
+        "abuse --attack-rate 1e-300",
+        "abuse --victim-rate 1e-300",
         "abuse --duration 0s",
         "abuse --victim-connections 0",
         "abuse --rounds 3",
