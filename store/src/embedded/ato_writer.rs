@@ -721,3 +721,26 @@ mod group_tests {
         assert!(last.iter().all(|s| (28..=36).contains(s)), "{sizes:?}");
     }
 }
+
+#[cfg(test)]
+mod signal_tests {
+    use std::sync::atomic::Ordering;
+
+    /// `EmbeddedStore` counts each message it sends the journal's writer
+    /// (`Signal::message`), which the writer uncounts as it reads it. The
+    /// count is what ends the writer's group and spacing waits early, so a
+    /// message sent uncounted would leave a checkpoint or close waiting
+    /// out those bounds, and would leave the count below zero: after each
+    /// answered message it is zero again.
+    #[tokio::test]
+    async fn the_store_counts_every_message_it_sends_the_journal_writer() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = crate::EmbeddedStore::open(dir.path().join("s.redb")).expect("open");
+        let count = || store.inner.ato_signal.messages.load(Ordering::SeqCst);
+        // A purge sends a checkpoint first.
+        store.purge_expired(0).await.expect("purge");
+        assert_eq!(count(), 0, "after a checkpoint");
+        store.close().await.expect("close");
+        assert_eq!(count(), 0, "after a close");
+    }
+}
