@@ -1533,6 +1533,20 @@ mod tests {
         answer
     }
 
+    /// [`send_device_write`], then counted as `EmbeddedStore::write`
+    /// counts it (`Signal::sent`), which is what wakes a waiting writer.
+    fn send_counted(
+        tx: &std::sync::mpsc::Sender<crate::embedded::ato_writer::AtoMsg>,
+        signal: &crate::embedded::ato_writer::Signal,
+        project: &ProjectId,
+        i: usize,
+        now: i64,
+    ) -> oneshot::Receiver<Result<Outcome, StoreError>> {
+        let answer = send_device_write(tx, project, i, now);
+        signal.sent();
+        answer
+    }
+
     fn device_op(project: &ProjectId, identifier: &str, device: &DeviceId, at: i64) -> Op {
         let attempt = LoginAttempt {
             project_id: project.clone(),
@@ -1799,11 +1813,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let signal = Arc::clone(&w.ato.signal);
         let commits = Arc::clone(&w.ato.commits);
-        let send = |i: usize| {
-            let answer = send_device_write(&tx, &project, i, now);
-            signal.sent();
-            answer
-        };
+        let send = |i: usize| send_counted(&tx, &signal, &project, i, now);
         let committed = |n: u64| committed(&commits, n);
         let worker = BusyWorker::start();
         // Four writes waiting when the loop starts: after no group at all,
@@ -1863,11 +1873,7 @@ mod tests {
             let (tx, rx) = std::sync::mpsc::channel();
             let signal = Arc::clone(&w.ato.signal);
             let commits = Arc::clone(&w.ato.commits);
-            let send = |i: usize| {
-                let answer = send_device_write(&tx, &project, i, now);
-                signal.sent();
-                answer
-            };
+            let send = |i: usize| send_counted(&tx, &signal, &project, i, now);
             // Waiting when the loop starts: one group, committed at once.
             let first: Vec<_> = (0..first_group).map(send).collect();
             let Writers { ato, .. } = w;
@@ -1917,11 +1923,7 @@ mod tests {
         let now = now_ms();
         let (tx, rx) = std::sync::mpsc::channel();
         let signal = Arc::clone(&w.ato.signal);
-        let send = |i: usize| {
-            let answer = send_device_write(&tx, &project, i, now);
-            signal.sent();
-            answer
-        };
+        let send = |i: usize| send_counted(&tx, &signal, &project, i, now);
         let mut queue = VecDeque::new();
         let mut after = None;
         let hour = Instant::now() + Duration::from_secs(3600);
@@ -1998,11 +2000,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let signal = Arc::clone(&w.ato.signal);
         // As `EmbeddedStore::write` sends: the write, then the count.
-        let send = |i: usize| {
-            let answer = send_device_write(&tx, &project, i, now);
-            signal.sent();
-            answer
-        };
+        let send = |i: usize| send_counted(&tx, &signal, &project, i, now);
         let mut queue = VecDeque::new();
         let mut after = None;
 
