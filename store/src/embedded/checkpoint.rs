@@ -26,6 +26,7 @@ use std::time::Duration;
 use redb::Database;
 
 use super::journal::{self, LogRows, Pending, SharedOverlay};
+use super::log_row;
 use super::writer::write_rows;
 use crate::AtoProfile;
 
@@ -138,8 +139,8 @@ impl Checkpoint {
             l += 1;
         }
         let done = k >= keys.len() && l >= frozen.log.len();
-        let rows = &frozen.log[self.next_log..l];
-        if let Err(e) = write_rows(db, &profiles, rows, done.then_some(frozen.generation)) {
+        let rows = log_row::join(&frozen.log[self.next_log..l]);
+        if let Err(e) = write_rows(db, &profiles, &rows, done.then_some(frozen.generation)) {
             tracing::error!(error = %e, "ato journal checkpoint failed; retrying");
             return false;
         }
@@ -157,7 +158,7 @@ impl Checkpoint {
 /// from the overlay (readers find them in redb). Returns whether written;
 /// on an error they stay queued and in memory.
 pub(super) fn flush_log(db: &Database, overlay: &SharedOverlay, rows: &LogRows) -> bool {
-    if let Err(e) = write_rows(db, &[], rows, None) {
+    if let Err(e) = write_rows(db, &[], &log_row::join(rows), None) {
         tracing::error!(error = %e, "ato log flush failed; retrying");
         return false;
     }

@@ -20,14 +20,19 @@ pub(super) const SNAPSHOTS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("entropy_snapshots");
 /// `project, identifier, !at, attempt_id` → JSON [`LoginAttempt`](crate::LoginAttempt).
 pub(super) const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("login_attempts");
-/// `project, !newest at, seq` → a JSON array of the
-/// [`LoginAttempt`](crate::LoginAttempt)s one group commit logged for the
-/// project through `record_ato`: one row per project and commit instead of
-/// two B-tree entries per attempt (the row and its expiry entry), because
-/// nothing on the hot path reads attempts the identifier's profile already
-/// holds. Keyed by project first, so listing one project's attempts never
-/// reads another's. Newest first; expired by its newest attempt
-/// ([`Tag::AttemptLog`]). Attempts written without a profile
+/// `project, !newest at, seq` → [`LoginAttempt`](crate::LoginAttempt)s
+/// the project logged through `record_ato`, in `log_row`'s compact
+/// encoding (JSON arrays in rows of earlier builds). The journal makes one
+/// row per project and group commit; written here they are joined per
+/// project (`log_row::join`: up to 256 KiB a row, from one journal
+/// generation, so about ten seconds of attempts at most). Not two B-tree
+/// entries per attempt (the row and its expiry entry), because nothing on
+/// the hot path reads attempts the identifier's profile already holds.
+/// Keyed by project first, so listing one project's attempts never reads
+/// another's. Newest first; the purge walks each project's range from its
+/// oldest end and deletes a row once its newest attempt is past retention,
+/// so an attempt can outlive retention by its row's span. Readers filter
+/// by time attempt by attempt. Attempts written without a profile
 /// (`record_login_attempt`, and rows from before profiles) stay in
 /// [`ATTEMPTS`], the only table a lazy profile build reads.
 pub(super) const ATTEMPT_LOG: TableDefinition<&[u8], &[u8]> =

@@ -1,5 +1,6 @@
 //! Attempt-log rows: one row per project per group commit, holding that
-//! commit's attempts, in a compact encoding.
+//! commit's attempts, in a compact encoding; rows written to redb together
+//! are joined per project ([`join`]).
 //!
 //! Every attempt is written twice, to the anti-ATO journal and then to
 //! redb (`journal.rs`, `checkpoint.rs`), and a row used to be a JSON array
@@ -102,6 +103,47 @@ pub(super) fn push(row: &mut Vec<u8>, a: &LoginAttempt) {
     let _ = postcard::to_io(&Attempt::of(a), &mut *row);
 }
 
+/// Most bytes [`join`] puts in one row.
+const MAX_JOINED: usize = 256 << 10;
+
+/// The rows of one write to redb, joined per project: each project's
+/// compact rows become one row (its attempts one after another, up to
+/// [`MAX_JOINED`] bytes a row) under the key of its newest, which is the
+/// smallest (times are inverted). redb's cost is per row: a B-tree entry
+/// per group commit left its leaves half full and made the log's pages
+/// more bytes than its rows, and every byte redb writes is made durable by
+/// the journal's next sync too (BENCHMARKS.md, "The tail over 50 000
+/// identifiers is the disk's"). A row that is not compact (an earlier
+/// build's JSON) is kept as it is. Readers are unchanged: a row already
+/// held a group's attempts, is ordered by its newest, and a reader
+/// removes an attempt read twice ([`super::rows::newest_attempts`]).
+pub(super) fn join(rows: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    // A project's prefix → where its row being joined is in `out`.
+    let mut open: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    for (key, row) in rows {
+        let prefix = super::keys::partition_prefix(key);
+        let (Some(prefix), Some((&COMPACT, attempts))) = (prefix, row.split_first()) else {
+            out.push((key.clone(), row.clone()));
+            continue;
+        };
+        match open.get(prefix) {
+            Some(&i) if out[i].1.len() + attempts.len() <= MAX_JOINED => {
+                let (joined_key, joined) = &mut out[i];
+                joined.extend_from_slice(attempts);
+                if key < joined_key {
+                    joined_key.clone_from(key);
+                }
+            }
+            _ => {
+                open.insert(prefix, out.len());
+                out.push((key.clone(), row.clone()));
+            }
+        }
+    }
+    out
+}
+
 /// The attempts of a row of `project`'s log, compact or JSON. The error
 /// names where it broke, never the content.
 pub(super) fn decode(row: &[u8], project: &ProjectId) -> Result<Vec<LoginAttempt>, StoreError> {
@@ -180,6 +222,72 @@ mod tests {
         let want: Vec<LoginAttempt> = (0..3).map(|i| attempt(i, true)).collect();
         let json = serde_json::to_vec(&want).unwrap();
         assert_eq!(decode(&json, &want[0].project_id).unwrap(), want);
+    }
+
+    /// Rows as a group commit makes them: `project, !newest at, seq`.
+    fn row_of(project: &ProjectId, attempts: &[LoginAttempt], seq: u64) -> (Vec<u8>, Vec<u8>) {
+        let mut row = Vec::new();
+        for a in attempts {
+            push(&mut row, a);
+        }
+        let newest = attempts.iter().map(|a| a.at).max().unwrap();
+        let key = super::super::keys::Key::new()
+            .str(project.as_str())
+            .newest_first(newest)
+            .u64(seq)
+            .into_bytes();
+        (key, row)
+    }
+
+    /// Each project's compact rows become one row under the key of its
+    /// newest, holding every attempt; another project's rows and a JSON
+    /// row stay apart; a row never grows past `MAX_JOINED`.
+    #[test]
+    fn rows_are_joined_per_project_under_the_newest_key() {
+        let a = ProjectId::parse("prj_AzAAMTIuCZ93-PKD30KXNw").unwrap();
+        let b = ProjectId::parse("prj_sVNt2J0PJURVTsoq7KxHMQ").unwrap();
+        let of = |p: &ProjectId, from: u32| -> Vec<LoginAttempt> {
+            (from..from + 3)
+                .map(|i| LoginAttempt {
+                    project_id: p.clone(),
+                    ..attempt(i, i % 2 == 0)
+                })
+                .collect()
+        };
+        let (a1, b1, a2, a3) = (of(&a, 0), of(&b, 10), of(&a, 20), of(&a, 30));
+        let json = serde_json::to_vec(&of(&a, 40)).unwrap();
+        let json_key = row_of(&a, &of(&a, 40), 9).0;
+        let rows = vec![
+            row_of(&a, &a1, 1),
+            row_of(&b, &b1, 2),
+            row_of(&a, &a3, 4),
+            (json_key.clone(), json.clone()),
+            row_of(&a, &a2, 3),
+        ];
+        let joined = join(&rows);
+        assert_eq!(joined.len(), 3, "a's rows, b's row, the JSON row");
+        let (key, row) = &joined[0];
+        assert_eq!(key, &rows[2].0, "under a's newest row's key");
+        let mut want: Vec<LoginAttempt> = [a1, a3, a2].concat();
+        assert_eq!(decode(row, &a).unwrap(), want);
+        assert_eq!(joined[1], rows[1]);
+        assert_eq!(joined[2], (json_key, json));
+        // Past `MAX_JOINED` a project's next rows start a new row.
+        let many: Vec<(Vec<u8>, Vec<u8>)> = (0..2_000)
+            .map(|i| row_of(&a, &of(&a, i * 3), u64::from(i)))
+            .collect();
+        let joined = join(&many);
+        assert!(joined.len() > 1);
+        assert!(joined.iter().all(|(_, r)| r.len() <= MAX_JOINED));
+        want = many
+            .iter()
+            .flat_map(|(_, r)| decode(r, &a).unwrap())
+            .collect();
+        let got: Vec<LoginAttempt> = joined
+            .iter()
+            .flat_map(|(_, r)| decode(r, &a).unwrap())
+            .collect();
+        assert_eq!(got, want, "every attempt once, in order");
     }
 
     /// A cut or unknown row is an error, not a panic or a short list.
