@@ -1439,6 +1439,57 @@ mod tests {
         assert_eq!(rows, 2);
     }
 
+    /// A log flush and a checkpoint slice each write a project's rows as
+    /// one row (`log_row::join`): twelve group commits' rows of two
+    /// projects become two rows, and then two more, holding every attempt.
+    #[test]
+    fn flushes_and_checkpoints_join_each_projects_log_rows() {
+        use crate::embedded::checkpoint::{flush_log, Checkpoint, Progress};
+        use crate::embedded::journal::{Frame, Pending, SharedOverlay};
+        let dir = tempfile::tempdir().expect("dir");
+        let w = writer(&dir, "join.redb");
+        let now = now_ms();
+        let projects = [ProjectId::generate(), ProjectId::generate()];
+        let mut seq = 0;
+        // One row per group commit, the two projects' alternating.
+        let mut rows = |from: i64| -> Vec<(Vec<u8>, Vec<u8>)> {
+            (0..12)
+                .filter_map(|k| {
+                    let project = &projects[(k % 2) as usize];
+                    let Op::RecordAto {
+                        attempt: Some(a), ..
+                    } = log_only(project, now + from + k)
+                    else {
+                        unreachable!("log_only logs an attempt")
+                    };
+                    let mut batch = LogBatch::default();
+                    batch.push(&a);
+                    batch.row(project, &mut seq)
+                })
+                .collect()
+        };
+        let overlay = SharedOverlay::default();
+        let flushed = Arc::new(rows(0));
+        journal::write(&overlay).flushing.push(Arc::clone(&flushed));
+        assert!(flush_log(&w.db, &overlay, &flushed));
+        assert_eq!(attempts(&w), (2, 12), "a row per project for the flush");
+        assert!(journal::read(&overlay).flushing.is_empty());
+
+        let mut frozen = Pending::default();
+        frozen.add(Frame {
+            profiles: Vec::new(),
+            log: rows(100),
+        });
+        frozen.generation = 1;
+        let frozen = Arc::new(frozen);
+        journal::write(&overlay).frozen = Some(Arc::clone(&frozen));
+        let progress = Progress::new(0);
+        let mut checkpoint = Checkpoint::new(frozen);
+        while !checkpoint.slice(&w.db, &overlay, &progress) {}
+        assert_eq!(attempts(&w), (4, 24), "and a row per project for the slice");
+        assert!(journal::read(&overlay).frozen.is_none());
+    }
+
     /// Log rows carry no expiry entry; the purge finds the due ones at the
     /// end of each project's range and keeps the rest, and over more
     /// projects than one purge visits it finishes on the next purges.
