@@ -34,7 +34,11 @@ journal does): the ceiling of a route that writes before it answers.
 
 engine-compare starts its own engine (this binary's engine-serve, a child
 process over a temporary embedded store and a generated snapshot) and the
-baseline, and compares every hot route with the baseline. Scenarios:
+baseline, and compares every hot route with the baseline: maximum
+throughput, then p99 at half the baseline's maximum (and at half the
+route's own, when it cannot reach that). With --rate N it runs only open
+rounds at N/s on both: the tail at a rate of your choosing, with no
+overloading rounds just before it. Scenarios:
 session-verify-hit, rate-limit-3-buckets, token-mint-hs256,
 token-verify-hs256-cached, token-verify-hs256-uncached,
 token-verify-eddsa-cached, ato-login-attempt (50 000 identifiers),
@@ -350,8 +354,8 @@ pub fn parse(argv: &[String]) -> Result<Command, ArgError> {
         }
         "engine-compare" => {
             let load = load_args(&mut flags)?;
-            if load.rate.is_some() || load.closed {
-                return err("engine-compare picks its own rate (half the baseline's maximum); drop --rate/--closed");
+            if load.closed {
+                return err("engine-compare's paced runs are open loop; drop --closed");
             }
             let c = EngineCompareArgs {
                 load,

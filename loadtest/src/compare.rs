@@ -333,6 +333,40 @@ pub async fn interleave(
     Ok(outcome(&max, rate, &fixed))
 }
 
+/// `rounds` × (baseline, route) open loop at `rate` only: the tail at a
+/// chosen rate, without the maximum-throughput rounds (and, for a route
+/// slower than the baseline, the rounds it only queues) that
+/// [`interleave`] runs before. Returns the median p99 of each side (µs)
+/// and the JSON of the rounds.
+pub async fn at_rate(
+    rounds: usize,
+    load: &LoadArgs,
+    quiet: bool,
+    servers: Servers,
+    base: &Arc<Plan>,
+    route: &Arc<Plan>,
+    rate: f64,
+) -> Result<(f64, f64, Value), String> {
+    let spec = |label: &str| LoadSpec {
+        label: label.to_owned(),
+        connections: load.connections,
+        duration: load.duration,
+        warmup: load.warmup,
+        pacing: Pacing::Open { rate },
+        progress: !quiet,
+        server_pid: if label == "baseline" {
+            servers.baseline
+        } else {
+            servers.route
+        },
+    };
+    let fixed = phase(rounds, base, route, spec).await?;
+    let (p99_base, p99_route) = fixed.medians(|r| r.latency().p99 as f64);
+    let paired = fixed.paired(|r| r.latency().p99 as f64);
+    let json = fixed.json(p99_base, p99_route, paired, "median p99 µs, open loop");
+    Ok((p99_base, p99_route, json))
+}
+
 /// The figures of a comparison from its two phases; `rate` is the fixed
 /// phase's (half the baseline's median maximum).
 fn outcome(max: &Phase, rate: f64, fixed: &Phase) -> Outcome {

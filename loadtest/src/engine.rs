@@ -55,7 +55,7 @@ use qyzar_shared::settings::ProjectSettings;
 use qyzar_shared::snapshot::{encode_snapshot, provision, Snapshot};
 
 use crate::args::{EngineCompareArgs, EngineServeArgs};
-use crate::compare::{interleave, spawn_baseline, spawn_child, Outcome, Servers};
+use crate::compare::{at_rate, interleave, spawn_baseline, spawn_child, Outcome, Servers};
 use crate::load;
 use crate::plan::{Entry, Plan, Target, Variant};
 
@@ -601,6 +601,8 @@ pub async fn engine_compare(a: EngineCompareArgs) -> Result<(), String> {
     );
     let mut rows: Vec<Row> = Vec::new();
     let mut failed: Vec<(String, String)> = Vec::new();
+    // With --rate: (name, rate, baseline p99, route p99, rounds' JSON).
+    let mut at_rate_rows: Vec<(String, f64, f64, f64, Value)> = Vec::new();
     for name in &names {
         let entry = scenario(name, &world)?;
         let route = Arc::new(Plan::new(
@@ -620,6 +622,21 @@ pub async fn engine_compare(a: EngineCompareArgs) -> Result<(), String> {
             "\n== {name}   (sample answer: {status} {:.120})",
             String::from_utf8_lossy(&body)
         );
+        if let Some(rate) = a.load.rate {
+            let (b, r, json) = at_rate(
+                a.rounds,
+                &a.load,
+                a.common.quiet,
+                servers,
+                &base,
+                &route,
+                rate,
+            )
+            .await?;
+            println!("  p99 at {rate:.0}/s, medians: baseline {b:.0} µs, route {r:.0} µs");
+            at_rate_rows.push((name.clone(), rate, b, r, json));
+            continue;
+        }
         let o = interleave(a.rounds, &a.load, a.common.quiet, servers, &base, &route).await?;
         print!("{}", o.table());
         // A route that cannot reach half the baseline's maximum has no
@@ -657,7 +674,17 @@ pub async fn engine_compare(a: EngineCompareArgs) -> Result<(), String> {
         };
         rows.push((name.clone(), o, own));
     }
-    println!("\n{}", summary_table(&rows));
+    if a.load.rate.is_some() {
+        println!(
+            "\n{:<36} {:>9} {:>12} {:>12}",
+            "scenario", "rate r/s", "base p99 µs", "route p99 µs"
+        );
+        for (n, rate, b, r, _) in &at_rate_rows {
+            println!("{n:<36} {rate:>9.0} {b:>12.0} {r:>12.0}");
+        }
+    } else {
+        println!("\n{}", summary_table(&rows));
+    }
     for (n, msg) in &failed {
         println!("{n}: not measured ({msg})");
     }
@@ -691,6 +718,13 @@ pub async fn engine_compare(a: EngineCompareArgs) -> Result<(), String> {
                 "max_throughput": o.max_json,
                 "server_cpu_us_per_answer": o.cpu_json(),
                 "fixed": o.fixed_json,
+            })).collect::<Vec<_>>(),
+            "at_rate": at_rate_rows.iter().map(|(n, rate, b, r, json)| json!({
+                "name": n,
+                "rate": rate,
+                "p99_us_baseline": b,
+                "p99_us_route": r,
+                "p99_us": json,
             })).collect::<Vec<_>>(),
             "not_measured": failed.iter().map(|(n, m)| json!({"name": n, "answer": m})).collect::<Vec<_>>(),
         });

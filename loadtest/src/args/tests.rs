@@ -169,6 +169,14 @@ fn engine_compare_and_serve() {
     assert_eq!(c.scenarios.as_deref(), Some("a,b"));
     assert_eq!(c.load.duration, Duration::from_secs(2));
     assert_eq!(c.json, Some(PathBuf::from("o.json")));
+    assert_eq!(
+        c.load.rate, None,
+        "without --rate: maximum, then half of it"
+    );
+    let Command::EngineCompare(c) = parse(&argv("engine-compare --rate 25000")).unwrap() else {
+        panic!("not engine-compare")
+    };
+    assert_eq!(c.load.rate, Some(25_000.0), "open rounds at this rate only");
     let Command::EngineServe(s) =
         parse(&argv("engine-serve --dir /tmp/x --token-cache 9")).unwrap()
     else {
@@ -179,7 +187,7 @@ fn engine_compare_and_serve() {
         ("/tmp/x", 0, Some(9))
     );
     for (line, needle) in [
-        ("engine-compare --rate 5", "picks its own rate"),
+        ("engine-compare --rate 5 --closed", "drop --closed"),
         ("engine-compare --sessions 0", "at least 1"),
         ("engine-compare --pin-client 1", "--pin-server too"),
         ("engine-serve", "needs --dir"),

@@ -178,6 +178,54 @@ async fn open_loop_holds_the_rate() {
     assert_eq!(r.total.errors(), 0);
 }
 
+/// `engine-compare --rate`: both sides run only open rounds at the given
+/// rate, alternated, and the JSON keeps every round of each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comparison_at_a_chosen_rate_runs_both_sides_open_at_it() {
+    let (base_url, _stop_base) = spawn_baseline().await;
+    let (route_url, _stop_route) = spawn_baseline().await;
+    let load = qyzar_loadtest::args::LoadArgs {
+        connections: 4,
+        duration: Duration::from_millis(800),
+        warmup: Duration::from_millis(200),
+        rate: Some(500.0),
+        closed: false,
+    };
+    let (p99_base, p99_route, json) = qyzar_loadtest::compare::at_rate(
+        2,
+        &load,
+        true,
+        qyzar_loadtest::compare::Servers::default(),
+        &plan(&base_url),
+        &plan(&route_url),
+        500.0,
+    )
+    .await
+    .unwrap();
+    assert!(p99_base > 0.0 && p99_route > 0.0, "{json}");
+    for side in ["baseline_runs", "route_runs"] {
+        let runs = json[side].as_array().expect(side);
+        assert_eq!(runs.len(), 2, "two rounds of {side}: {json}");
+        for r in runs {
+            assert_eq!(r["mode"], "open", "{r}");
+            assert_eq!(r["rate"], 500.0, "{r}");
+            assert_eq!(r["errors"], 0, "{r}");
+            // 500/s for 0.8 s, give or take the timer at the edges.
+            let n = r["requests"].as_u64().unwrap();
+            assert!((360..=420).contains(&n), "{n} requests: {r}");
+        }
+    }
+    let targets: Vec<_> = ["baseline_runs", "route_runs"]
+        .iter()
+        .map(|side| json[side][0]["target"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        targets,
+        [base_url, route_url],
+        "each side ran against its own server"
+    );
+}
+
 /// The generator's pacer thread wakes late by its sleep's slack (and
 /// tokio's timer, before it, by up to a millisecond); that lateness is not
 /// the server's and must not read as latency.
