@@ -303,17 +303,16 @@ pub struct Servers {
     pub route: Option<u32>,
 }
 
-/// `rounds` × (baseline, route) at maximum throughput, then `rounds` ×
-/// (baseline, route) open loop at half the baseline's median maximum.
-pub async fn interleave(
-    rounds: usize,
+/// The load of one side's run (`label` is `baseline` or `route`), with the
+/// process of that side's server when it is known.
+fn side_spec(
     load: &LoadArgs,
     quiet: bool,
     servers: Servers,
-    base: &Arc<Plan>,
-    route: &Arc<Plan>,
-) -> Result<Outcome, String> {
-    let spec = |label: &str, pacing| LoadSpec {
+    label: &str,
+    pacing: Pacing,
+) -> LoadSpec {
+    LoadSpec {
         label: label.to_owned(),
         connections: load.connections,
         duration: load.duration,
@@ -325,7 +324,20 @@ pub async fn interleave(
         } else {
             servers.route
         },
-    };
+    }
+}
+
+/// `rounds` × (baseline, route) at maximum throughput, then `rounds` ×
+/// (baseline, route) open loop at half the baseline's median maximum.
+pub async fn interleave(
+    rounds: usize,
+    load: &LoadArgs,
+    quiet: bool,
+    servers: Servers,
+    base: &Arc<Plan>,
+    route: &Arc<Plan>,
+) -> Result<Outcome, String> {
+    let spec = |label: &str, pacing| side_spec(load, quiet, servers, label, pacing);
     let max = phase(rounds, base, route, |l| spec(l, Pacing::Closed)).await?;
     let max_base = max.medians(RunReport::throughput).0;
     let rate = (max_base / 2.0).max(1.0);
@@ -347,19 +359,7 @@ pub async fn at_rate(
     route: &Arc<Plan>,
     rate: f64,
 ) -> Result<(f64, f64, Value), String> {
-    let spec = |label: &str| LoadSpec {
-        label: label.to_owned(),
-        connections: load.connections,
-        duration: load.duration,
-        warmup: load.warmup,
-        pacing: Pacing::Open { rate },
-        progress: !quiet,
-        server_pid: if label == "baseline" {
-            servers.baseline
-        } else {
-            servers.route
-        },
-    };
+    let spec = |label: &str| side_spec(load, quiet, servers, label, Pacing::Open { rate });
     let fixed = phase(rounds, base, route, spec).await?;
     let (p99_base, p99_route) = fixed.medians(|r| r.latency().p99 as f64);
     let paired = fixed.paired(|r| r.latency().p99 as f64);
