@@ -226,6 +226,70 @@ async fn a_comparison_at_a_chosen_rate_runs_both_sides_open_at_it() {
     );
 }
 
+/// The whole `engine-compare --rate` command, its engine and baseline
+/// spawned: only open rounds at the rate, reported under `at_rate`, and no
+/// maximum-throughput comparison.
+#[test]
+fn engine_compare_at_a_rate_runs_open_rounds_only() {
+    let dir = std::env::temp_dir().join(format!("qyzar-ec-rate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("out.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qyzar-loadtest"))
+        .args([
+            "engine-compare",
+            "--rate",
+            "200",
+            "--rounds",
+            "2",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "100ms",
+            "--connections",
+            "2",
+            "--projects",
+            "1",
+            "--sessions",
+            "1",
+            "--scenarios",
+            "session-verify-hit",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("engine-compare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("p99 at 200/s, medians"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        v["scenarios"],
+        serde_json::json!([]),
+        "no maximum-throughput comparison: {v}"
+    );
+    let at = v["at_rate"].as_array().expect("at_rate");
+    assert_eq!(at.len(), 1, "{v}");
+    assert_eq!(at[0]["name"], "session-verify-hit");
+    assert_eq!(at[0]["rate"], 200.0);
+    for side in ["baseline_runs", "route_runs"] {
+        let runs = at[0]["p99_us"][side].as_array().expect(side);
+        assert_eq!(runs.len(), 2, "two rounds of {side}: {v}");
+        for r in runs {
+            assert_eq!(r["mode"], "open", "{r}");
+            assert_eq!(r["rate"], 200.0, "{r}");
+            assert_eq!(r["errors"], 0, "{r}");
+            assert_eq!(r["status"]["200"], r["requests"], "every answer a 200: {r}");
+        }
+    }
+    assert!(at[0]["p99_us_route"].as_f64().unwrap() > 0.0, "{v}");
+}
+
 /// The generator's pacer thread wakes late by its sleep's slack (and
 /// tokio's timer, before it, by up to a millisecond); that lateness is not
 /// the server's and must not read as latency.
