@@ -16,7 +16,11 @@
 //! 3. Each scenario runs `compare`'s interleaved measurement (closed loop
 //!    `rounds` × (baseline, route), then open loop at half the baseline's
 //!    median maximum) and the summary goes to a table and, with `--json`,
-//!    a file.
+//!    a file. With `--rate N` only open rounds at N/s run
+//!    ([`crate::compare::at_rate`]): the open rounds at half the baseline's
+//!    maximum overload a route slower than it, and the rounds that follow
+//!    read worse for it (BENCHMARKS.md, "The tail target against the
+//!    durable ceiling at the same rate").
 //!
 //! The `instrument-*` scenarios ([`INSTRUMENT_SCENARIOS`]) send what the
 //! shared instrument (`../shared/perf/engine_ratios.py`) sends, request for
